@@ -1,0 +1,33 @@
+// Thread control. OpenMP does the work; these helpers keep small problems on one thread, since
+// waking a second thread costs a few microseconds, more than a small kernel runs.
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace fusegrad {
+
+void set_num_threads(int n);   // n >= 1, checked by the binding
+int get_num_threads();
+
+// Calls body(begin, end) over [0, n) in contiguous chunks of at least `grain` items, one chunk
+// per thread; runs inline when there is less than two grains of work.
+template <class Body>
+void parallel_for(int64_t n, int64_t grain, Body&& body) {
+  if (n <= 0) return;
+  const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
+  const int threads = static_cast<int>(std::min<int64_t>(get_num_threads(), max_chunks));
+  if (threads <= 1) {
+    body(int64_t(0), n);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    if (begin < end) body(begin, end);
+  }
+}
+
+}  // namespace fusegrad

@@ -1,0 +1,125 @@
+// Elementwise activations on the GPU. Pure bandwidth: each thread moves 16-byte vectors (float4)
+// in a grid-stride loop, so a few waves of blocks cover any n and every load is a full 128-bit
+// transaction. The last n % 4 elements, and operands not 16-byte aligned, take the scalar path.
+#include "activation/activation.cuh"
+#include "common/cuda_check.cuh"
+
+namespace fusegrad::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Phi(x) with erfcf so both tails keep their relative precision.
+__device__ __forceinline__ float normal_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+
+template <Activation kind>
+__device__ __forceinline__ float forward_one(float x, float p) {
+  if constexpr (kind == Activation::relu) return x > 0.0f || x != x ? x : 0.0f;  // keeps NaN
+  else if constexpr (kind == Activation::leaky_relu) return x > 0.0f ? x : x * p;
+  else if constexpr (kind == Activation::sigmoid) return sigmoidf(x);
+  else if constexpr (kind == Activation::tanh) return tanhf(x);
+  else if constexpr (kind == Activation::silu) return x * sigmoidf(x);
+  else if constexpr (kind == Activation::gelu) return x * normal_cdf(x);
+  else if constexpr (kind == Activation::gelu_tanh)
+    return x * sigmoidf(2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x));
+  else return x;
+}
+
+// `s` is x, or the forward output for sigmoid and tanh (as on the CPU).
+template <Activation kind>
+__device__ __forceinline__ float backward_one(float g, float s, float p) {
+  if constexpr (kind == Activation::relu) return s > 0.0f ? g : 0.0f;
+  else if constexpr (kind == Activation::leaky_relu) return s > 0.0f ? g : g * p;
+  else if constexpr (kind == Activation::sigmoid) return g * s * (1.0f - s);
+  else if constexpr (kind == Activation::tanh) return g * (1.0f - s * s);
+  else if constexpr (kind == Activation::silu) {
+    const float sg = sigmoidf(s);
+    return g * sg * (1.0f + s * (1.0f - sg));
+  } else if constexpr (kind == Activation::gelu) {
+    return g * (normal_cdf(s) + s * 0.39894228040143268f * expf(-0.5f * s * s));
+  } else if constexpr (kind == Activation::gelu_tanh) {
+    const float k = 0.7978845608028654f, c = 0.044715f;
+    const float sg = sigmoidf(2.0f * k * (s + c * s * s * s));
+    return g * (sg + 2.0f * s * sg * (1.0f - sg) * k * (1.0f + 3.0f * c * s * s));
+  } else return g;
+}
+
+template <Activation kind>
+__global__ void forward_kernel(const float* x, float* y, int64_t n, float p, bool vectorised) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t scalar_from = 0;
+  if (vectorised) {
+    const int64_t n4 = n / 4;
+    for (int64_t v = i; v < n4; v += stride) {
+      float4 a = reinterpret_cast<const float4*>(x)[v];
+      a.x = forward_one<kind>(a.x, p);
+      a.y = forward_one<kind>(a.y, p);
+      a.z = forward_one<kind>(a.z, p);
+      a.w = forward_one<kind>(a.w, p);
+      reinterpret_cast<float4*>(y)[v] = a;
+    }
+    scalar_from = n4 * 4;
+  }
+  for (int64_t j = scalar_from + i; j < n; j += stride) y[j] = forward_one<kind>(x[j], p);
+}
+
+template <Activation kind>
+__global__ void backward_kernel(const float* g, const float* s, float* dx, int64_t n, float p,
+                                bool vectorised) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t scalar_from = 0;
+  if (vectorised) {
+    const int64_t n4 = n / 4;
+    for (int64_t v = i; v < n4; v += stride) {
+      const float4 a = reinterpret_cast<const float4*>(g)[v];
+      const float4 b = reinterpret_cast<const float4*>(s)[v];
+      float4 r;
+      r.x = backward_one<kind>(a.x, b.x, p);
+      r.y = backward_one<kind>(a.y, b.y, p);
+      r.z = backward_one<kind>(a.z, b.z, p);
+      r.w = backward_one<kind>(a.w, b.w, p);
+      reinterpret_cast<float4*>(dx)[v] = r;
+    }
+    scalar_from = n4 * 4;
+  }
+  for (int64_t j = scalar_from + i; j < n; j += stride) dx[j] = backward_one<kind>(g[j], s[j], p);
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+unsigned grid_size(int64_t n, bool vectorised, int device) {
+  return grid_for(vectorised ? (n + 3) / 4 : n, kThreads, device);
+}
+
+}  // namespace
+
+void activation_forward(Activation kind, const float* x, float* y, int64_t n, float param,
+                        cudaStream_t stream, int device) {
+  if (n == 0) return;
+  DeviceGuard guard(device);
+  const bool vec = aligned16(x) && aligned16(y);
+  const unsigned grid = grid_size(n, vec, device);
+  with_activation(kind, [&](auto k) {
+    forward_kernel<decltype(k)::value><<<grid, kThreads, 0, stream>>>(x, y, n, param, vec);
+  });
+  FG_CUDA_CHECK_LAUNCH();
+}
+
+void activation_backward(Activation kind, const float* grad_out, const float* saved, float* dx,
+                         int64_t n, float param, cudaStream_t stream, int device) {
+  if (n == 0) return;
+  DeviceGuard guard(device);
+  const bool vec = aligned16(grad_out) && aligned16(saved) && aligned16(dx);
+  const unsigned grid = grid_size(n, vec, device);
+  with_activation(kind, [&](auto k) {
+    backward_kernel<decltype(k)::value><<<grid, kThreads, 0, stream>>>(grad_out, saved, dx, n, param,
+                                                                       vec);
+  });
+  FG_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fusegrad::cuda

@@ -1,0 +1,18 @@
+"""fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
+from . import _backend, cuda, ops
+from ._cpu import __version__
+from ._info import info
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the CPU kernels use (OpenMP); n >= 1. OMP_NUM_THREADS sets the default."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    _backend._cpu.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _backend._cpu.get_num_threads()
+
+
+__all__ = ["__version__", "cuda", "get_num_threads", "info", "ops", "set_num_threads"]

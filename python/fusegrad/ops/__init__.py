@@ -1,0 +1,21 @@
+"""The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
+from .activation import (
+    gelu,
+    gelu_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    silu,
+    silu_backward,
+    tanh,
+    tanh_backward,
+)
+
+__all__ = [
+    "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
+    "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
+    "gelu_backward",
+]

@@ -1,0 +1,116 @@
+"""Argument checks and array plumbing shared by every kernel family in fusegrad.ops.
+
+Every public op checks its arguments here before anything reaches compiled code (DESIGN.md,
+Errors): wrong dtype -> TypeError naming the argument; wrong shapes -> ValueError showing them;
+arrays on different devices -> ValueError saying which; read-only or unsafely aliased `out` ->
+ValueError.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend
+from .._backend import array_module, device_of, native, to_kind
+
+FLOAT32 = np.dtype(np.float32)
+
+
+def check_dtype(x, name: str, expected=FLOAT32) -> None:
+    if x.dtype != expected:
+        raise TypeError(f"{name}: expected dtype {np.dtype(expected).name}, got {x.dtype}")
+
+
+def check_same_device(**arrays) -> str:
+    """The common device of the named arrays, or ValueError naming where each one lives."""
+    devices = {name: device_of(a) for name, a in arrays.items() if a is not None}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"arrays must be on the same device, got {where}")
+    return next(iter(devices.values()))
+
+
+def check_same_shape(**arrays) -> tuple:
+    shapes = {name: tuple(a.shape) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shapes differ: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+    return next(iter(shapes.values()))
+
+
+def float32_input(x, name: str):
+    """(native array, caller kind) for a float32 input."""
+    arr, kind = native(x, name)
+    check_dtype(arr, name)
+    return arr, kind
+
+
+def check_out(out, shape: tuple, device: str, name: str = "out"):
+    """The native `out` array after checking it can receive a float32 result of `shape` on `device`."""
+    arr, _ = native(out, name)
+    check_dtype(arr, name)
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(arr.shape)}")
+    if device_of(arr) != device:
+        raise ValueError(f"{name}: is on {device_of(arr)} but the inputs are on {device}")
+    if isinstance(arr, np.ndarray) and not arr.flags.writeable:
+        raise ValueError(f"{name}: is read-only")
+    return arr
+
+
+def is_contiguous(x) -> bool:
+    return x.flags.c_contiguous or x.flags.f_contiguous
+
+
+def same_layout(a, b) -> bool:
+    return a.shape == b.shape and (a.strides == b.strides or a.size <= 1)
+
+
+def _overlaps_unsafely(out, inputs) -> bool:
+    """True when out shares memory with an input other than being exactly that input."""
+    for x in inputs:
+        if out is x:
+            continue
+        xp = array_module(x)
+        if xp.may_share_memory(out, x) and not (_ptr(out) == _ptr(x) and same_layout(out, x)):
+            return True
+    return False
+
+
+def _ptr(x) -> int:
+    return _backend.info(x).ptr
+
+
+def elementwise(cpu_kernel, cuda_kernel, inputs: dict, out, *, stream=None):
+    """Runs a flat elementwise kernel over same-shaped float32 inputs and returns the result.
+
+    `inputs` maps argument names to arrays of any kind and layout; they are brought to one common
+    contiguous layout (copying only those that need it). The kernels are called as
+    cpu_kernel(*arrays, out_array) and cuda_kernel(*pointers, out_pointer, n, stream, device).
+    """
+    names = list(inputs)
+    arrays, kinds = zip(*(float32_input(inputs[n], n) for n in names))
+    arrays = list(arrays)
+    shape = check_same_shape(**dict(zip(names, arrays)))
+    device = check_same_device(**dict(zip(names, arrays)))
+    xp = array_module(arrays[0])
+
+    # One layout for all: keep the inputs' own if they share a contiguous one, else C order.
+    if not all(is_contiguous(a) and same_layout(a, arrays[0]) for a in arrays):
+        arrays = [xp.ascontiguousarray(a) for a in arrays]
+
+    if out is None:
+        target = result = xp.empty_like(arrays[0])
+    else:
+        result = check_out(out, shape, device)
+        usable = same_layout(result, arrays[0]) and is_contiguous(result)
+        target = result if usable and not _overlaps_unsafely(result, arrays) else xp.empty_like(arrays[0])
+
+    if target.size:
+        if xp is np:
+            cpu_kernel(*arrays, target)
+        else:
+            cuda = _backend.require_cuda()
+            cuda_kernel(cuda, *(a.data.ptr for a in arrays), target.data.ptr, target.size,
+                        _backend.stream_handle(stream), arrays[0].device.id)
+    if target is not result:
+        result[...] = target
+    return out if out is not None else to_kind(result, kinds[0])
