@@ -1,0 +1,32 @@
+import os
+
+import numpy as np
+import pytest
+
+import fusegrad
+
+
+def _gpu_present() -> bool:
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return fusegrad.cuda.is_available()
+
+
+GPU = _gpu_present()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only tests marked `cuda` are skipped without a GPU; every CPU test always runs.
+    if GPU:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CuPy (fusegrad.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(int(os.environ.get("FUSEGRAD_TEST_SEED", "0")))
