@@ -8,6 +8,7 @@
 #include "common/isa.h"
 #include "common/probe.h"
 #include "common/threads.h"
+#include "gemm/gemm.h"
 
 namespace py = pybind11;
 using namespace fusegrad;
@@ -42,6 +43,66 @@ void activation_backward(int code, const py::array& grad_out, const py::array& s
   active_activation_kernels().backward(kind, gp, sp, op, n, param);
 }
 
+// Element strides of dimension d; a dimension of size <= 1 is never stepped along, so its stride
+// is reported as 1, which lets packing take its unit-stride paths.
+int64_t elem_stride(const py::array& x, py::ssize_t d) {
+  if (x.shape(d) <= 1) return 1;
+  if (x.strides(d) % 4 != 0 || x.strides(d) < 0)
+    throw py::value_error("gemm: strides must be non-negative whole floats");
+  return x.strides(d) / 4;
+}
+
+// out[...] (=|+=) act(a @ b + bias). Shapes: a (M, K) or (B, M, K); b (K, N) or (B, K, N); out
+// (M, N) or (B, M, N) with unit column stride. fusegrad.ops.matmul has checked everything.
+void gemm(const py::array& a, const py::array& b, py::array& out, const py::object& bias, int code,
+          float param, bool accumulate) {
+  require_float32(a, "a");
+  require_float32(b, "b");
+  require_float32(out, "out");
+  if (!out.writeable()) throw py::value_error("out: is read-only");
+  const auto nd_ok = [](const py::array& x) { return x.ndim() == 2 || x.ndim() == 3; };
+  if (!nd_ok(a) || !nd_ok(b) || !nd_ok(out)) throw py::value_error("gemm: operands must be 2-D or 3-D");
+  const int ad = static_cast<int>(a.ndim()), bd = static_cast<int>(b.ndim());
+  GemmProblem p;
+  p.m = a.shape(ad - 2);
+  p.k = a.shape(ad - 1);
+  p.n = b.shape(bd - 1);
+  p.batch = ad == 3 ? a.shape(0) : bd == 3 ? b.shape(0) : 1;
+  if (b.shape(bd - 2) != p.k || (ad == 3 && bd == 3 && a.shape(0) != b.shape(0)))
+    throw py::value_error("gemm: a and b do not fit");
+  const bool out_batched = out.ndim() == 3;
+  if (out_batched != (ad == 3 || bd == 3) || (out_batched && out.shape(0) != p.batch) ||
+      out.shape(out.ndim() - 2) != p.m || out.shape(out.ndim() - 1) != p.n)
+    throw py::value_error("gemm: out has the wrong shape");
+  if (p.n > 1 && out.strides(out.ndim() - 1) != 4)
+    throw py::value_error("gemm: out must have unit column stride");
+  p.a = static_cast<const float*>(a.data());
+  p.a_rs = elem_stride(a, ad - 2);
+  p.a_cs = elem_stride(a, ad - 1);
+  p.a_bs = ad == 3 ? elem_stride(a, 0) : 0;
+  p.b = static_cast<const float*>(b.data());
+  p.b_rs = elem_stride(b, bd - 2);
+  p.b_cs = elem_stride(b, bd - 1);
+  p.b_bs = bd == 3 ? elem_stride(b, 0) : 0;
+  p.c = static_cast<float*>(out.mutable_data());
+  p.c_rs = elem_stride(out, out.ndim() - 2);
+  p.c_bs = out_batched ? elem_stride(out, 0) : 0;
+  if (ad == 3 && a.shape(0) == 1) p.a_bs = 0;
+  if (bd == 3 && b.shape(0) == 1) p.b_bs = 0;
+  p.accumulate = accumulate;
+  p.act = activation_code(code);
+  p.act_param = param;
+  if (!bias.is_none()) {
+    const py::array bias_arr = bias.cast<py::array>();
+    p.bias = float_input(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != p.n) throw py::value_error("bias: must have N elements");
+  }
+  if (accumulate && (p.bias || p.act != Activation::none))
+    throw py::value_error("gemm: accumulate takes no bias or activation");
+  py::gil_scoped_release release;
+  active_gemm_kernels().gemm(p);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -62,6 +123,16 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("out").noconvert(), py::arg("param") = 0.0f);
   m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("grad_out").noconvert(),
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
+
+  m.def("gemm", &gemm, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(),
+        py::arg("bias"), py::arg("activation"), py::arg("param") = 0.0f, py::arg("accumulate") = false,
+        "out (=|+=) act(a @ b + bias); see fusegrad.ops.matmul.");
+  m.def("gemm_config", [] {
+    const GemmKernels& g = active_gemm_kernels();
+    py::dict d;
+    d["mr"] = g.mr; d["nr"] = g.nr; d["mc"] = g.mc; d["kc"] = g.kc; d["nc"] = g.nc;
+    return d;
+  }, "Micro-tile and cache blocks of the active ISA level's GEMM.");
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");
