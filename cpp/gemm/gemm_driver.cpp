@@ -19,18 +19,21 @@ namespace FG_ISA_NS {
 namespace {
 
 // Cache blocks for the reference CPU (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3).
-//   KC: a B micro-panel (KC × NR floats) is reused by every A micro-panel of the MC block, so it
-//       should sit in L1 next to the A micro-panel streaming through (MR × KC) and the C tile;
-//       and KC should be as deep as that allows, since each C tile is loaded and stored once per
-//       KC step. AVX-512: 256 × 32 × 4 B = 32 KiB would fill L1 alone; 192 gives 24 KiB of B
-//       + 9 KiB of A. AVX2 (NR = 16): 256 gives 16 KiB of B + 6 KiB of A.
+//   KC: every C tile is loaded and stored once per KC step, so KC should be deep. A k step of
+//       the AVX-512 kernel reads 128 B of B and 48 B of A per 24 FMA cycles, about 7 B/cycle,
+//       a small part of Zen 4's 32 B/cycle from L2 to L1, so the B micro-panel (KC × NR) need
+//       not fit in L1 and KC is bounded by L2 instead: 384 (B micro-panel 48 KiB in L2, streamed
+//       by the prefetcher). Measured on the reference CPU at n = 1024, one thread: KC = 192, 256,
+//       384, 512 gave about 90, 95, 99, 92 GFLOP/s. AVX2 (NR = 16, 12 FMAs a step): 256.
 //   MC: the packed A block (MC × KC floats) must stay in the core's L2 while the whole KC × NC
-//       B block streams past it; MC × KC × 4 B ≈ 1/4..1/2 of the 1 MiB L2 leaves room for the B
-//       micro-panels and C tiles passing through.  AVX-512: 480 × 192 × 4 B = 360 KiB.
-//   NC: the packed B block (KC × NC floats) is shared by both cores from L3: 192 × 4096 × 4 B =
-//       3 MiB, a tenth of L3, so it survives next to A and C; one NC block covers N ≤ 4096.
+//       B block streams past it: 240 × 384 × 4 B = 360 KiB, a third of the 1 MiB L2, leaving
+//       room for the B micro-panel (48 KiB) and the C tiles passing through. MC = 480 (720 KiB)
+//       measured a few percent slower.
+//   NC: the packed B block (KC × NC floats) is shared by both cores from L3: 384 × 4096 × 4 B =
+//       6 MiB, under a fifth of the 32 MiB L3, so it survives next to A and C; one NC block
+//       covers every N <= 4096.
 #if defined(__AVX512F__)
-constexpr int64_t kKC = 192, kMC = 480, kNC = 4096;
+constexpr int64_t kKC = 384, kMC = 240, kNC = 4096;
 #elif defined(__AVX2__)
 constexpr int64_t kKC = 256, kMC = 288, kNC = 4096;
 #else

@@ -60,6 +60,14 @@ void tile_kernel(const MicroTile& t, int64_t a_rs, int64_t a_cs) {
   const int64_t ar = kStridedA ? a_rs : 1;
   const int64_t ac = kStridedA ? a_cs : kMR;
   const int64_t ldb = t.ldb;
+  // Start fetching the C tile now: its lines are needed only after the k loop, and with a
+  // power-of-two row stride they tend to have been evicted from L1 since the last K block.
+#pragma GCC unroll 64
+  for (int r = 0; r < M; ++r) {
+    __builtin_prefetch(t.c + r * t.ldc, 1);
+    __builtin_prefetch(t.c + r * t.ldc + kNR - 1, 1);
+  }
+#pragma GCC unroll 4
   for (int64_t p = 0; p < t.k; ++p) {
     VecF bv[V];
 #pragma GCC unroll 8

@@ -1,0 +1,116 @@
+"""Matrix products: C = act(A @ B + bias), or C += A @ B, plain or batched, with fused epilogues.
+
+`matmul` is the kernel behind Linear layers and (as an implicit GEMM) convolutions. The bias and
+the activation are applied by the GEMM kernel while it stores C, not as passes over the result.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _cpu
+from .._backend import array_module, native, to_kind
+from ._common import check_dtype, check_out, check_same_device
+from .activation import activation_code
+
+# Activations the GEMM epilogue offers (leaky_relu needs a slope and is not part of this API).
+GEMM_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "silu")
+
+
+def _epilogue_code(activation) -> int:
+    if activation not in GEMM_ACTIVATIONS:
+        known = ", ".join(repr(a) for a in GEMM_ACTIVATIONS)
+        raise ValueError(f"activation: unknown activation {activation!r}; expected one of {known}")
+    return activation_code(activation)
+
+
+def _usable_in_place(x) -> bool:
+    """True when the kernels can read x as it is: non-negative whole-float strides, and each matrix
+    row- or column-major (any leading dimension), i.e. a plain array or a transposed view."""
+    if any(s < 0 or s % 4 for s in x.strides):
+        return False
+    rows, cols = x.shape[-2], x.shape[-1]
+    rs, cs = x.strides[-2], x.strides[-1]
+    return cols <= 1 or rows <= 1 or cs == 4 or rs == 4
+
+
+def _operand(x, name: str):
+    arr, kind = native(x, name)
+    check_dtype(arr, name)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a 2-D (M, K)/(K, N) or 3-D batched array, got shape {arr.shape}")
+    return arr, kind
+
+
+def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stream=None):
+    """act(a @ b + bias) in float32, or out += a @ b with accumulate=True.
+
+    a: (M, K) or (B, M, K); b: (K, N) or (B, K, N); a 2-D operand is shared by every item of a
+    batched other one. Row-major arrays and transposed (column-major) views are read in place;
+    other layouts are copied once. bias: (N,), added to every row. activation: None, "relu",
+    "gelu", "gelu_tanh", "sigmoid", "tanh" or "silu", applied after the bias. out: where to
+    write the (M, N) / (B, M, N) result; with accumulate=True the product is added into out
+    (gradient accumulation), and bias/activation are not allowed.
+    """
+    a_arr, kind = _operand(a, "a")
+    b_arr, _ = _operand(b, "b")
+    bias_arr = out_arr = None
+    if bias is not None:
+        bias_arr, _ = native(bias, "bias")
+        check_dtype(bias_arr, "bias")
+    if out is not None:
+        out_arr, _ = native(out, "out")
+    device = check_same_device(a=a_arr, b=b_arr, bias=bias_arr, out=out_arr)
+    code = _epilogue_code(activation)
+
+    m, k = a_arr.shape[-2:]
+    k_b, n = b_arr.shape[-2:]
+    if k != k_b:
+        raise ValueError(f"matmul: inner sizes differ: a {a_arr.shape} has K = {k}, b {b_arr.shape} has K = {k_b}")
+    batched = a_arr.ndim == 3 or b_arr.ndim == 3
+    if a_arr.ndim == 3 and b_arr.ndim == 3 and a_arr.shape[0] != b_arr.shape[0]:
+        raise ValueError(f"matmul: batch sizes differ: a {a_arr.shape}, b {b_arr.shape}")
+    batch = a_arr.shape[0] if a_arr.ndim == 3 else b_arr.shape[0] if b_arr.ndim == 3 else None
+    shape = (batch, m, n) if batched else (m, n)
+    if bias_arr is not None and (bias_arr.ndim != 1 or bias_arr.shape[0] != n):
+        raise ValueError(f"bias: expected shape ({n},) for a result of shape {shape}, got {bias_arr.shape}")
+    if accumulate:
+        if out is None:
+            raise ValueError("matmul: accumulate=True adds into out, so out must be given")
+        if bias_arr is not None or code != 0:
+            raise ValueError("matmul: accumulate=True takes no bias or activation (they would apply to the sum)")
+    if out is not None:
+        out_arr = check_out(out, shape, device)
+
+    if device != "cpu":
+        # The CUDA GEMM is its own piece of work (cuda/gemm/); until it lands, say so plainly.
+        raise RuntimeError(
+            "fusegrad.ops.matmul: the CUDA GEMM is not built yet; pass NumPy arrays (CPU) for now"
+        )
+
+    xp = array_module(a_arr)
+    if not _usable_in_place(a_arr):
+        a_arr = xp.ascontiguousarray(a_arr)
+    if not _usable_in_place(b_arr):
+        b_arr = xp.ascontiguousarray(b_arr)
+    if bias_arr is not None and not bias_arr.flags.c_contiguous:
+        bias_arr = xp.ascontiguousarray(bias_arr)
+
+    if out_arr is None:
+        target = result = xp.empty(shape, dtype=np.float32)
+    else:
+        result = out_arr
+        direct = (
+            (n <= 1 or out_arr.strides[-1] == 4)
+            and all(s >= 0 and s % 4 == 0 for s in out_arr.strides)
+            and not any(xp.may_share_memory(out_arr, x) for x in (a_arr, b_arr, bias_arr) if x is not None)
+        )
+        if direct:
+            target = out_arr
+        else:  # an odd layout, or out overlapping an input: compute aside, then copy in
+            target = out_arr.copy(order="C") if accumulate else xp.empty(shape, dtype=np.float32)
+
+    if target.size:
+        _cpu.gemm(a_arr, b_arr, target, bias_arr, code, 0.0, bool(accumulate))
+    if target is not result:
+        result[...] = target
+    return out if out is not None else to_kind(result, kind)
