@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _cpu
-from .._backend import array_module, native, to_kind
+from .._backend import native, to_kind
 from ._common import check_dtype, check_out, check_same_device
 from .activation import activation_code
 
@@ -23,22 +23,19 @@ def _epilogue_code(activation) -> int:
     return activation_code(activation)
 
 
-def _usable_in_place(x) -> bool:
-    """True when the kernels can read x as it is: non-negative whole-float strides, and each matrix
-    row- or column-major (any leading dimension), i.e. a plain array or a transposed view."""
-    if any(s < 0 or s % 4 for s in x.strides):
-        return False
-    rows, cols = x.shape[-2], x.shape[-1]
-    rs, cs = x.strides[-2], x.strides[-1]
-    return cols <= 1 or rows <= 1 or cs == 4 or rs == 4
-
-
 def _operand(x, name: str):
     arr, kind = native(x, name)
     check_dtype(arr, name)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name}: expected a 2-D (M, K)/(K, N) or 3-D batched array, got shape {arr.shape}")
     return arr, kind
+
+
+_ND = np.ndarray
+_F32 = np.dtype(np.float32)
+_FAST_CODES = {a: activation_code(a) for a in GEMM_ACTIVATIONS}
+# Bits the kernel returns when it could not run in place (cpp/bindings.cpp).
+_COPY_A, _COPY_B, _OUT_ASIDE = 1, 2, 4
 
 
 def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stream=None):
@@ -51,6 +48,26 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
     write the (M, N) / (B, M, N) result; with accumulate=True the product is added into out
     (gradient accumulation), and bias/activation are not allowed.
     """
+    # Fast path for the common call (2-D NumPy float32, valid arguments): the same checks in
+    # straight-line code, since at MLP sizes a few microseconds of Python would cost more than
+    # the product. Anything unusual goes to the general path, which also words the errors.
+    if (type(a) is _ND and type(b) is _ND and a.dtype is _F32 and b.dtype is _F32
+            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]):
+        code = _FAST_CODES.get(activation) if isinstance(activation, (str, type(None))) else None
+        m, n = a.shape[0], b.shape[1]
+        if (code is not None
+                and (bias is None or (type(bias) is _ND and bias.dtype is _F32 and bias.shape == (n,)
+                                      and bias.flags.c_contiguous and not accumulate))
+                and (out is None or (type(out) is _ND and out.dtype is _F32 and out.shape == (m, n)
+                                     and out.flags.writeable))
+                and (not accumulate or (out is not None and code == 0))):
+            target = np.empty((m, n), _F32) if out is None else out
+            if target.size == 0 or _cpu.gemm(a, b, target, bias, code, bool(accumulate)) == 0:
+                return target
+    return _matmul_general(a, b, bias, activation, out, accumulate)
+
+
+def _matmul_general(a, b, bias, activation, out, accumulate):
     a_arr, kind = _operand(a, "a")
     b_arr, _ = _operand(b, "b")
     bias_arr = out_arr = None
@@ -87,30 +104,23 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
             "fusegrad.ops.matmul: the CUDA GEMM is not built yet; pass NumPy arrays (CPU) for now"
         )
 
-    xp = array_module(a_arr)
-    if not _usable_in_place(a_arr):
-        a_arr = xp.ascontiguousarray(a_arr)
-    if not _usable_in_place(b_arr):
-        b_arr = xp.ascontiguousarray(b_arr)
     if bias_arr is not None and not bias_arr.flags.c_contiguous:
-        bias_arr = xp.ascontiguousarray(bias_arr)
-
-    if out_arr is None:
-        target = result = xp.empty(shape, dtype=np.float32)
-    else:
-        result = out_arr
-        direct = (
-            (n <= 1 or out_arr.strides[-1] == 4)
-            and all(s >= 0 and s % 4 == 0 for s in out_arr.strides)
-            and not any(xp.may_share_memory(out_arr, x) for x in (a_arr, b_arr, bias_arr) if x is not None)
-        )
-        if direct:
-            target = out_arr
-        else:  # an odd layout, or out overlapping an input: compute aside, then copy in
-            target = out_arr.copy(order="C") if accumulate else xp.empty(shape, dtype=np.float32)
-
-    if target.size:
-        _cpu.gemm(a_arr, b_arr, target, bias_arr, code, 0.0, bool(accumulate))
-    if target is not result:
-        result[...] = target
+        bias_arr = np.ascontiguousarray(bias_arr)
+    result = np.empty(shape, dtype=np.float32) if out_arr is None else out_arr
+    if result.size == 0:
+        return out if out is not None else to_kind(result, kind)
+    status = _cpu.gemm(a_arr, b_arr, result, bias_arr, code, bool(accumulate))
+    if status:
+        # Copy only what the kernel cannot take in place, then run once more.
+        if status & _COPY_A:
+            a_arr = np.ascontiguousarray(a_arr)
+        if status & _COPY_B:
+            b_arr = np.ascontiguousarray(b_arr)
+        target = result
+        if status & _OUT_ASIDE:  # an odd layout, or out overlapping an input
+            target = result.copy(order="C") if accumulate else np.empty(shape, dtype=np.float32)
+        if _cpu.gemm(a_arr, b_arr, target, bias_arr, code, bool(accumulate)):
+            raise RuntimeError("matmul: internal error, operands still unusable after copying")
+        if target is not result:
+            result[...] = target
     return out if out is not None else to_kind(result, kind)
