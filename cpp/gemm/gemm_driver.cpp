@@ -51,6 +51,9 @@ constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 // and cost about as much as the product itself.
 constexpr int64_t kSmallWork = 64 * 64 * 64;
 
+// ... or when N or M spans at most this many micro-tiles (see gemm_in_place).
+constexpr int64_t kInPlaceTiles = 2;
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // A block size <= max_block that splits `total` into equal-as-possible blocks of whole `unit`s,
@@ -93,34 +96,6 @@ MicroTile base_tile(const Mat& x) {
   return t;
 }
 
-// Small problems, one thread: A read in place by the strided kernel, B in place when row-major
-// (columns past N are masked), else packed whole once.
-void gemm_small(const Mat& x) {
-  MicroTile t = base_tile(x);
-  t.k = x.k;
-  const float* b = x.b;
-  int64_t ldb = x.b_rs;
-  t.b_padded = false;
-  if (x.k > 0 && x.b_cs != 1) {
-    float* packed = thread_b_buffer().get(x.k * ceil_div(x.n, kNR) * kNR);
-    pack_b(x.b, x.b_rs, x.b_cs, x.k, x.n, packed);
-    b = packed;
-    t.b_padded = true;
-  }
-  for (int64_t j = 0; j < x.n; j += kNR) {
-    t.n = static_cast<int>(std::min<int64_t>(kNR, x.n - j));
-    t.b = t.b_padded ? b + j * x.k : b + j;
-    t.ldb = t.b_padded ? kNR : ldb;
-    t.bias = x.bias ? x.bias + j : nullptr;
-    for (int64_t i = 0; i < x.m; i += kMR) {
-      t.m = static_cast<int>(std::min<int64_t>(kMR, x.m - i));
-      t.a = x.a + i * x.a_rs;
-      t.c = x.c + i * x.ldc + j;
-      microkernel_strided_a(t, x.a_rs, x.a_cs);
-    }
-  }
-}
-
 // How `threads` threads split one GEMM: tm groups along M (each packs its own A rows), tn along
 // the N micro-panels of the shared B block. Picks the split that leaves the fewest idle
 // micro-tiles, preferring M splits on a tie: a core then keeps its A block to itself in its L2
@@ -141,6 +116,56 @@ void choose_split(int64_t m, int64_t n, int threads, int& tm, int& tn) {
       tm = cand;
       tn = other;
     }
+  }
+}
+
+// The no-packing path: A read in place by the strided kernel, B in place when row-major (its
+// columns past N are masked), else packed whole once. Taken when packing cannot pay for
+// itself: a problem small enough to sit in L1/L2 as it is, or one where each operand would be
+// reused only once or twice (N or M within two micro-tiles, e.g. the 10-wide last layer of an
+// MLP), since a packed panel is worth its copy only when many micro-tiles read it. Each tile
+// runs over the whole K, so C is loaded and stored once. Threads split the tile grid as in
+// the blocked path.
+void gemm_in_place(const Mat& x, int threads) {
+  const float* b = x.b;
+  int64_t ldb = x.b_rs;
+  bool padded = false;
+  if (x.k > 0 && x.b_cs != 1) {
+    float* packed = thread_b_buffer().get(x.k * ceil_div(x.n, kNR) * kNR);
+    pack_b(x.b, x.b_rs, x.b_cs, x.k, x.n, packed);
+    b = packed;
+    ldb = kNR;
+    padded = true;
+  }
+  const int64_t mp = ceil_div(x.m, kMR), np = ceil_div(x.n, kNR);
+  int tm = 1, tn = 1;
+  if (threads > 1) choose_split(x.m, x.n, threads, tm, tn);
+
+  auto body = [&](int tid) {
+    const int gm = tid / tn, gn = tid % tn;
+    MicroTile t = base_tile(x);
+    t.k = x.k;
+    t.ldb = ldb;
+    t.b_padded = padded;
+    for (int64_t jp = np * gn / tn; jp < np * (gn + 1) / tn; ++jp) {
+      const int64_t j = jp * kNR;
+      t.n = static_cast<int>(std::min<int64_t>(kNR, x.n - j));
+      t.b = padded ? b + j * x.k : b + j;
+      t.bias = x.bias ? x.bias + j : nullptr;
+      for (int64_t ip = mp * gm / tm; ip < mp * (gm + 1) / tm; ++ip) {
+        const int64_t i = ip * kMR;
+        t.m = static_cast<int>(std::min<int64_t>(kMR, x.m - i));
+        t.a = x.a + i * x.a_rs;
+        t.c = x.c + i * x.ldc + j;
+        microkernel_strided_a(t, x.a_rs, x.a_cs);
+      }
+    }
+  };
+  if (tm * tn <= 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(tm * tn)
+    body(omp_get_thread_num());
   }
 }
 
@@ -219,8 +244,10 @@ void gemm_blocked(const Mat& x, int threads) {
 
 void gemm_one(const Mat& x, int threads) {
   if (x.m == 0 || x.n == 0) return;
-  if (x.k == 0 || (threads <= 1 && x.m * x.n * x.k <= kSmallWork && x.k <= kKC)) {
-    gemm_small(x);  // K = 0 too: the kernel then stores just the epilogue (0 + bias, activated)
+  const bool small = x.m * x.n * x.k <= kSmallWork && x.k <= kKC;
+  const bool little_reuse = x.n <= kInPlaceTiles * kNR || x.m <= kInPlaceTiles * kMR;
+  if (x.k == 0 || small || little_reuse) {
+    gemm_in_place(x, threads);  // K = 0 too: the kernel then stores just the epilogue
     return;
   }
   gemm_blocked(x, threads);

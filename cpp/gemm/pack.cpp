@@ -9,8 +9,68 @@
 
 #include "gemm/microkernel.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace fusegrad {
 namespace FG_ISA_NS {
+namespace {
+
+#if defined(__AVX512F__)
+// In-register transpose of a 16×16 block: r[i] holds row i on entry and column i on exit.
+// Three rounds of shuffles: pairs of rows interleaved (unpack), then 4×4 blocks within each
+// 128-bit lane (shuffle_ps), then the 128-bit lanes across the four groups (shuffle_f32x4).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // u[4g + e]: rows 4g..4g+3 at column 4L + e of each 128-bit lane L.
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int e = 0; e < 4; ++e) {
+    const __m512 even01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);   // lanes 0, 2 of groups 0, 1
+    const __m512 even23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+    const __m512 odd01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xDD);    // lanes 1, 3
+    const __m512 odd23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xDD);
+    r[e] = _mm512_shuffle_f32x4(even01, even23, 0x88);
+    r[8 + e] = _mm512_shuffle_f32x4(even01, even23, 0xDD);
+    r[4 + e] = _mm512_shuffle_f32x4(odd01, odd23, 0x88);
+    r[12 + e] = _mm512_shuffle_f32x4(odd01, odd23, 0xDD);
+  }
+}
+
+// Transposes `rows` (<= 16) unit-stride source lines of `k` floats (line i at src + i * ld) into
+// k steps of `width` floats at dst + p * step (lines past `rows` written as zeros). This is the
+// packing of a row-major A into MR-row panels and of a column-major B into NR-column panels.
+inline void transpose_lines(const float* src, int64_t ld, int rows, int64_t k, float* dst,
+                            int64_t step, int width) {
+  const __mmask16 out_mask = static_cast<__mmask16>((1u << width) - 1u);
+  __m512 r[16];
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_loadu_ps(src + i * ld + p) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(dst + (p + q) * step, out_mask, r[q]);
+  }
+  if (p < k) {
+    const int rem = static_cast<int>(k - p);
+    const __mmask16 in_mask = static_cast<__mmask16>((1u << rem) - 1u);
+    for (int i = 0; i < 16; ++i)
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(in_mask, src + i * ld + p) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < rem; ++q) _mm512_mask_storeu_ps(dst + (p + q) * step, out_mask, r[q]);
+  }
+}
+#endif
+
+}  // namespace
 
 void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst) {
   for (int64_t i0 = 0; i0 < m; i0 += kMR, dst += kMR * k) {
@@ -25,6 +85,11 @@ void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float*
         for (int r = 0; r < kMR; ++r) d[r] = s[r];
       }
     } else if (cs == 1) {
+#if defined(__AVX512F__)
+      static_assert(kMR <= 16, "one 16x16 transpose per 16 k steps");
+      transpose_lines(src, rs, live, k, dst, kMR, kMR);
+      continue;
+#endif
       // Row-major A: a transpose. Row by row, reading each row once and unit-stride; the writes
       // are strided by MR floats but all land in the panel, which stays in L1.
       for (int r = 0; r < live; ++r) {
@@ -62,6 +127,12 @@ void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float*
         }
       }
     } else if (rs == 1) {
+#if defined(__AVX512F__)
+      static_assert(kNR % 16 == 0, "whole 16x16 transposes per panel");
+      for (int h = 0; h < kNR; h += 16)
+        transpose_lines(src + h * cs, cs, std::max(0, std::min(16, live - h)), k, dst + h, kNR, 16);
+      continue;
+#endif
       // Column-major B (a transposed view): a transpose, column by column.
       for (int j = 0; j < live; ++j) {
         const float* s = src + j * cs;
