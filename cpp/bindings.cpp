@@ -141,6 +141,45 @@ int gemm(const py::array& a, const py::array& b, py::array& out, const py::objec
   return 0;
 }
 
+bool is_float32_array(const py::handle& h) {
+  return py::isinstance<py::array>(h) && py::isinstance<py::array_t<float>>(h);
+}
+
+// The fast path of fusegrad.ops.matmul for the common call: 2-D float32 NumPy operands with
+// valid shapes. Returns the result, or None for anything else (other ranks or dtypes, shapes
+// that do not fit, an unknown activation (code < 0), odd layouts, out overlapping an input);
+// the Python layer then takes its general path, which checks every argument and raises the
+// documented errors, so nothing unchecked ever runs. At MLP sizes the product takes a couple
+// of microseconds, so the checks of the general path would cost as much as the kernel.
+py::object gemm_2d(const py::handle& a_h, const py::handle& b_h, const py::handle& out_h,
+                   const py::handle& bias_h, int code, bool accumulate) {
+  if (code < 0 || code >= kNumActivations || !is_float32_array(a_h) || !is_float32_array(b_h))
+    return py::none();
+  const auto a = py::reinterpret_borrow<py::array>(a_h);
+  const auto b = py::reinterpret_borrow<py::array>(b_h);
+  if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0)) return py::none();
+  const py::ssize_t m = a.shape(0), n = b.shape(1);
+  py::object bias = py::none();
+  if (!bias_h.is_none()) {
+    if (accumulate || !is_float32_array(bias_h)) return py::none();
+    const auto bias_arr = py::reinterpret_borrow<py::array>(bias_h);
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != n || !is_contiguous(bias_arr)) return py::none();
+    bias = bias_arr;
+  }
+  if (accumulate && (out_h.is_none() || code != 0)) return py::none();
+  py::array out;
+  if (out_h.is_none()) {
+    out = py::array_t<float>({m, n});
+  } else {
+    if (!is_float32_array(out_h)) return py::none();
+    out = py::reinterpret_borrow<py::array>(out_h);
+    if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n || !out.writeable()) return py::none();
+  }
+  if (out.size() == 0) return std::move(out);
+  if (gemm(a, b, out, bias, code, accumulate) != 0) return py::none();
+  return std::move(out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -166,6 +205,9 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("bias"), py::arg("activation"), py::arg("accumulate"),
         "out (=|+=) act(a @ b + bias); returns 0, or which operands need a copy first (bits: 1 a, "
         "2 b, 4 out). See fusegrad.ops.matmul.");
+  m.def("gemm_2d", &gemm_2d, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias"),
+        py::arg("activation"), py::arg("accumulate"),
+        "Fast path of fusegrad.ops.matmul: the result, or None to take the checked general path.");
   m.def("gemm_config", [] {
     const GemmKernels& g = active_gemm_kernels();
     py::dict d;

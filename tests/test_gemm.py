@@ -126,23 +126,31 @@ def test_transposed_views(isa, threads, ta, tb, shape):
 
 
 def test_transposed_views_are_not_copied(monkeypatch):
-    # The kernel must receive the caller's own memory for row- and column-major operands.
-    seen = []
-    real = _cpu.gemm
+    # Row- and column-major operands must reach the kernel as the caller's own memory: the 2-D
+    # fast path runs only on the arrays it was given (it never copies), and the general path
+    # must not be needed for them.
+    calls = {"fast": [], "general": 0}
+    fast, general = _cpu.gemm_2d, _cpu.gemm
 
-    def spy(a, b, *args):
-        seen.append((a, b))
-        return real(a, b, *args)
+    def spy_fast(a, b, *args):
+        result = fast(a, b, *args)
+        calls["fast"].append(result is not None)
+        return result
 
-    monkeypatch.setattr(_cpu, "gemm", spy)
+    def spy_general(*args):
+        calls["general"] += 1
+        return general(*args)
+
+    monkeypatch.setattr(_cpu, "gemm_2d", spy_fast)
+    monkeypatch.setattr(_cpu, "gemm", spy_general)
     rng = np.random.default_rng(5)
     at, bt = rand(rng, 40, 30), rand(rng, 50, 40)
     ops.matmul(at.T, bt.T)
-    a_seen, b_seen = seen[0]
-    assert np.shares_memory(a_seen, at) and np.shares_memory(b_seen, bt)
     wide = rand(rng, 30, 100)
     ops.matmul(wide[:, :40], at)  # a row-major slice with a longer leading dimension
-    assert np.shares_memory(seen[1][0], wide)
+    assert calls == {"fast": [True, True], "general": 0}
+    ops.matmul(wide[:, ::3][:, :20], bt[:20])  # no unit stride: the general path copies
+    assert calls["fast"][-1] is False and calls["general"] >= 1
 
 
 def test_strided_views(isa, threads):
@@ -349,6 +357,13 @@ def test_error_accumulate_misuse():
         ops.matmul(a, b, out=np.zeros((3, 5), np.float32), accumulate=True, bias=np.ones(5, np.float32))
     with pytest.raises(ValueError, match="no bias or activation"):
         ops.matmul(a, b, out=np.zeros((3, 5), np.float32), accumulate=True, activation="relu")
+
+
+def test_accumulate_truthy_values():
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    out = np.ones((3, 5), np.float32)
+    ops.matmul(a, b, out=out, accumulate=1)
+    np.testing.assert_array_equal(out, np.full((3, 5), 5.0, np.float32))
 
 
 # --- forced ISA through the environment, and PyTorch -------------------------------------------
