@@ -44,7 +44,7 @@ static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks must be whole micro-tile
 // Below this many flops per GEMM one thread does it all: waking the second core and the barriers
 // of the blocked loop cost a few microseconds, which a ~100 GFLOP/s core spends on ~0.5 MFLOP.
 // 2 * 96^3 = 1.8 MFLOP is where the second thread starts to pay for itself.
-constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
+constexpr double kThreadFlops = 2.0 * 64 * 64 * 64;
 
 // At or below this m·n·k (and with K fitting one block) the operands are read in place, without
 // packing: the whole problem fits in L1/L2, so packing would copy data that is already cached
