@@ -5,7 +5,7 @@
 //                    micro-panels, in aligned per-thread buffers that are reused across calls.
 //                    Packing reads any (row, column) strides, so transposed views cost no copy.
 //   * microkernel_<isa>.cpp  one register-blocked MR×NR kernel per ISA level (AVX-512 12×32,
-//                    AVX2 6×16, generic 4×16), with masked edges and the bias/activation epilogue.
+//                    AVX2 6×16, generic 4×8), with masked edges and the bias/activation epilogue.
 //   * gemm_driver.cpp the five blocking loops (NC → KC → MC → NR → MR), the thread split, the
 //                    no-packing path for small problems, batching.
 //

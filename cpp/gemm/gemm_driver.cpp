@@ -8,6 +8,8 @@
 //      jr over NC by NR  B micro-panel KC×NR, reused by every A micro-panel  -> L1
 //       ir over MC by MR A micro-panel MR×KC streamed from L2 into the kernel
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "common/threads.h"
 #include "gemm/gemm.h"
@@ -78,13 +80,21 @@ struct Mat {
   bool accumulate;
 };
 
-PackBuffer& thread_a_buffer() {
-  static thread_local PackBuffer buffer;
-  return buffer;
-}
-PackBuffer& thread_b_buffer() {
-  static thread_local PackBuffer buffer;
-  return buffer;
+// The packing buffers of one calling thread: the shared B block, and one A block per worker.
+// All are allocated by the caller before a parallel region starts, so an allocation failure is
+// a std::bad_alloc in the caller (a MemoryError in Python), never an exception inside OpenMP.
+struct Workspace {
+  PackBuffer b;
+  std::vector<std::unique_ptr<PackBuffer>> a;
+  float* a_block(int worker, int64_t floats) {
+    while (static_cast<int>(a.size()) <= worker) a.push_back(std::make_unique<PackBuffer>());
+    return a[worker]->get(floats);
+  }
+};
+
+Workspace& workspace() {
+  static thread_local Workspace w;
+  return w;
 }
 
 MicroTile base_tile(const Mat& x) {
@@ -131,7 +141,7 @@ void gemm_in_place(const Mat& x, int threads) {
   int64_t ldb = x.b_rs;
   bool padded = false;
   if (x.k > 0 && x.b_cs != 1) {
-    float* packed = thread_b_buffer().get(x.k * ceil_div(x.n, kNR) * kNR);
+    float* packed = workspace().b.get(x.k * ceil_div(x.n, kNR) * kNR);
     pack_b(x.b, x.b_rs, x.b_cs, x.k, x.n, packed);
     b = packed;
     ldb = kNR;
@@ -174,8 +184,16 @@ void gemm_blocked(const Mat& x, int threads) {
   const int64_t nc_max = balanced_block(x.n, kNC, kNR);
   int tm, tn;
   choose_split(x.m, x.n, threads, tm, tn);
-  float* bpack = thread_b_buffer().get(kc_max * nc_max);
+  Workspace& ws = workspace();
+  float* bpack = ws.b.get(kc_max * nc_max);
   const int64_t mp = ceil_div(x.m, kMR);
+  // Each worker's A block, sized for its share of the rows.
+  std::vector<float*> apacks(threads);
+  for (int tid = 0; tid < threads; ++tid) {
+    const int gm = tid / tn;
+    const int64_t rows = std::min(x.m, mp * (gm + 1) / tm * kMR) - std::min(x.m, mp * gm / tm * kMR);
+    apacks[tid] = ws.a_block(tid, balanced_block(std::max<int64_t>(rows, 1), kMC, kMR) * kc_max);
+  }
 
   auto body = [&](int tid) {
     const auto sync = [&] {
@@ -187,7 +205,7 @@ void gemm_blocked(const Mat& x, int threads) {
     const int64_t i_begin = std::min(x.m, mp * gm / tm * kMR);
     const int64_t i_end = std::min(x.m, mp * (gm + 1) / tm * kMR);
     const int64_t mc_max = balanced_block(std::max<int64_t>(i_end - i_begin, 1), kMC, kMR);
-    float* apack = thread_a_buffer().get(mc_max * kc_max);
+    float* apack = apacks[tid];
     bool first = true;
 
     for (int64_t jc = 0; jc < x.n; jc += nc_max) {

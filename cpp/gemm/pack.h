@@ -15,8 +15,8 @@ namespace FG_ISA_NS {
 void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst);
 void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float* dst);
 
-// A 64-byte aligned buffer that grows and is never shrunk, so the packing buffers of a thread are
-// allocated once and reused by every later GEMM (and stay warm in its caches).
+// A 64-byte aligned buffer that grows and is never shrunk, so packing buffers are allocated
+// once and reused by every later GEMM.
 class PackBuffer {
  public:
   PackBuffer() = default;
