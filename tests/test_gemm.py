@@ -77,12 +77,16 @@ def assert_close(got, want, k):
 def edge_shapes():
     cfg = _cpu.gemm_config()
     mr, nr, mc, kc = cfg["mr"], cfg["nr"], cfg["mc"], cfg["kc"]
+    # Shapes with M > 2 MR and N > 2 NR take the packed, blocked path (unless tiny); the others
+    # the in-place path. Both are covered at every block edge.
+    big_m, big_n = 3 * mr + 1, 3 * nr + 1
     shapes = [
         (1, 1, 1), (2, 3, 5), (7, 13, 31), (37, 41, 43), (97, 89, 101),
         (mr - 1, nr - 1, 7), (mr, nr, 8), (mr + 1, nr + 1, 9),
-        (2 * mr + 1, 3 * nr - 1, 17),
-        (19, 23, kc - 1), (19, 23, kc), (19, 23, kc + 1), (5, 70, 2 * kc + 3),
-        (mc - 1, 40, 33), (mc + 1, 40, 33), (2 * mc + 5, 2 * nr + 3, kc + 7),
+        (2 * mr + 1, 3 * nr - 1, 17), (2 * mr, 2 * nr, 300), (2 * mr + 1, 2 * nr + 1, 300),
+        (big_m, big_n, kc - 1), (big_m, big_n, kc), (big_m, big_n, kc + 1), (big_m, big_n, 2 * kc + 3),
+        (19, 23, kc + 1), (5, 70, 2 * kc + 3),
+        (mc - 1, big_n, 33), (mc, big_n, 33), (mc + 1, big_n, 33), (2 * mc + 5, 2 * nr + 3, kc + 7),
         (61, 67, 1),                       # K = 1
         (1000, 3, 5), (1000, 1, 300),      # tall-skinny
         (3, 1000, 5), (1, 1000, 300),      # short-wide
