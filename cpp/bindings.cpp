@@ -83,7 +83,8 @@ constexpr int kGemmCopyA = 1, kGemmCopyB = 2, kGemmOutAside = 4;
 // memory safety needs, and instead of running returns the kGemm* bits when an operand's layout
 // cannot be read in place or out overlaps an input, so the caller copies just those.
 int gemm(const py::array& a, const py::array& b, py::array& out, const py::object& bias, int code,
-         bool accumulate) {
+         bool accumulate, int path = 0) {
+  if (path < 0 || path > 2) throw py::value_error("gemm: path must be 0 (automatic), 1 (packed) or 2 (in place)");
   require_float32(a, "a");
   require_float32(b, "b");
   require_float32(out, "out");
@@ -136,6 +137,7 @@ int gemm(const py::array& a, const py::array& b, py::array& out, const py::objec
   p.c_rs = elem_stride(out, out.ndim() - 2);
   p.c_bs = out_batched ? elem_stride(out, 0) : 0;
   p.accumulate = accumulate;
+  p.path = static_cast<GemmPath>(path);
   py::gil_scoped_release release;
   active_gemm_kernels().gemm(p);
   return 0;
@@ -202,8 +204,8 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
 
   m.def("gemm", &gemm, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(),
-        py::arg("bias"), py::arg("activation"), py::arg("accumulate"),
-        "out (=|+=) act(a @ b + bias); returns 0, or which operands need a copy first (bits: 1 a, "
+        py::arg("bias"), py::arg("activation"), py::arg("accumulate"), py::arg("path") = 0,
+        "out (=|+=) act(a @ b + bias); path forces a loop nest (tests). Returns 0, or which operands need a copy first (bits: 1 a, "
         "2 b, 4 out). See fusegrad.ops.matmul.");
   m.def("gemm_2d", &gemm_2d, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias"),
         py::arg("activation"), py::arg("accumulate"),

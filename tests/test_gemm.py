@@ -77,8 +77,8 @@ def assert_close(got, want, k):
 def edge_shapes():
     cfg = _cpu.gemm_config()
     mr, nr, mc, kc = cfg["mr"], cfg["nr"], cfg["mc"], cfg["kc"]
-    # Shapes with M > 2 MR and N > 2 NR take the packed, blocked path (unless tiny); the others
-    # the in-place path. Both are covered at every block edge.
+    # The size heuristic sends most of these to the in-place path; test_edge_shapes_each_path
+    # forces each loop nest on all of them.
     big_m, big_n = 3 * mr + 1, 3 * nr + 1
     shapes = [
         (1, 1, 1), (2, 3, 5), (7, 13, 31), (37, 41, 43), (97, 89, 101),
@@ -90,7 +90,7 @@ def edge_shapes():
         (61, 67, 1),                       # K = 1
         (1000, 3, 5), (1000, 1, 300),      # tall-skinny
         (3, 1000, 5), (1, 1000, 300),      # short-wide
-        (64, 64, 64), (65, 64, 64),        # either side of the no-packing threshold
+        (64, 64, 64), (65, 64, 64),
         (128, 128, 128), (200, 300, 500),
     ]
     return shapes
@@ -101,6 +101,29 @@ def test_edge_shapes(isa, threads):
     for m, n, k in edge_shapes():
         a, b = rand(rng, m, k), rand(rng, k, n)
         assert_close(ops.matmul(a, b), reference(a, b), k)
+
+
+@pytest.mark.parametrize("path", [1, 2], ids=["packed", "in_place"])
+def test_edge_shapes_each_path(isa, threads, path):
+    # Both loop nests on every edge shape, whichever the size heuristic would pick, plus bias,
+    # activation and accumulation across K blocks.
+    rng = np.random.default_rng(17)
+    for m, n, k in edge_shapes():
+        a, b, bias = rand(rng, m, k), rand(rng, k, n), rand(rng, n)
+        out = np.empty((m, n), np.float32)
+        assert _cpu.gemm(a, b, out, None, 0, False, path) == 0
+        assert_close(out, reference(a, b), k)
+        assert _cpu.gemm(a, b, out, bias, 4, False, path) == 0  # tanh
+        assert_close(out, reference(a, b, bias, "tanh"), k)
+        c0 = rand(rng, m, n)
+        out[...] = c0
+        assert _cpu.gemm(a.T.copy().T, b, out, None, 0, True, path) == 0
+        assert_close(out, c0 + reference(a, b), k)
+    bt = rand(rng, 90, 1000).T  # column-major B, packed whole by the in-place path
+    a = rand(rng, 50, 1000)
+    out = np.empty((50, 90), np.float32)
+    assert _cpu.gemm(a, bt, out, None, 0, False, path) == 0
+    assert_close(out, reference(a, bt), 1000)
 
 
 def test_n_past_the_nc_block(isa, threads):
@@ -115,6 +138,8 @@ def test_large_square(threads):
     rng = np.random.default_rng(3)
     a, b = rand(rng, 517, 611), rand(rng, 611, 523)
     assert_close(ops.matmul(a, b), reference(a, b), 611)
+    a, b = rand(rng, 1100, 700), rand(rng, 700, 301)  # A past L2: the packed path by size
+    assert_close(ops.matmul(a, b), reference(a, b), 700)
 
 
 @pytest.mark.parametrize("ta", [False, True])

@@ -19,6 +19,9 @@
 
 namespace fusegrad {
 
+// Which loop nest runs: chosen by size (automatic), or forced, which tests use to cover both.
+enum class GemmPath : int { automatic = 0, packed = 1, in_place = 2 };
+
 // One GEMM (or a batch of them). Strides are in elements. A is m×k, B is k×n, C is m×n with
 // unit column stride. A batch stride of 0 shares that operand across the batch.
 struct GemmProblem {
@@ -33,6 +36,7 @@ struct GemmProblem {
   Activation act = Activation::none;
   float act_param = 0.0f;       // leaky_relu slope
   bool accumulate = false;      // C += A·B (bias and act must then be none/null)
+  GemmPath path = GemmPath::automatic;
 };
 
 // One call of the microkernel: C[0:m, 0:n] of an MR×NR tile.

@@ -82,6 +82,7 @@ struct Mat {
   Activation act;
   float act_param;
   bool accumulate;
+  GemmPath path;
 };
 
 // The packing buffers of one calling thread: the shared B block, and one A block per worker.
@@ -267,7 +268,9 @@ void gemm_one(const Mat& x, int threads) {
   const int64_t a_share_bytes = ceil_div(x.m, threads) * x.k * 4;
   const bool fits = a_share_bytes <= kInPlaceABytes && x.k <= kInPlaceMaxK;
   const bool little_reuse = x.n <= kInPlaceTiles * kNR || x.m <= kInPlaceTiles * kMR;
-  if (x.k == 0 || fits || little_reuse) {
+  const bool in_place = x.path == GemmPath::automatic ? fits || little_reuse
+                                                     : x.path == GemmPath::in_place;
+  if (x.k == 0 || in_place) {
     gemm_in_place(x, threads);  // K = 0 too: the kernel then stores just the epilogue
     return;
   }
@@ -279,7 +282,7 @@ Mat item(const GemmProblem& p, int64_t i) {
              p.a + i * p.a_bs, p.a_rs, p.a_cs,
              p.b + i * p.b_bs, p.b_rs, p.b_cs,
              p.c + i * p.c_bs, p.c_rs,
-             p.bias, p.act, p.act_param, p.accumulate};
+             p.bias, p.act, p.act_param, p.accumulate, p.path};
 }
 
 void gemm(const GemmProblem& p) {
