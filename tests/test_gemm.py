@@ -26,7 +26,7 @@ def isa(request):
     _cpu.set_isa(before)
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
 def threads(request):
     before = _cpu.get_num_threads()
     _cpu.set_num_threads(request.param)

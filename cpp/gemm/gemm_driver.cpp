@@ -151,10 +151,11 @@ void gemm_in_place(const Mat& x, int threads) {
     padded = true;
   }
   const int64_t mp = ceil_div(x.m, kMR), np = ceil_div(x.n, kNR);
-  int tm = 1, tn = 1;
-  if (threads > 1) choose_split(x.m, x.n, threads, tm, tn);
-
-  auto body = [&](int tid) {
+  // The split is made inside the team, from the number of threads OpenMP actually gave (fewer
+  // than asked for under OMP_DYNAMIC), so every tile is always computed.
+  auto body = [&](int tid, int nt) {
+    int tm = 1, tn = 1;
+    if (nt > 1) choose_split(x.m, x.n, nt, tm, tn);
     const int gm = tid / tn, gn = tid % tn;
     MicroTile t = base_tile(x);
     t.k = x.k;
@@ -174,36 +175,33 @@ void gemm_in_place(const Mat& x, int threads) {
       }
     }
   };
-  if (tm * tn <= 1) {
-    body(0);
+  if (threads <= 1) {
+    body(0, 1);
   } else {
-#pragma omp parallel num_threads(tm * tn)
-    body(omp_get_thread_num());
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
   }
 }
 
 void gemm_blocked(const Mat& x, int threads) {
   const int64_t kc_max = balanced_block(x.k, kKC, 8);
   const int64_t nc_max = balanced_block(x.n, kNC, kNR);
-  int tm, tn;
-  choose_split(x.m, x.n, threads, tm, tn);
   Workspace& ws = workspace();
   float* bpack = ws.b.get(kc_max * nc_max);
   const int64_t mp = ceil_div(x.m, kMR);
-  // Each worker's A block, sized for its share of the rows.
+  // One A block per worker, allocated here, before the parallel region (see Workspace).
   std::vector<float*> apacks(threads);
-  for (int tid = 0; tid < threads; ++tid) {
-    const int gm = tid / tn;
-    const int64_t rows = std::min(x.m, mp * (gm + 1) / tm * kMR) - std::min(x.m, mp * gm / tm * kMR);
-    apacks[tid] = ws.a_block(tid, balanced_block(std::max<int64_t>(rows, 1), kMC, kMR) * kc_max);
-  }
+  for (int tid = 0; tid < threads; ++tid) apacks[tid] = ws.a_block(tid, kMC * kc_max);
 
-  auto body = [&](int tid) {
+  // As in gemm_in_place, the split follows the team OpenMP actually gave.
+  auto body = [&](int tid, int nt) {
     const auto sync = [&] {
-      if (threads > 1) {
+      if (nt > 1) {
 #pragma omp barrier
       }
     };
+    int tm, tn;
+    choose_split(x.m, x.n, nt, tm, tn);
     const int gm = tid / tn, gn = tid % tn;
     const int64_t i_begin = std::min(x.m, mp * gm / tm * kMR);
     const int64_t i_end = std::min(x.m, mp * (gm + 1) / tm * kMR);
@@ -219,7 +217,7 @@ void gemm_blocked(const Mat& x, int threads) {
         if (!first) sync();  // everyone is done with the previous B block
         first = false;
         {  // Pack this thread's share of the B block's micro-panels.
-          const int64_t p0 = np * tid / threads, p1 = np * (tid + 1) / threads;
+          const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
           if (p1 > p0)
             pack_b(x.b + pc * x.b_rs + (jc + p0 * kNR) * x.b_cs, x.b_rs, x.b_cs, kc,
                    std::min(nc, p1 * kNR) - p0 * kNR, bpack + p0 * kNR * kc);
@@ -256,10 +254,10 @@ void gemm_blocked(const Mat& x, int threads) {
   };
 
   if (threads <= 1) {
-    body(0);
+    body(0, 1);
   } else {
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num());
+    body(omp_get_thread_num(), omp_get_num_threads());
   }
 }
 
