@@ -43,9 +43,11 @@ def thread_count(n: int | None):
         yield
         return
     saved = _cpu.get_num_threads()
-    _cpu.set_num_threads(n)
     torch = sys.modules.get("torch")
+    # Read before changing ours: torch may share fusegrad's OpenMP runtime, and then it would
+    # report (and later restore) our temporary count instead of the original.
     torch_saved = torch.get_num_threads() if torch else None
+    _cpu.set_num_threads(n)
     if torch:
         torch.set_num_threads(n)
     try:
@@ -57,11 +59,13 @@ def thread_count(n: int | None):
     try:
         yield
     finally:
+        # threadpoolctl restores every pool it saw (OpenMP included) to what it found, which
+        # was already our temporary count; so it goes first and ours are restored after it.
+        if blas is not None:
+            blas.restore_original_limits()
         _cpu.set_num_threads(saved)
         if torch:
             torch.set_num_threads(torch_saved)
-        if blas is not None:
-            blas.restore_original_limits()
 
 
 def run_case(case: Case, limits: dict, repeat: int | None = None) -> dict:
