@@ -126,6 +126,28 @@ def test_edge_shapes_each_path(isa, threads, path):
     assert_close(out, reference(a, bt), 1000)
 
 
+@pytest.mark.parametrize("ta", [False, True])
+def test_narrow_outputs(isa, threads, ta):
+    # C at most MR columns wide is computed transposed (C^T = B^T A^T); every width up to MR + 1,
+    # A row- and column-major, with bias + activation and with accumulation.
+    rng = np.random.default_rng(18)
+    mr = _cpu.gemm_config()["mr"]
+    for n in range(1, mr + 2):
+        for m, k in [(n + 1, 3), (97, 50), (300, 300)]:
+            a = rand(rng, k, m).T if ta else rand(rng, m, k)
+            b, bias = rand(rng, k, n), rand(rng, n)
+            assert_close(ops.matmul(a, b), reference(a, b), k)
+            assert_close(ops.matmul(a, b, bias=bias, activation="silu"), reference(a, b, bias, "silu"), k)
+            c0 = rand(rng, m, n)
+            out = c0.copy()
+            ops.matmul(a, b, out=out, accumulate=True)
+            assert_close(out, c0 + reference(a, b), k)
+    a, b = rand(rng, 4, 60, 30), rand(rng, 4, 30, 10)   # batched
+    assert_close(ops.matmul(a, b), reference(a, b), 30)
+    bt = rand(rng, 10, 30).T                            # B a transposed view
+    assert_close(ops.matmul(a[0], bt), reference(a[0], bt), 30)
+
+
 def test_n_past_the_nc_block(isa, threads):
     cfg = _cpu.gemm_config()
     rng = np.random.default_rng(2)

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "activation/activation_math.h"
 #include "common/threads.h"
 #include "gemm/gemm.h"
 #include "gemm/microkernel.h"
@@ -261,8 +262,80 @@ void gemm_blocked(const Mat& x, int threads) {
   }
 }
 
+// A C of at most MR columns (and more rows), like the 10 logits of a classifier: the normal
+// tiles would fill only n of each vector's lanes, so compute Cᵀ = Bᵀ·Aᵀ instead, with the
+// kernel's vectors along C's rows. Bᵀ is read in place (a strided "A" of n rows); Aᵀ is read in
+// place when A is column-major, else packed whole once into NR-wide panels. Each Cᵀ tile lands
+// in a small buffer (in L1) and is stored transposed into C with the epilogue. Threads split
+// C's rows.
+template <Activation kind>
+void store_transposed(const Mat& x, const float* tile, float* c, int rows) {
+  const int cols = static_cast<int>(x.n);
+  const VecF param = set1(x.act_param);
+  for (int j = 0; j < rows; ++j) {
+    float* row = c + j * x.ldc;
+    for (int r = 0; r < cols; ++r) {
+      float v = tile[r * kNR + j];
+      if (x.accumulate) v += row[r];
+      if (x.bias) v += x.bias[r];
+      row[r] = v;
+    }
+    if constexpr (kind != Activation::none) {
+      int r = 0;
+      for (; r + kVecWidth <= cols; r += kVecWidth)
+        store(row + r, activation_forward<kind>(load(row + r), param));
+      if (r < cols)
+        store_partial(row + r, activation_forward<kind>(load_partial(row + r, cols - r), param), cols - r);
+    }
+  }
+}
+
+void gemm_narrow(const Mat& x, int threads) {
+  const float* panels = x.a;
+  int64_t ldb = x.a_cs;
+  bool padded = false;
+  if (x.a_rs != 1) {
+    float* packed = workspace().b.get(x.k * ceil_div(x.m, kNR) * kNR);
+    pack_b(x.a, x.a_cs, x.a_rs, x.k, x.m, packed);
+    panels = packed;
+    ldb = kNR;
+    padded = true;
+  }
+  const int64_t np = ceil_div(x.m, kNR);
+  auto body = [&](int tid, int nt) {
+    alignas(64) float tile[kMR * kNR];
+    MicroTile t;
+    t.k = x.k;
+    t.a = x.b;
+    t.m = static_cast<int>(x.n);
+    t.ldb = ldb;
+    t.b_padded = padded;
+    t.c = tile;
+    t.ldc = kNR;
+    for (int64_t jp = np * tid / nt; jp < np * (tid + 1) / nt; ++jp) {
+      const int64_t i = jp * kNR;
+      t.n = static_cast<int>(std::min<int64_t>(kNR, x.m - i));
+      t.b = padded ? panels + i * x.k : panels + i;
+      microkernel_strided_a(t, x.b_cs, x.b_rs);
+      with_activation(x.act, [&](auto k) {
+        store_transposed<decltype(k)::value>(x, tile, x.c + i * x.ldc, t.n);
+      });
+    }
+  };
+  if (threads <= 1 || np < 2) {
+    body(0, 1);
+  } else {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
 void gemm_one(const Mat& x, int threads) {
   if (x.m == 0 || x.n == 0) return;
+  if (x.path == GemmPath::automatic && x.k > 0 && x.n <= kMR && 2 * x.n < kNR && x.m > x.n) {
+    gemm_narrow(x, threads);
+    return;
+  }
   const int64_t a_share_bytes = ceil_div(x.m, threads) * x.k * 4;
   const bool fits = a_share_bytes <= kInPlaceABytes && x.k <= kInPlaceMaxK;
   const bool little_reuse = x.n <= kInPlaceTiles * kNR || x.m <= kInPlaceTiles * kMR;
