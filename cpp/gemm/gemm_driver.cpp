@@ -265,7 +265,7 @@ void gemm_blocked(const Mat& x, int threads) {
 // A C of at most MR columns (and more rows), like the 10 logits of a classifier: the normal
 // tiles would fill only n of each vector's lanes, so compute Cᵀ = Bᵀ·Aᵀ instead, with the
 // kernel's vectors along C's rows. Bᵀ is read in place (a strided "A" of n rows); Aᵀ is read in
-// place when A is column-major, else packed whole once into NR-wide panels. Each Cᵀ tile lands
+// place when A is column-major, else packed panel by panel. Each Cᵀ tile lands
 // in a small buffer (in L1) and is stored transposed into C with the epilogue. Threads split
 // C's rows.
 template <Activation kind>
@@ -291,16 +291,13 @@ void store_transposed(const Mat& x, const float* tile, float* c, int rows) {
 }
 
 void gemm_narrow(const Mat& x, int threads) {
-  const float* panels = x.a;
-  int64_t ldb = x.a_cs;
-  bool padded = false;
-  if (x.a_rs != 1) {
-    float* packed = workspace().b.get(x.k * ceil_div(x.m, kNR) * kNR);
-    pack_b(x.a, x.a_cs, x.a_rs, x.k, x.m, packed);
-    panels = packed;
-    ldb = kNR;
-    padded = true;
-  }
+  // Row-major A: each thread packs one NR-row panel of Aᵀ at a time into its own buffer (k × NR
+  // floats, L2-sized for MLP widths), right before the kernel reads it, so A crosses memory once.
+  const bool pack = x.a_rs != 1;
+  Workspace& ws = workspace();
+  std::vector<float*> buffers(threads);
+  if (pack)
+    for (int tid = 0; tid < threads; ++tid) buffers[tid] = ws.a_block(tid, x.k * kNR);
   const int64_t np = ceil_div(x.m, kNR);
   auto body = [&](int tid, int nt) {
     alignas(64) float tile[kMR * kNR];
@@ -308,14 +305,19 @@ void gemm_narrow(const Mat& x, int threads) {
     t.k = x.k;
     t.a = x.b;
     t.m = static_cast<int>(x.n);
-    t.ldb = ldb;
-    t.b_padded = padded;
+    t.ldb = pack ? kNR : x.a_cs;
+    t.b_padded = pack;
     t.c = tile;
     t.ldc = kNR;
     for (int64_t jp = np * tid / nt; jp < np * (tid + 1) / nt; ++jp) {
       const int64_t i = jp * kNR;
       t.n = static_cast<int>(std::min<int64_t>(kNR, x.m - i));
-      t.b = padded ? panels + i * x.k : panels + i;
+      if (pack) {
+        pack_b(x.a + i * x.a_rs, x.a_cs, x.a_rs, x.k, t.n, buffers[tid]);
+        t.b = buffers[tid];
+      } else {
+        t.b = x.a + i;
+      }
       microkernel_strided_a(t, x.b_cs, x.b_rs);
       with_activation(x.act, [&](auto k) {
         store_transposed<decltype(k)::value>(x, tile, x.c + i * x.ldc, t.n);
