@@ -2,15 +2,26 @@
 //
 // Design (BLIS-style, all our own code):
 //   * pack.cpp       copies a KC-deep slice of A into MR-row micro-panels and of B into NR-column
-//                    micro-panels, in aligned per-thread buffers that are reused across calls.
-//                    Packing reads any (row, column) strides, so transposed views cost no copy.
+//                    micro-panels, in aligned reused buffers. Packing reads any (row, column)
+//                    strides, so transposed views cost no extra copy (AVX-512: 16×16 in-register
+//                    transposes for the row-major-A / column-major-B cases).
 //   * microkernel_<isa>.cpp  one register-blocked MR×NR kernel per ISA level (AVX-512 12×32,
-//                    AVX2 6×16, generic 4×8), with masked edges and the bias/activation epilogue.
-//   * gemm_driver.cpp the five blocking loops (NC → KC → MC → NR → MR), the thread split, the
-//                    no-packing path for small problems, batching.
+//                    AVX2 6×16, generic 4×8), with masked edges and the bias/activation epilogue;
+//                    the shared template is microkernel_impl.h.
+//   * gemm_driver.cpp three loop nests, chosen by shape: the packed, blocked one (NC → KC → MC →
+//                    NR → MR) for large problems; an in-place one that packs nothing while a
+//                    thread's rows of A fit its L2 (or a panel would be reused only once or
+//                    twice); and a transposed one for C only a few columns wide. Threads, one
+//                    below a work threshold, and batching are handled there too.
 //
 // The microkernel and the packing routines are exported in the kernel table so other families
-// (convolution as an implicit GEMM) can pack their own panels and call the same microkernel.
+// (convolution as an implicit GEMM) can pack their own panels and call the same microkernel:
+//   const GemmKernels& g = active_gemm_kernels();
+//   g.pack_a(a, lda, 1, m, k, apanel);  // or any im2col-style packing into the same layout
+//   g.pack_b(b, ldb, 1, k, n, bpanel);
+//   MicroTile t; t.k = k; t.a = apanel; t.b = bpanel; t.ldb = g.nr; t.c = c; t.ldc = ldc;
+//   t.m = min(g.mr, m); t.n = min(g.nr, n); t.bias = bias; t.act = Activation::relu;
+//   g.microkernel(t);                   // one MR×NR tile; step a by mr*k and b by nr*k
 #pragma once
 #include <cstdint>
 
