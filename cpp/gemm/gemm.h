@@ -82,6 +82,9 @@ struct GemmKernels {
   int64_t mc, kc, nc;  // cache blocks of this level (see gemm_driver.cpp for the reasoning)
   void (*gemm)(const GemmProblem& problem);
   void (*microkernel)(const MicroTile& tile);
+  // The same tile with A read in place, element (r, p) at tile.a[r * a_rs + p * a_cs] (e.g. the
+  // pixels × channels rows of an NHWC image for a 1×1 convolution); B as in microkernel.
+  void (*microkernel_strided_a)(const MicroTile& tile, int64_t a_rs, int64_t a_cs);
   // Packs rows [0, m) × depth [0, k) of A (element (i, p) at a[i * rs + p * cs]) into
   // ceil(m / MR) micro-panels of MR * k floats each, rows past m zero-filled.
   void (*pack_a)(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst);

@@ -376,7 +376,8 @@ void gemm(const GemmProblem& p) {
 
 }  // namespace
 
-extern const GemmKernels gemm_kernels{kMR, kNR, kMC, kKC, kNC, gemm, microkernel, pack_a, pack_b};
+extern const GemmKernels gemm_kernels{kMR, kNR, kMC, kKC, kNC, gemm, microkernel,
+                                      microkernel_strided_a, pack_a, pack_b};
 
 }  // namespace FG_ISA_NS
 }  // namespace fusegrad
