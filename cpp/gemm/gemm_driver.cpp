@@ -141,20 +141,24 @@ void choose_split(int64_t m, int64_t n, int threads, int& tm, int& tn) {
 // rows of A fit in its L2 (kInPlaceABytes), and whenever a packed panel would be read only once
 // or twice. Threads split the tile grid as in the blocked path.
 void gemm_in_place(const Mat& x, int threads) {
-  const float* b = x.b;
-  int64_t ldb = x.b_rs;
-  bool padded = false;
-  if (x.k > 0 && x.b_cs != 1) {
-    float* packed = workspace().b.get(x.k * ceil_div(x.n, kNR) * kNR);
-    pack_b(x.b, x.b_rs, x.b_cs, x.k, x.n, packed);
-    b = packed;
-    ldb = kNR;
-    padded = true;
-  }
   const int64_t mp = ceil_div(x.m, kMR), np = ceil_div(x.n, kNR);
+  // A B that is not row-major is packed whole first, by all threads together.
+  const bool padded = x.k > 0 && x.b_cs != 1;
+  float* packed = padded ? workspace().b.get(x.k * np * kNR) : nullptr;
+  const float* b = padded ? packed : x.b;
+  const int64_t ldb = padded ? kNR : x.b_rs;
   // The split is made inside the team, from the number of threads OpenMP actually gave (fewer
   // than asked for under OMP_DYNAMIC), so every tile is always computed.
   auto body = [&](int tid, int nt) {
+    if (padded) {
+      const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
+      if (p1 > p0)
+        pack_b(x.b + p0 * kNR * x.b_cs, x.b_rs, x.b_cs, x.k, std::min(x.n, p1 * kNR) - p0 * kNR,
+               packed + p0 * kNR * x.k);
+      if (nt > 1) {
+#pragma omp barrier
+      }
+    }
     int tm = 1, tn = 1;
     if (nt > 1) choose_split(x.m, x.n, nt, tm, tn);
     const int gm = tid / tn, gn = tid % tn;
