@@ -152,9 +152,11 @@ bool sgd_step(py::list params, py::list grads, py::object momentum_buffers, int6
 }
 
 // The total p-norm of the gradients (None when the list is not in the fast form).
-py::object grad_norm(py::list grads, double p) {
+// `writable`: the caller will scale them next (clipping), so read-only arrays are refused now,
+// whether or not the scaling turns out to be needed.
+py::object grad_norm(py::list grads, double p, bool writable) {
   if (!(p > 0.0)) throw py::value_error("norm_type must be > 0");
-  const Checked c = check_lists({{"grads", grads, false}});
+  const Checked c = check_lists({{"grads", grads, writable}});
   if (c.ptrs.empty()) return py::none();
   const NormKind kind = norm_kind(p);
   double power_sum;
@@ -185,7 +187,7 @@ void register_optim(py::module_& m) {
         py::arg("step"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"),
         py::arg("weight_decay"), py::arg("maximize"),
         "Fused SGD over lists of contiguous float32 arrays; False if a list needs conversion.");
-  m.def("grad_norm", &grad_norm, py::arg("grads"), py::arg("norm_type"),
+  m.def("grad_norm", &grad_norm, py::arg("grads"), py::arg("norm_type"), py::arg("writable"),
         "Total p-norm of a list of float32 arrays; None if the list needs conversion.");
   m.def("scale_grads", &scale_grads, py::arg("grads"), py::arg("coef"),
         "Multiplies every array of the list by coef in place; False if the list needs conversion.");

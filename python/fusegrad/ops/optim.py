@@ -293,7 +293,7 @@ def _norm_and_clip(grads, max_norm, norm_type, stream):
         return float(total32)
 
     def fast(ls):
-        total = _cpu.grad_norm(ls["grads"], p)
+        total = _cpu.grad_norm(ls["grads"], p, max_norm is not None)
         return None if total is None else clip_cpu(ls, total)
 
     def cpu(ls):
