@@ -9,6 +9,8 @@
 #include "common/probe.h"
 #include "common/threads.h"
 
+namespace fusegrad { void register_optim(pybind11::module_& m); }  // cpp/optim/optim_bind.cpp
+
 namespace py = pybind11;
 using namespace fusegrad;
 
@@ -62,6 +64,8 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("out").noconvert(), py::arg("param") = 0.0f);
   m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("grad_out").noconvert(),
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
+
+  register_optim(m);
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");
