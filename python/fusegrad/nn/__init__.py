@@ -1,5 +1,5 @@
 """Neural-network modules, PyTorch's names and conventions (images NHWC, conv weights HWIO)."""
-from . import functional, init
+from . import functional, init, utils
 from .layers import (
     GELU,
     Dropout,
@@ -22,5 +22,5 @@ from .module import Module, Parameter
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
-    "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init",
+    "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",
 ]
