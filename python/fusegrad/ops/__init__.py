@@ -13,9 +13,29 @@ from .activation import (
     tanh,
     tanh_backward,
 )
+from .pool import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+from .softmax import (
+    bce_with_logits,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+    softmax_cross_entropy,
+)
 
 __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy",
+    "bce_with_logits",
 ]
