@@ -1,7 +1,5 @@
 // Transcendental functions on VecF, accurate to a few ulp over float32's range, written so the
-// same code serves every ISA level. None of them sets errno or raises; inputs past the overflow
-// threshold saturate (exp returns e^88 there) which is harmless for the activations below,
-// whose results are already saturated at those inputs.
+// same code serves every ISA level. None of them sets errno or raises.
 #pragma once
 #include "common/simd.h"
 
@@ -10,10 +8,14 @@ namespace FG_ISA_NS {
 
 // e^x by Cody-Waite range reduction: x = n*ln2 + r with |r| <= ln2/2, e^r by its Taylor series
 // to degree 7 (truncation error below 2e-9 relative on that interval), then scaled by 2^n.
+// Below -87.34 (where e^x leaves the normal floats) the result is 0, above 88.72 it is +inf, and
+// in between 88 and 88.72 it is capped at e^88 so that 2^n stays a normal float. NaN stays NaN
+// (the clamps are ordered so that max/min pass a NaN operand through).
 inline VecF exp(VecF x) {
-  x = min(max(x, set1(-87.33654f)), set1(88.0f));  // keeps 2^n a normal float
-  const VecF n = round_nearest(x * set1(1.44269504088896341f));
-  VecF r = fmadd(n, set1(-0.693145751953125f), x);       // ln2 split in two so n*ln2_hi is exact
+  const VecF lo = set1(-87.33654f), hi = set1(88.0f);
+  const VecF xc = min(hi, max(lo, x));
+  const VecF n = round_nearest(xc * set1(1.44269504088896341f));
+  VecF r = fmadd(n, set1(-0.693145751953125f), xc);      // ln2 split in two so n*ln2_hi is exact
   r = fmadd(n, set1(-1.42860682030941723e-06f), r);
   VecF p = set1(1.0f / 5040.0f);
   p = fmadd(p, r, set1(1.0f / 720.0f));
@@ -23,7 +25,8 @@ inline VecF exp(VecF x) {
   p = fmadd(p, r, set1(0.5f));
   p = fmadd(p, r, set1(1.0f));
   p = fmadd(p, r, set1(1.0f));
-  return p * pow2_integral(n);
+  const VecF e = p * pow2_integral(n);
+  return select(x > set1(88.72283f), set1(__builtin_inff()), select(x < lo, set1(0.0f), e));
 }
 
 // 1 / (1 + e^-x): no cancellation for either sign, saturates cleanly to 0 and 1.

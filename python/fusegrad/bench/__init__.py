@@ -1,0 +1,145 @@
+"""The benchmark suite: `python -m fusegrad bench [--filter PATTERN] [--json FILE]`.
+
+Every case times the fusegrad call beside its baselines (NumPy always; PyTorch and CuPy when
+importable) interleaved in one run, and reports throughput, the speedup over each baseline
+(baseline time / fusegrad time, above 1 means fusegrad is faster) and the fraction of the machine
+limit measured at start-up. Figures are computed from the minimum time over rounds.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+
+from .. import _cpu, cuda
+from .case import Case
+from .cases import all_cases
+from .limits import cpu_limits, cuda_limits
+from .machine import describe
+from .timer import measure
+
+__all__ = ["Case", "all_cases", "run", "main"]
+
+
+def _gpu_ready() -> bool:
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return cuda.is_available()
+
+
+def select(cases, pattern: str = "", device: str = "all"):
+    """Cases whose name contains any of the comma-separated parts of `pattern`."""
+    parts = [p.strip() for p in pattern.split(",") if p.strip()]
+    return [c for c in cases if (not parts or any(p in c.name for p in parts))
+            and (device == "all" or c.device == device)]
+
+
+@contextlib.contextmanager
+def thread_count(n: int | None):
+    """Runs fusegrad, PyTorch and NumPy's BLAS at n threads for the block (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    saved = _cpu.get_num_threads()
+    _cpu.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    torch_saved = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(limits=n, user_api="blas")
+    except ImportError:
+        blas = None
+    try:
+        yield
+    finally:
+        _cpu.set_num_threads(saved)
+        if torch:
+            torch.set_num_threads(torch_saved)
+        if blas is not None:
+            blas.restore_original_limits()
+
+
+def run_case(case: Case, limits: dict, repeat: int | None = None) -> dict:
+    with thread_count(case.threads):
+        fusegrad_fn, baselines = case.setup()
+        timings = measure({"fusegrad": fusegrad_fn, **baselines}, device=case.device, repeat=repeat)
+    scale = 1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0
+    ours = timings.pop("fusegrad")
+    result = {
+        "name": case.name, "family": case.family, "device": case.device, "unit": case.unit,
+        "work": case.work, "threads": case.threads or _cpu.get_num_threads(),
+        "fusegrad": {"min_s": ours.min_s, "median_s": ours.median_s,
+                     "throughput": round(case.work / ours.min_s / scale, 3)},
+        "baselines": {
+            name: {"min_s": t.min_s, "median_s": t.median_s,
+                   "throughput": round(case.work / t.min_s / scale, 3),
+                   "speedup": round(t.min_s / ours.min_s, 3)}
+            for name, t in timings.items()
+        },
+        "fraction_of_limit": None,
+    }
+    if case.limit and limits.get(case.limit):
+        limit = limits[case.limit]
+        if case.threads == 1 and case.limit == "fma_GFLOPs":
+            limit = limit / max(1, limits.get("threads", 1))  # one core's share of the peak
+        unit_scale = 1e3 if case.limit.endswith("TFLOPs") else 1.0
+        result["fraction_of_limit"] = round(result["fusegrad"]["throughput"] / (limit * unit_scale), 3)
+        result["limit"] = case.limit
+    if case.note:
+        result["note"] = case.note
+    return result
+
+
+def format_row(r: dict) -> str:
+    f = r["fusegrad"]
+    frac = f"{100 * r['fraction_of_limit']:5.1f}%" if r["fraction_of_limit"] is not None else "     -"
+    vs = "  ".join(f"{name} {b['speedup']:.2f}x" for name, b in r["baselines"].items())
+    return (f"{r['name']:<44} {r['device']:<4} {f['min_s'] * 1e3:9.3f} ms {f['median_s'] * 1e3:9.3f} ms "
+            f"{f['throughput']:9.1f} {r['unit']:<9} {frac}  {vs}")
+
+
+HEADER = (f"{'case':<44} {'dev':<4} {'min':>12} {'median':>12} {'throughput':>19} {'limit':>6}  "
+          "speedup vs baselines (baseline time / fusegrad time)")
+
+
+def run(pattern: str = "", json_path: str | None = None, device: str = "all",
+        repeat: int | None = None, out=sys.stdout) -> dict:
+    gpu = _gpu_ready()
+    cases = [c for c in select(all_cases(), pattern, device) if c.device == "cpu" or gpu]
+    machine = describe()
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None), file=out)
+    limits = {"threads": _cpu.get_num_threads()}
+    if any(c.device == "cpu" for c in cases):
+        limits.update(cpu_limits())
+    if gpu and any(c.device == "cuda" for c in cases):
+        limits.update(cuda_limits())
+    print("limits:  " + ", ".join(f"{k}={v}" for k, v in limits.items()), file=out)
+    print(HEADER, file=out, flush=True)
+    results = []
+    for case in cases:
+        r = run_case(case, limits, repeat)
+        results.append(r)
+        print(format_row(r), file=out, flush=True)
+    report = {"machine": machine, "limits": limits, "cases": results}
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {json_path}", file=out)
+    return report
+
+
+def main(args) -> int:
+    if args.list:
+        for c in select(all_cases(), args.filter, args.device):
+            print(f"{c.name:<48} {c.family:<10} {c.device}")
+        return 0
+    if not select(all_cases(), args.filter, args.device):
+        print(f"no benchmark case matches {args.filter!r}", file=sys.stderr)
+        return 2
+    run(args.filter, args.json, args.device, args.repeat)
+    return 0
