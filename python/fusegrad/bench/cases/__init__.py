@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-FAMILY_MODULES = ["activation"]
+FAMILY_MODULES = ["activation", "pool", "softmax"]
 
 
 def all_cases():
