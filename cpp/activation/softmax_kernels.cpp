@@ -121,8 +121,11 @@ void forward_rows(const float* x, float* y, int64_t rows, int64_t len, bool log)
       float* yr = y + r * len;
       const float mx = row_max(xr, len);
       if (log) {
-        const VecF lse = set1(mx + std::log(row_exp_sum<false>(xr, nullptr, len, mx)));
-        row_map(yr, len, [&](int64_t i, int w) { return load_w(xr + i, w) - lse; });
+        // (x - max) is exact for the large entries; subtracting max + log(sum) in one step would
+        // round the log term away for logits in the thousands.
+        const VecF m = set1(mx);
+        const VecF log_sum = set1(std::log(row_exp_sum<false>(xr, nullptr, len, mx)));
+        row_map(yr, len, [&](int64_t i, int w) { return (load_w(xr + i, w) - m) - log_sum; });
       } else {
         const VecF inv = set1(1.0f / row_exp_sum<true>(xr, yr, len, mx));
         row_map(yr, len, [&](int64_t i, int w) { return load_w(yr + i, w) * inv; });
@@ -150,12 +153,12 @@ void forward_strided(const float* x, float* y, int64_t outer, int64_t len, int64
         s = s + e;
       }
       if (log) {
-        alignas(64) float lanes[kVecWidth], ms[kVecWidth];
+        alignas(64) float lanes[kVecWidth];
         store(lanes, s);
-        store(ms, m);
-        for (int l = 0; l < kVecWidth; ++l) lanes[l] = ms[l] + std::log(lanes[l]);
-        const VecF lse = load(lanes);
-        for (int64_t k = 0; k < len; ++k) store_w(yo + k * inner, load_w(xo + k * inner, w) - lse, w);
+        for (int l = 0; l < kVecWidth; ++l) lanes[l] = std::log(lanes[l]);
+        const VecF log_sum = load(lanes);
+        for (int64_t k = 0; k < len; ++k)
+          store_w(yo + k * inner, (load_w(xo + k * inner, w) - m) - log_sum, w);
       } else {
         const VecF inv = set1(1.0f) / s;
         for (int64_t k = 0; k < len; ++k) store_w(yo + k * inner, load_w(yo + k * inner, w) * inv, w);
@@ -293,8 +296,9 @@ double bce_with_logits(const float* x, const float* t, int64_t n, float grad_sca
         const int w = static_cast<int>(std::min<int64_t>(kVecWidth, end - i));
         const VecF xv = load_w(x + i, w), tv = load_w(t + i, w);
         const VecF e = exp_keep_nan(-abs(xv));  // in (0, 1]: no overflow for either sign
-        // max(0, x) keeps a NaN x (max returns its second operand on NaN).
-        const VecF l_v = max(zero, xv) - xv * tv + log1p_unit(e);
+        // max(x, 0) - x t, written without its cancellation: x (1 - t) for x > 0 (1 - t is exact
+        // for t near 1, where it matters), -x t otherwise; a NaN x takes the second branch.
+        const VecF l_v = select(xv > zero, xv * (one - tv), -(xv * tv)) + log1p_unit(e);
         if (loss) store_w(loss + i, l_v, w);
         acc = acc + (w == kVecWidth ? l_v : select(lanes_below(w), l_v, zero));
         if (grad) {
