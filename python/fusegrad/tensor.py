@@ -458,28 +458,24 @@ class Activation(Function):
 
 class LogSoftmax(Function):
     def forward(self, a, axis=-1):
-        xp = _xp(a)
-        shifted = a - a.max(axis=axis, keepdims=True)
-        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        out = ops.log_softmax(a, axis)
         self.save(out, axis)
         return out
 
     def backward(self, g):
         out, axis = self.saved
-        return (g - _xp(g).exp(out) * g.sum(axis=axis, keepdims=True),)
+        return (ops.log_softmax_backward(g, out, axis),)
 
 
 class Softmax(Function):
     def forward(self, a, axis=-1):
-        xp = _xp(a)
-        e = xp.exp(a - a.max(axis=axis, keepdims=True))
-        out = e / e.sum(axis=axis, keepdims=True)
+        out = ops.softmax(a, axis)
         self.save(out, axis)
         return out
 
     def backward(self, g):
         out, axis = self.saved
-        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+        return (ops.softmax_backward(g, out, axis),)
 
 
 # --- Tensor ----------------------------------------------------------------------------------------

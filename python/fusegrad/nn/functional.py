@@ -119,26 +119,14 @@ def _labels(target, n_classes: int, n_rows: int):
 
 
 class SoftmaxCrossEntropy(Function):
-    """Cross-entropy of softmax(logits) against integer labels, loss and gradient in one pass."""
+    """Cross-entropy of softmax(logits) against integer labels: the fused kernel computes the loss
+    and d loss / d logits in one pass, so backward is one multiply."""
 
     def forward(self, logits, labels=None, reduction="mean", label_smoothing=0.0):
-        xp = _xp(logits)
-        n, c = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_p = shifted - log_z
-        target = xp.zeros_like(log_p)
-        target[xp.arange(n), labels] = 1.0 - label_smoothing
-        target += label_smoothing / c
-        per_row = -(target * log_p).sum(axis=1)
-        grad = xp.exp(log_p) - target  # d per_row / d logits
-        if reduction == "mean":
-            grad /= max(n, 1)
+        loss, grad = ops.softmax_cross_entropy(logits, labels, reduction=reduction,
+                                               label_smoothing=label_smoothing, return_grad=True)
         self.save(grad, reduction)
-        if reduction == "none":
-            return per_row
-        total = per_row.sum()
-        return xp.asarray(total / n if reduction == "mean" else total, dtype=logits.dtype)
+        return loss
 
     def backward(self, g):
         grad, reduction = self.saved
@@ -192,26 +180,18 @@ def binary_cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tens
 
 
 class BCEWithLogits(Function):
-    """max(x, 0) - x t + log(1 + exp(-|x|)): stable for any logit."""
+    """Binary cross-entropy on logits, loss and d loss / d logits in one fused pass."""
 
     def forward(self, x, t, reduction="mean"):
-        xp = _xp(x)
-        loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-        sig = 1.0 / (1.0 + xp.exp(-x))
-        grad = (sig - t).astype(x.dtype)
-        if reduction == "mean":
-            grad /= max(x.size, 1)
+        loss, grad = ops.bce_with_logits(x, t, reduction=reduction, return_grad=True)
         self.save(grad, reduction, x, t)
-        if reduction == "none":
-            return loss.astype(x.dtype)
-        total = loss.sum()
-        return xp.asarray(total / x.size if reduction == "mean" else total, dtype=x.dtype)
+        return loss
 
     def backward(self, g):
         grad, reduction, x, t = self.saved
-        gx = grad * g
+        gx = grad * g if self.needs_grad[0] else None
         gt = None
-        if self.needs_grad[1]:
+        if self.needs_grad[1]:  # d loss / d t = -x per element (scaled like the loss)
             gt = -x * g / (x.size if reduction == "mean" else 1)
         return gx, gt
 
@@ -222,7 +202,10 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
     return BCEWithLogits.apply(input, target.float(), reduction=reduction)
 
 
+from .conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d  # noqa: E402 - conv needs the names above
+
 __all__ = [
+    "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
