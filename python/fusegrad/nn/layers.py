@@ -147,8 +147,9 @@ def _fused_activation(module):
 
 
 class Sequential(Module):
-    """Runs its modules in order; a Linear followed by ReLU/LeakyReLU/Sigmoid/Tanh runs as one fused
-    GEMM with the activation in its store (same result, one pass less over memory)."""
+    """Runs its modules in order; a Linear or Conv2d followed by ReLU/Sigmoid/Tanh (or a Linear by
+    LeakyReLU) runs as one op with the activation in its store (same result, one pass less over
+    memory, and autograd keeps only the output)."""
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -179,7 +180,7 @@ class Sequential(Module):
             fused = _fused_activation(items[i + 1]) if i + 1 < len(items) else None
             if type(m) in (Linear, Conv2d) and m.activation is None and fused is not None and \
                     (fused[0] != "leaky_relu" or type(m) is Linear):
-                x = m(x, activation=fused[0], negative_slope=fused[1])
+                x = m(x, activation=fused[0], **({"negative_slope": fused[1]} if type(m) is Linear else {}))
                 i += 2
             else:
                 x = m(x)
