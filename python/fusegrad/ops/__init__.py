@@ -1,4 +1,5 @@
 """The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
+from .gemm import matmul
 from .activation import (
     gelu,
     gelu_backward,
@@ -32,6 +33,7 @@ from .softmax import (
 )
 
 __all__ = [
+    "matmul",
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",
