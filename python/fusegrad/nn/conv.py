@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..tensor import Function, Tensor, _xp
+from ..tensor import Function, Tensor, _xp, matmul
 from . import init
 from .functional import FUSABLE_ACTIVATIONS
 from .module import Module, Parameter
@@ -61,7 +61,7 @@ class Conv2dFunction(Function):
         ow = (xpad.shape[2] - (kw - 1) * dilation[1] - 1) // stride[1] + 1
         out = xp.zeros((n * oh * ow, co), dtype=x.dtype)
         for i, j, index in _taps(xpad.shape, (kh, kw), stride, dilation, (oh, ow)):
-            out += xpad[index].reshape(-1, c) @ w[i, j]
+            matmul(xpad[index].reshape(-1, c), w[i, j], out=out, accumulate=True)
         if b is not None:
             out += b
         if activation is not None:
@@ -82,9 +82,9 @@ class Conv2dFunction(Function):
         gw = xp.empty_like(w) if self.needs_grad[1] else None
         for i, j, index in _taps(xpad.shape, (kh, kw), stride, dilation, (oh, ow)):
             if gw is not None:
-                gw[i, j] = xpad[index].reshape(-1, c).T @ g2
+                matmul(xpad[index].reshape(-1, c).T, g2, out=gw[i, j])
             if gxpad is not None:
-                gxpad[index] += (g2 @ w[i, j].T).reshape(n, oh, ow, c)
+                gxpad[index] += matmul(g2, w[i, j].T).reshape(n, oh, ow, c)
         gx = None
         if gxpad is not None:
             (top, _), (left, _) = pads

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..tensor import Function, Tensor, _xp, default_generator
+from ..tensor import Function, Tensor, _xp, default_generator, matmul
 
 # Activations whose derivative can be computed from their output alone can be fused into the
 # store of a matmul: autograd then keeps only the output. (relu and leaky_relu with a positive
@@ -15,14 +15,11 @@ FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
 def _matmul_bias_act(x, w, bias, activation, param):
-    """x @ w.T + bias, then the activation, over 2-D x."""
-    y = _xp(x).matmul(x, w.T)
-    if bias is not None:
-        y += bias
-    if activation is not None:
-        kwargs = {"negative_slope": param} if activation == "leaky_relu" else {}
-        getattr(ops, activation)(y, out=y, **kwargs)
-    return y
+    """act(x @ w.T + bias) over 2-D x: one GEMM with bias and activation in its store (the
+    transposed weight is read in place); leaky_relu, which needs its slope, as a second pass."""
+    if activation == "leaky_relu":
+        return ops.leaky_relu(ops.matmul(x, w.T, bias=bias), param, out=None)
+    return ops.matmul(x, w.T, bias=bias, activation=activation)
 
 
 class LinearFunction(Function):
@@ -42,9 +39,8 @@ class LinearFunction(Function):
             g2 = ops.leaky_relu_backward(g2, y, param)
         elif activation is not None:
             g2 = getattr(ops, f"{activation}_backward")(g2, y)
-        xp = _xp(g2)
-        gx = xp.matmul(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
-        gw = xp.matmul(g2.T, x2) if self.needs_grad[1] else None
+        gx = matmul(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
+        gw = matmul(g2.T, x2) if self.needs_grad[1] else None
         gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
 
