@@ -587,8 +587,8 @@ def test_cuda_errors(rng):
 
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
 def test_large_lists_with_mixed_alignment(rng, kind):
-    """Lists past the last-level cache take the streaming-store path; views at different offsets
-    into one buffer give arrays whose misalignments differ (and one that is aligned)."""
+    """Lists past the last-level cache, as views at different offsets into one buffer: arrays whose
+    misalignments differ, spread over both threads' ranges."""
     sizes = [700_001, 600_000, 5]
     arena = np.zeros(4 * sum(sizes) + 64, np.float32)
     offsets = iter(range(0, 10**9, 1))
