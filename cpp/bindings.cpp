@@ -4,12 +4,15 @@
 #include <pybind11/stl.h>
 
 #include "activation/activation.h"
+#include "activation/softmax.h"
 #include "common/array_check.h"
 #include "common/isa.h"
 #include "common/probe.h"
 #include "common/threads.h"
+#include "pool/pool.h"
 
 namespace fusegrad { void register_optim(pybind11::module_& m); }  // cpp/optim/optim_bind.cpp
+#include "gemm/gemm.h"
 
 namespace py = pybind11;
 using namespace fusegrad;
@@ -44,6 +47,312 @@ void activation_backward(int code, const py::array& grad_out, const py::array& s
   active_activation_kernels().backward(kind, gp, sp, op, n, param);
 }
 
+// ---- pooling and softmax: NHWC / row-major arrays must be C-contiguous ----
+
+const float* c_float_input(const py::array& a, const char* name) {
+  require_float32(a, name);
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  return static_cast<const float*>(a.data());
+}
+
+float* c_float_output(py::array& a, const char* name) {
+  float* p = float_output(a, name);
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  return p;
+}
+
+void require_shape(const py::array& a, std::initializer_list<int64_t> shape, const char* name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  int d = 0;
+  for (int64_t s : shape) ok = ok && a.shape(d++) == s;
+  if (!ok) throw py::value_error(std::string(name) + ": shape does not match the pooling geometry");
+}
+
+PoolShape pool_shape(const py::array& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                     int64_t pw) {
+  if (x.ndim() != 4) throw py::value_error("pooling input must be 4-D NHWC");
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+    throw py::value_error("pooling: invalid kernel, stride or padding");
+  PoolShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 0, 0, kh, kw, sh, sw, ph, pw};
+  if (s.h + 2 * ph < kh || s.w + 2 * pw < kw) throw py::value_error("pooling: window larger than the input");
+  s.oh = (s.h + 2 * ph - kh) / sh + 1;
+  s.ow = (s.w + 2 * pw - kw) / sw + 1;
+  if (s.h * s.w > INT32_MAX) throw py::value_error("pooling: H * W must fit int32 indices");
+  return s;
+}
+
+// input_shape given as the (N, H, W, C) of the array a backward pass writes.
+PoolShape pool_shape_of(const py::array& gx, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                        int64_t pw) {
+  return pool_shape(gx, kh, kw, sh, sw, ph, pw);
+}
+
+void max_pool2d_forward(const py::array& x, py::array& y, py::object indices, int64_t kh, int64_t kw,
+                        int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
+  int32_t* ip = nullptr;
+  if (!indices.is_none()) {
+    auto ind = indices.cast<py::array>();
+    if (!py::isinstance<py::array_t<int32_t>>(ind) || ind.dtype().kind() != 'i' || ind.itemsize() != 4)
+      throw py::type_error("indices: expected dtype int32");
+    if (!(ind.flags() & py::array::c_style) || !ind.writeable())
+      throw py::value_error("indices: must be C-contiguous and writeable");
+    require_shape(ind, {s.n, s.oh, s.ow, s.c}, "indices");
+    ip = static_cast<int32_t*>(ind.mutable_data());
+  }
+  py::gil_scoped_release release;
+  active_pool_kernels().max_forward(s, xp, yp, ip);
+}
+
+void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolShape s = pool_shape_of(gx, kh, kw, sh, sw, ph, pw);
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
+  if (!py::isinstance<py::array_t<int32_t>>(indices) || indices.dtype().kind() != 'i' || indices.itemsize() != 4)
+    throw py::type_error("indices: expected dtype int32");
+  if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices: must be C-contiguous");
+  require_shape(indices, {s.n, s.oh, s.ow, s.c}, "indices");
+  const auto* ip = static_cast<const int32_t*>(indices.data());
+  int64_t bad;
+  {
+    py::gil_scoped_release release;
+    bad = active_pool_kernels().max_backward(s, gyp, ip, gxp);
+  }
+  if (bad) throw py::value_error("max_pool2d_backward: " + std::to_string(bad) +
+                                 " indices do not name a pixel of their pooling window");
+}
+
+void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                        int64_t ph, int64_t pw, bool count_include_pad) {
+  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
+  py::gil_scoped_release release;
+  active_pool_kernels().avg_forward(s, xp, yp, count_include_pad);
+}
+
+void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh,
+                         int64_t sw, int64_t ph, int64_t pw, bool count_include_pad) {
+  const PoolShape s = pool_shape_of(gx, kh, kw, sh, sw, ph, pw);
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
+  py::gil_scoped_release release;
+  active_pool_kernels().avg_backward(s, gyp, gxp, count_include_pad);
+}
+
+void global_avg_pool2d_forward(const py::array& x, py::array& y) {
+  if (x.ndim() != 4) throw py::value_error("global_avg_pool2d: input must be 4-D NHWC");
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  const int64_t n = x.shape(0), hw = x.shape(1) * x.shape(2), c = x.shape(3);
+  require_shape(y, {n, c}, "y");
+  py::gil_scoped_release release;
+  active_pool_kernels().global_avg_forward(xp, yp, n, hw, c);
+}
+
+void global_avg_pool2d_backward(const py::array& gy, py::array& gx) {
+  if (gx.ndim() != 4) throw py::value_error("global_avg_pool2d_backward: grad_input must be 4-D NHWC");
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  const int64_t n = gx.shape(0), hw = gx.shape(1) * gx.shape(2), c = gx.shape(3);
+  require_shape(gy, {n, c}, "grad_out");
+  py::gil_scoped_release release;
+  active_pool_kernels().global_avg_backward(gyp, gxp, n, hw, c);
+}
+
+// (outer, len, inner) of a C-contiguous array around `axis`.
+void axis_split(const py::array& a, int axis, int64_t* outer, int64_t* len, int64_t* inner) {
+  if (axis < 0 || axis >= a.ndim()) throw py::value_error("softmax: axis out of range");
+  *outer = 1;
+  *inner = 1;
+  for (int d = 0; d < axis; ++d) *outer *= a.shape(d);
+  for (int d = axis + 1; d < a.ndim(); ++d) *inner *= a.shape(d);
+  *len = a.shape(axis);
+}
+
+void softmax_forward(const py::array& x, py::array& y, int axis, bool log) {
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "out");
+  require_same_layout(x, y, "softmax");
+  int64_t outer, len, inner;
+  axis_split(x, axis, &outer, &len, &inner);
+  if (x.size() == 0) return;
+  py::gil_scoped_release release;
+  active_softmax_kernels().forward(xp, yp, outer, len, inner, log);
+}
+
+void softmax_backward(const py::array& g, const py::array& y, py::array& dx, int axis, bool log) {
+  const float* gp = c_float_input(g, "grad_out");
+  const float* yp = c_float_input(y, "y");
+  float* dp = c_float_output(dx, "out");
+  require_same_layout(g, y, "softmax backward");
+  require_same_layout(g, dx, "softmax backward");
+  int64_t outer, len, inner;
+  axis_split(g, axis, &outer, &len, &inner);
+  if (g.size() == 0) return;
+  py::gil_scoped_release release;
+  active_softmax_kernels().backward(gp, yp, dp, outer, len, inner, log);
+}
+
+double softmax_cross_entropy(const py::array& logits, const py::array& labels, float smoothing,
+                             float grad_scale, py::object loss_rows, py::object grad) {
+  const float* xp = c_float_input(logits, "logits");
+  if (logits.ndim() != 2) throw py::value_error("softmax_cross_entropy: logits must be 2-D");
+  const int64_t n = logits.shape(0), c = logits.shape(1);
+  if (!py::isinstance<py::array_t<int64_t>>(labels) || labels.dtype().kind() != 'i' || labels.itemsize() != 8)
+    throw py::type_error("labels: expected dtype int64");
+  if (!(labels.flags() & py::array::c_style) || labels.ndim() != 1 || labels.shape(0) != n)
+    throw py::value_error("labels: expected a contiguous (N,) array");
+  const auto* lp = static_cast<const int64_t*>(labels.data());
+  for (int64_t i = 0; i < n; ++i)
+    if (lp[i] < 0 || lp[i] >= c) throw py::value_error("labels: value out of range [0, C)");
+  float* lr = nullptr;
+  float* gp = nullptr;
+  if (!loss_rows.is_none()) {
+    auto a = loss_rows.cast<py::array>();
+    lr = c_float_output(a, "loss");
+    require_shape(a, {n}, "loss");
+  }
+  if (!grad.is_none()) {
+    auto a = grad.cast<py::array>();
+    gp = c_float_output(a, "grad");
+    require_shape(a, {n, c}, "grad");
+  }
+  if (n == 0) return 0.0;
+  py::gil_scoped_release release;
+  return active_softmax_kernels().cross_entropy(xp, lp, n, c, smoothing, grad_scale, lr, gp);
+}
+
+double bce_with_logits(const py::array& x, const py::array& t, float grad_scale, py::object loss,
+                       py::object grad) {
+  const float* xp = c_float_input(x, "logits");
+  const float* tp = c_float_input(t, "targets");
+  require_same_layout(x, t, "bce_with_logits");
+  float* lp = nullptr;
+  float* gp = nullptr;
+  if (!loss.is_none()) {
+    auto a = loss.cast<py::array>();
+    lp = c_float_output(a, "loss");
+    require_same_layout(x, a, "bce_with_logits");
+  }
+  if (!grad.is_none()) {
+    auto a = grad.cast<py::array>();
+    gp = c_float_output(a, "grad");
+    require_same_layout(x, a, "bce_with_logits");
+  }
+  const int64_t n = x.size();
+  if (n == 0) return 0.0;
+  py::gil_scoped_release release;
+  return active_softmax_kernels().bce_with_logits(xp, tp, n, grad_scale, lp, gp);
+}
+
+// ---- GEMM ----
+
+// Element strides of dimension d; a dimension of size <= 1 is never stepped along, so its stride
+// is reported as 1, which lets packing take its unit-stride paths.
+int64_t elem_stride(const py::array& x, py::ssize_t d) {
+  return x.shape(d) <= 1 ? 1 : x.strides(d) / 4;
+}
+
+// True when the GEMM can read x in place: non-negative whole-float strides, and each matrix
+// row- or column-major with any leading dimension (a plain array or a transposed view).
+bool gemm_readable(const py::array& x) {
+  for (py::ssize_t d = 0; d < x.ndim(); ++d)
+    if (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % 4 != 0)) return false;
+  const py::ssize_t r = x.ndim() - 2, c = x.ndim() - 1;
+  return x.shape(r) <= 1 || x.shape(c) <= 1 || x.strides(c) == 4 || x.strides(r) == 4;
+}
+
+// The bytes [first, last] an array spans (empty arrays span nothing).
+bool spans_overlap(const py::array& x, const py::array& y) {
+  if (x.size() == 0 || y.size() == 0) return false;
+  const auto span = [](const py::array& z, intptr_t& lo, intptr_t& hi) {
+    lo = hi = reinterpret_cast<intptr_t>(z.data());
+    for (py::ssize_t d = 0; d < z.ndim(); ++d) {
+      const intptr_t step = static_cast<intptr_t>(z.strides(d)) * (z.shape(d) - 1);
+      (step < 0 ? lo : hi) += step;
+    }
+    hi += z.itemsize() - 1;
+  };
+  intptr_t xl, xh, yl, yh;
+  span(x, xl, xh);
+  span(y, yl, yh);
+  return xl <= yh && yl <= xh;
+}
+
+// What the caller must do before the GEMM can run in place (bits); 0 means it ran.
+constexpr int kGemmCopyA = 1, kGemmCopyB = 2, kGemmOutAside = 4;
+
+// out[...] (=|+=) act(a @ b + bias). Shapes: a (M, K) or (B, M, K); b (K, N) or (B, K, N); out
+// (M, N) or (B, M, N). fusegrad.ops.matmul has checked shapes and dtypes; this re-checks what
+// memory safety needs, and instead of running returns the kGemm* bits when an operand's layout
+// cannot be read in place or out overlaps an input, so the caller copies just those.
+int gemm(const py::array& a, const py::array& b, py::array& out, const py::object& bias, int code,
+         bool accumulate) {
+  require_float32(a, "a");
+  require_float32(b, "b");
+  require_float32(out, "out");
+  if (!out.writeable()) throw py::value_error("out: is read-only");
+  const auto nd_ok = [](const py::array& x) { return x.ndim() == 2 || x.ndim() == 3; };
+  if (!nd_ok(a) || !nd_ok(b) || !nd_ok(out)) throw py::value_error("gemm: operands must be 2-D or 3-D");
+  const int ad = static_cast<int>(a.ndim()), bd = static_cast<int>(b.ndim());
+  GemmProblem p;
+  p.m = a.shape(ad - 2);
+  p.k = a.shape(ad - 1);
+  p.n = b.shape(bd - 1);
+  p.batch = ad == 3 ? a.shape(0) : bd == 3 ? b.shape(0) : 1;
+  if (b.shape(bd - 2) != p.k || (ad == 3 && bd == 3 && a.shape(0) != b.shape(0)))
+    throw py::value_error("gemm: a and b do not fit");
+  const bool out_batched = out.ndim() == 3;
+  if (out_batched != (ad == 3 || bd == 3) || (out_batched && out.shape(0) != p.batch) ||
+      out.shape(out.ndim() - 2) != p.m || out.shape(out.ndim() - 1) != p.n)
+    throw py::value_error("gemm: out has the wrong shape");
+  py::array bias_arr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    p.bias = float_input(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != p.n) throw py::value_error("bias: must have N elements");
+  }
+  p.act = activation_code(code);
+  if (accumulate && (p.bias || p.act != Activation::none))
+    throw py::value_error("gemm: accumulate takes no bias or activation");
+
+  int status = 0;
+  if (!gemm_readable(a)) status |= kGemmCopyA;
+  if (!gemm_readable(b)) status |= kGemmCopyB;
+  bool out_ok = true;
+  for (py::ssize_t d = 0; d < out.ndim(); ++d)
+    if (out.shape(d) > 1 && (out.strides(d) < 0 || out.strides(d) % 4 != 0)) out_ok = false;
+  if (p.n > 1 && out.strides(out.ndim() - 1) != 4) out_ok = false;
+  if (spans_overlap(out, a) || spans_overlap(out, b) || (p.bias && spans_overlap(out, bias_arr)))
+    out_ok = false;
+  if (!out_ok) status |= kGemmOutAside;
+  if (status) return status;
+
+  p.a = static_cast<const float*>(a.data());
+  p.a_rs = elem_stride(a, ad - 2);
+  p.a_cs = elem_stride(a, ad - 1);
+  p.a_bs = ad == 3 && a.shape(0) > 1 ? a.strides(0) / 4 : 0;
+  p.b = static_cast<const float*>(b.data());
+  p.b_rs = elem_stride(b, bd - 2);
+  p.b_cs = elem_stride(b, bd - 1);
+  p.b_bs = bd == 3 && b.shape(0) > 1 ? b.strides(0) / 4 : 0;
+  p.c = static_cast<float*>(out.mutable_data());
+  p.c_rs = elem_stride(out, out.ndim() - 2);
+  p.c_bs = out_batched ? elem_stride(out, 0) : 0;
+  p.accumulate = accumulate;
+  py::gil_scoped_release release;
+  active_gemm_kernels().gemm(p);
+  return 0;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -66,6 +375,42 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
 
   register_optim(m);
+  m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("indices"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+        py::arg("pw"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("indices").noconvert(), py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"),
+        py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
+  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("count_include_pad"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+        py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"));
+  m.def("global_avg_pool2d_forward", &global_avg_pool2d_forward, py::arg("x").noconvert(),
+        py::arg("y").noconvert());
+  m.def("global_avg_pool2d_backward", &global_avg_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("grad_input").noconvert());
+
+  m.def("softmax_forward", &softmax_forward, py::arg("x").noconvert(), py::arg("out").noconvert(),
+        py::arg("axis"), py::arg("log"));
+  m.def("softmax_backward", &softmax_backward, py::arg("grad_out").noconvert(), py::arg("y").noconvert(),
+        py::arg("out").noconvert(), py::arg("axis"), py::arg("log"));
+  m.def("softmax_cross_entropy", &softmax_cross_entropy, py::arg("logits").noconvert(),
+        py::arg("labels").noconvert(), py::arg("label_smoothing"), py::arg("grad_scale"),
+        py::arg("loss_rows"), py::arg("grad"));
+  m.def("bce_with_logits", &bce_with_logits, py::arg("logits").noconvert(), py::arg("targets").noconvert(),
+        py::arg("grad_scale"), py::arg("loss"), py::arg("grad"));
+  m.def("gemm", &gemm, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(),
+        py::arg("bias"), py::arg("activation"), py::arg("accumulate"),
+        "out (=|+=) act(a @ b + bias); returns 0, or which operands need a copy first (bits: 1 a, "
+        "2 b, 4 out). See fusegrad.ops.matmul.");
+  m.def("gemm_config", [] {
+    const GemmKernels& g = active_gemm_kernels();
+    py::dict d;
+    d["mr"] = g.mr; d["nr"] = g.nr; d["mc"] = g.mc; d["kc"] = g.kc; d["nc"] = g.nc;
+    return d;
+  }, "Micro-tile and cache blocks of the active ISA level's GEMM.");
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");

@@ -1,5 +1,5 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
-from . import _backend, cuda, ops
+from . import _backend, cuda, nn, ops, optim
 from ._cpu import __version__
 from ._info import info
 from .tensor import (
