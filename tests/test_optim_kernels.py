@@ -583,3 +583,42 @@ def test_cuda_errors(rng):
         ops.sgd_step(p, [np.zeros(10, np.float32)], step=1, lr=0.1)
     with pytest.raises(ValueError, match="shape"):
         ops.sgd_step(p, [cp.zeros(11, cp.float32)], step=1, lr=0.1)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_large_lists_with_mixed_alignment(rng, kind):
+    """Lists past the last-level cache, as views at different offsets into one buffer: arrays whose
+    misalignments differ, spread over both threads' ranges."""
+    sizes = [700_001, 600_000, 5]
+    arena = np.zeros(4 * sum(sizes) + 64, np.float32)
+    offsets = iter(range(0, 10**9, 1))
+
+    def views(shift):
+        out, at = [], shift
+        for n in sizes:
+            out.append(arena[at:at + n])
+            at += n + next(offsets) % 3
+        return out
+
+    params = views(1)
+    for p in params:
+        p[...] = rng.standard_normal(p.size)
+    grads = make(rng, [(n,) for n in sizes])
+    if kind == "adamw":
+        m, v = views(sum(sizes) + 8), views(2 * sum(sizes) + 16)
+        for a in m + v:
+            a[...] = np.abs(rng.standard_normal(a.size))
+        ref = [ref_adam(p, g, mi, vi, 3, 1e-2, 0.9, 0.999, 1e-8, 0.1, True, False)
+               for p, g, mi, vi in zip(params, grads, m, v)]
+        ops.adam_step(params, grads, m, v, step=3, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
+        for got, want in zip(params + m + v, [r[0] for r in ref] + [r[1] for r in ref] + [r[2] for r in ref]):
+            assert_close(got, want, rtol=1e-5, atol=1e-5)
+    else:
+        bufs = views(sum(sizes) + 3)
+        for b in bufs:
+            b[...] = rng.standard_normal(b.size)
+        ref = [ref_sgd(p, g, b, 5, 0.1, 0.9, 0.0, False, 0.01, False) for p, g, b in zip(params, grads, bufs)]
+        ops.sgd_step(params, grads, bufs, step=5, lr=0.1, momentum=0.9, weight_decay=0.01)
+        for p, b, (rp, rb) in zip(params, bufs, ref):
+            assert_close(p, rp)
+            assert_close(b, rb)

@@ -4,8 +4,9 @@
 // parameter), so each kernel is a single vectorised pass that touches every byte once, and the
 // whole tensor list is one piece of work split evenly between threads by element count: a thread
 // may cover the end of one tensor and the start of the next, and a list of 300 small tensors
-// still costs one fork-join. Non-temporal stores would not help here: every line written was just
-// read, so it is already owned by the cache and no read-for-ownership is saved.
+// still costs one fork-join. Non-temporal stores do not help here: every line written was just
+// read, so no read-for-ownership is saved, and measured on the reference machine (30M-parameter
+// AdamW, interleaved A/B) streaming the three updated arrays made the step 1.3-1.9x slower.
 #include <algorithm>
 #include <cmath>
 #include <limits>
