@@ -10,6 +10,7 @@
 #include "common/probe.h"
 #include "common/threads.h"
 #include "pool/pool.h"
+#include "conv/conv.h"
 
 namespace fusegrad { void register_optim(pybind11::module_& m); }  // cpp/optim/optim_bind.cpp
 #include "gemm/gemm.h"
@@ -353,6 +354,99 @@ int gemm(const py::array& a, const py::array& b, py::array& out, const py::objec
   return 0;
 }
 
+// ---- convolution: NHWC x / gx, HWIO w / gw, NHWC y / gy, all C-contiguous float32 ----
+const float* conv_in(const py::array& a, const char* name) {
+  require_float32(a, name);
+  if (a.ndim() != 4 || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be a C-contiguous 4-D array");
+  return static_cast<const float*>(a.data());
+}
+
+float* conv_out(py::array& a, const char* name) {
+  const float* p = conv_in(a, name);
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
+  return const_cast<float*>(p);
+}
+
+// The geometry of image (N,H,W,C), weight (KH,KW,C,CO) and output (N,OH,OW,CO), re-checked so
+// that no inconsistent size can make a kernel read or write out of bounds.
+ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, int64_t sh, int64_t sw,
+                     int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
+    throw py::value_error("conv2d: invalid stride, dilation or padding");
+  ConvShape s;
+  s.n = img.shape(0); s.h = img.shape(1); s.w = img.shape(2); s.c = img.shape(3);
+  s.kh = w.shape(0); s.kw = w.shape(1); s.co = w.shape(3);
+  s.oh = out.shape(1); s.ow = out.shape(2);
+  s.sh = sh; s.sw = sw; s.dh = dh; s.dw = dw; s.pt = pt; s.pl = pl;
+  const int64_t span_h = s.h + pt + pb - (s.kh - 1) * dh - 1, span_w = s.w + pl + pr - (s.kw - 1) * dw - 1;
+  if (s.kh < 1 || s.kw < 1 || w.shape(2) != s.c || out.shape(0) != s.n || out.shape(3) != s.co ||
+      span_h < 0 || span_w < 0 || s.oh != span_h / sh + 1 || s.ow != span_w / sw + 1)
+    throw py::value_error("conv2d: input, weight and output shapes do not fit the geometry");
+  return s;
+}
+
+void require_disjoint(const py::array& out, std::initializer_list<const py::array*> inputs) {
+  for (const py::array* x : inputs)
+    if (spans_overlap(out, *x)) throw py::value_error("conv2d: the output overlaps an input");
+}
+
+void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y, int64_t sh,
+                    int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int code) {
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  float* yp = conv_out(y, "out");
+  const ConvShape s = conv_shape(x, w, y, sh, sw, dh, dw, pt, pb, pl, pr);
+  py::array bias_arr;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    require_float32(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != s.co || !(bias_arr.flags() & py::array::c_style))
+      throw py::value_error("bias: must be a contiguous array of C_out elements");
+    bp = static_cast<const float*>(bias_arr.data());
+    require_disjoint(y, {&bias_arr});
+  }
+  require_disjoint(y, {&x, &w});
+  const Activation act = activation_code(code);
+  py::gil_scoped_release release;
+  active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+}
+
+void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, int64_t sh, int64_t sw,
+                           int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const float* gyp = conv_in(gy, "grad_out");
+  const float* wp = conv_in(w, "w");
+  float* gxp = conv_out(gx, "grad_input");
+  const ConvShape s = conv_shape(gx, w, gy, sh, sw, dh, dw, pt, pb, pl, pr);
+  require_disjoint(gx, {&gy, &w});
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_input(s, gyp, wp, gxp);
+}
+
+void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& gw, int64_t sh, int64_t sw,
+                            int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const float* xp = conv_in(x, "x");
+  const float* gyp = conv_in(gy, "grad_out");
+  float* gwp = conv_out(gw, "grad_weight");
+  const ConvShape s = conv_shape(x, gw, gy, sh, sw, dh, dw, pt, pb, pl, pr);
+  require_disjoint(gw, {&x, &gy});
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_weight(s, xp, gyp, gwp);
+}
+
+void conv2d_backward_bias(const py::array& gy, py::array& gb) {
+  const float* gyp = conv_in(gy, "grad_out");
+  require_float32(gb, "grad_bias");
+  if (gb.ndim() != 1 || gb.shape(0) != gy.shape(3) || !(gb.flags() & py::array::c_style) || !gb.writeable())
+    throw py::value_error("grad_bias: must be a writable contiguous array of C_out elements");
+  require_disjoint(gb, {&gy});
+  const int64_t rows = gy.shape(0) * gy.shape(1) * gy.shape(2), co = gy.shape(3);
+  float* gbp = static_cast<float*>(gb.mutable_data());
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_bias(gyp, rows, co, gbp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -411,6 +505,18 @@ PYBIND11_MODULE(_cpu, m) {
     d["mr"] = g.mr; d["nr"] = g.nr; d["mc"] = g.mc; d["kc"] = g.kc; d["nc"] = g.nc;
     return d;
   }, "Micro-tile and cache blocks of the active ISA level's GEMM.");
+
+  m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
+        py::arg("out").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"),
+        py::arg("pb"), py::arg("pl"), py::arg("pr"), py::arg("activation"));
+  m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(),
+        py::arg("w").noconvert(), py::arg("grad_input").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"),
+        py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(),
+        py::arg("grad_out").noconvert(), py::arg("grad_weight").noconvert(), py::arg("sh"), py::arg("sw"),
+        py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
+  m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_out").noconvert(),
+        py::arg("grad_bias").noconvert());
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");
