@@ -1,6 +1,5 @@
 """Convolution and pooling layers on NHWC input (conv weights HWIO), as Functions over the kernels
-of fusegrad.ops. Until the convolution kernels land (issue 4), Conv2d runs as KH*KW GEMMs over
-strided views of the padded input: no im2col copy, one matmul per kernel tap."""
+of fusegrad.ops (ops.conv2d and its backward passes; the pooling kernels)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +7,8 @@ import math
 import numpy as np
 
 from .. import ops
-from ..tensor import Function, Tensor, _xp, matmul
+from ..ops.conv import conv_padding
+from ..tensor import Function, Tensor, _xp
 from . import init
 from .functional import FUSABLE_ACTIVATIONS
 from .module import Module, Parameter
@@ -21,29 +21,14 @@ def _pair(value, name: str) -> tuple:
     return int(pair[0]), int(pair[1])
 
 
-def conv_padding(padding, in_hw, kernel_hw, stride, dilation) -> tuple:
-    """((top, bottom), (left, right)) for an int, a pair, "valid" or "same" (TensorFlow's rule:
-    output = ceil(input / stride), the odd pixel of padding at the bottom/right)."""
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    if padding == "same":
-        pads = []
-        for n, k, s, d in zip(in_hw, kernel_hw, stride, dilation):
-            out = -(-n // s)
-            total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
-    if isinstance(padding, str):
-        raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
-    ph, pw = _pair(padding, "padding")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be >= 0, got {padding!r}")
-    return (ph, ph), (pw, pw)
+# Activations the conv kernel applies in its store; leaky_relu (which needs its slope) runs as an
+# in-place pass over the output instead.
+_KERNEL_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
-def _taps(xpad_shape, kernel_hw, stride, dilation, out_hw):
+def _taps(kernel_hw, stride, dilation, out_hw):
     """(i, j, index) for every kernel tap: index selects the input pixels that tap reads, a
-    strided view of shape (N, OH, OW, C)."""
+    strided view of shape (N, OH, OW, C) of the padded input."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel_hw, stride, dilation, out_hw
     for i in range(kh):
         for j in range(kw):
@@ -51,45 +36,84 @@ def _taps(xpad_shape, kernel_hw, stride, dilation, out_hw):
                          slice(j * dw, j * dw + sw * (ow - 1) + 1, sw), slice(None))
 
 
+def _on_kernels(*arrays) -> bool:
+    """True when the conv kernels take these arrays: float32 NumPy. Anything else (float64 for
+    gradient checks, CuPy arrays until the CUDA conv lands) runs as KH*KW matmuls over taps."""
+    return all(a is None or (isinstance(a, np.ndarray) and a.dtype == np.float32) for a in arrays)
+
+
+def _taps_forward(x, w, b, stride, pads, dilation):
+    xp = _xp(x)
+    n = x.shape[0]
+    kh, kw, c, co = w.shape
+    xpad = xp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    oh = (xpad.shape[1] - (kh - 1) * dilation[0] - 1) // stride[0] + 1
+    ow = (xpad.shape[2] - (kw - 1) * dilation[1] - 1) // stride[1] + 1
+    out = xp.zeros((n * oh * ow, co), dtype=x.dtype)
+    for i, j, index in _taps((kh, kw), stride, dilation, (oh, ow)):
+        out += xpad[index].reshape(-1, c) @ w[i, j]
+    if b is not None:
+        out += b
+    return out.reshape(n, oh, ow, co)
+
+
+def _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w):
+    xp = _xp(g)
+    n, oh, ow, co = g.shape
+    kh, kw, c, _ = w.shape
+    (top, bottom), (left, right) = pads
+    g2 = g.reshape(-1, co)
+    padded = (n, x_shape[1] + top + bottom, x_shape[2] + left + right, c)
+    xpad = xp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))) if need_w else None
+    gxpad = xp.zeros(padded, dtype=g.dtype) if need_x else None
+    gw = xp.empty(w.shape, dtype=g.dtype) if need_w else None
+    for i, j, index in _taps((kh, kw), stride, dilation, (oh, ow)):
+        if need_w:
+            gw[i, j] = xpad[index].reshape(-1, c).T @ g2
+        if need_x:
+            gxpad[index] += (g2 @ w[i, j].T).reshape(n, oh, ow, c)
+    gx = gxpad[:, top:top + x_shape[1], left:left + x_shape[2], :] if need_x else None
+    return gx, gw
+
+
+# Activations the conv kernel applies in its store; leaky_relu (which needs its slope) runs as an
+# in-place pass over the output instead.
+_KERNEL_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
 class Conv2dFunction(Function):
+    """conv2d on the fusegrad conv kernels, with bias and a fusable activation in the forward
+    store; backward runs the activation's derivative from the saved output, then the backward
+    kernels (input, weight, bias) for just the gradients that are needed."""
+
     def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), activation=None):
-        xp = _xp(x)
-        n, h, wd, c = x.shape
-        kh, kw, _, co = w.shape
-        xpad = xp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))) if any(pads[0] + pads[1]) else x
-        oh = (xpad.shape[1] - (kh - 1) * dilation[0] - 1) // stride[0] + 1
-        ow = (xpad.shape[2] - (kw - 1) * dilation[1] - 1) // stride[1] + 1
-        out = xp.zeros((n * oh * ow, co), dtype=x.dtype)
-        for i, j, index in _taps(xpad.shape, (kh, kw), stride, dilation, (oh, ow)):
-            matmul(xpad[index].reshape(-1, c), w[i, j], out=out, accumulate=True)
-        if b is not None:
-            out += b
-        if activation is not None:
-            getattr(ops, activation)(out, out=out)
-        y = out.reshape(n, oh, ow, co)
-        self.save(xpad, w, y if activation else None, (h, wd), stride, pads, dilation, activation)
+        if _on_kernels(x, w, b):
+            fused = activation if activation in _KERNEL_ACTIVATIONS else None
+            y = ops.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, activation=fused)
+            if activation is not None and fused is None:
+                getattr(ops, activation)(y, out=y)
+        else:
+            y = _taps_forward(x, w, b, stride, pads, dilation)
+            if activation is not None:
+                getattr(ops, activation)(y, out=y)
+        self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None,
+                  y if activation else None, x.shape, w.shape, stride, pads, dilation, activation)
         return y
 
     def backward(self, g):
-        xpad, w, y, (h, wd), stride, pads, dilation, activation = self.saved
+        x, w, y, x_shape, w_shape, stride, pads, dilation, activation = self.saved
         if activation is not None:
             g = getattr(ops, f"{activation}_backward")(g, y)
-        xp = _xp(g)
-        n, oh, ow, co = g.shape
-        kh, kw, c, _ = w.shape
-        g2 = g.reshape(-1, co)
-        gxpad = xp.zeros_like(xpad) if self.needs_grad[0] else None
-        gw = xp.empty_like(w) if self.needs_grad[1] else None
-        for i, j, index in _taps(xpad.shape, (kh, kw), stride, dilation, (oh, ow)):
-            if gw is not None:
-                matmul(xpad[index].reshape(-1, c).T, g2, out=gw[i, j])
-            if gxpad is not None:
-                gxpad[index] += matmul(g2, w[i, j].T).reshape(n, oh, ow, c)
-        gx = None
-        if gxpad is not None:
-            (top, _), (left, _) = pads
-            gx = gxpad[:, top:top + h, left:left + wd, :]
-        gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        if _on_kernels(g, x, w):
+            geo = dict(stride=stride, padding=pads, dilation=dilation)
+            gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
+            gw = ops.conv2d_backward_weight(x, g, w_shape, **geo) if need_w else None
+            gb = ops.conv2d_backward_bias(g) if need_b else None
+        else:
+            gx, gw = _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w)
+            gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
         return gx, gw, gb
 
 
