@@ -35,24 +35,30 @@ constexpr int64_t kPixelChunk = 256;
 // short enough that float rounding stays at the level of a 64-term sum.
 constexpr int64_t kBiasBlock = 64;
 
+// Rows of the indirect micro-tile: each row has its own input pointer, and the k loop needs all
+// of them in general registers next to the B pointer and the counters. Twelve (the GEMM's MR
+// on AVX-512) leave the compiler short of registers: it spilled row pointers and even a B
+// vector to the stack, measured 40% slower. Eight rows × NR columns still give 16 independent
+// accumulators (enough to hide the FMA latency) and fit the 16 general registers.
+constexpr int kConvMR = kMR < 8 ? kMR : 8;
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Backward-input uses the scatter form when C_in would fill at most half of an NR-wide panel
-// (the indirect form computes C_in output columns per tile, padded to NR).
-bool use_scatter_backward_input(int64_t c) { return 2 * c <= kNR; }
+// Mathematical modulo (the C++ % keeps the sign of the dividend).
+int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 
 // ---- the indirect micro-tile ----------------------------------------------------------------
 
 // One MR×NR output tile of an implicit GEMM whose A rows are gathered through pointers:
-// for tap t and row r, a[t * kMR + r] points at `cin` contiguous floats (an input pixel's
+// for tap t and row r, a[t * kConvMR + r] points at `cin` contiguous floats (an input pixel's
 // channels, or a zero row for padding). B is a packed panel of (ntaps * cin) × kNR floats.
-// Every one of the kMR rows is computed; rows past `m` read zeros and store to a scratch row,
+// Every one of the kConvMR rows is computed; rows past `m` read zeros and store to a scratch row,
 // so one instantiation per vector count serves every tile.
 struct IndirectTile {
   int64_t ntaps = 0, cin = 0;
   const float* const* a = nullptr;
   const float* b = nullptr;
-  float* const* c = nullptr;  // kMR row pointers
+  float* const* c = nullptr;  // kConvMR row pointers
   int64_t c_col = 0;          // column offset of this panel, added to every row pointer
   int m = 0, n = 0;           // live rows (for the activation) and live columns
   const float* bias = nullptr;
@@ -73,25 +79,32 @@ void activate_rows(const IndirectTile& t) {
 
 template <int V, int kCin>
 void indirect_tile(const IndirectTile& t) {
-  VecF acc[kMR][V];
+  VecF acc[kConvMR][V];
 #pragma GCC unroll 64
-  for (int r = 0; r < kMR; ++r)
+  for (int r = 0; r < kConvMR; ++r)
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
 
+  // Start fetching the output rows now: they are written only after the tap loop, and in a large
+  // output they have long left the caches (the GEMM microkernel does the same with its C tile).
+#pragma GCC unroll 64
+  for (int r = 0; r < kConvMR; ++r) {
+    __builtin_prefetch(t.c[r] + t.c_col, 1);
+    __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
+  }
   const float* b = t.b;
   const int64_t cin = kCin > 0 ? kCin : t.cin;
   for (int64_t tap = 0; tap < t.ntaps; ++tap) {
-    const float* rows[kMR];
+    const float* rows[kConvMR];
 #pragma GCC unroll 64
-    for (int r = 0; r < kMR; ++r) rows[r] = t.a[tap * kMR + r];
-#pragma GCC unroll 4
+    for (int r = 0; r < kConvMR; ++r) rows[r] = t.a[tap * kConvMR + r];
+#pragma GCC unroll 1
     for (int64_t ch = 0; ch < cin; ++ch) {
       VecF bv[V];
 #pragma GCC unroll 8
       for (int v = 0; v < V; ++v) bv[v] = load(b + v * W);
 #pragma GCC unroll 64
-      for (int r = 0; r < kMR; ++r) {
+      for (int r = 0; r < kConvMR; ++r) {
         const VecF av = set1(rows[r][ch]);
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
@@ -107,7 +120,7 @@ void indirect_tile(const IndirectTile& t) {
     for (int v = 0; v < V; ++v) bias[v] = ukernel::load_w(t.bias + v * W, v == V - 1 ? last_w : W);
   }
 #pragma GCC unroll 64
-  for (int r = 0; r < kMR; ++r) {
+  for (int r = 0; r < kConvMR; ++r) {
     float* row = t.c[r] + t.c_col;
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
@@ -143,16 +156,32 @@ void run_indirect(const IndirectTile& t) {
 
 // ---- geometry helpers -----------------------------------------------------------------------
 
-// For every output position (oh, ow) and tap (i, j): the offset of the input pixel it reads
-// within one image, in floats, or -1 where the tap falls on padding. Shared by all images.
-std::vector<int64_t> forward_offsets(const ConvShape& s) {
-  const int64_t taps = s.kh * s.kw;
-  std::vector<int64_t> off(static_cast<size_t>(s.oh * s.ow * taps));
+// How the K = KH*KW*C_in depth of a pixel's patch is read: as `runs` pieces of `len` contiguous
+// floats, each through one pointer. Normally one run per tap (C_in floats). When every
+// horizontal tap of every output pixel lands inside the image (dilation_w 1, no left/right
+// padding), the KW taps of a kernel row are KW*C_in consecutive floats of the input and also
+// consecutive in K (HWIO), so they merge into one run: KW times fewer pointers to build and,
+// for C_in = 1..4, runs long enough to keep the micro-tile busy.
+struct RunPlan {
+  int64_t runs, len;
+  bool merged;
+};
+
+RunPlan plan_runs(const ConvShape& s) {
+  const bool merge = s.dw == 1 && s.kw > 1 && s.pl == 0 && (s.ow - 1) * s.sw + s.kw <= s.w;
+  return merge ? RunPlan{s.kh, s.kw * s.c, true} : RunPlan{s.kh * s.kw, s.c, false};
+}
+
+// For every output position (oh, ow) and run: the offset of its first float within one image,
+// or -1 where the run falls on padding. Shared by all images.
+std::vector<int64_t> run_offsets(const ConvShape& s, const RunPlan& plan) {
+  std::vector<int64_t> off(static_cast<size_t>(s.oh * s.ow * plan.runs));
   int64_t* o = off.data();
+  const int64_t jn = plan.merged ? 1 : s.kw;
   for (int64_t y = 0; y < s.oh; ++y)
     for (int64_t x = 0; x < s.ow; ++x)
       for (int64_t i = 0; i < s.kh; ++i)
-        for (int64_t j = 0; j < s.kw; ++j) {
+        for (int64_t j = 0; j < jn; ++j) {
           const int64_t ih = y * s.sh - s.pt + i * s.dh, iw = x * s.sw - s.pl + j * s.dw;
           *o++ = (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) ? (ih * s.w + iw) * s.c : -1;
         }
@@ -168,41 +197,43 @@ int threads_for(double flops) {
 
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
                   float* y) {
-  const int64_t taps = s.kh * s.kw, k = taps * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
   if (m_total == 0 || s.co == 0) return;
   const int64_t np = ceil_div(s.co, kNR);
   PackBuffer wpack;
   float* bp = wpack.get(std::max<int64_t>(np * k * kNR, 1));
   if (k > 0) pack_b(w, s.co, 1, k, s.co, bp);
-  const std::vector<int64_t> off = forward_offsets(s);
-  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(s.c, 1)), 0.0f);
-  const int64_t groups = ceil_div(m_total, kMR), hwc = s.h * s.w * s.c;
-  const double group_flops = 2.0 * kMR * double(std::max<int64_t>(k, 1)) * double(s.co);
+  const RunPlan plan = plan_runs(s);
+  const int64_t taps_runs = plan.runs;
+  const std::vector<int64_t> off = run_offsets(s, plan);
+  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(plan.len, 1)), 0.0f);
+  const int64_t groups = ceil_div(m_total, kConvMR), hwc = s.h * s.w * s.c;
+  const double group_flops = 2.0 * kConvMR * double(std::max<int64_t>(k, 1)) * double(s.co);
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
 
   parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-    std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(taps, 1) * kMR));
+    std::vector<const float*> a(static_cast<size_t>(taps_runs * kConvMR));
     std::vector<float> scratch(static_cast<size_t>(np * kNR));
-    float* crow[kMR];
+    float* crow[kConvMR];
     IndirectTile t;
-    t.ntaps = taps;
-    t.cin = s.c;
+    t.ntaps = taps_runs;
+    t.cin = plan.len;
     t.a = a.data();
     t.c = crow;
     t.act = act;
     for (int64_t g = g0; g < g1; ++g) {
-      const int64_t m0 = g * kMR;
-      const int live = static_cast<int>(std::min<int64_t>(kMR, m_total - m0));
+      const int64_t m0 = g * kConvMR;
+      const int live = static_cast<int>(std::min<int64_t>(kConvMR, m_total - m0));
       int64_t img = m0 / ohw, pix = m0 % ohw;
-      for (int r = 0; r < kMR; ++r) {
+      for (int r = 0; r < kConvMR; ++r) {
         if (r < live) {
           const float* base = x + img * hwc;
-          const int64_t* o = off.data() + pix * taps;
-          for (int64_t tp = 0; tp < taps; ++tp) a[tp * kMR + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
+          const int64_t* o = off.data() + pix * taps_runs;
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * kConvMR + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
           crow[r] = y + (m0 + r) * s.co;
           if (++pix == ohw) pix = 0, ++img;
         } else {
-          for (int64_t tp = 0; tp < taps; ++tp) a[tp * kMR + r] = zeros.data();
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * kConvMR + r] = zeros.data();
           crow[r] = scratch.data();
         }
       }
@@ -223,14 +254,21 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
 // Scatter form, for small C_in: per image, patch gradients P (pixels × K) = gy · wᵀ in MR-row
 // tiles, each added into gx tap by tap right away (the tile is still in L1). Threads take whole
 // images, so no two threads ever add into the same gx pixel.
+void add_into(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) store(dst + i, load(dst + i) + load(src + i));
+  if (i < n) store_partial(dst + i, load_partial(dst + i, int(n - i)) + load_partial(src + i, int(n - i)), int(n - i));
+}
+
 void backward_input_scatter(const ConvShape& s, const float* gy, const float* w, float* gx) {
-  const int64_t taps = s.kh * s.kw, k = taps * s.c, ohw = s.oh * s.ow, hwc = s.h * s.w * s.c;
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, hwc = s.h * s.w * s.c;
   const int64_t np = ceil_div(k, kNR), ldp = np * kNR;
   PackBuffer wpack;
   float* bp = wpack.get(std::max<int64_t>(np * s.co * kNR, 1));
   // B = wᵀ (C_out × K): element (co, kk) at w[kk * C_out + co], a column-major view.
   if (s.co > 0) pack_b(w, 1, s.co, s.co, k, bp);
-  const std::vector<int64_t> off = forward_offsets(s);
+  const RunPlan plan = plan_runs(s);
+  const std::vector<int64_t> off = run_offsets(s, plan);
   const double image_flops = 2.0 * double(ohw) * double(k) * double(std::max<int64_t>(s.co, 1));
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(image_flops, 1.0)));
 
@@ -257,22 +295,16 @@ void backward_input_scatter(const ConvShape& s, const float* gy, const float* w,
           microkernel_strided_a(t, s.co, 1);
         }
         for (int r = 0; r < live; ++r) {
-          const int64_t* o = off.data() + (m0 + r) * taps;
+          const int64_t* o = off.data() + (m0 + r) * plan.runs;
           const float* pr = p + r * ldp;
-          for (int64_t tp = 0; tp < taps; ++tp) {
-            if (o[tp] < 0) continue;
-            float* dst = gxi + o[tp];
-            const float* src = pr + tp * s.c;
-            for (int64_t ch = 0; ch < s.c; ++ch) dst[ch] += src[ch];
-          }
+          for (int64_t run = 0; run < plan.runs; ++run)
+            if (o[run] >= 0) add_into(gxi + o[run], pr + run * plan.len, plan.len);
         }
       }
     }
   });
 }
 
-// Mathematical modulo (the C++ % keeps the sign of the dividend).
-int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 
 // Phase form: input pixels with ih ≡ ph (mod sh), iw ≡ pw (mod sw) receive gradient only from the
 // taps (i, j) with (ph + pt - i*dh) ≡ 0 (mod sh) and (pw + pl - j*dw) ≡ 0 (mod sw), each from the
@@ -325,32 +357,32 @@ void backward_input_phases(const ConvShape& s, const float* gy, const float* w, 
             if (oy < s.oh && ox < s.ow) off[(a * ww + b) * nt + v] = (oy * s.ow + ox) * s.co;
           }
 
-      const int64_t per_image = hh * ww, m_total = s.n * per_image, groups = ceil_div(m_total, kMR);
-      const double group_flops = 2.0 * kMR * double(std::max<int64_t>(k, 1)) * double(s.c);
+      const int64_t per_image = hh * ww, m_total = s.n * per_image, groups = ceil_div(m_total, kConvMR);
+      const double group_flops = 2.0 * kConvMR * double(std::max<int64_t>(k, 1)) * double(s.c);
       const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
       parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-        std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(nt, 1) * kMR));
+        std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(nt, 1) * kConvMR));
         std::vector<float> scratch(static_cast<size_t>(np * kNR));
-        float* crow[kMR];
+        float* crow[kConvMR];
         IndirectTile t;
         t.ntaps = nt;
         t.cin = s.co;
         t.a = a.data();
         t.c = crow;
         for (int64_t g = g0; g < g1; ++g) {
-          const int64_t m0 = g * kMR;
-          const int live = static_cast<int>(std::min<int64_t>(kMR, m_total - m0));
+          const int64_t m0 = g * kConvMR;
+          const int live = static_cast<int>(std::min<int64_t>(kConvMR, m_total - m0));
           int64_t img = m0 / per_image, q = m0 % per_image;
-          for (int r = 0; r < kMR; ++r) {
+          for (int r = 0; r < kConvMR; ++r) {
             if (r < live) {
               const float* base = gy + img * ohw * s.co;
               const int64_t* o = off.data() + q * nt;
-              for (int64_t v = 0; v < nt; ++v) a[v * kMR + r] = o[v] >= 0 ? base + o[v] : zeros.data();
+              for (int64_t v = 0; v < nt; ++v) a[v * kConvMR + r] = o[v] >= 0 ? base + o[v] : zeros.data();
               const int64_t ih = ph + (q / ww) * s.sh, iw = pw + (q % ww) * s.sw;
               crow[r] = gx + ((img * s.h + ih) * s.w + iw) * s.c;
               if (++q == per_image) q = 0, ++img;
             } else {
-              for (int64_t v = 0; v < nt; ++v) a[v * kMR + r] = zeros.data();
+              for (int64_t v = 0; v < nt; ++v) a[v * kConvMR + r] = zeros.data();
               crow[r] = scratch.data();
             }
           }
@@ -367,36 +399,85 @@ void backward_input_phases(const ConvShape& s, const float* gy, const float* w, 
   }
 }
 
+// Useful fraction of the FMAs each backward-input form would run. The phase form computes every
+// (input pixel, phase tap) pair, including those whose output pixel lies outside gy (a border
+// that is large for small images: 44% useful for 6x6 -> 4x4), and fills C_in of each NR-wide
+// panel. The scatter form wastes only the padding of K = KH*KW*C_in to whole panels, but adds
+// its patch gradients into gx afterwards (counted as a tenth of its time: one vector add per
+// C_in floats against 2*C_out flops each) and splits threads by images only.
+constexpr double kScatterOverhead = 0.9;
+
+bool use_scatter_backward_input(const ConvShape& s) {
+  const auto axis = [](int64_t in, int64_t out, int64_t k, int64_t st, int64_t d, int64_t p, double& valid,
+                       double& computed) {
+    valid = computed = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t o = 0; o < out; ++o) valid += (o * st - p + i * d >= 0 && o * st - p + i * d < in);
+    for (int64_t ph = 0; ph < std::min(st, in); ++ph) {
+      int64_t taps = 0;
+      for (int64_t i = 0; i < k; ++i) taps += pos_mod(ph + p - i * d, st) == 0;
+      computed += double(ceil_div(in - ph, st)) * double(taps);
+    }
+  };
+  double vh, ch, vw, cw;
+  axis(s.h, s.oh, s.kh, s.sh, s.dh, s.pt, vh, ch);
+  axis(s.w, s.ow, s.kw, s.sw, s.dw, s.pl, vw, cw);
+  const double phase = (ch * cw > 0 ? vh * vw / (ch * cw) : 1.0) * double(s.c) / double(ceil_div(s.c, kNR) * kNR);
+  const int64_t k = s.kh * s.kw * s.c;
+  const double threads = get_num_threads();
+  const double scatter = kScatterOverhead * double(k) / double(ceil_div(k, kNR) * kNR) *
+                         std::min(1.0, double(s.n) / threads);
+  return scatter > phase;
+}
+
 void conv_backward_input(const ConvShape& s, const float* gy, const float* w, float* gx) {
   if (s.n == 0 || s.h == 0 || s.w == 0 || s.c == 0) return;
   if (s.oh * s.ow == 0 || s.co == 0) {
     std::memset(gx, 0, static_cast<size_t>(s.n * s.h * s.w * s.c) * sizeof(float));
     return;
   }
-  if (use_scatter_backward_input(s.c)) backward_input_scatter(s, gy, w, gx);
+  if (use_scatter_backward_input(s)) backward_input_scatter(s, gy, w, gx);
   else backward_input_phases(s, gy, w, gx);
 }
 
 // ---- backward-weight ------------------------------------------------------------------------
 
+// One piece of a K group's packing: rows [r0, r0 + len) of the group are `len` consecutive floats
+// of one run, starting at float `ch` of it.
+struct Segment {
+  int r0, len;
+  int64_t run, ch;
+};
+
 void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, float* gw) {
-  const int64_t taps = s.kh * s.kw, k = taps * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
   const int64_t size = k * s.co, hwc = s.h * s.w * s.c;
   if (size == 0) return;
   std::memset(gw, 0, static_cast<size_t>(size) * sizeof(float));
   if (m_total == 0) return;
   const int nthreads = threads_for(2.0 * double(m_total) * double(size));
   std::vector<float> partials(static_cast<size_t>((nthreads - 1) * size), 0.0f);
-  const std::vector<int64_t> off = forward_offsets(s);
-  const std::vector<float> zeros(static_cast<size_t>(s.c), 0.0f);
+  const RunPlan plan = plan_runs(s);
+  const int64_t runs = plan.runs;
+  const std::vector<int64_t> off = run_offsets(s, plan);
+  const std::vector<float> zeros(static_cast<size_t>(plan.len), 0.0f);
   const int64_t groups = ceil_div(k, kMR), np = ceil_div(s.co, kNR);
-  // Per K group: the tap and first channel of each of its rows.
-  std::vector<int64_t> row_tap(static_cast<size_t>(groups * kMR), 0), row_ch(row_tap.size(), 0);
-  for (int64_t kk = 0; kk < k; ++kk) row_tap[kk] = kk / s.c, row_ch[kk] = kk % s.c;
+  // Each K group of MR rows, cut where it crosses from one run into the next: every segment is
+  // then a contiguous copy per pixel.
+  std::vector<std::vector<Segment>> segments(static_cast<size_t>(groups));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * kMR, k1 = std::min(k, k0 + kMR);
+    for (int64_t kk = k0; kk < k1;) {
+      const int64_t run = kk / plan.len, ch = kk % plan.len;
+      const int64_t len = std::min(k1 - kk, plan.len - ch);
+      segments[g].push_back({int(kk - k0), int(len), run, ch});
+      kk += len;
+    }
+  }
   std::vector<std::vector<const float*>> ptr_buffers(nthreads);
   std::vector<PackBuffer> pack_buffers(nthreads);
   for (int t = 0; t < nthreads; ++t) {
-    ptr_buffers[t].resize(static_cast<size_t>(kPixelChunk * taps));
+    ptr_buffers[t].resize(static_cast<size_t>(kPixelChunk * runs));
     pack_buffers[t].get(kMR * kPixelChunk);
   }
 
@@ -410,8 +491,8 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
       int64_t img = p0 / ohw, pix = p0 % ohw;
       for (int64_t p = 0; p < pc; ++p) {
         const float* base = x + img * hwc;
-        const int64_t* o = off.data() + pix * taps;
-        for (int64_t tp = 0; tp < taps; ++tp) ptrs[p * taps + tp] = o[tp] >= 0 ? base + o[tp] : zeros.data();
+        const int64_t* o = off.data() + pix * runs;
+        for (int64_t rn = 0; rn < runs; ++rn) ptrs[p * runs + rn] = o[rn] >= 0 ? base + o[rn] : zeros.data();
         if (++pix == ohw) pix = 0, ++img;
       }
       MicroTile t;
@@ -423,25 +504,16 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
       t.load_c = true;
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t k0 = g * kMR;
-        const int live = static_cast<int>(std::min<int64_t>(kMR, k - k0));
-        const int64_t tap0 = row_tap[k0], ch0 = row_ch[k0];
-        if (row_tap[k0 + live - 1] == tap0) {
-          // The whole group is one tap: each pixel contributes `live` consecutive channels.
+        for (const Segment& sg : segments[g]) {
           for (int64_t p = 0; p < pc; ++p) {
-            const float* src = ptrs[p * taps + tap0] + ch0;
-            float* d = apack + p * kMR;
+            const float* src = ptrs[p * runs + sg.run] + sg.ch;
+            float* d = apack + p * kMR + sg.r0;
             int r = 0;
-            for (; r + W <= live; r += W) store(d + r, load(src + r));
-            if (r < live) store_partial(d + r, load_partial(src + r, live - r), live - r);
-          }
-        } else {
-          for (int64_t p = 0; p < pc; ++p) {
-            const float* const* pp = ptrs + p * taps;
-            float* d = apack + p * kMR;
-            for (int r = 0; r < live; ++r) d[r] = pp[row_tap[k0 + r]][row_ch[k0 + r]];
+            for (; r + W <= sg.len; r += W) store(d + r, load(src + r));
+            if (r < sg.len) store_partial(d + r, load_partial(src + r, sg.len - r), sg.len - r);
           }
         }
-        t.m = live;
+        t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
         for (int64_t jp = 0; jp < np; ++jp) {
           t.b = gy + p0 * s.co + jp * kNR;
           t.c = dst + k0 * s.co + jp * kNR;
