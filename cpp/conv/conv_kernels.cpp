@@ -478,14 +478,14 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
   std::vector<PackBuffer> pack_buffers(nthreads);
   for (int t = 0; t < nthreads; ++t) {
     ptr_buffers[t].resize(static_cast<size_t>(kPixelChunk * runs));
-    pack_buffers[t].get(kMR * kPixelChunk);
+    pack_buffers[t].get(kMR * kPixelChunk + W);
   }
 
   auto body = [&](int tid) {
     const int64_t begin = m_total * tid / nthreads, end = m_total * (tid + 1) / nthreads;
     float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
     const float** ptrs = ptr_buffers[tid].data();
-    float* apack = pack_buffers[tid].get(kMR * kPixelChunk);
+    float* apack = pack_buffers[tid].get(kMR * kPixelChunk + W);
     for (int64_t p0 = begin; p0 < end; p0 += kPixelChunk) {
       const int64_t pc = std::min(kPixelChunk, end - p0);
       int64_t img = p0 / ohw, pix = p0 % ohw;
@@ -504,13 +504,20 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
       t.load_c = true;
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t k0 = g * kMR;
-        for (const Segment& sg : segments[g]) {
-          for (int64_t p = 0; p < pc; ++p) {
-            const float* src = ptrs[p * runs + sg.run] + sg.ch;
-            float* d = apack + p * kMR + sg.r0;
-            int r = 0;
-            for (; r + W <= sg.len; r += W) store(d + r, load(src + r));
-            if (r < sg.len) store_partial(d + r, load_partial(src + r, sg.len - r), sg.len - r);
+        // Pixel by pixel, segments in row order, each copied with a masked load and a FULL
+        // vector store: Zen 4 runs masked stores several times slower than plain ones, and the
+        // lanes past a segment only land on rows that the next segment or pixel rewrites (or,
+        // past the group's live rows, that the microkernel never reads; the buffer has a
+        // vector of slack at its end).
+        const Segment* sg_begin = segments[g].data();
+        const Segment* sg_end = sg_begin + segments[g].size();
+        for (int64_t p = 0; p < pc; ++p) {
+          const float* const* pp = ptrs + p * runs;
+          float* d = apack + p * kMR;
+          for (const Segment* sg = sg_begin; sg != sg_end; ++sg) {
+            const float* src = pp[sg->run] + sg->ch;
+            for (int r = 0; r < sg->len; r += W)
+              store(d + sg->r0 + r, load_partial(src + r, std::min(W, sg->len - r)));
           }
         }
         t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
