@@ -133,6 +133,11 @@ CASES = [
     (1, 4, 4, 18, 9, 1, 1, 2, 0, 1),            # 1x1 stride 2: some input pixels get no gradient
     (1, 3, 3, 2, 3, 3, 3, 1, 0, 1),             # kernel as large as the input
     (5, 6, 6, 4, 64, 2, 2, 3, 1, 1),            # stride > kernel
+    # Batch 1 and wide C_in: backward-input takes its phase form (the cases above mostly take
+    # the scatter form; cpp/conv chooses by the useful fraction of FMAs).
+    (1, 10, 9, 64, 20, 3, 3, 2, "same", 1),     # phases with stride 2, asymmetric padding
+    (1, 12, 11, 64, 16, 3, 3, 1, 2, 2),         # phases with dilation 2
+    (1, 9, 9, 33, 40, 3, 3, (1, 2), 1, 1),      # phases along one axis only
 ]
 
 
@@ -422,3 +427,24 @@ def test_fusegrad_isa_environment_levels_agree(tmp_path):
         for key, value in results[level].items():
             if key != "isa":
                 np.testing.assert_allclose(value, base[key], rtol=1e-4, atol=1e-3, err_msg=f"{level} {key}")
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[7], CASES[-3], (4, 12, 12, 32, 48, 3, 3, 1, 1, 1)], ids=str)
+def test_one_thread_paths(case):
+    # One thread changes which backward-input form is chosen and skips the partial-sum reduction
+    # of backward-weight; the results must not change.
+    rng = np.random.default_rng(10)
+    x, w, kw, pads = _case(rng, case)
+    before = _cpu.get_num_threads()
+    _cpu.set_num_threads(1)
+    try:
+        y = ops.conv2d(x, w, **kw)
+        g = rand(rng, *y.shape)
+        gx = ops.conv2d_backward_input(g, w, x.shape, **kw)
+        gw = ops.conv2d_backward_weight(x, g, w.shape, **kw)
+    finally:
+        _cpu.set_num_threads(before)
+    st, dil = kw["stride"], kw["dilation"]
+    assert_close(y, ref_forward(x, w, None, st, pads, dil), w.shape[0] * w.shape[1] * w.shape[2])
+    assert_close(gx, ref_backward_input(g, w, x.shape, st, pads, dil), w.shape[0] * w.shape[1] * w.shape[3])
+    assert_close(gw, ref_backward_weight(x, g, w.shape, st, pads, dil), g.shape[0] * g.shape[1] * g.shape[2])
