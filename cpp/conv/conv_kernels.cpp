@@ -42,6 +42,14 @@ constexpr int64_t kBiasBlock = 64;
 // accumulators (enough to hide the FMA latency) and fit the 16 general registers.
 constexpr int kConvMR = kMR < 8 ? kMR : 8;
 
+// The wide tile: 6 rows × two NR panels (AVX-512: 6 × 64, 24 accumulators, 4 B vectors and a
+// broadcast = 29 of 32 zmm). Used when C_out (forward) or C_in (backward-input) spans two or
+// more panels: the tile then reads its A rows once for 64 columns instead of once per 32, and
+// loads 4 B vectors per 24 FMAs instead of 2 per 16. Only AVX-512 has the registers for it.
+constexpr bool kHasWideTile = kVecWidth == 16;
+constexpr int kWideMR = 6;
+constexpr int kMaxV = kHasWideTile ? 2 * kNV : kNV;
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Mathematical modulo (the C++ % keeps the sign of the dividend).
@@ -50,15 +58,16 @@ int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 // ---- the indirect micro-tile ----------------------------------------------------------------
 
 // One MR×NR output tile of an implicit GEMM whose A rows are gathered through pointers:
-// for tap t and row r, a[t * kConvMR + r] points at `cin` contiguous floats (an input pixel's
+// for tap t and row r, a[t * R + r] points at `cin` contiguous floats (an input pixel's
 // channels, or a zero row for padding). B is a packed panel of (ntaps * cin) × kNR floats.
-// Every one of the kConvMR rows is computed; rows past `m` read zeros and store to a scratch row,
+// Every one of the R rows is computed; rows past `m` read zeros and store to a scratch row,
 // so one instantiation per vector count serves every tile.
 struct IndirectTile {
   int64_t ntaps = 0, cin = 0;
   const float* const* a = nullptr;
   const float* b = nullptr;
-  float* const* c = nullptr;  // kConvMR row pointers
+  int64_t b_panel = 0;        // floats from one packed B panel to the next (wide tile)
+  float* const* c = nullptr;  // R row pointers
   int64_t c_col = 0;          // column offset of this panel, added to every row pointer
   int m = 0, n = 0;           // live rows (for the activation) and live columns
   const float* bias = nullptr;
@@ -77,34 +86,34 @@ void activate_rows(const IndirectTile& t) {
   }
 }
 
-template <int V, int kCin>
+template <int R, int V, int kCin>
 void indirect_tile(const IndirectTile& t) {
-  VecF acc[kConvMR][V];
+  VecF acc[R][V];
 #pragma GCC unroll 64
-  for (int r = 0; r < kConvMR; ++r)
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
 
   // Start fetching the output rows now: they are written only after the tap loop, and in a large
   // output they have long left the caches (the GEMM microkernel does the same with its C tile).
 #pragma GCC unroll 64
-  for (int r = 0; r < kConvMR; ++r) {
+  for (int r = 0; r < R; ++r) {
     __builtin_prefetch(t.c[r] + t.c_col, 1);
     __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
   }
   const float* b = t.b;
   const int64_t cin = kCin > 0 ? kCin : t.cin;
   for (int64_t tap = 0; tap < t.ntaps; ++tap) {
-    const float* rows[kConvMR];
+    const float* rows[R];
 #pragma GCC unroll 64
-    for (int r = 0; r < kConvMR; ++r) rows[r] = t.a[tap * kConvMR + r];
+    for (int r = 0; r < R; ++r) rows[r] = t.a[tap * R + r];
 #pragma GCC unroll 1
     for (int64_t ch = 0; ch < cin; ++ch) {
       VecF bv[V];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) bv[v] = load(b + v * W);
+      for (int v = 0; v < V; ++v) bv[v] = load(b + (v / kNV) * t.b_panel + (v % kNV) * W);
 #pragma GCC unroll 64
-      for (int r = 0; r < kConvMR; ++r) {
+      for (int r = 0; r < R; ++r) {
         const VecF av = set1(rows[r][ch]);
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
@@ -120,7 +129,7 @@ void indirect_tile(const IndirectTile& t) {
     for (int v = 0; v < V; ++v) bias[v] = ukernel::load_w(t.bias + v * W, v == V - 1 ? last_w : W);
   }
 #pragma GCC unroll 64
-  for (int r = 0; r < kConvMR; ++r) {
+  for (int r = 0; r < R; ++r) {
     float* row = t.c[r] + t.c_col;
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
@@ -138,20 +147,31 @@ void indirect_tile(const IndirectTile& t) {
 
 using IndirectFn = void (*)(const IndirectTile&);
 
-template <int... Vs, int... Cs>
+template <int R, int... Vs, int... Cs>
 constexpr auto make_indirect_table(std::integer_sequence<int, Vs...>, std::integer_sequence<int, Cs...>) {
   struct Table { IndirectFn fn[sizeof...(Vs)][sizeof...(Cs)]; } table{};
-  auto row = [&](auto v) { ((table.fn[decltype(v)::value][Cs] = &indirect_tile<decltype(v)::value + 1, Cs>), ...); };
+  auto row = [&](auto v) { ((table.fn[decltype(v)::value][Cs] = &indirect_tile<R, decltype(v)::value + 1, Cs>), ...); };
   (row(std::integral_constant<int, Vs>{}), ...);
   return table;
 }
 
-void run_indirect(const IndirectTile& t) {
-  static const auto table = make_indirect_table(std::make_integer_sequence<int, kNV>{},
-                                                std::make_integer_sequence<int, kSmallCin + 1>{});
+// rows: kConvMR (up to one panel, t.n <= NR) or kWideMR (up to two panels).
+void run_indirect(const IndirectTile& t, int rows) {
+  static const auto narrow = make_indirect_table<kConvMR>(std::make_integer_sequence<int, kNV>{},
+                                                          std::make_integer_sequence<int, kSmallCin + 1>{});
+  static const auto wide = make_indirect_table<kWideMR>(std::make_integer_sequence<int, kMaxV>{},
+                                                        std::make_integer_sequence<int, kSmallCin + 1>{});
   const int v = (t.n + W - 1) / W;
   const int cv = t.cin <= kSmallCin ? static_cast<int>(t.cin) : 0;
-  table.fn[v - 1][cv](t);
+  if (rows == kWideMR && kHasWideTile) wide.fn[v - 1][cv](t);
+  else narrow.fn[v - 1][cv](t);
+}
+
+// Rows per tile and NR panels per tile for an indirect GEMM with n output columns.
+void tile_shape(int64_t n, int& rows, int& panels) {
+  const bool wide = kHasWideTile && n > kNR;
+  rows = wide ? kWideMR : kConvMR;
+  panels = wide ? 2 : 1;
 }
 
 // ---- geometry helpers -----------------------------------------------------------------------
@@ -207,43 +227,46 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
   const int64_t taps_runs = plan.runs;
   const std::vector<int64_t> off = run_offsets(s, plan);
   const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(plan.len, 1)), 0.0f);
-  const int64_t groups = ceil_div(m_total, kConvMR), hwc = s.h * s.w * s.c;
-  const double group_flops = 2.0 * kConvMR * double(std::max<int64_t>(k, 1)) * double(s.co);
+  int R, PS;
+  tile_shape(s.co, R, PS);
+  const int64_t groups = ceil_div(m_total, R), hwc = s.h * s.w * s.c;
+  const double group_flops = 2.0 * R * double(std::max<int64_t>(k, 1)) * double(s.co);
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
 
   parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-    std::vector<const float*> a(static_cast<size_t>(taps_runs * kConvMR));
-    std::vector<float> scratch(static_cast<size_t>(np * kNR));
-    float* crow[kConvMR];
+    std::vector<const float*> a(static_cast<size_t>(taps_runs * R));
+    std::vector<float> scratch(static_cast<size_t>((np + 1) * kNR));
+    float* crow[kConvMR];  // R <= kConvMR
     IndirectTile t;
     t.ntaps = taps_runs;
     t.cin = plan.len;
     t.a = a.data();
+    t.b_panel = k * kNR;
     t.c = crow;
     t.act = act;
     for (int64_t g = g0; g < g1; ++g) {
-      const int64_t m0 = g * kConvMR;
-      const int live = static_cast<int>(std::min<int64_t>(kConvMR, m_total - m0));
+      const int64_t m0 = g * R;
+      const int live = static_cast<int>(std::min<int64_t>(R, m_total - m0));
       int64_t img = m0 / ohw, pix = m0 % ohw;
-      for (int r = 0; r < kConvMR; ++r) {
+      for (int r = 0; r < R; ++r) {
         if (r < live) {
           const float* base = x + img * hwc;
           const int64_t* o = off.data() + pix * taps_runs;
-          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * kConvMR + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
           crow[r] = y + (m0 + r) * s.co;
           if (++pix == ohw) pix = 0, ++img;
         } else {
-          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * kConvMR + r] = zeros.data();
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = zeros.data();
           crow[r] = scratch.data();
         }
       }
       t.m = live;
-      for (int64_t jp = 0; jp < np; ++jp) {
+      for (int64_t jp = 0; jp < np; jp += PS) {
         t.b = bp + jp * k * kNR;
         t.c_col = jp * kNR;
-        t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
+        t.n = static_cast<int>(std::min<int64_t>(PS * kNR, s.co - jp * kNR));
         t.bias = bias ? bias + jp * kNR : nullptr;
-        run_indirect(t);
+        run_indirect(t, R);
       }
     }
   });
@@ -357,41 +380,44 @@ void backward_input_phases(const ConvShape& s, const float* gy, const float* w, 
             if (oy < s.oh && ox < s.ow) off[(a * ww + b) * nt + v] = (oy * s.ow + ox) * s.co;
           }
 
-      const int64_t per_image = hh * ww, m_total = s.n * per_image, groups = ceil_div(m_total, kConvMR);
-      const double group_flops = 2.0 * kConvMR * double(std::max<int64_t>(k, 1)) * double(s.c);
+      int R, PS;
+      tile_shape(s.c, R, PS);
+      const int64_t per_image = hh * ww, m_total = s.n * per_image, groups = ceil_div(m_total, R);
+      const double group_flops = 2.0 * R * double(std::max<int64_t>(k, 1)) * double(s.c);
       const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
       parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-        std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(nt, 1) * kConvMR));
-        std::vector<float> scratch(static_cast<size_t>(np * kNR));
-        float* crow[kConvMR];
+        std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(nt, 1) * R));
+        std::vector<float> scratch(static_cast<size_t>((np + 1) * kNR));
+        float* crow[kConvMR];  // R <= kConvMR
         IndirectTile t;
         t.ntaps = nt;
         t.cin = s.co;
         t.a = a.data();
+        t.b_panel = k * kNR;
         t.c = crow;
         for (int64_t g = g0; g < g1; ++g) {
-          const int64_t m0 = g * kConvMR;
-          const int live = static_cast<int>(std::min<int64_t>(kConvMR, m_total - m0));
+          const int64_t m0 = g * R;
+          const int live = static_cast<int>(std::min<int64_t>(R, m_total - m0));
           int64_t img = m0 / per_image, q = m0 % per_image;
-          for (int r = 0; r < kConvMR; ++r) {
+          for (int r = 0; r < R; ++r) {
             if (r < live) {
               const float* base = gy + img * ohw * s.co;
               const int64_t* o = off.data() + q * nt;
-              for (int64_t v = 0; v < nt; ++v) a[v * kConvMR + r] = o[v] >= 0 ? base + o[v] : zeros.data();
+              for (int64_t v = 0; v < nt; ++v) a[v * R + r] = o[v] >= 0 ? base + o[v] : zeros.data();
               const int64_t ih = ph + (q / ww) * s.sh, iw = pw + (q % ww) * s.sw;
               crow[r] = gx + ((img * s.h + ih) * s.w + iw) * s.c;
               if (++q == per_image) q = 0, ++img;
             } else {
-              for (int64_t v = 0; v < nt; ++v) a[v * kConvMR + r] = zeros.data();
+              for (int64_t v = 0; v < nt; ++v) a[v * R + r] = zeros.data();
               crow[r] = scratch.data();
             }
           }
           t.m = live;
-          for (int64_t jp = 0; jp < np; ++jp) {
+          for (int64_t jp = 0; jp < np; jp += PS) {
             t.b = bp + jp * k * kNR;
             t.c_col = jp * kNR;
-            t.n = static_cast<int>(std::min<int64_t>(kNR, s.c - jp * kNR));
-            run_indirect(t);
+            t.n = static_cast<int>(std::min<int64_t>(PS * kNR, s.c - jp * kNR));
+            run_indirect(t, R);
           }
         }
       });
