@@ -94,8 +94,6 @@ class Conv2dFunction(Function):
                 getattr(ops, activation)(y, out=y)
         else:
             y = _taps_forward(x, w, b, stride, pads, dilation)
-            if activation is not None:
-                getattr(ops, activation)(y, out=y)
         self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None,
                   y if activation else None, x.shape, w.shape, stride, pads, dilation, activation)
         return y
@@ -135,7 +133,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         if n + lo + hi < (k - 1) * d + 1:
             raise ValueError(f"conv2d: kernel {weight.shape[:2]} (dilation {dilation}) is larger than the padded "
                              f"input {x.shape[1:3]}")
-    if activation is not None and activation not in FUSABLE_ACTIVATIONS:
+    # Fused only where the activation kernels can run on the output (float32); other dtypes (the
+    # float64 of gradient checks) apply it as its own op.
+    if activation is not None and (activation not in FUSABLE_ACTIVATIONS or x.dtype != np.float32):
         return getattr(conv2d(x, weight, bias, stride, padding, dilation), activation)()
     args = (x, weight) if bias is None else (x, weight, bias)
     return Conv2dFunction.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation)
