@@ -17,10 +17,18 @@ namespace {
 constexpr int W = kVecWidth;
 constexpr int kNV = kNR / W;
 
-// Channel counts up to this get micro-tiles with the channel loop unrolled at compile time: with
-// C_in = 1..4 a runtime loop would run 1-4 iterations per tap, and its overhead (and the missed
-// scheduling across taps) would cost as much as the FMAs themselves.
-constexpr int kSmallCin = 4;
+// Run lengths (floats read through one pointer) that get micro-tiles with the run loop unrolled
+// at compile time: C_in = 1..4 per tap, and the kernel-row runs of first layers (3x3 or 5x5 over
+// 1, 2, 3 or 4 channels). With so few iterations per pointer, a runtime loop's overhead (and the
+// missed scheduling across runs) costs as much as the FMAs themselves. Index 0: any length.
+using FixedLens = std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 9, 12, 15>;
+constexpr int kFixedLens[] = {0, 1, 2, 3, 4, 5, 6, 9, 12, 15};
+
+int fixed_len_index(int64_t len) {
+  for (int i = 1; i < int(sizeof(kFixedLens) / sizeof(int)); ++i)
+    if (kFixedLens[i] == len) return i;
+  return 0;
+}
 
 // Same reasoning as the GEMM's kThreadFlops: below ~1.8 MFLOP of work per chunk the second thread
 // costs more to wake than it saves.
@@ -102,23 +110,30 @@ void indirect_tile(const IndirectTile& t) {
     __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
   }
   const float* b = t.b;
-  const int64_t cin = kCin > 0 ? kCin : t.cin;
+  // One step of the run: NR columns of B against one float of each row.
+  const auto step = [&](const float* const* rows, int64_t ch) __attribute__((always_inline)) {
+    VecF bv[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) bv[v] = load(b + (v / kNV) * t.b_panel + (v % kNV) * W);
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) {
+      const VecF av = set1(rows[r][ch]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
+    }
+    b += kNR;
+  };
   for (int64_t tap = 0; tap < t.ntaps; ++tap) {
     const float* rows[R];
 #pragma GCC unroll 64
     for (int r = 0; r < R; ++r) rows[r] = t.a[tap * R + r];
+    if constexpr (kCin > 0) {
+#pragma GCC unroll 16
+      for (int ch = 0; ch < kCin; ++ch) step(rows, ch);
+    } else {
+      // Not unrolled: an unrolled copy made GCC spill row pointers and B vectors to the stack.
 #pragma GCC unroll 1
-    for (int64_t ch = 0; ch < cin; ++ch) {
-      VecF bv[V];
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) bv[v] = load(b + (v / kNV) * t.b_panel + (v % kNV) * W);
-#pragma GCC unroll 64
-      for (int r = 0; r < R; ++r) {
-        const VecF av = set1(rows[r][ch]);
-#pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
-      }
-      b += kNR;
+      for (int64_t ch = 0; ch < t.cin; ++ch) step(rows, ch);
     }
   }
 
@@ -150,19 +165,20 @@ using IndirectFn = void (*)(const IndirectTile&);
 template <int R, int... Vs, int... Cs>
 constexpr auto make_indirect_table(std::integer_sequence<int, Vs...>, std::integer_sequence<int, Cs...>) {
   struct Table { IndirectFn fn[sizeof...(Vs)][sizeof...(Cs)]; } table{};
-  auto row = [&](auto v) { ((table.fn[decltype(v)::value][Cs] = &indirect_tile<R, decltype(v)::value + 1, Cs>), ...); };
+  auto row = [&](auto v) {
+    int i = 0;
+    ((table.fn[decltype(v)::value][i++] = &indirect_tile<R, decltype(v)::value + 1, Cs>), ...);
+  };
   (row(std::integral_constant<int, Vs>{}), ...);
   return table;
 }
 
 // rows: kConvMR (up to one panel, t.n <= NR) or kWideMR (up to two panels).
 void run_indirect(const IndirectTile& t, int rows) {
-  static const auto narrow = make_indirect_table<kConvMR>(std::make_integer_sequence<int, kNV>{},
-                                                          std::make_integer_sequence<int, kSmallCin + 1>{});
-  static const auto wide = make_indirect_table<kWideMR>(std::make_integer_sequence<int, kMaxV>{},
-                                                        std::make_integer_sequence<int, kSmallCin + 1>{});
+  static const auto narrow = make_indirect_table<kConvMR>(std::make_integer_sequence<int, kNV>{}, FixedLens{});
+  static const auto wide = make_indirect_table<kWideMR>(std::make_integer_sequence<int, kMaxV>{}, FixedLens{});
   const int v = (t.n + W - 1) / W;
-  const int cv = t.cin <= kSmallCin ? static_cast<int>(t.cin) : 0;
+  const int cv = fixed_len_index(t.cin);
   if (rows == kWideMR && kHasWideTile) wide.fn[v - 1][cv](t);
   else narrow.fn[v - 1][cv](t);
 }
