@@ -40,7 +40,9 @@ def _host_array(name, value) -> np.ndarray:
     if value.dtype.newbyteorder("=") not in _CODES:
         raise TypeError(f"save: '{name}' has dtype {value.dtype}, which safetensors cannot hold here "
                         f"(supported: {', '.join(sorted(str(d) for d in _CODES))})")
-    return np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False)
+    if not value.flags.c_contiguous:
+        value = value.copy(order="C")  # (not ascontiguousarray: it turns 0-d arrays into 1-d ones)
+    return value.astype(value.dtype.newbyteorder("<"), copy=False)
 
 
 def save(state_dict, path, metadata: dict | None = None) -> None:

@@ -89,7 +89,8 @@ class RandomFlip(_Random):
 
 
 class RandomRotation(_Random):
-    """Rotates each image about its centre by an angle uniform in [-degrees, degrees], with bilinear
+    """Rotates each image about its centre by an angle uniform in [-degrees, degrees] (positive:
+    counter-clockwise), with bilinear
     interpolation; pixels from outside the image take `fill`."""
 
     def __init__(self, degrees: float = 10.0, fill: float = 0.0, seed: int | None = None):
@@ -103,7 +104,8 @@ class RandomRotation(_Random):
         rng = self._generator(rng)
         n, h, w, c = x.shape
         xp = array_module(x)
-        theta = xp.asarray(rng.uniform(-self.degrees, self.degrees, n) * (math.pi / 180.0))
+        # Positive angles turn counter-clockwise as displayed (row 0 at the top), as np.rot90 does.
+        theta = xp.asarray(rng.uniform(-self.degrees, self.degrees, n) * (-math.pi / 180.0))
         cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         yy = xp.arange(h, dtype=np.float64)[None, :, None] - cy
         xx = xp.arange(w, dtype=np.float64)[None, None, :] - cx
