@@ -107,7 +107,7 @@ def corruptions(raw):
     header = json.loads(raw[8:8 + n])
     header["w"]["shape"] = [9, 9]
     text = json.dumps(header).encode()
-    yield "shape/offset mismatch", struct.pack("<Q", len(text)) + text + raw[8 + n:], "does not fit"
+    yield "shape-offset mismatch", struct.pack("<Q", len(text)) + text + raw[8 + n:], "does not fit"
     yield "not an object", struct.pack("<Q", 2) + b"[]" + raw[8 + n:], "not a JSON object"
 
 
