@@ -517,3 +517,43 @@ def test_checkpoint_errors_leave_the_trainer_unchanged(digits, tmp_path):
     with pytest.raises(ValueError, match="exp_avg"):
         target.load_checkpoint(tmp_path / "badopt.safetensors")
     unchanged()
+
+
+def test_default_device_follows_cuda_availability():
+    model = small_mlp()
+    trainer = Trainer(model, "mse", optim.SGD(model.parameters()), metrics=["mae"])
+    assert trainer.device == ("cuda:0" if fg.train.default_device() != "cpu" else "cpu")
+    if not fg.cuda.is_available():
+        assert trainer.device == "cpu"
+
+
+@pytest.mark.cuda
+def test_gpu_training_matches_cpu(digits, tmp_path):
+    (x, y), (xt, yt) = digits
+    results = {}
+    for device in ("cpu", "cuda"):
+        fg.manual_seed(0)
+        model = small_mlp()
+        trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=1e-2), device=device, seed=0)
+        h = trainer.fit(x[:256], y[:256], epochs=2, batch_size=64, validation_data=(xt, yt), verbose=0)
+        results[device] = (h.history, trainer.predict(xt[:10]))
+        trainer.save_checkpoint(tmp_path / f"{device}.safetensors")
+        trainer.load_checkpoint(tmp_path / f"{device}.safetensors")
+        assert trainer.model.state_dict()["1.weight"].device.startswith(device)
+    (h_cpu, p_cpu), (h_gpu, p_gpu) = results["cpu"], results["cuda"]
+    np.testing.assert_allclose(h_gpu["loss"], h_cpu["loss"], rtol=1e-3)
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-3, atol=1e-4)
+    assert isinstance(p_gpu, np.ndarray)
+
+
+def test_fit_calls_continue_the_epoch_sequence(digits):
+    """fit(epochs=1) twice trains exactly as fit(epochs=2): each epoch gets its own shuffle."""
+    (x, y), _ = digits
+    once = make_trainer(dropout=0.2, seed=3)
+    h = once.fit(x[:128], y[:128], epochs=2, batch_size=32, verbose=0)
+    twice = make_trainer(dropout=0.2, seed=3)
+    a = twice.fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
+    b = twice.fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
+    assert a.history["loss"] + b.history["loss"] == h.history["loss"] and twice.epoch == 2
+    for k, v in weights(once.model).items():
+        np.testing.assert_array_equal(weights(twice.model)[k], v)

@@ -113,7 +113,9 @@ class Trainer:
         self._binary = binary
         self._make_metrics()  # fail now on an unknown name, not at the end of the first epoch
         self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
-        self.epoch = 0  # epochs completed; checkpoints resume from here
+        # Epochs completed by this trainer, over all fit calls; checkpoints resume from here, and the
+        # shuffling order of an epoch is drawn from it, so repeated fit(epochs=1) calls see new orders.
+        self.epoch = 0
         self.stop_training = False
         self.history: History | None = None
         self._loader = None
@@ -230,7 +232,7 @@ class Trainer:
                         break
                     if val_loader is not None:
                         logs.update(self._evaluate(val_loader, cbs, prefix="val_"))
-                    self.epoch = epoch + 1
+                    self.epoch += 1
                     if self.scheduler is not None and self.scheduler_interval == "epoch":
                         self.scheduler.step()
                     cbs.on_epoch_end(epoch, logs)
@@ -242,7 +244,7 @@ class Trainer:
 
     def _train_epoch(self, epoch, loader, cbs, interrupt):
         self.model.train()
-        loader.set_epoch(epoch)
+        loader.set_epoch(self.epoch)
         metrics = self._make_metrics()
         loss_sum, seen = 0.0, 0
         logs: dict = {}

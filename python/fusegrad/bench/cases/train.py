@@ -72,5 +72,61 @@ def _case(kind: str, batch: int) -> Case:
     return Case(f"train/{kind}_adam_step/{name}/batch{batch}", "train", "cpu", "samples/s", batch, setup)
 
 
+
+# --- the Trainer's overhead ---------------------------------------------------------------------
+
+
+def _hand_loop(model, x, y, batch, seed):
+    """One epoch written by hand, doing what Trainer.fit does: shuffle, step, track loss and accuracy."""
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(seed)
+
+    def epoch():
+        model.train()
+        order = rng.permutation(len(x))
+        loss_sum, correct = 0.0, 0
+        for i in range(0, len(x), batch):
+            idx = order[i:i + batch]
+            xb, yb = x[idx], y[idx]
+            opt.zero_grad()
+            out = model(tensor(xb))
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((out.data.argmax(1) == yb).sum())
+        return loss_sum / len(x), correct / len(x)
+
+    return epoch
+
+
+def _trainer_case(kind: str, samples: int, batch: int) -> Case:
+    from ...train import Trainer
+
+    def setup():
+        rng = np.random.default_rng(0)
+        shape = (samples, 8, 8, 1) if kind == "digits_cnn" else (samples, 28, 28, 1)
+        x = rng.random(shape, dtype=np.float32)
+        y = rng.integers(0, 10, samples)
+
+        def build():
+            manual_seed(0)
+            return models.digits_cnn() if kind == "digits_cnn" else models.mlp()
+
+        model = build()
+        trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=1e-3), device="cpu", seed=0)
+
+        def fit():
+            trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+
+        return fit, {"hand_loop": _hand_loop(build(), x, y, batch, 0)}
+
+    name = f"train/trainer_vs_hand_loop/{kind}/batch{batch}"
+    return Case(name, "train", "cpu", "samples/s", samples, setup,
+                note="one epoch of Trainer.fit vs the same loop by hand; speedup = hand time / Trainer time")
+
+
 def cases():
-    return [_case("mlp", 128), _case("mlp", 32), _case("cnn", 128)]
+    return [_case("mlp", 128), _case("mlp", 32), _case("cnn", 128),
+            _trainer_case("digits_cnn", 512, 32), _trainer_case("mlp", 1024, 128)]
