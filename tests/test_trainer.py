@@ -523,8 +523,10 @@ def test_default_device_follows_cuda_availability():
     model = small_mlp()
     trainer = Trainer(model, "mse", optim.SGD(model.parameters()), metrics=["mae"])
     assert trainer.device == ("cuda:0" if fg.train.default_device() != "cpu" else "cpu")
-    if not fg.cuda.is_available():
+    if fg.train.default_device() == "cpu":
         assert trainer.device == "cpu"
+        with pytest.raises(ValueError, match="no GPU is usable"):
+            Trainer(model, "mse", optim.SGD(model.parameters()), device="cuda")
 
 
 @pytest.mark.cuda

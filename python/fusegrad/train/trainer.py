@@ -104,6 +104,9 @@ class Trainer:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.device = default_device() if device is None else _normalise_device(device)
+        if self.device != "cpu" and default_device() == "cpu":
+            raise ValueError(f"Trainer: device {self.device!r} was asked for, but no GPU is usable here "
+                             "(fusegrad.cuda.is_available() is False, or CuPy is not installed)")
         self.model = model.to(self.device)
         self.loss, self.optimizer = loss, optimizer
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
