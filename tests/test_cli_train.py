@@ -1,7 +1,6 @@
 """python -m fusegrad train: defaults, --json, --save/--resume, MNIST from a directory, errors."""
 import gzip
 import json
-import os
 import struct
 import subprocess
 import sys

@@ -3,7 +3,6 @@ import gzip
 import importlib
 import os
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,7 @@
 """Callbacks with Keras's hooks and names.
 
 Every hook gets a `logs` dict: at batch end the running means of the epoch so far ("loss" and each
-metric), at epoch end the epoch's figures plus "val_*" ones when there is validation data. A
+metric) with the batch index ("batch") and its number of samples ("size"), at epoch end the epoch's figures plus "val_*" ones when there is validation data. A
 callback reaches the Trainer as `self.trainer` (set before on_train_begin) and can stop training
 with `self.trainer.stop_training = True`.
 """
@@ -13,10 +13,6 @@ import os
 import sys
 import time
 import warnings
-
-import numpy as np
-
-from ..tensor import Tensor
 
 
 class Callback:
@@ -369,6 +365,3 @@ class History(Callback):
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
-
-def _detach_logs(logs: dict) -> dict:
-    return {k: (float(v) if isinstance(v, (np.floating, Tensor)) else v) for k, v in logs.items()}
