@@ -11,6 +11,9 @@
 #include "common/threads.h"
 #include "pool/pool.h"
 
+namespace fusegrad { void register_optim(pybind11::module_& m); }  // cpp/optim/optim_bind.cpp
+#include "gemm/gemm.h"
+
 namespace py = pybind11;
 using namespace fusegrad;
 
@@ -244,6 +247,106 @@ double bce_with_logits(const py::array& x, const py::array& t, float grad_scale,
   return active_softmax_kernels().bce_with_logits(xp, tp, n, grad_scale, lp, gp);
 }
 
+// ---- GEMM ----
+
+// Element strides of dimension d; a dimension of size <= 1 is never stepped along, so its stride
+// is reported as 1, which lets packing take its unit-stride paths.
+int64_t elem_stride(const py::array& x, py::ssize_t d) {
+  return x.shape(d) <= 1 ? 1 : x.strides(d) / 4;
+}
+
+// True when the GEMM can read x in place: non-negative whole-float strides, and each matrix
+// row- or column-major with any leading dimension (a plain array or a transposed view).
+bool gemm_readable(const py::array& x) {
+  for (py::ssize_t d = 0; d < x.ndim(); ++d)
+    if (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % 4 != 0)) return false;
+  const py::ssize_t r = x.ndim() - 2, c = x.ndim() - 1;
+  return x.shape(r) <= 1 || x.shape(c) <= 1 || x.strides(c) == 4 || x.strides(r) == 4;
+}
+
+// The bytes [first, last] an array spans (empty arrays span nothing).
+bool spans_overlap(const py::array& x, const py::array& y) {
+  if (x.size() == 0 || y.size() == 0) return false;
+  const auto span = [](const py::array& z, intptr_t& lo, intptr_t& hi) {
+    lo = hi = reinterpret_cast<intptr_t>(z.data());
+    for (py::ssize_t d = 0; d < z.ndim(); ++d) {
+      const intptr_t step = static_cast<intptr_t>(z.strides(d)) * (z.shape(d) - 1);
+      (step < 0 ? lo : hi) += step;
+    }
+    hi += z.itemsize() - 1;
+  };
+  intptr_t xl, xh, yl, yh;
+  span(x, xl, xh);
+  span(y, yl, yh);
+  return xl <= yh && yl <= xh;
+}
+
+// What the caller must do before the GEMM can run in place (bits); 0 means it ran.
+constexpr int kGemmCopyA = 1, kGemmCopyB = 2, kGemmOutAside = 4;
+
+// out[...] (=|+=) act(a @ b + bias). Shapes: a (M, K) or (B, M, K); b (K, N) or (B, K, N); out
+// (M, N) or (B, M, N). fusegrad.ops.matmul has checked shapes and dtypes; this re-checks what
+// memory safety needs, and instead of running returns the kGemm* bits when an operand's layout
+// cannot be read in place or out overlaps an input, so the caller copies just those.
+int gemm(const py::array& a, const py::array& b, py::array& out, const py::object& bias, int code,
+         bool accumulate) {
+  require_float32(a, "a");
+  require_float32(b, "b");
+  require_float32(out, "out");
+  if (!out.writeable()) throw py::value_error("out: is read-only");
+  const auto nd_ok = [](const py::array& x) { return x.ndim() == 2 || x.ndim() == 3; };
+  if (!nd_ok(a) || !nd_ok(b) || !nd_ok(out)) throw py::value_error("gemm: operands must be 2-D or 3-D");
+  const int ad = static_cast<int>(a.ndim()), bd = static_cast<int>(b.ndim());
+  GemmProblem p;
+  p.m = a.shape(ad - 2);
+  p.k = a.shape(ad - 1);
+  p.n = b.shape(bd - 1);
+  p.batch = ad == 3 ? a.shape(0) : bd == 3 ? b.shape(0) : 1;
+  if (b.shape(bd - 2) != p.k || (ad == 3 && bd == 3 && a.shape(0) != b.shape(0)))
+    throw py::value_error("gemm: a and b do not fit");
+  const bool out_batched = out.ndim() == 3;
+  if (out_batched != (ad == 3 || bd == 3) || (out_batched && out.shape(0) != p.batch) ||
+      out.shape(out.ndim() - 2) != p.m || out.shape(out.ndim() - 1) != p.n)
+    throw py::value_error("gemm: out has the wrong shape");
+  py::array bias_arr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    p.bias = float_input(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != p.n) throw py::value_error("bias: must have N elements");
+  }
+  p.act = activation_code(code);
+  if (accumulate && (p.bias || p.act != Activation::none))
+    throw py::value_error("gemm: accumulate takes no bias or activation");
+
+  int status = 0;
+  if (!gemm_readable(a)) status |= kGemmCopyA;
+  if (!gemm_readable(b)) status |= kGemmCopyB;
+  bool out_ok = true;
+  for (py::ssize_t d = 0; d < out.ndim(); ++d)
+    if (out.shape(d) > 1 && (out.strides(d) < 0 || out.strides(d) % 4 != 0)) out_ok = false;
+  if (p.n > 1 && out.strides(out.ndim() - 1) != 4) out_ok = false;
+  if (spans_overlap(out, a) || spans_overlap(out, b) || (p.bias && spans_overlap(out, bias_arr)))
+    out_ok = false;
+  if (!out_ok) status |= kGemmOutAside;
+  if (status) return status;
+
+  p.a = static_cast<const float*>(a.data());
+  p.a_rs = elem_stride(a, ad - 2);
+  p.a_cs = elem_stride(a, ad - 1);
+  p.a_bs = ad == 3 && a.shape(0) > 1 ? a.strides(0) / 4 : 0;
+  p.b = static_cast<const float*>(b.data());
+  p.b_rs = elem_stride(b, bd - 2);
+  p.b_cs = elem_stride(b, bd - 1);
+  p.b_bs = bd == 3 && b.shape(0) > 1 ? b.strides(0) / 4 : 0;
+  p.c = static_cast<float*>(out.mutable_data());
+  p.c_rs = elem_stride(out, out.ndim() - 2);
+  p.c_bs = out_batched ? elem_stride(out, 0) : 0;
+  p.accumulate = accumulate;
+  py::gil_scoped_release release;
+  active_gemm_kernels().gemm(p);
+  return 0;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -265,6 +368,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("grad_out").noconvert(),
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
 
+  register_optim(m);
   m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("indices"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"));
@@ -291,6 +395,16 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("loss_rows"), py::arg("grad"));
   m.def("bce_with_logits", &bce_with_logits, py::arg("logits").noconvert(), py::arg("targets").noconvert(),
         py::arg("grad_scale"), py::arg("loss"), py::arg("grad"));
+  m.def("gemm", &gemm, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(),
+        py::arg("bias"), py::arg("activation"), py::arg("accumulate"),
+        "out (=|+=) act(a @ b + bias); returns 0, or which operands need a copy first (bits: 1 a, "
+        "2 b, 4 out). See fusegrad.ops.matmul.");
+  m.def("gemm_config", [] {
+    const GemmKernels& g = active_gemm_kernels();
+    py::dict d;
+    d["mr"] = g.mr; d["nr"] = g.nr; d["mc"] = g.mc; d["kc"] = g.kc; d["nc"] = g.nc;
+    return d;
+  }, "Micro-tile and cache blocks of the active ISA level's GEMM.");
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");

@@ -1,7 +1,29 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
-from . import _backend, cuda, ops
+from . import _backend, cuda, data, nn, ops, optim
 from ._cpu import __version__
 from ._info import info
+from .tensor import (
+    Tensor,
+    arange,
+    cat,
+    concatenate,
+    enable_grad,
+    from_dlpack,
+    full,
+    is_grad_enabled,
+    manual_seed,
+    maximum,
+    minimum,
+    no_grad,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    stack,
+    tensor,
+    zeros,
+    zeros_like,
+)
 
 
 def set_num_threads(n: int) -> None:
@@ -15,4 +37,8 @@ def get_num_threads() -> int:
     return _backend._cpu.get_num_threads()
 
 
-__all__ = ["__version__", "cuda", "get_num_threads", "info", "ops", "set_num_threads"]
+__all__ = [
+    "Tensor", "__version__", "arange", "cat", "concatenate", "cuda", "enable_grad", "from_dlpack", "full",
+    "get_num_threads", "info", "is_grad_enabled", "manual_seed", "maximum", "minimum", "no_grad", "ones",
+    "ones_like", "ops", "rand", "randn", "set_num_threads", "stack", "tensor", "zeros", "zeros_like",
+]

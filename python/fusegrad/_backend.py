@@ -138,8 +138,9 @@ def info(x) -> ArrayInfo:
 
 
 def array_module(x):
-    """numpy for a NumPy array, cupy for a CuPy array: write device-agnostic code once."""
-    return np if isinstance(x, np.ndarray) else cupy_module()
+    """cupy for a CuPy array, numpy for anything else (NumPy arrays and scalars): write
+    device-agnostic code once."""
+    return cupy_module() if _is_cupy(x) else np
 
 
 def stream_handle(stream) -> int:

@@ -1,4 +1,5 @@
 """The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
+from .gemm import matmul
 from .activation import (
     gelu,
     gelu_backward,
@@ -13,6 +14,7 @@ from .activation import (
     tanh,
     tanh_backward,
 )
+from .optim import adam_step, clip_grad_norm, grad_norm, sgd_step
 from .pool import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -31,9 +33,11 @@ from .softmax import (
 )
 
 __all__ = [
+    "matmul",
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",
+    "adam_step", "sgd_step", "clip_grad_norm", "grad_norm",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
     "global_avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-FAMILY_MODULES = ["activation", "pool", "softmax"]
+FAMILY_MODULES = ["activation", "softmax", "gemm", "pool", "optim"]
 
 
 def all_cases():

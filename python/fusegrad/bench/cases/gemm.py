@@ -1,0 +1,87 @@
+"""GEMM cases: squares, the layers of a 784-500-300-10 MLP forward and backward, fused bias+relu.
+
+Work is 2·M·N·K flops per call, bound by the FMA peak. Every candidate writes into a preallocated
+output where its library allows one, so allocation is not what is measured.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from ..case import Case, optional_import
+
+SQUARES = (64, 128, 256, 512, 1024, 2048, 4096)
+MLP = (784, 500, 300, 10)
+MLP_BATCHES = (32, 128)
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _product_case(name: str, m: int, n: int, k: int, *, ta: bool = False, tb: bool = False,
+                  threads: int | None = None, note: str = "") -> Case:
+    """C (m×n) = A (m×k) · B (k×n); ta/tb: that operand is a transposed view of a row-major array."""
+
+    def setup():
+        rng = np.random.default_rng(0)
+        a = _rand(rng, k, m).T if ta else _rand(rng, m, k)
+        b = _rand(rng, n, k).T if tb else _rand(rng, k, n)
+        o = np.empty((m, n), np.float32)
+        base = {"numpy": lambda: np.matmul(a, b, out=o)}
+        torch = optional_import("torch")
+        if torch is not None:
+            ta_, tb_, to_ = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(o.copy())
+            base["torch"] = lambda: torch.matmul(ta_, tb_, out=to_)
+        return (lambda: ops.matmul(a, b, out=o)), base
+
+    return Case(name, "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup, limit="fma_GFLOPs",
+                threads=threads, note=note)
+
+
+def _bias_relu_case(m: int, n: int, k: int) -> Case:
+    def setup():
+        rng = np.random.default_rng(0)
+        a, b, bias = _rand(rng, m, k), _rand(rng, k, n), _rand(rng, n)
+        o = np.empty((m, n), np.float32)
+
+        def numpy_inplace():
+            np.matmul(a, b, out=o)
+            np.add(o, bias, out=o)
+            np.maximum(o, 0, out=o)
+
+        base = {"numpy": lambda: np.maximum(a @ b + bias, 0), "numpy_inplace": numpy_inplace}
+        torch = optional_import("torch")
+        if torch is not None:
+            ta, tb, tbias, to = (torch.from_numpy(x) for x in (a, b, bias, o.copy()))
+            base["torch"] = lambda: torch.relu_(torch.addmm(tbias, ta, tb, out=to))
+        return (lambda: ops.matmul(a, b, bias=bias, activation="relu", out=o)), base
+
+    return Case(f"gemm/bias_relu/{m}x{k}x{n}", "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup,
+                limit="fma_GFLOPs", note="act(x·W + b) fused vs NumPy np.maximum(a @ b + bias, 0)")
+
+
+def _mlp_cases() -> list:
+    out = []
+    for batch in MLP_BATCHES:
+        for fan_in, fan_out in zip(MLP[:-1], MLP[1:]):
+            shape = f"b{batch}_{fan_in}x{fan_out}"
+            # forward y = x·W, W stored (in, out)
+            out.append(_product_case(f"gemm/mlp_fwd/{shape}", batch, fan_out, fan_in,
+                                     note="x·W"))
+            # weight gradient gᵀ·x: (out × batch)·(batch × in), gᵀ a transposed view
+            out.append(_product_case(f"gemm/mlp_dw/{shape}", fan_out, fan_in, batch, ta=True,
+                                     note="gᵀ·x"))
+            # input gradient g·Wᵀ: (batch × out)·(out × in), Wᵀ a transposed view
+            out.append(_product_case(f"gemm/mlp_dx/{shape}", batch, fan_in, fan_out, tb=True,
+                                     note="g·Wᵀ"))
+    return out
+
+
+def cases():
+    out = [_product_case(f"gemm/square/{n}", n, n, n) for n in SQUARES]
+    out.append(_product_case("gemm/square_1thread/1024", 1024, 1024, 1024, threads=1,
+                             note="one core; the limit is one core's FMA peak"))
+    out += _mlp_cases()
+    out.append(_bias_relu_case(128, 500, 784))
+    return out

@@ -1,0 +1,217 @@
+"""Module and Parameter, as in PyTorch: attributes that are Parameters or Modules are registered,
+so parameters(), state_dict(), to(), train()/eval() walk the whole tree."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import _backend
+from ..tensor import Tensor, _normalise_device, _to_device
+
+
+class Parameter(Tensor):
+    """A Tensor that is a module's learnable state; requires grad unless told otherwise."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    training: bool
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration --------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before "
+                                 "assigning attributes")
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        for table in ("_parameters", "_buffers", "_modules"):
+            if table in d and name in d[table]:
+                return d[table][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._buffers, self._modules):
+            if name in table:
+                del table[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value) -> None:
+        """State that is saved and moved with the module but not trained (e.g. running means)."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
+
+    def register_parameter(self, name: str, value: Parameter | None) -> None:
+        if value is None:
+            self._parameters[name] = None
+        else:
+            setattr(self, name, value)
+
+    def add_module(self, name: str, module: Module) -> None:
+        self._modules[name] = module
+
+    # -- traversal --------------------------------------------------------------------------------
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        yield from ((n, m) for n, m in self._modules.items() if m is not None)
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
+            for name, p in module._parameters.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self, recurse: bool = True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix: str = ""):
+        for mod_prefix, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
+
+    def buffers(self):
+        for _, b in self.named_buffers():
+            yield b
+
+    # -- modes and state ----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def apply(self, fn) -> Module:
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def to(self, device) -> Module:
+        """Moves every parameter and buffer to `device` in place (the same objects, new storage)."""
+        device = _normalise_device(device)
+        for t in list(self.parameters()) + list(self.buffers()):
+            t.data = _to_device(t.data, device)
+            if t.grad is not None:
+                t.grad.data = _to_device(t.grad.data, device)
+        return self
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
+
+    def cuda(self, device: int = 0) -> Module:
+        return self.to(f"cuda:{device}")
+
+    def state_dict(self) -> OrderedDict:
+        """Name -> Tensor (sharing storage) for every parameter and buffer."""
+        state = OrderedDict()
+        for name, p in self.named_parameters():
+            state[name] = p.detach()
+        for name, b in self.named_buffers():
+            state[name] = b.detach()
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        """Copies values into the existing parameters and buffers (their devices are kept).
+
+        With strict=True, missing or unexpected keys raise KeyError naming them; a shape mismatch
+        always raises ValueError naming the entry. Nothing is changed unless every check passes.
+        Returns (missing_keys, unexpected_keys).
+        """
+        own = dict(self.named_parameters())
+        own.update(dict(self.named_buffers()))
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys: {unexpected}")
+            raise KeyError(f"load_state_dict for {type(self).__name__}: " + "; ".join(parts))
+        values = {}
+        for name, target in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            arr = value.data if isinstance(value, Tensor) else value
+            if tuple(arr.shape) != target.shape:
+                raise ValueError(f"load_state_dict: '{name}' has shape {tuple(arr.shape)} in the state dict "
+                                 f"but {target.shape} in the model")
+            values[name] = arr
+        for name, arr in values.items():
+            target = own[name]
+            target.data[...] = _to_device(_backend.native(arr)[0] if not isinstance(arr, np.ndarray) else arr,
+                                          target.device)
+        return missing, unexpected
+
+    # -- calling ------------------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
