@@ -42,11 +42,16 @@ def _as_int(v):
 
 
 def _pair(value, name: str, fn: str, minimum: int) -> tuple:
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    pair = tuple(_as_int(v) for v in items) if len(items) == 2 else (None,)
-    if None in pair:
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
+    if type(value) is int:  # fast paths: these checks run on every call of small kernels
+        pair = (value, value)
+    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        pair = value
+    else:
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        pair = tuple(_as_int(v) for v in items) if len(items) == 2 else (None,)
+        if None in pair:
+            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
     return pair
 
