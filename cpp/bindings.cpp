@@ -66,7 +66,7 @@ void require_shape(const py::array& a, std::initializer_list<int64_t> shape, con
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   int d = 0;
   for (int64_t s : shape) ok = ok && a.shape(d++) == s;
-  if (!ok) throw py::value_error(std::string(name) + ": shape does not match the pooling geometry");
+  if (!ok) throw py::value_error(std::string(name) + ": shape does not match the other arguments");
 }
 
 PoolShape pool_shape(const py::array& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
@@ -80,12 +80,6 @@ PoolShape pool_shape(const py::array& x, int64_t kh, int64_t kw, int64_t sh, int
   s.ow = (s.w + 2 * pw - kw) / sw + 1;
   if (s.h * s.w > INT32_MAX) throw py::value_error("pooling: H * W must fit int32 indices");
   return s;
-}
-
-// input_shape given as the (N, H, W, C) of the array a backward pass writes.
-PoolShape pool_shape_of(const py::array& gx, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-                        int64_t pw) {
-  return pool_shape(gx, kh, kw, sh, sw, ph, pw);
 }
 
 void max_pool2d_forward(const py::array& x, py::array& y, py::object indices, int64_t kh, int64_t kw,
@@ -110,7 +104,7 @@ void max_pool2d_forward(const py::array& x, py::array& y, py::object indices, in
 
 void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, int64_t kh,
                          int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const PoolShape s = pool_shape_of(gx, kh, kw, sh, sw, ph, pw);
+  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
   const float* gyp = c_float_input(gy, "grad_out");
   float* gxp = c_float_output(gx, "grad_input");
   require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
@@ -140,7 +134,7 @@ void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
 
 void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh,
                          int64_t sw, int64_t ph, int64_t pw, bool count_include_pad) {
-  const PoolShape s = pool_shape_of(gx, kh, kw, sh, sw, ph, pw);
+  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
   const float* gyp = c_float_input(gy, "grad_out");
   float* gxp = c_float_output(gx, "grad_input");
   require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");

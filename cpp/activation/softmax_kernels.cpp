@@ -134,35 +134,72 @@ void forward_rows(const float* x, float* y, int64_t rows, int64_t len, bool log)
   });
 }
 
-// Normalises along a strided axis, vectorised across `inner` (the contiguous dimension).
-void forward_strided(const float* x, float* y, int64_t outer, int64_t len, int64_t inner, bool log) {
-  const int64_t chunks = (inner + kVecWidth - 1) / kVecWidth;
-  const int64_t grain = std::max<int64_t>(1, kSoftmaxGrain / std::max<int64_t>(len * kVecWidth, 1));
-  parallel_for(outer * chunks, grain, [&](int64_t t0, int64_t t1) {
+// Strided axis (inner > 1): each task takes one outer index and a block of up to kInnerBlock
+// contiguous `inner` columns, and keeps the per-column max and sum in small buffers. Reading
+// 512-byte row segments keeps the hardware prefetchers busy (one vector per row would stride
+// through a new page every row), and len such segments stay in L2 across the three passes.
+constexpr int64_t kInnerBlock = 128;
+// Rows ahead to prefetch in the first pass over a block (the one that reads from memory): each
+// row segment sits on another page, where the hardware prefetchers stop, so without this every
+// row would wait a full memory latency.
+constexpr int64_t kPrefetchRows = 16;
+constexpr int64_t kFloatsPerLine = 16;
+
+// Prefetches the cache lines of a `width`-float row segment at p (for writing if rw).
+template <int rw>
+inline void prefetch_segment(const float* p, int64_t width) {
+  for (int64_t v = 0; v < width; v += kFloatsPerLine) __builtin_prefetch(p + v, rw, 3);
+}
+
+template <class Body>
+void for_inner_blocks(int64_t outer, int64_t len, int64_t inner, Body&& body) {
+  const int64_t blocks = (inner + kInnerBlock - 1) / kInnerBlock;
+  const int64_t grain = std::max<int64_t>(1, kSoftmaxGrain / std::max<int64_t>(len * kInnerBlock, 1));
+  parallel_for(outer * blocks, grain, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t o = t / chunks, j = (t % chunks) * kVecWidth;
-      const int w = static_cast<int>(std::min<int64_t>(kVecWidth, inner - j));
-      const float* xo = x + o * len * inner + j;
-      float* yo = y + o * len * inner + j;
-      VecF m = set1(kNegInf);
-      for (int64_t k = 0; k < len; ++k) m = max(load_w(xo + k * inner, w), m);
-      VecF s = set1(0.0f);
-      for (int64_t k = 0; k < len; ++k) {
-        const VecF e = exp_keep_nan(load_w(xo + k * inner, w) - m);
-        if (!log) store_w(yo + k * inner, e, w);
-        s = s + e;
-      }
-      if (log) {
-        alignas(64) float lanes[kVecWidth];
-        store(lanes, s);
-        for (int l = 0; l < kVecWidth; ++l) lanes[l] = std::log(lanes[l]);
-        const VecF log_sum = load(lanes);
-        for (int64_t k = 0; k < len; ++k)
-          store_w(yo + k * inner, (load_w(xo + k * inner, w) - m) - log_sum, w);
-      } else {
-        const VecF inv = set1(1.0f) / s;
-        for (int64_t k = 0; k < len; ++k) store_w(yo + k * inner, load_w(yo + k * inner, w) * inv, w);
-      }
+      const int64_t o = t / blocks, j = (t % blocks) * kInnerBlock;
+      body(o * len * inner + j, std::min(kInnerBlock, inner - j));
+    }
+  });
+}
+
+// f(v, w) over the vectors of a block of `width` columns: v the column offset, w its lanes.
+template <class F>
+inline void for_block_vectors(int64_t width, F&& f) {
+  for (int64_t v = 0; v < width; v += kVecWidth) f(v, static_cast<int>(std::min<int64_t>(kVecWidth, width - v)));
+}
+
+void forward_strided(const float* x, float* y, int64_t outer, int64_t len, int64_t inner, bool log) {
+  for_inner_blocks(outer, len, inner, [&](int64_t base, int64_t width) {
+    alignas(64) float mb[kInnerBlock], sb[kInnerBlock];
+    for_block_vectors(width, [&](int64_t v, int) { store(mb + v, set1(kNegInf)); store(sb + v, set1(0.0f)); });
+    for (int64_t k = 0; k < len; ++k) {
+      const float* xr = x + base + k * inner;
+      if (k + kPrefetchRows < len) prefetch_segment<0>(xr + kPrefetchRows * inner, width);
+      for_block_vectors(width, [&](int64_t v, int w) { store(mb + v, max(load_w(xr + v, w), load(mb + v))); });
+    }
+    for (int64_t k = 0; k < len; ++k) {
+      const float* xr = x + base + k * inner;
+      float* yr = y + base + k * inner;
+      if (!log && k + kPrefetchRows < len) prefetch_segment<1>(yr + kPrefetchRows * inner, width);
+      for_block_vectors(width, [&](int64_t v, int w) {
+        const VecF e = exp_keep_nan(load_w(xr + v, w) - load(mb + v));
+        if (!log) store_w(yr + v, e, w);
+        store(sb + v, load(sb + v) + e);
+      });
+    }
+    if (log) {
+      for (int64_t v = 0; v < width; ++v) sb[v] = std::log(sb[v]);
+    } else {
+      for_block_vectors(width, [&](int64_t v, int) { store(sb + v, set1(1.0f) / load(sb + v)); });
+    }
+    for (int64_t k = 0; k < len; ++k) {
+      const float* xr = x + base + k * inner;
+      float* yr = y + base + k * inner;
+      for_block_vectors(width, [&](int64_t v, int w) {
+        const VecF r = log ? (load_w(xr + v, w) - load(mb + v)) - load(sb + v) : load_w(yr + v, w) * load(sb + v);
+        store_w(yr + v, r, w);
+      });
     }
   });
 }
@@ -209,23 +246,27 @@ void backward(const float* g, const float* y, float* dx, int64_t outer, int64_t 
     });
     return;
   }
-  const int64_t chunks = (inner + kVecWidth - 1) / kVecWidth;
-  const int64_t grain = std::max<int64_t>(1, kSoftmaxGrain / std::max<int64_t>(len * kVecWidth, 1));
-  parallel_for(outer * chunks, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t o = t / chunks, j = (t % chunks) * kVecWidth;
-      const int w = static_cast<int>(std::min<int64_t>(kVecWidth, inner - j));
-      const int64_t base = o * len * inner + j;
-      VecF s = set1(0.0f);
-      for (int64_t k = 0; k < len; ++k) {
-        const VecF gk = load_w(g + base + k * inner, w);
-        s = log ? s + gk : fmadd(gk, load_w(y + base + k * inner, w), s);
+  for_inner_blocks(outer, len, inner, [&](int64_t base, int64_t width) {
+    alignas(64) float sb[kInnerBlock];
+    for_block_vectors(width, [&](int64_t v, int) { store(sb + v, set1(0.0f)); });
+    for (int64_t k = 0; k < len; ++k) {
+      const int64_t at = base + k * inner;
+      if (k + kPrefetchRows < len) {
+        prefetch_segment<0>(g + at + kPrefetchRows * inner, width);
+        prefetch_segment<0>(y + at + kPrefetchRows * inner, width);
       }
-      for (int64_t k = 0; k < len; ++k) {
-        const int64_t at = base + k * inner;
-        const VecF gk = load_w(g + at, w), yk = load_w(y + at, w);
-        store_w(dx + at, log ? gk - exp_keep_nan(yk) * s : yk * (gk - s), w);
-      }
+      for_block_vectors(width, [&](int64_t v, int w) {
+        const VecF gk = load_w(g + at + v, w);
+        store(sb + v, log ? load(sb + v) + gk : fmadd(gk, load_w(y + at + v, w), load(sb + v)));
+      });
+    }
+    for (int64_t k = 0; k < len; ++k) {
+      const int64_t at = base + k * inner;
+      if (k + kPrefetchRows < len) prefetch_segment<1>(dx + at + kPrefetchRows * inner, width);
+      for_block_vectors(width, [&](int64_t v, int w) {
+        const VecF gk = load_w(g + at + v, w), yk = load_w(y + at + v, w), sk = load(sb + v);
+        store_w(dx + at + v, log ? gk - exp_keep_nan(yk) * sk : yk * (gk - sk), w);
+      });
     }
   });
 }

@@ -33,14 +33,27 @@ def _cpu_float32(x, name: str, fn: str):
     return arr, kind
 
 
+def _as_int(v):
+    if type(v) is int:  # the common case, without the slower ABC check below
+        return v
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    return None
+
+
 def _pair(value, name: str, fn: str, minimum: int) -> tuple:
-    items = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    items = (int(items[0]), int(items[1]))
-    if min(items) < minimum:
+    if type(value) is int:  # fast paths: these checks run on every call of small kernels
+        pair = (value, value)
+    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        pair = value
+    else:
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        pair = tuple(_as_int(v) for v in items) if len(items) == 2 else (None,)
+        if None in pair:
+            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return items
+    return pair
 
 
 def _check_rank4(shape, name: str, fn: str) -> None:

@@ -36,7 +36,7 @@ def _axis(axis, ndim: int, fn: str) -> int:
     return int(axis) % ndim
 
 
-def _run_rowwise(kernel, inputs: list, out, fn: str, kind: str):
+def _run_rowwise(kernel, inputs: list, out, kind: str):
     """Calls kernel(*contiguous inputs, target) and returns the result in `out` or a new array."""
     shape = inputs[0].shape
     if out is None:
@@ -58,7 +58,7 @@ def _softmax(x, axis, out, log: bool, fn: str):
     arr, kind = _cpu_float32(x, "x", fn)
     ax = _axis(axis, arr.ndim, fn)
     arr = np.ascontiguousarray(arr)
-    return _run_rowwise(lambda a, o: _cpu.softmax_forward(a, o, ax, log), [arr], out, fn, kind)
+    return _run_rowwise(lambda a, o: _cpu.softmax_forward(a, o, ax, log), [arr], out, kind)
 
 
 def _softmax_backward(grad_out, y, axis, out, log: bool, fn: str):
@@ -68,7 +68,7 @@ def _softmax_backward(grad_out, y, axis, out, log: bool, fn: str):
         raise ValueError(f"{fn}: shapes differ: grad_out {tuple(g.shape)}, y {tuple(ya.shape)}")
     ax = _axis(axis, g.ndim, fn)
     g, ya = np.ascontiguousarray(g), np.ascontiguousarray(ya)
-    return _run_rowwise(lambda a, b, o: _cpu.softmax_backward(a, b, o, ax, log), [g, ya], out, fn, kind)
+    return _run_rowwise(lambda a, b, o: _cpu.softmax_backward(a, b, o, ax, log), [g, ya], out, kind)
 
 
 def softmax(x, axis: int = -1, *, out=None):

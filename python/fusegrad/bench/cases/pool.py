@@ -58,6 +58,36 @@ def _numpy_avg(x):
     return lambda: v.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+def _numpy_max_fwd_bwd(x, g):
+    """Max pool 2x2 and its backward as a NumPy user writes them: argmax over the four window
+    positions, then the gradient routed by a one-hot mask."""
+    n, h, w, c = x.shape
+    oh, ow = h // 2, w // 2
+
+    def run():
+        win = x[:, : 2 * oh, : 2 * ow].reshape(n, oh, 2, ow, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, 4)
+        arg = win.argmax(axis=-1)
+        y = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+        routed = (arg[..., None] == np.arange(4)) * g[..., None]
+        gx = np.zeros_like(x)
+        gx[:, : 2 * oh, : 2 * ow] = routed.reshape(n, oh, ow, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(
+            n, 2 * oh, 2 * ow, c)
+        return y, gx
+    return run
+
+
+def _numpy_avg_fwd_bwd(x, g):
+    n, h, w, c = x.shape
+    oh, ow = h // 2, w // 2
+
+    def run():
+        y = x[:, : 2 * oh, : 2 * ow].reshape(n, oh, 2, ow, 2, c).mean(axis=(2, 4))
+        gx = np.zeros_like(x)
+        gx[:, : 2 * oh, : 2 * ow] = np.repeat(np.repeat(g * 0.25, 2, axis=1), 2, axis=2)
+        return y, gx
+    return run
+
+
 def _max_case(tag, n, h, w, c, backward: bool) -> Case:
     def setup():
         x, g = _data(n, h, w, c)
@@ -66,7 +96,7 @@ def _max_case(tag, n, h, w, c, backward: bool) -> Case:
             def ours():
                 _, ind = ops.max_pool2d(x, 2, return_indices=True, out=y)
                 return ops.max_pool2d_backward(g, ind, x.shape, 2)
-            base = {}
+            base = {"numpy": _numpy_max_fwd_bwd(x, g)}
         else:
             def ours():
                 return ops.max_pool2d(x, 2, out=y)
@@ -100,7 +130,7 @@ def _avg_case(tag, n, h, w, c, backward: bool) -> Case:
             def ours():
                 ops.avg_pool2d(x, 2, out=y)
                 return ops.avg_pool2d_backward(g, x.shape, 2)
-            base = {}
+            base = {"numpy": _numpy_avg_fwd_bwd(x, g)}
         else:
             def ours():
                 return ops.avg_pool2d(x, 2, out=y)
@@ -133,7 +163,8 @@ def _global_case(tag, n, h, w, c, backward: bool) -> Case:
             def ours():
                 ops.global_avg_pool2d(x)
                 return ops.global_avg_pool2d_backward(g, x.shape)
-            base = {}
+            base = {"numpy": lambda: (x.mean(axis=(1, 2)),
+                                      np.broadcast_to((g / (h * w))[:, None, None, :], x.shape).copy())}
         else:
             def ours():
                 return ops.global_avg_pool2d(x)

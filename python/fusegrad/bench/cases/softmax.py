@@ -75,7 +75,13 @@ def _bce_case(n, c) -> Case:
         x, _ = _logits(n, c)
         t = np.random.default_rng(1).random((n, c), dtype=np.float32)
         ours = lambda: ops.bce_with_logits(x, t, return_grad=True)  # noqa: E731
-        base = {}
+
+        def numpy_bce():
+            e = np.exp(-np.abs(x))
+            loss = float(np.mean(np.maximum(x, 0) - x * t + np.log1p(e)))
+            sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+            return loss, (sig - t) / x.size
+        base = {"numpy": numpy_bce}
         torch = optional_import("torch")
         if torch is not None:
             xt, tt = torch.from_numpy(x), torch.from_numpy(t)
