@@ -4,10 +4,15 @@
 #include <pybind11/stl.h>
 
 #include "activation/activation.h"
+#include "activation/softmax.h"
 #include "common/array_check.h"
 #include "common/isa.h"
 #include "common/probe.h"
 #include "common/threads.h"
+#include "pool/pool.h"
+#include "conv/conv.h"
+
+namespace fusegrad { void register_optim(pybind11::module_& m); }  // cpp/optim/optim_bind.cpp
 #include "gemm/gemm.h"
 
 namespace py = pybind11;
@@ -42,6 +47,208 @@ void activation_backward(int code, const py::array& grad_out, const py::array& s
   py::gil_scoped_release release;
   active_activation_kernels().backward(kind, gp, sp, op, n, param);
 }
+
+// ---- pooling and softmax: NHWC / row-major arrays must be C-contiguous ----
+
+const float* c_float_input(const py::array& a, const char* name) {
+  require_float32(a, name);
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  return static_cast<const float*>(a.data());
+}
+
+float* c_float_output(py::array& a, const char* name) {
+  float* p = float_output(a, name);
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  return p;
+}
+
+void require_shape(const py::array& a, std::initializer_list<int64_t> shape, const char* name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  int d = 0;
+  for (int64_t s : shape) ok = ok && a.shape(d++) == s;
+  if (!ok) throw py::value_error(std::string(name) + ": shape does not match the other arguments");
+}
+
+PoolShape pool_shape(const py::array& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                     int64_t pw) {
+  if (x.ndim() != 4) throw py::value_error("pooling input must be 4-D NHWC");
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+    throw py::value_error("pooling: invalid kernel, stride or padding");
+  PoolShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), 0, 0, kh, kw, sh, sw, ph, pw};
+  if (s.h + 2 * ph < kh || s.w + 2 * pw < kw) throw py::value_error("pooling: window larger than the input");
+  s.oh = (s.h + 2 * ph - kh) / sh + 1;
+  s.ow = (s.w + 2 * pw - kw) / sw + 1;
+  if (s.h * s.w > INT32_MAX) throw py::value_error("pooling: H * W must fit int32 indices");
+  return s;
+}
+
+void max_pool2d_forward(const py::array& x, py::array& y, py::object indices, int64_t kh, int64_t kw,
+                        int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
+  int32_t* ip = nullptr;
+  if (!indices.is_none()) {
+    auto ind = indices.cast<py::array>();
+    if (!py::isinstance<py::array_t<int32_t>>(ind) || ind.dtype().kind() != 'i' || ind.itemsize() != 4)
+      throw py::type_error("indices: expected dtype int32");
+    if (!(ind.flags() & py::array::c_style) || !ind.writeable())
+      throw py::value_error("indices: must be C-contiguous and writeable");
+    require_shape(ind, {s.n, s.oh, s.ow, s.c}, "indices");
+    ip = static_cast<int32_t*>(ind.mutable_data());
+  }
+  py::gil_scoped_release release;
+  active_pool_kernels().max_forward(s, xp, yp, ip);
+}
+
+void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
+  if (!py::isinstance<py::array_t<int32_t>>(indices) || indices.dtype().kind() != 'i' || indices.itemsize() != 4)
+    throw py::type_error("indices: expected dtype int32");
+  if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices: must be C-contiguous");
+  require_shape(indices, {s.n, s.oh, s.ow, s.c}, "indices");
+  const auto* ip = static_cast<const int32_t*>(indices.data());
+  int64_t bad;
+  {
+    py::gil_scoped_release release;
+    bad = active_pool_kernels().max_backward(s, gyp, ip, gxp);
+  }
+  if (bad) throw py::value_error("max_pool2d_backward: " + std::to_string(bad) +
+                                 " indices do not name a pixel of their pooling window");
+}
+
+void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                        int64_t ph, int64_t pw, bool count_include_pad) {
+  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
+  py::gil_scoped_release release;
+  active_pool_kernels().avg_forward(s, xp, yp, count_include_pad);
+}
+
+void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh,
+                         int64_t sw, int64_t ph, int64_t pw, bool count_include_pad) {
+  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
+  py::gil_scoped_release release;
+  active_pool_kernels().avg_backward(s, gyp, gxp, count_include_pad);
+}
+
+void global_avg_pool2d_forward(const py::array& x, py::array& y) {
+  if (x.ndim() != 4) throw py::value_error("global_avg_pool2d: input must be 4-D NHWC");
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "y");
+  const int64_t n = x.shape(0), hw = x.shape(1) * x.shape(2), c = x.shape(3);
+  require_shape(y, {n, c}, "y");
+  py::gil_scoped_release release;
+  active_pool_kernels().global_avg_forward(xp, yp, n, hw, c);
+}
+
+void global_avg_pool2d_backward(const py::array& gy, py::array& gx) {
+  if (gx.ndim() != 4) throw py::value_error("global_avg_pool2d_backward: grad_input must be 4-D NHWC");
+  const float* gyp = c_float_input(gy, "grad_out");
+  float* gxp = c_float_output(gx, "grad_input");
+  const int64_t n = gx.shape(0), hw = gx.shape(1) * gx.shape(2), c = gx.shape(3);
+  require_shape(gy, {n, c}, "grad_out");
+  py::gil_scoped_release release;
+  active_pool_kernels().global_avg_backward(gyp, gxp, n, hw, c);
+}
+
+// (outer, len, inner) of a C-contiguous array around `axis`.
+void axis_split(const py::array& a, int axis, int64_t* outer, int64_t* len, int64_t* inner) {
+  if (axis < 0 || axis >= a.ndim()) throw py::value_error("softmax: axis out of range");
+  *outer = 1;
+  *inner = 1;
+  for (int d = 0; d < axis; ++d) *outer *= a.shape(d);
+  for (int d = axis + 1; d < a.ndim(); ++d) *inner *= a.shape(d);
+  *len = a.shape(axis);
+}
+
+void softmax_forward(const py::array& x, py::array& y, int axis, bool log) {
+  const float* xp = c_float_input(x, "x");
+  float* yp = c_float_output(y, "out");
+  require_same_layout(x, y, "softmax");
+  int64_t outer, len, inner;
+  axis_split(x, axis, &outer, &len, &inner);
+  if (x.size() == 0) return;
+  py::gil_scoped_release release;
+  active_softmax_kernels().forward(xp, yp, outer, len, inner, log);
+}
+
+void softmax_backward(const py::array& g, const py::array& y, py::array& dx, int axis, bool log) {
+  const float* gp = c_float_input(g, "grad_out");
+  const float* yp = c_float_input(y, "y");
+  float* dp = c_float_output(dx, "out");
+  require_same_layout(g, y, "softmax backward");
+  require_same_layout(g, dx, "softmax backward");
+  int64_t outer, len, inner;
+  axis_split(g, axis, &outer, &len, &inner);
+  if (g.size() == 0) return;
+  py::gil_scoped_release release;
+  active_softmax_kernels().backward(gp, yp, dp, outer, len, inner, log);
+}
+
+double softmax_cross_entropy(const py::array& logits, const py::array& labels, float smoothing,
+                             float grad_scale, py::object loss_rows, py::object grad) {
+  const float* xp = c_float_input(logits, "logits");
+  if (logits.ndim() != 2) throw py::value_error("softmax_cross_entropy: logits must be 2-D");
+  const int64_t n = logits.shape(0), c = logits.shape(1);
+  if (!py::isinstance<py::array_t<int64_t>>(labels) || labels.dtype().kind() != 'i' || labels.itemsize() != 8)
+    throw py::type_error("labels: expected dtype int64");
+  if (!(labels.flags() & py::array::c_style) || labels.ndim() != 1 || labels.shape(0) != n)
+    throw py::value_error("labels: expected a contiguous (N,) array");
+  const auto* lp = static_cast<const int64_t*>(labels.data());
+  for (int64_t i = 0; i < n; ++i)
+    if (lp[i] < 0 || lp[i] >= c) throw py::value_error("labels: value out of range [0, C)");
+  float* lr = nullptr;
+  float* gp = nullptr;
+  if (!loss_rows.is_none()) {
+    auto a = loss_rows.cast<py::array>();
+    lr = c_float_output(a, "loss");
+    require_shape(a, {n}, "loss");
+  }
+  if (!grad.is_none()) {
+    auto a = grad.cast<py::array>();
+    gp = c_float_output(a, "grad");
+    require_shape(a, {n, c}, "grad");
+  }
+  if (n == 0) return 0.0;
+  py::gil_scoped_release release;
+  return active_softmax_kernels().cross_entropy(xp, lp, n, c, smoothing, grad_scale, lr, gp);
+}
+
+double bce_with_logits(const py::array& x, const py::array& t, float grad_scale, py::object loss,
+                       py::object grad) {
+  const float* xp = c_float_input(x, "logits");
+  const float* tp = c_float_input(t, "targets");
+  require_same_layout(x, t, "bce_with_logits");
+  float* lp = nullptr;
+  float* gp = nullptr;
+  if (!loss.is_none()) {
+    auto a = loss.cast<py::array>();
+    lp = c_float_output(a, "loss");
+    require_same_layout(x, a, "bce_with_logits");
+  }
+  if (!grad.is_none()) {
+    auto a = grad.cast<py::array>();
+    gp = c_float_output(a, "grad");
+    require_same_layout(x, a, "bce_with_logits");
+  }
+  const int64_t n = x.size();
+  if (n == 0) return 0.0;
+  py::gil_scoped_release release;
+  return active_softmax_kernels().bce_with_logits(xp, tp, n, grad_scale, lp, gp);
+}
+
+// ---- GEMM ----
 
 // Element strides of dimension d; a dimension of size <= 1 is never stepped along, so its stride
 // is reported as 1, which lets packing take its unit-stride paths.
@@ -182,6 +389,99 @@ py::object gemm_2d(const py::handle& a_h, const py::handle& b_h, const py::handl
   return std::move(out);
 }
 
+// ---- convolution: NHWC x / gx, HWIO w / gw, NHWC y / gy, all C-contiguous float32 ----
+const float* conv_in(const py::array& a, const char* name) {
+  require_float32(a, name);
+  if (a.ndim() != 4 || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be a C-contiguous 4-D array");
+  return static_cast<const float*>(a.data());
+}
+
+float* conv_out(py::array& a, const char* name) {
+  const float* p = conv_in(a, name);
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
+  return const_cast<float*>(p);
+}
+
+// The geometry of image (N,H,W,C), weight (KH,KW,C,CO) and output (N,OH,OW,CO), re-checked so
+// that no inconsistent size can make a kernel read or write out of bounds.
+ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, int64_t sh, int64_t sw,
+                     int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
+    throw py::value_error("conv2d: invalid stride, dilation or padding");
+  ConvShape s;
+  s.n = img.shape(0); s.h = img.shape(1); s.w = img.shape(2); s.c = img.shape(3);
+  s.kh = w.shape(0); s.kw = w.shape(1); s.co = w.shape(3);
+  s.oh = out.shape(1); s.ow = out.shape(2);
+  s.sh = sh; s.sw = sw; s.dh = dh; s.dw = dw; s.pt = pt; s.pl = pl;
+  const int64_t span_h = s.h + pt + pb - (s.kh - 1) * dh - 1, span_w = s.w + pl + pr - (s.kw - 1) * dw - 1;
+  if (s.kh < 1 || s.kw < 1 || w.shape(2) != s.c || out.shape(0) != s.n || out.shape(3) != s.co ||
+      span_h < 0 || span_w < 0 || s.oh != span_h / sh + 1 || s.ow != span_w / sw + 1)
+    throw py::value_error("conv2d: input, weight and output shapes do not fit the geometry");
+  return s;
+}
+
+void require_disjoint(const py::array& out, std::initializer_list<const py::array*> inputs) {
+  for (const py::array* x : inputs)
+    if (spans_overlap(out, *x)) throw py::value_error("conv2d: the output overlaps an input");
+}
+
+void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y, int64_t sh,
+                    int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int code) {
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  float* yp = conv_out(y, "out");
+  const ConvShape s = conv_shape(x, w, y, sh, sw, dh, dw, pt, pb, pl, pr);
+  py::array bias_arr;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    require_float32(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != s.co || !(bias_arr.flags() & py::array::c_style))
+      throw py::value_error("bias: must be a contiguous array of C_out elements");
+    bp = static_cast<const float*>(bias_arr.data());
+    require_disjoint(y, {&bias_arr});
+  }
+  require_disjoint(y, {&x, &w});
+  const Activation act = activation_code(code);
+  py::gil_scoped_release release;
+  active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+}
+
+void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, int64_t sh, int64_t sw,
+                           int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const float* gyp = conv_in(gy, "grad_out");
+  const float* wp = conv_in(w, "w");
+  float* gxp = conv_out(gx, "grad_input");
+  const ConvShape s = conv_shape(gx, w, gy, sh, sw, dh, dw, pt, pb, pl, pr);
+  require_disjoint(gx, {&gy, &w});
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_input(s, gyp, wp, gxp);
+}
+
+void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& gw, int64_t sh, int64_t sw,
+                            int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const float* xp = conv_in(x, "x");
+  const float* gyp = conv_in(gy, "grad_out");
+  float* gwp = conv_out(gw, "grad_weight");
+  const ConvShape s = conv_shape(x, gw, gy, sh, sw, dh, dw, pt, pb, pl, pr);
+  require_disjoint(gw, {&x, &gy});
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_weight(s, xp, gyp, gwp);
+}
+
+void conv2d_backward_bias(const py::array& gy, py::array& gb) {
+  const float* gyp = conv_in(gy, "grad_out");
+  require_float32(gb, "grad_bias");
+  if (gb.ndim() != 1 || gb.shape(0) != gy.shape(3) || !(gb.flags() & py::array::c_style) || !gb.writeable())
+    throw py::value_error("grad_bias: must be a writable contiguous array of C_out elements");
+  require_disjoint(gb, {&gy});
+  const int64_t rows = gy.shape(0) * gy.shape(1) * gy.shape(2), co = gy.shape(3);
+  float* gbp = static_cast<float*>(gb.mutable_data());
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_bias(gyp, rows, co, gbp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -203,6 +503,33 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("grad_out").noconvert(),
         py::arg("saved").noconvert(), py::arg("out").noconvert(), py::arg("param") = 0.0f);
 
+  register_optim(m);
+  m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("indices"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+        py::arg("pw"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("indices").noconvert(), py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"),
+        py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
+  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("count_include_pad"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+        py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"));
+  m.def("global_avg_pool2d_forward", &global_avg_pool2d_forward, py::arg("x").noconvert(),
+        py::arg("y").noconvert());
+  m.def("global_avg_pool2d_backward", &global_avg_pool2d_backward, py::arg("grad_out").noconvert(),
+        py::arg("grad_input").noconvert());
+
+  m.def("softmax_forward", &softmax_forward, py::arg("x").noconvert(), py::arg("out").noconvert(),
+        py::arg("axis"), py::arg("log"));
+  m.def("softmax_backward", &softmax_backward, py::arg("grad_out").noconvert(), py::arg("y").noconvert(),
+        py::arg("out").noconvert(), py::arg("axis"), py::arg("log"));
+  m.def("softmax_cross_entropy", &softmax_cross_entropy, py::arg("logits").noconvert(),
+        py::arg("labels").noconvert(), py::arg("label_smoothing"), py::arg("grad_scale"),
+        py::arg("loss_rows"), py::arg("grad"));
+  m.def("bce_with_logits", &bce_with_logits, py::arg("logits").noconvert(), py::arg("targets").noconvert(),
+        py::arg("grad_scale"), py::arg("loss"), py::arg("grad"));
   m.def("gemm", &gemm, py::arg("a").noconvert(), py::arg("b").noconvert(), py::arg("out").noconvert(),
         py::arg("bias"), py::arg("activation"), py::arg("accumulate"), py::arg("path") = 0,
         "out (=|+=) act(a @ b + bias); path forces a loop nest (tests). Returns 0, or which operands need a copy first (bits: 1 a, "
@@ -216,6 +543,18 @@ PYBIND11_MODULE(_cpu, m) {
     d["mr"] = g.mr; d["nr"] = g.nr; d["mc"] = g.mc; d["kc"] = g.kc; d["nc"] = g.nc;
     return d;
   }, "Micro-tile and cache blocks of the active ISA level's GEMM.");
+
+  m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
+        py::arg("out").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"),
+        py::arg("pb"), py::arg("pl"), py::arg("pr"), py::arg("activation"));
+  m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(),
+        py::arg("w").noconvert(), py::arg("grad_input").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"),
+        py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(),
+        py::arg("grad_out").noconvert(), py::arg("grad_weight").noconvert(), py::arg("sh"), py::arg("sw"),
+        py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
+  m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_out").noconvert(),
+        py::arg("grad_bias").noconvert());
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");

@@ -9,6 +9,8 @@
 #include "activation/activation.cuh"
 #include "common/cuda_check.cuh"
 
+namespace fusegrad { void register_optim_cuda(pybind11::module_& m); }  // cuda/optim/optim_bind.cu
+
 namespace py = pybind11;
 using namespace fusegrad;
 
@@ -65,6 +67,8 @@ PYBIND11_MODULE(_cuda, m) {
     py::gil_scoped_release release;
     FG_CUDA_CHECK(cudaDeviceSynchronize());
   }, py::arg("device"));
+
+  register_optim_cuda(m);
 
   m.def("activation_forward", [](int code, uintptr_t x, uintptr_t out, int64_t n, float param,
                                  uintptr_t stream, int device) {

@@ -1,7 +1,8 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
-from . import _backend, cuda, nn, ops
+from . import _backend, cuda, data, nn, ops, optim, train
 from ._cpu import __version__
 from ._info import info
+from .io import load, save
 from .tensor import (
     Tensor,
     arange,
@@ -38,7 +39,8 @@ def get_num_threads() -> int:
 
 
 __all__ = [
-    "Tensor", "__version__", "arange", "cat", "concatenate", "cuda", "enable_grad", "from_dlpack", "full",
-    "get_num_threads", "info", "is_grad_enabled", "manual_seed", "maximum", "minimum", "no_grad", "ones",
-    "ones_like", "ops", "rand", "randn", "set_num_threads", "stack", "tensor", "zeros", "zeros_like",
+    "Tensor", "__version__", "arange", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
+    "get_num_threads", "info", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "nn", "no_grad",
+    "ones", "ones_like", "ops", "optim", "rand", "randn", "save", "set_num_threads", "stack", "tensor", "train",
+    "zeros", "zeros_like",
 ]

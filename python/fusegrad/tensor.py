@@ -413,12 +413,29 @@ class Concatenate(Function):
 # --- linear algebra and activations ------------------------------------------------------------
 
 
+def matmul(a, b, out=None, accumulate=False):
+    """a @ b on raw arrays: the fusegrad GEMM for float32 matrices and batches of them, the array
+    module's matmul for everything else (float64, vectors, broadcast batches)."""
+    if (a.dtype == np.float32 and b.dtype == np.float32 and isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray) and a.ndim in (2, 3) and b.ndim in (2, 3)
+            and (b.ndim == 2 or (a.ndim == 3 and a.shape[0] == b.shape[0]))):
+        return ops.matmul(a, b, out=out, accumulate=accumulate)
+    result = _xp(a).matmul(a, b)
+    if out is None:
+        return result
+    if accumulate:
+        out += result
+    else:
+        out[...] = result
+    return out
+
+
 class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both operands must have at least one dimension")
         self.save(a, b)
-        return _xp(a).matmul(a, b)
+        return matmul(a, b)
 
     def backward(self, g):
         a, b = self.saved
@@ -432,10 +449,10 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -1)
         ga = gb = None
         if self.needs_grad[0]:
-            ga = _unbroadcast(xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape if a.ndim > 1 else (1, a.shape[0]))
+            ga = _unbroadcast(matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape if a.ndim > 1 else (1, a.shape[0]))
             ga = ga.reshape(a.shape)
         if self.needs_grad[1]:
-            gb = _unbroadcast(xp.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape if b.ndim > 1 else (b.shape[0], 1))
+            gb = _unbroadcast(matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape if b.ndim > 1 else (b.shape[0], 1))
             gb = gb.reshape(b.shape)
         return ga, gb
 
@@ -458,28 +475,24 @@ class Activation(Function):
 
 class LogSoftmax(Function):
     def forward(self, a, axis=-1):
-        xp = _xp(a)
-        shifted = a - a.max(axis=axis, keepdims=True)
-        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        out = ops.log_softmax(a, axis)
         self.save(out, axis)
         return out
 
     def backward(self, g):
         out, axis = self.saved
-        return (g - _xp(g).exp(out) * g.sum(axis=axis, keepdims=True),)
+        return (ops.log_softmax_backward(g, out, axis),)
 
 
 class Softmax(Function):
     def forward(self, a, axis=-1):
-        xp = _xp(a)
-        e = xp.exp(a - a.max(axis=axis, keepdims=True))
-        out = e / e.sum(axis=axis, keepdims=True)
+        out = ops.softmax(a, axis)
         self.save(out, axis)
         return out
 
     def backward(self, g):
         out, axis = self.saved
-        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+        return (ops.softmax_backward(g, out, axis),)
 
 
 # --- Tensor ----------------------------------------------------------------------------------------

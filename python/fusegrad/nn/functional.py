@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..tensor import Function, Tensor, _xp, default_generator
+from ..tensor import Function, Tensor, _xp, default_generator, matmul
 
 # Activations whose derivative can be computed from their output alone can be fused into the
 # store of a matmul: autograd then keeps only the output. (relu and leaky_relu with a positive
@@ -15,14 +15,11 @@ FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
 def _matmul_bias_act(x, w, bias, activation, param):
-    """x @ w.T + bias, then the activation, over 2-D x."""
-    y = _xp(x).matmul(x, w.T)
-    if bias is not None:
-        y += bias
-    if activation is not None:
-        kwargs = {"negative_slope": param} if activation == "leaky_relu" else {}
-        getattr(ops, activation)(y, out=y, **kwargs)
-    return y
+    """act(x @ w.T + bias) over 2-D x: one GEMM with bias and activation in its store (the
+    transposed weight is read in place); leaky_relu, which needs its slope, as a second pass."""
+    if activation == "leaky_relu":
+        return ops.leaky_relu(ops.matmul(x, w.T, bias=bias), param, out=None)
+    return ops.matmul(x, w.T, bias=bias, activation=activation)
 
 
 class LinearFunction(Function):
@@ -42,9 +39,8 @@ class LinearFunction(Function):
             g2 = ops.leaky_relu_backward(g2, y, param)
         elif activation is not None:
             g2 = getattr(ops, f"{activation}_backward")(g2, y)
-        xp = _xp(g2)
-        gx = xp.matmul(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
-        gw = xp.matmul(g2.T, x2) if self.needs_grad[1] else None
+        gx = matmul(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
+        gw = matmul(g2.T, x2) if self.needs_grad[1] else None
         gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
 
@@ -119,26 +115,14 @@ def _labels(target, n_classes: int, n_rows: int):
 
 
 class SoftmaxCrossEntropy(Function):
-    """Cross-entropy of softmax(logits) against integer labels, loss and gradient in one pass."""
+    """Cross-entropy of softmax(logits) against integer labels: the fused kernel computes the loss
+    and d loss / d logits in one pass, so backward is one multiply."""
 
     def forward(self, logits, labels=None, reduction="mean", label_smoothing=0.0):
-        xp = _xp(logits)
-        n, c = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_p = shifted - log_z
-        target = xp.zeros_like(log_p)
-        target[xp.arange(n), labels] = 1.0 - label_smoothing
-        target += label_smoothing / c
-        per_row = -(target * log_p).sum(axis=1)
-        grad = xp.exp(log_p) - target  # d per_row / d logits
-        if reduction == "mean":
-            grad /= max(n, 1)
+        loss, grad = ops.softmax_cross_entropy(logits, labels, reduction=reduction,
+                                               label_smoothing=label_smoothing, return_grad=True)
         self.save(grad, reduction)
-        if reduction == "none":
-            return per_row
-        total = per_row.sum()
-        return xp.asarray(total / n if reduction == "mean" else total, dtype=logits.dtype)
+        return loss
 
     def backward(self, g):
         grad, reduction = self.saved
@@ -192,26 +176,18 @@ def binary_cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tens
 
 
 class BCEWithLogits(Function):
-    """max(x, 0) - x t + log(1 + exp(-|x|)): stable for any logit."""
+    """Binary cross-entropy on logits, loss and d loss / d logits in one fused pass."""
 
     def forward(self, x, t, reduction="mean"):
-        xp = _xp(x)
-        loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-        sig = 1.0 / (1.0 + xp.exp(-x))
-        grad = (sig - t).astype(x.dtype)
-        if reduction == "mean":
-            grad /= max(x.size, 1)
+        loss, grad = ops.bce_with_logits(x, t, reduction=reduction, return_grad=True)
         self.save(grad, reduction, x, t)
-        if reduction == "none":
-            return loss.astype(x.dtype)
-        total = loss.sum()
-        return xp.asarray(total / x.size if reduction == "mean" else total, dtype=x.dtype)
+        return loss
 
     def backward(self, g):
         grad, reduction, x, t = self.saved
-        gx = grad * g
+        gx = grad * g if self.needs_grad[0] else None
         gt = None
-        if self.needs_grad[1]:
+        if self.needs_grad[1]:  # d loss / d t = -x per element (scaled like the loss)
             gt = -x * g / (x.size if reduction == "mean" else 1)
         return gx, gt
 
@@ -222,7 +198,10 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
     return BCEWithLogits.apply(input, target.float(), reduction=reduction)
 
 
+from .conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d  # noqa: E402 - conv needs the names above
+
 __all__ = [
+    "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
     "binary_cross_entropy_with_logits",

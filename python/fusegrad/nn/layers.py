@@ -6,8 +6,10 @@ import math
 import numpy as np
 
 
+from ..tensor import Tensor
 from . import functional as F
 from . import init
+from .conv import Conv2d
 from .module import Module, Parameter
 
 
@@ -145,8 +147,9 @@ def _fused_activation(module):
 
 
 class Sequential(Module):
-    """Runs its modules in order; a Linear followed by ReLU/LeakyReLU/Sigmoid/Tanh runs as one fused
-    GEMM with the activation in its store (same result, one pass less over memory)."""
+    """Runs its modules in order; a Linear or Conv2d followed by ReLU/Sigmoid/Tanh (or a Linear by
+    LeakyReLU) runs as one op with the activation in its store (same result, one pass less over
+    memory, and autograd keeps only the output)."""
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -175,13 +178,42 @@ class Sequential(Module):
         while i < len(items):
             m = items[i]
             fused = _fused_activation(items[i + 1]) if i + 1 < len(items) else None
-            if type(m) is Linear and m.activation is None and fused is not None:
-                x = m(x, activation=fused[0], negative_slope=fused[1])
+            if type(m) in (Linear, Conv2d) and m.activation is None and fused is not None and \
+                    (fused[0] != "leaky_relu" or type(m) is Linear):
+                x = m(x, activation=fused[0], **({"negative_slope": fused[1]} if type(m) is Linear else {}))
                 i += 2
             else:
                 x = m(x)
                 i += 1
         return x
+
+
+class Embedding(Module):
+    """A lookup table: integer indices (any shape) -> rows of weight (num_embeddings, embedding_dim)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.weight = Parameter(np.empty((num_embeddings, embedding_dim), np.float32))
+        init.normal_(self.weight)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, indices):
+        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            raise ValueError(f"Embedding: indices must be in [0, {self.num_embeddings}), got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        out = self.weight[idx]
+        if self.padding_idx is not None and self.weight.requires_grad:
+            keep = (idx != self.padding_idx)[..., None].astype(np.float32)  # no gradient to the padding row
+            out = out * Tensor(keep)
+        return out
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 class ModuleList(Module):
@@ -204,5 +236,5 @@ class ModuleList(Module):
         return iter(self._modules.values())
 
 
-__all__ = ["Identity", "Linear", "ReLU", "Sigmoid", "Tanh", "SiLU", "LeakyReLU", "GELU", "Softmax", "LogSoftmax",
+__all__ = ["Embedding", "Identity", "Linear", "ReLU", "Sigmoid", "Tanh", "SiLU", "LeakyReLU", "GELU", "Softmax", "LogSoftmax",
            "Flatten", "Dropout", "Sequential", "ModuleList"]

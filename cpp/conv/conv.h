@@ -1,0 +1,53 @@
+// 2-D convolution over NHWC images with HWIO weights: forward (with fused bias and activation),
+// backward-input, backward-weight and backward-bias, all as implicit GEMMs on the GEMM family's
+// register tile (gemm/microkernel.h) and packing (gemm/pack.h).
+//
+//   forward          M = N*OH*OW output pixels, N = C_out, K = KH*KW*C_in. The weights are already
+//                    a K×C_out row-major matrix (HWIO), packed once per call into NR-column panels.
+//                    A is never copied: an "indirect" micro-tile reads, for each of its MR rows and
+//                    each kernel tap, C_in floats straight from the input pixel (or from a zero row
+//                    where the tap falls on padding), so there is no im2col and no A packing.
+//                    C_in <= 4 (first layers) gets micro-tiles with the channel loop unrolled at
+//                    compile time: a direct convolution in all but name.
+//   backward-input   gx = conv(gy, flipped/transposed w). For stride s the input pixels split into
+//                    s_h×s_w phases by (ih mod s_h, iw mod s_w); each phase sees a fixed subset of
+//                    the taps, so it is one indirect GEMM over just those taps and no FMA is spent on
+//                    the zeros a strided transposed convolution would insert. Small C_in (where the
+//                    C_in-wide output would waste most of an NR panel) uses the scatter form: one
+//                    GEMM gy · wᵀ into patch gradients, added into gx tap by tap, per image.
+//   backward-weight  gw (K×C_out) = patchesᵀ · gy, reduced over the M pixels. Threads split M; each
+//                    packs its patch rows straight from the input and accumulates its own partial gw,
+//                    and the partials are summed at the end.
+#pragma once
+#include <cstdint>
+
+#include "activation/activation.h"
+#include "common/isa.h"
+
+namespace fusegrad {
+
+// Geometry of one convolution; the caller has checked every size. Bottom/right padding is
+// whatever OH/OW imply (it may differ from top/left: TensorFlow's "same" with an odd total).
+struct ConvShape {
+  int64_t n, h, w, c;        // input (N, H, W, C_in)
+  int64_t oh, ow, co;        // output (N, OH, OW, C_out)
+  int64_t kh, kw;            // kernel taps
+  int64_t sh, sw, dh, dw;    // stride, dilation (>= 1)
+  int64_t pt, pl;            // top and left padding
+};
+
+struct ConvKernels {
+  // y = act(conv(x, w) + bias); bias (C_out) may be null.
+  void (*forward)(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
+                  float* y);
+  // gx (N, H, W, C_in) from gy (N, OH, OW, C_out); gx is overwritten.
+  void (*backward_input)(const ConvShape& s, const float* gy, const float* w, float* gx);
+  // gw (KH, KW, C_in, C_out) from x and gy; gw is overwritten.
+  void (*backward_weight)(const ConvShape& s, const float* x, const float* gy, float* gw);
+  // gb (C_out) = column sums of gy (rows × C_out), summed in double across row blocks.
+  void (*backward_bias)(const float* gy, int64_t rows, int64_t co, float* gb);
+};
+
+FG_DECLARE_KERNEL_TABLE(ConvKernels, conv_kernels)
+
+}  // namespace fusegrad

@@ -1,0 +1,628 @@
+// Convolution kernels (see conv.h for the formulation of each pass). Compiled once per ISA level;
+// every level uses that level's GEMM micro-tile (kMR × kNR) and packing.
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "common/threads.h"
+#include "conv/conv.h"
+#include "gemm/microkernel_impl.h"
+#include "gemm/pack.h"
+
+namespace fusegrad {
+namespace FG_ISA_NS {
+namespace {
+
+constexpr int W = kVecWidth;
+constexpr int kNV = kNR / W;
+
+// Run lengths (floats read through one pointer) that get micro-tiles with the run loop unrolled
+// at compile time: C_in = 1..4 per tap, and the kernel-row runs of first layers (3x3 or 5x5 over
+// 1, 2, 3 or 4 channels). With so few iterations per pointer, a runtime loop's overhead (and the
+// missed scheduling across runs) costs as much as the FMAs themselves. Index 0: any length.
+using FixedLens = std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 9, 12, 15>;
+constexpr int kFixedLens[] = {0, 1, 2, 3, 4, 5, 6, 9, 12, 15};
+
+int fixed_len_index(int64_t len) {
+  for (int i = 1; i < int(sizeof(kFixedLens) / sizeof(int)); ++i)
+    if (kFixedLens[i] == len) return i;
+  return 0;
+}
+
+// Same reasoning as the GEMM's kThreadFlops: below ~1.8 MFLOP of work per chunk the second thread
+// costs more to wake than it saves.
+constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
+
+// Pixels per backward-weight step: the GEMM depth of one micro-tile call. The packed patch panel
+// (MR × 256 floats, 12 KiB at MR = 12) stays in L1 while it meets every C_out panel, and the
+// gy rows of the step (256 × C_out floats, 128 KiB at C_out = 128) stay in L2 for all K groups.
+constexpr int64_t kPixelChunk = 256;
+
+// Rows of gy summed in float before they are added into the double totals of backward-bias:
+// short enough that float rounding stays at the level of a 64-term sum.
+constexpr int64_t kBiasBlock = 64;
+
+// Rows of the indirect micro-tile: each row has its own input pointer, and the k loop needs all
+// of them in general registers next to the B pointer and the counters. Twelve (the GEMM's MR
+// on AVX-512) leave the compiler short of registers: it spilled row pointers and even a B
+// vector to the stack, measured 40% slower. Eight rows × NR columns still give 16 independent
+// accumulators (enough to hide the FMA latency) and fit the 16 general registers.
+constexpr int kConvMR = kMR < 8 ? kMR : 8;
+
+// The wide tile: 6 rows × two NR panels (AVX-512: 6 × 64, 24 accumulators, 4 B vectors and a
+// broadcast = 29 of 32 zmm). Used when C_out (forward) or C_in (backward-input) spans two or
+// more panels: the tile then reads its A rows once for 64 columns instead of once per 32, and
+// loads 4 B vectors per 24 FMAs instead of 2 per 16. Only AVX-512 has the registers for it.
+constexpr bool kHasWideTile = kVecWidth == 16;
+constexpr int kWideMR = 6;
+constexpr int kMaxV = kHasWideTile ? 2 * kNV : kNV;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Mathematical modulo (the C++ % keeps the sign of the dividend).
+int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
+
+// ---- the indirect micro-tile ----------------------------------------------------------------
+
+// One MR×NR output tile of an implicit GEMM whose A rows are gathered through pointers:
+// for tap t and row r, a[t * R + r] points at `cin` contiguous floats (an input pixel's
+// channels, or a zero row for padding). B is a packed panel of (ntaps * cin) × kNR floats.
+// Every one of the R rows is computed; rows past `m` read zeros and store to a scratch row,
+// so one instantiation per vector count serves every tile.
+struct IndirectTile {
+  int64_t ntaps = 0, cin = 0;
+  const float* const* a = nullptr;
+  const float* b = nullptr;
+  int64_t b_panel = 0;        // floats from one packed B panel to the next (wide tile)
+  float* const* c = nullptr;  // R row pointers
+  int64_t c_col = 0;          // column offset of this panel, added to every row pointer
+  int m = 0, n = 0;           // live rows (for the activation) and live columns
+  const float* bias = nullptr;
+  Activation act = Activation::none;
+  float act_param = 0.0f;
+};
+
+template <Activation kind>
+void activate_rows(const IndirectTile& t) {
+  const VecF pv = set1(t.act_param);
+  for (int r = 0; r < t.m; ++r) {
+    float* row = t.c[r] + t.c_col;
+    int j = 0;
+    for (; j + W <= t.n; j += W) store(row + j, activation_forward<kind>(load(row + j), pv));
+    if (j < t.n) store_partial(row + j, activation_forward<kind>(load_partial(row + j, t.n - j), pv), t.n - j);
+  }
+}
+
+template <int R, int V, int kCin>
+void indirect_tile(const IndirectTile& t) {
+  VecF acc[R][V];
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
+
+  // Start fetching the output rows now: they are written only after the tap loop, and in a large
+  // output they have long left the caches (the GEMM microkernel does the same with its C tile).
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r) {
+    __builtin_prefetch(t.c[r] + t.c_col, 1);
+    __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
+  }
+  const float* b = t.b;
+  // One step of the run: NR columns of B against one float of each row.
+  const auto step = [&](const float* const* rows, int64_t ch) __attribute__((always_inline)) {
+    VecF bv[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) bv[v] = load(b + (v / kNV) * t.b_panel + (v % kNV) * W);
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) {
+      const VecF av = set1(rows[r][ch]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
+    }
+    b += kNR;
+  };
+  for (int64_t tap = 0; tap < t.ntaps; ++tap) {
+    const float* rows[R];
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) rows[r] = t.a[tap * R + r];
+    if constexpr (kCin > 0) {
+#pragma GCC unroll 16
+      for (int ch = 0; ch < kCin; ++ch) step(rows, ch);
+    } else {
+      // Not unrolled: an unrolled copy made GCC spill row pointers and B vectors to the stack.
+#pragma GCC unroll 1
+      for (int64_t ch = 0; ch < t.cin; ++ch) step(rows, ch);
+    }
+  }
+
+  const int last_w = t.n - (V - 1) * W;
+  VecF bias[V];
+  if (t.bias) {
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) bias[v] = ukernel::load_w(t.bias + v * W, v == V - 1 ? last_w : W);
+  }
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r) {
+    float* row = t.c[r] + t.c_col;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      VecF x = acc[r][v];
+      if (t.bias) x = x + bias[v];
+      ukernel::store_w(row + v * W, x, v == V - 1 ? last_w : W);
+    }
+  }
+  if (t.act != Activation::none) {
+    with_activation(t.act, [&](auto k) {
+      if constexpr (decltype(k)::value != Activation::none) activate_rows<decltype(k)::value>(t);
+    });
+  }
+}
+
+using IndirectFn = void (*)(const IndirectTile&);
+
+template <int R, int... Vs, int... Cs>
+constexpr auto make_indirect_table(std::integer_sequence<int, Vs...>, std::integer_sequence<int, Cs...>) {
+  struct Table { IndirectFn fn[sizeof...(Vs)][sizeof...(Cs)]; } table{};
+  auto row = [&](auto v) {
+    int i = 0;
+    ((table.fn[decltype(v)::value][i++] = &indirect_tile<R, decltype(v)::value + 1, Cs>), ...);
+  };
+  (row(std::integral_constant<int, Vs>{}), ...);
+  return table;
+}
+
+// rows: kConvMR (up to one panel, t.n <= NR) or kWideMR (up to two panels).
+void run_indirect(const IndirectTile& t, int rows) {
+  static const auto narrow = make_indirect_table<kConvMR>(std::make_integer_sequence<int, kNV>{}, FixedLens{});
+  static const auto wide = make_indirect_table<kWideMR>(std::make_integer_sequence<int, kMaxV>{}, FixedLens{});
+  const int v = (t.n + W - 1) / W;
+  const int cv = fixed_len_index(t.cin);
+  if (rows == kWideMR && kHasWideTile) wide.fn[v - 1][cv](t);
+  else narrow.fn[v - 1][cv](t);
+}
+
+// Rows per tile and NR panels per tile for an indirect GEMM with n output columns.
+void tile_shape(int64_t n, int& rows, int& panels) {
+  const bool wide = kHasWideTile && n > kNR;
+  rows = wide ? kWideMR : kConvMR;
+  panels = wide ? 2 : 1;
+}
+
+// ---- geometry helpers -----------------------------------------------------------------------
+
+// How the K = KH*KW*C_in depth of a pixel's patch is read: as `runs` pieces of `len` contiguous
+// floats, each through one pointer. Normally one run per tap (C_in floats). When every
+// horizontal tap of every output pixel lands inside the image (dilation_w 1, no left/right
+// padding), the KW taps of a kernel row are KW*C_in consecutive floats of the input and also
+// consecutive in K (HWIO), so they merge into one run: KW times fewer pointers to build and,
+// for C_in = 1..4, runs long enough to keep the micro-tile busy.
+struct RunPlan {
+  int64_t runs, len;
+  bool merged;
+};
+
+RunPlan plan_runs(const ConvShape& s) {
+  const bool merge = s.dw == 1 && s.kw > 1 && s.pl == 0 && (s.ow - 1) * s.sw + s.kw <= s.w;
+  return merge ? RunPlan{s.kh, s.kw * s.c, true} : RunPlan{s.kh * s.kw, s.c, false};
+}
+
+// For every output position (oh, ow) and run: the offset of its first float within one image,
+// or -1 where the run falls on padding. Shared by all images.
+std::vector<int64_t> run_offsets(const ConvShape& s, const RunPlan& plan) {
+  std::vector<int64_t> off(static_cast<size_t>(s.oh * s.ow * plan.runs));
+  int64_t* o = off.data();
+  const int64_t jn = plan.merged ? 1 : s.kw;
+  for (int64_t y = 0; y < s.oh; ++y)
+    for (int64_t x = 0; x < s.ow; ++x)
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t ih = y * s.sh - s.pt + i * s.dh, iw = x * s.sw - s.pl + j * s.dw;
+          *o++ = (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) ? (ih * s.w + iw) * s.c : -1;
+        }
+  return off;
+}
+
+int threads_for(double flops) {
+  const int most = get_num_threads();
+  return static_cast<int>(std::max<double>(1.0, std::min<double>(most, flops / kThreadFlops)));
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
+                  float* y) {
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
+  if (m_total == 0 || s.co == 0) return;
+  const int64_t np = ceil_div(s.co, kNR);
+  PackBuffer wpack;
+  float* bp = wpack.get(std::max<int64_t>(np * k * kNR, 1));
+  if (k > 0) pack_b(w, s.co, 1, k, s.co, bp);
+  const RunPlan plan = plan_runs(s);
+  const int64_t taps_runs = plan.runs;
+  const std::vector<int64_t> off = run_offsets(s, plan);
+  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(plan.len, 1)), 0.0f);
+  int R, PS;
+  tile_shape(s.co, R, PS);
+  const int64_t groups = ceil_div(m_total, R), hwc = s.h * s.w * s.c;
+  const double group_flops = 2.0 * R * double(std::max<int64_t>(k, 1)) * double(s.co);
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
+
+  parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
+    std::vector<const float*> a(static_cast<size_t>(taps_runs * R));
+    std::vector<float> scratch(static_cast<size_t>((np + 1) * kNR));
+    float* crow[kConvMR];  // R <= kConvMR
+    IndirectTile t;
+    t.ntaps = taps_runs;
+    t.cin = plan.len;
+    t.a = a.data();
+    t.b_panel = k * kNR;
+    t.c = crow;
+    t.act = act;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t m0 = g * R;
+      const int live = static_cast<int>(std::min<int64_t>(R, m_total - m0));
+      int64_t img = m0 / ohw, pix = m0 % ohw;
+      for (int r = 0; r < R; ++r) {
+        if (r < live) {
+          const float* base = x + img * hwc;
+          const int64_t* o = off.data() + pix * taps_runs;
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
+          crow[r] = y + (m0 + r) * s.co;
+          if (++pix == ohw) pix = 0, ++img;
+        } else {
+          for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = zeros.data();
+          crow[r] = scratch.data();
+        }
+      }
+      t.m = live;
+      for (int64_t jp = 0; jp < np; jp += PS) {
+        t.b = bp + jp * k * kNR;
+        t.c_col = jp * kNR;
+        t.n = static_cast<int>(std::min<int64_t>(PS * kNR, s.co - jp * kNR));
+        t.bias = bias ? bias + jp * kNR : nullptr;
+        run_indirect(t, R);
+      }
+    }
+  });
+}
+
+// ---- backward-input -------------------------------------------------------------------------
+
+// Scatter form, for small C_in: per image, patch gradients P (pixels × K) = gy · wᵀ in MR-row
+// tiles, each added into gx tap by tap right away (the tile is still in L1). Threads take whole
+// images, so no two threads ever add into the same gx pixel.
+void add_into(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) store(dst + i, load(dst + i) + load(src + i));
+  if (i < n) store_partial(dst + i, load_partial(dst + i, int(n - i)) + load_partial(src + i, int(n - i)), int(n - i));
+}
+
+void backward_input_scatter(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, hwc = s.h * s.w * s.c;
+  const int64_t np = ceil_div(k, kNR), ldp = np * kNR;
+  PackBuffer wpack;
+  float* bp = wpack.get(std::max<int64_t>(np * s.co * kNR, 1));
+  // B = wᵀ (C_out × K): element (co, kk) at w[kk * C_out + co], a column-major view.
+  if (s.co > 0) pack_b(w, 1, s.co, s.co, k, bp);
+  const RunPlan plan = plan_runs(s);
+  const std::vector<int64_t> off = run_offsets(s, plan);
+  const double image_flops = 2.0 * double(ohw) * double(k) * double(std::max<int64_t>(s.co, 1));
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(image_flops, 1.0)));
+
+  parallel_for(s.n, grain, [&](int64_t n0, int64_t n1) {
+    PackBuffer tile_buffer;
+    float* p = tile_buffer.get(kMR * ldp);
+    for (int64_t img = n0; img < n1; ++img) {
+      float* gxi = gx + img * hwc;
+      std::memset(gxi, 0, static_cast<size_t>(hwc) * sizeof(float));
+      const float* gyi = gy + img * ohw * s.co;
+      for (int64_t m0 = 0; m0 < ohw; m0 += kMR) {
+        const int live = static_cast<int>(std::min<int64_t>(kMR, ohw - m0));
+        MicroTile t;
+        t.k = s.co;
+        t.a = gyi + m0 * s.co;
+        t.ldb = kNR;
+        t.b_padded = true;
+        t.ldc = ldp;
+        t.m = live;
+        for (int64_t jp = 0; jp < np; ++jp) {
+          t.b = bp + jp * s.co * kNR;
+          t.c = p + jp * kNR;
+          t.n = static_cast<int>(std::min<int64_t>(kNR, k - jp * kNR));
+          microkernel_strided_a(t, s.co, 1);
+        }
+        for (int r = 0; r < live; ++r) {
+          const int64_t* o = off.data() + (m0 + r) * plan.runs;
+          const float* pr = p + r * ldp;
+          for (int64_t run = 0; run < plan.runs; ++run)
+            if (o[run] >= 0) add_into(gxi + o[run], pr + run * plan.len, plan.len);
+        }
+      }
+    }
+  });
+}
+
+
+// Phase form: input pixels with ih ≡ ph (mod sh), iw ≡ pw (mod sw) receive gradient only from the
+// taps (i, j) with (ph + pt - i*dh) ≡ 0 (mod sh) and (pw + pl - j*dw) ≡ 0 (mod sw), each from the
+// single output pixel oh = (ih + pt - i*dh) / sh, ow likewise. One indirect GEMM per phase:
+// rows = that phase's input pixels, K = its taps × C_out, B = those taps of w transposed.
+void backward_input_phases(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  const int64_t taps = s.kh * s.kw, ohw = s.oh * s.ow, np = ceil_div(s.c, kNR);
+  // wt[tap][co][ci] = w[tap][ci][co]: each tap's K×N block of the transposed convolution.
+  std::vector<float> wt(static_cast<size_t>(taps * s.co * s.c));
+  for (int64_t tp = 0; tp < taps; ++tp)
+    for (int64_t ci = 0; ci < s.c; ++ci)
+      for (int64_t co = 0; co < s.co; ++co)
+        wt[(tp * s.co + co) * s.c + ci] = w[(tp * s.c + ci) * s.co + co];
+  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(s.co, 1)), 0.0f);
+  PackBuffer wpack;
+  std::vector<float> gathered;
+  std::vector<int64_t> off;
+
+  for (int64_t ph = 0; ph < s.sh; ++ph) {
+    for (int64_t pw = 0; pw < s.sw; ++pw) {
+      const int64_t hh = s.h > ph ? ceil_div(s.h - ph, s.sh) : 0;
+      const int64_t ww = s.w > pw ? ceil_div(s.w - pw, s.sw) : 0;
+      if (hh == 0 || ww == 0) continue;
+      std::vector<std::pair<int64_t, int64_t>> valid;  // (i, j)
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j)
+          if (pos_mod(ph + s.pt - i * s.dh, s.sh) == 0 && pos_mod(pw + s.pl - j * s.dw, s.sw) == 0)
+            valid.emplace_back(i, j);
+      const int64_t nt = static_cast<int64_t>(valid.size()), k = nt * s.co;
+      float* bp = wpack.get(std::max<int64_t>(np * k * kNR, 1));
+      if (k > 0) {
+        gathered.resize(static_cast<size_t>(k * s.c));
+        for (int64_t v = 0; v < nt; ++v) {
+          const int64_t tp = valid[v].first * s.kw + valid[v].second;
+          std::memcpy(gathered.data() + v * s.co * s.c, wt.data() + tp * s.co * s.c,
+                      static_cast<size_t>(s.co * s.c) * sizeof(float));
+        }
+        pack_b(gathered.data(), s.c, 1, k, s.c, bp);
+      }
+      // For each pixel of the phase (row-major in hh × ww) and valid tap: the gy pixel's offset
+      // within one image, or -1 where that output pixel lies outside gy.
+      off.assign(static_cast<size_t>(hh * ww * std::max<int64_t>(nt, 1)), -1);
+      for (int64_t a = 0; a < hh; ++a)
+        for (int64_t b = 0; b < ww; ++b)
+          for (int64_t v = 0; v < nt; ++v) {
+            const int64_t ih = ph + a * s.sh, iw = pw + b * s.sw;
+            const int64_t yn = ih + s.pt - valid[v].first * s.dh, xn = iw + s.pl - valid[v].second * s.dw;
+            if (yn < 0 || xn < 0) continue;
+            const int64_t oy = yn / s.sh, ox = xn / s.sw;
+            if (oy < s.oh && ox < s.ow) off[(a * ww + b) * nt + v] = (oy * s.ow + ox) * s.co;
+          }
+
+      int R, PS;
+      tile_shape(s.c, R, PS);
+      const int64_t per_image = hh * ww, m_total = s.n * per_image, groups = ceil_div(m_total, R);
+      const double group_flops = 2.0 * R * double(std::max<int64_t>(k, 1)) * double(s.c);
+      const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
+      parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
+        std::vector<const float*> a(static_cast<size_t>(std::max<int64_t>(nt, 1) * R));
+        std::vector<float> scratch(static_cast<size_t>((np + 1) * kNR));
+        float* crow[kConvMR];  // R <= kConvMR
+        IndirectTile t;
+        t.ntaps = nt;
+        t.cin = s.co;
+        t.a = a.data();
+        t.b_panel = k * kNR;
+        t.c = crow;
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t m0 = g * R;
+          const int live = static_cast<int>(std::min<int64_t>(R, m_total - m0));
+          int64_t img = m0 / per_image, q = m0 % per_image;
+          for (int r = 0; r < R; ++r) {
+            if (r < live) {
+              const float* base = gy + img * ohw * s.co;
+              const int64_t* o = off.data() + q * nt;
+              for (int64_t v = 0; v < nt; ++v) a[v * R + r] = o[v] >= 0 ? base + o[v] : zeros.data();
+              const int64_t ih = ph + (q / ww) * s.sh, iw = pw + (q % ww) * s.sw;
+              crow[r] = gx + ((img * s.h + ih) * s.w + iw) * s.c;
+              if (++q == per_image) q = 0, ++img;
+            } else {
+              for (int64_t v = 0; v < nt; ++v) a[v * R + r] = zeros.data();
+              crow[r] = scratch.data();
+            }
+          }
+          t.m = live;
+          for (int64_t jp = 0; jp < np; jp += PS) {
+            t.b = bp + jp * k * kNR;
+            t.c_col = jp * kNR;
+            t.n = static_cast<int>(std::min<int64_t>(PS * kNR, s.c - jp * kNR));
+            run_indirect(t, R);
+          }
+        }
+      });
+    }
+  }
+}
+
+// Useful fraction of the FMAs each backward-input form would run. The phase form computes every
+// (input pixel, phase tap) pair, including those whose output pixel lies outside gy (a border
+// that is large for small images: 44% useful for 6x6 -> 4x4), and fills C_in of each NR-wide
+// panel. The scatter form wastes only the padding of K = KH*KW*C_in to whole panels, but adds
+// its patch gradients into gx afterwards (counted as a tenth of its time: one vector add per
+// C_in floats against 2*C_out flops each) and splits threads by images only.
+constexpr double kScatterOverhead = 0.9;
+
+bool use_scatter_backward_input(const ConvShape& s) {
+  const auto axis = [](int64_t in, int64_t out, int64_t k, int64_t st, int64_t d, int64_t p, double& valid,
+                       double& computed) {
+    valid = computed = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t o = 0; o < out; ++o) valid += (o * st - p + i * d >= 0 && o * st - p + i * d < in);
+    for (int64_t ph = 0; ph < std::min(st, in); ++ph) {
+      int64_t taps = 0;
+      for (int64_t i = 0; i < k; ++i) taps += pos_mod(ph + p - i * d, st) == 0;
+      computed += double(ceil_div(in - ph, st)) * double(taps);
+    }
+  };
+  double vh, ch, vw, cw;
+  axis(s.h, s.oh, s.kh, s.sh, s.dh, s.pt, vh, ch);
+  axis(s.w, s.ow, s.kw, s.sw, s.dw, s.pl, vw, cw);
+  const double phase = (ch * cw > 0 ? vh * vw / (ch * cw) : 1.0) * double(s.c) / double(ceil_div(s.c, kNR) * kNR);
+  const int64_t k = s.kh * s.kw * s.c;
+  const double threads = get_num_threads();
+  const double scatter = kScatterOverhead * double(k) / double(ceil_div(k, kNR) * kNR) *
+                         std::min(1.0, double(s.n) / threads);
+  return scatter > phase;
+}
+
+void conv_backward_input(const ConvShape& s, const float* gy, const float* w, float* gx) {
+  if (s.n == 0 || s.h == 0 || s.w == 0 || s.c == 0) return;
+  if (s.oh * s.ow == 0 || s.co == 0) {
+    std::memset(gx, 0, static_cast<size_t>(s.n * s.h * s.w * s.c) * sizeof(float));
+    return;
+  }
+  if (use_scatter_backward_input(s)) backward_input_scatter(s, gy, w, gx);
+  else backward_input_phases(s, gy, w, gx);
+}
+
+// ---- backward-weight ------------------------------------------------------------------------
+
+// One piece of a K group's packing: rows [r0, r0 + len) of the group are `len` consecutive floats
+// of one run, starting at float `ch` of it.
+struct Segment {
+  int r0, len;
+  int64_t run, ch;
+};
+
+void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, float* gw) {
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
+  const int64_t size = k * s.co, hwc = s.h * s.w * s.c;
+  if (size == 0) return;
+  std::memset(gw, 0, static_cast<size_t>(size) * sizeof(float));
+  if (m_total == 0) return;
+  const int nthreads = threads_for(2.0 * double(m_total) * double(size));
+  std::vector<float> partials(static_cast<size_t>((nthreads - 1) * size), 0.0f);
+  const RunPlan plan = plan_runs(s);
+  const int64_t runs = plan.runs;
+  const std::vector<int64_t> off = run_offsets(s, plan);
+  const std::vector<float> zeros(static_cast<size_t>(plan.len), 0.0f);
+  const int64_t groups = ceil_div(k, kMR), np = ceil_div(s.co, kNR);
+  // Each K group of MR rows, cut where it crosses from one run into the next: every segment is
+  // then a contiguous copy per pixel.
+  std::vector<std::vector<Segment>> segments(static_cast<size_t>(groups));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * kMR, k1 = std::min(k, k0 + kMR);
+    for (int64_t kk = k0; kk < k1;) {
+      const int64_t run = kk / plan.len, ch = kk % plan.len;
+      const int64_t len = std::min(k1 - kk, plan.len - ch);
+      segments[g].push_back({int(kk - k0), int(len), run, ch});
+      kk += len;
+    }
+  }
+  std::vector<std::vector<const float*>> ptr_buffers(nthreads);
+  std::vector<PackBuffer> pack_buffers(nthreads);
+  for (int t = 0; t < nthreads; ++t) {
+    ptr_buffers[t].resize(static_cast<size_t>(kPixelChunk * runs));
+    pack_buffers[t].get(kMR * kPixelChunk + W);
+  }
+
+  auto body = [&](int tid) {
+    const int64_t begin = m_total * tid / nthreads, end = m_total * (tid + 1) / nthreads;
+    float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
+    const float** ptrs = ptr_buffers[tid].data();
+    float* apack = pack_buffers[tid].get(kMR * kPixelChunk + W);
+    for (int64_t p0 = begin; p0 < end; p0 += kPixelChunk) {
+      const int64_t pc = std::min(kPixelChunk, end - p0);
+      int64_t img = p0 / ohw, pix = p0 % ohw;
+      for (int64_t p = 0; p < pc; ++p) {
+        const float* base = x + img * hwc;
+        const int64_t* o = off.data() + pix * runs;
+        for (int64_t rn = 0; rn < runs; ++rn) ptrs[p * runs + rn] = o[rn] >= 0 ? base + o[rn] : zeros.data();
+        if (++pix == ohw) pix = 0, ++img;
+      }
+      MicroTile t;
+      t.k = pc;
+      t.a = apack;
+      t.ldb = s.co;
+      t.b_padded = false;
+      t.ldc = s.co;
+      t.load_c = true;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t k0 = g * kMR;
+        // Pixel by pixel, segments in row order, each copied with a masked load and a FULL
+        // vector store: Zen 4 runs masked stores several times slower than plain ones, and the
+        // lanes past a segment only land on rows that the next segment or pixel rewrites (or,
+        // past the group's live rows, that the microkernel never reads; the buffer has a
+        // vector of slack at its end).
+        const Segment* sg_begin = segments[g].data();
+        const Segment* sg_end = sg_begin + segments[g].size();
+        for (int64_t p = 0; p < pc; ++p) {
+          const float* const* pp = ptrs + p * runs;
+          float* d = apack + p * kMR;
+          for (const Segment* sg = sg_begin; sg != sg_end; ++sg) {
+            const float* src = pp[sg->run] + sg->ch;
+            for (int r = 0; r < sg->len; r += W)
+              store(d + sg->r0 + r, load_partial(src + r, std::min(W, sg->len - r)));
+          }
+        }
+        t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
+        for (int64_t jp = 0; jp < np; ++jp) {
+          t.b = gy + p0 * s.co + jp * kNR;
+          t.c = dst + k0 * s.co + jp * kNR;
+          t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
+          microkernel(t);
+        }
+      }
+    }
+  };
+  if (nthreads <= 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nthreads)
+    body(omp_get_thread_num());
+    parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
+      for (int t = 1; t < nthreads; ++t) {
+        const float* src = partials.data() + (t - 1) * size;
+        for (int64_t i = i0; i < i1; ++i) gw[i] += src[i];
+      }
+    });
+  }
+}
+
+// ---- backward-bias --------------------------------------------------------------------------
+
+void conv_backward_bias(const float* gy, int64_t rows, int64_t co, float* gb) {
+  if (co == 0) return;
+  const int nthreads = threads_for(double(rows) * double(co) * 64.0);
+  std::vector<double> totals(static_cast<size_t>(nthreads * co), 0.0);
+  auto body = [&](int tid) {
+    const int64_t begin = rows * tid / nthreads, end = rows * (tid + 1) / nthreads;
+    double* total = totals.data() + tid * co;
+    std::vector<float> block(static_cast<size_t>(co));
+    for (int64_t r0 = begin; r0 < end; r0 += kBiasBlock) {
+      const int64_t r1 = std::min(end, r0 + kBiasBlock);
+      std::fill(block.begin(), block.end(), 0.0f);
+      float* bl = block.data();
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* row = gy + r * co;
+        for (int64_t c = 0; c < co; ++c) bl[c] += row[c];
+      }
+      for (int64_t c = 0; c < co; ++c) total[c] += bl[c];
+    }
+  };
+  if (nthreads <= 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nthreads)
+    body(omp_get_thread_num());
+  }
+  for (int64_t c = 0; c < co; ++c) {
+    double sum = 0.0;
+    for (int t = 0; t < nthreads; ++t) sum += totals[t * co + c];
+    gb[c] = static_cast<float>(sum);
+  }
+}
+
+}  // namespace
+
+extern const ConvKernels conv_kernels{conv_forward, conv_backward_input, conv_backward_weight, conv_backward_bias};
+
+}  // namespace FG_ISA_NS
+}  // namespace fusegrad

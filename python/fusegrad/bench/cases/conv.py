@@ -1,0 +1,84 @@
+"""Convolution cases (CPU): the conv layers of the MNIST CNN (batch 128), the CIFAR CNN (batch 64)
+and ResNet-style 3x3 blocks (batch 64, padding 1), forward and forward + both backwards.
+
+Work is 2·N·OH·OW·KH·KW·C_in·C_out flops per pass (forward, backward-input, backward-weight are
+one pass each; the bias gradient is not counted), bound by the FMA peak. PyTorch runs twice on
+the same data: on its default NCHW tensors ("torch") and on channels_last ones
+("torch_channels_last"); its backward is aten.convolution_backward with all three gradients,
+the call autograd makes. fusegrad writes into preallocated outputs; PyTorch allocates its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from ..case import Case, optional_import
+
+THREADS = 2  # the issue's setting for the CPU convolution targets
+
+# (tag, N, H, W, C_in, C_out, K, padding)
+LAYERS = [
+    ("mnist1", 128, 28, 28, 1, 32, 3, 0),
+    ("mnist2", 128, 13, 13, 32, 64, 3, 0),
+    ("cifar1", 64, 32, 32, 3, 32, 3, 0),
+    ("cifar2", 64, 15, 15, 32, 64, 3, 0),
+    ("cifar3", 64, 6, 6, 64, 128, 3, 0),
+    ("resnet1", 64, 32, 32, 64, 64, 3, 1),
+    ("resnet2", 64, 16, 16, 128, 128, 3, 1),
+]
+
+
+def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
+    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    flops = 2.0 * n * oh * ow * k * k * ci * co
+
+    def setup():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, h, w, ci), dtype=np.float32)
+        wt = (rng.standard_normal((k, k, ci, co), dtype=np.float32) / np.sqrt(k * k * ci)).astype(np.float32)
+        b = rng.standard_normal(co, dtype=np.float32)
+        g = rng.standard_normal((n, oh, ow, co), dtype=np.float32)
+        y = np.empty((n, oh, ow, co), np.float32)
+        gx, gw, gb = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+
+        if backward:
+            def ours():
+                ops.conv2d(x, wt, b, padding=pad, out=y)
+                ops.conv2d_backward_input(g, wt, x.shape, padding=pad, out=gx)
+                ops.conv2d_backward_weight(x, g, wt.shape, padding=pad, out=gw)
+                return ops.conv2d_backward_bias(g, out=gb)
+        else:
+            def ours():
+                return ops.conv2d(x, wt, b, padding=pad, out=y)
+
+        base = {}
+        torch = optional_import("torch")
+        if torch is not None:
+            xt0 = torch.from_numpy(x).permute(0, 3, 1, 2)
+            wt0 = torch.from_numpy(wt).permute(3, 2, 0, 1)
+            gt0 = torch.from_numpy(g).permute(0, 3, 1, 2)
+            bt = torch.from_numpy(b)
+            aten = torch.ops.aten
+            for name, fmt in (("torch", torch.contiguous_format), ("torch_channels_last", torch.channels_last)):
+                xt, wtt, gt = (t.contiguous(memory_format=fmt) for t in (xt0, wt0, gt0))
+                if backward:
+                    def fb(xt=xt, wtt=wtt, gt=gt):
+                        with torch.no_grad():
+                            torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
+                            return aten.convolution_backward(gt, xt, wtt, [co], [1, 1], [pad, pad], [1, 1],
+                                                             False, [0, 0], 1, [True, True, True])
+                    base[name] = fb
+                else:
+                    def f(xt=xt, wtt=wtt):
+                        with torch.no_grad():
+                            return torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
+                    base[name] = f
+        return ours, base
+
+    kind = "fwd_bwd" if backward else "fwd"
+    return Case(f"conv/{kind}/{tag}/{n}x{h}x{w}x{ci}->{co}_k{k}p{pad}", "conv", "cpu", "GFLOP/s",
+                flops * (3 if backward else 1), setup, limit="fma_GFLOPs", threads=THREADS)
+
+
+def cases():
+    return [_case(*layer, backward) for backward in (False, True) for layer in LAYERS]

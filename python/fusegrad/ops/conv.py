@@ -1,0 +1,204 @@
+"""2-D convolution over NHWC float32 images with HWIO weights: forward with fused bias and
+activation, and the three backward passes.
+
+Shapes: x (N, H, W, C_in), w (KH, KW, C_in, C_out), output (N, OH, OW, C_out) with
+OH = (H + pad_top + pad_bottom - dilation_h * (KH - 1) - 1) // stride_h + 1 (OW likewise).
+
+padding: an int p (p on every side), a pair (ph, pw), a pair of pairs ((top, bottom), (left,
+right)), "valid" (none) or "same" (TensorFlow's rule: OH = ceil(H / stride), the total padding
+split evenly with the odd pixel at the bottom/right; also for stride > 1).
+
+The kernels (cpp/conv/) are implicit GEMMs on the GEMM family's micro-tiles; see cpp/conv/conv.h.
+They run on the CPU (NumPy arrays); CUDA arrays raise ValueError.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _cpu
+from .._backend import device_of, to_kind
+from ._common import check_out, float32_input
+from .gemm import _epilogue_code
+
+
+def _pair(value, name: str, fn: str) -> tuple:
+    items = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
+    """((top, bottom), (left, right)) for an int, a pair, a pair of pairs, "valid" or "same"
+    (TensorFlow's rule: output = ceil(input / stride), the odd pixel of padding at the
+    bottom/right). The one padding rule of fusegrad; nn.Conv2d uses it too."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            pads = []
+            for n, k, s, d in zip(in_hw, kernel_hw, stride, dilation):
+                out = -(-n // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f"{fn}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        pads = (_pair(padding[0], "padding", fn), _pair(padding[1], "padding", fn))
+    else:
+        ph, pw = _pair(padding, "padding", fn)
+        pads = ((ph, ph), (pw, pw))
+    if min(pads[0] + pads[1]) < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    return pads
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
+    """(OH, OW, kernel arguments) after checking every size; ValueError showing the shapes."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{fn}: input must be 4-D NHWC (N, H, W, C_in), got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"{fn}: weight must be 4-D HWIO (KH, KW, C_in, C_out), got shape {tuple(w_shape)}")
+    if x_shape[3] != w_shape[2]:
+        raise ValueError(f"{fn}: input {tuple(x_shape)} has {x_shape[3]} channels but weight {tuple(w_shape)} "
+                         f"expects C_in = {w_shape[2]}")
+    if w_shape[0] < 1 or w_shape[1] < 1:
+        raise ValueError(f"{fn}: weight {tuple(w_shape)} must have at least one tap in each direction")
+    sh, sw = _pair(stride, "stride", fn)
+    dh, dw = _pair(dilation, "dilation", fn)
+    if min(sh, sw) < 1:
+        raise ValueError(f"{fn}: stride must be >= 1, got {stride!r}")
+    if min(dh, dw) < 1:
+        raise ValueError(f"{fn}: dilation must be >= 1, got {dilation!r}")
+    (pt, pb), (pl, pr) = conv_padding(padding, x_shape[1:3], w_shape[:2], (sh, sw), (dh, dw), fn)
+    h, w = x_shape[1], x_shape[2]
+    span_h = h + pt + pb - (w_shape[0] - 1) * dh - 1
+    span_w = w + pl + pr - (w_shape[1] - 1) * dw - 1
+    if span_h < 0 or span_w < 0:
+        raise ValueError(
+            f"{fn}: kernel {tuple(w_shape[:2])} with dilation {(dh, dw)} spans "
+            f"{((w_shape[0] - 1) * dh + 1, (w_shape[1] - 1) * dw + 1)}, larger than the padded input "
+            f"{(h + pt + pb, w + pl + pr)} (input shape {tuple(x_shape)}, padding {((pt, pb), (pl, pr))})"
+        )
+    return span_h // sh + 1, span_w // sw + 1, (sh, sw, dh, dw, pt, pb, pl, pr)
+
+
+def _cpu_input(x, name: str, fn: str):
+    arr, kind = float32_input(x, name)
+    if device_of(arr) != "cpu":
+        raise ValueError(f"{fn}: {name} is on {device_of(arr)}, but convolution runs on the CPU only so far")
+    return arr, kind
+
+
+def _shape_arg(shape, name: str, fn: str) -> tuple:
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be a tuple of 4 ints, got {shape!r}") from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"{fn}: {name} must be 4 sizes >= 0, got {shape}")
+    return shape
+
+
+def _target(out, shape, inputs):
+    """(array the kernel writes, caller's out array or None): out itself when it is C-contiguous
+    and shares no memory with an input, else a fresh array copied into out afterwards."""
+    if out is None:
+        return np.empty(shape, np.float32), None
+    arr = check_out(out, shape, "cpu")
+    if arr.flags.c_contiguous and not any(np.may_share_memory(arr, x) for x in inputs if x is not None):
+        return arr, arr
+    return np.empty(shape, np.float32), arr
+
+
+def _finish(target, result, out, kind):
+    if result is not None and target is not result:
+        result[...] = target
+    return out if out is not None else to_kind(target, kind)
+
+
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None):
+    """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
+
+    x (N, H, W, C_in), w (KH, KW, C_in, C_out), bias (C_out,) or None; stride and dilation an int
+    or a pair; padding as in the module docstring. activation: None, "relu", "gelu", "gelu_tanh",
+    "sigmoid", "tanh" or "silu", applied with the bias while the kernel stores the output.
+    """
+    fn = "conv2d"
+    xa, kind = _cpu_input(x, "x", fn)
+    wa, _ = _cpu_input(w, "w", fn)
+    code = _epilogue_code(activation)
+    oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    ba = None
+    if bias is not None:
+        ba, _ = _cpu_input(bias, "bias", fn)
+        if ba.shape != (wa.shape[3],):
+            raise ValueError(f"{fn}: bias must have shape ({wa.shape[3]},) for weight {wa.shape}, got {ba.shape}")
+        ba = np.ascontiguousarray(ba)
+    shape = (xa.shape[0], oh, ow, wa.shape[3])
+    xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
+    target, result = _target(out, shape, (xa, wa, ba))
+    if target.size:
+        _cpu.conv2d_forward(xa, wa, ba, target, *geo, code)
+    return _finish(target, result, out, kind)
+
+
+def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None):
+    """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in)."""
+    fn = "conv2d_backward_input"
+    g, kind = _cpu_input(grad_out, "grad_out", fn)
+    wa, _ = _cpu_input(w, "w", fn)
+    shape = _shape_arg(input_shape, "input_shape", fn)
+    oh, ow, geo = _geometry(shape, wa.shape, stride, padding, dilation, fn)
+    expected = (shape[0], oh, ow, wa.shape[3])
+    if tuple(g.shape) != expected:
+        raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input_shape "
+                         f"{shape} and weight {tuple(wa.shape)}")
+    g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
+    target, result = _target(out, shape, (g, wa))
+    if target.size:
+        _cpu.conv2d_backward_input(g, wa, target, *geo)
+    return _finish(target, result, out, kind)
+
+
+def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None):
+    """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in, C_out)."""
+    fn = "conv2d_backward_weight"
+    xa, kind = _cpu_input(x, "x", fn)
+    g, _ = _cpu_input(grad_out, "grad_out", fn)
+    shape = _shape_arg(weight_shape, "weight_shape", fn)
+    oh, ow, geo = _geometry(xa.shape, shape, stride, padding, dilation, fn)
+    expected = (xa.shape[0], oh, ow, shape[3])
+    if tuple(g.shape) != expected:
+        raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
+                         f"{tuple(xa.shape)} and weight_shape {shape}")
+    xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
+    target, result = _target(out, shape, (xa, g))
+    if target.size:
+        _cpu.conv2d_backward_weight(xa, g, target, *geo)
+    return _finish(target, result, out, kind)
+
+
+def conv2d_backward_bias(grad_out, *, out=None):
+    """The gradient of conv2d with respect to its bias: grad_out summed over N, OH, OW -> (C_out,)."""
+    fn = "conv2d_backward_bias"
+    g, kind = _cpu_input(grad_out, "grad_out", fn)
+    if g.ndim != 4:
+        raise ValueError(f"{fn}: grad_out must be 4-D (N, OH, OW, C_out), got shape {tuple(g.shape)}")
+    g = np.ascontiguousarray(g)
+    shape = (g.shape[3],)
+    if out is None:
+        target, result = np.empty(shape, np.float32), None
+    else:
+        result = check_out(out, shape, "cpu")
+        target = result if result.flags.c_contiguous and not np.may_share_memory(result, g) else np.empty(
+            shape, np.float32)
+    if target.size:
+        if g.size:
+            _cpu.conv2d_backward_bias(g, target)
+        else:
+            target[...] = 0.0
+    return _finish(target, result, out, kind)

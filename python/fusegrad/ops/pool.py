@@ -1,0 +1,217 @@
+"""2-D pooling over NHWC float32 images: max, average and global average, with backward passes.
+
+Sizes (kernel_size, stride, padding) are ints or (h, w) pairs; stride defaults to kernel_size.
+The output size follows PyTorch (floor rule, ceil_mode=False): OH = (H + 2 ph - kh) // sh + 1.
+Padding is at most half the window (as PyTorch requires); max pooling pads with -inf, so padded
+positions never win, and average pooling divides by kh * kw (count_include_pad=True) or by the
+number of real pixels in the window (count_include_pad=False).
+
+Max-pool indices are int32, shaped like the output: for each output element, the flat position
+ih * W + iw of the chosen pixel in its own (H, W) plane (the image and channel are those of the
+output element), as PyTorch's max_pool2d(return_indices=True) gives for NCHW. Ties keep the first
+pixel in row-major window order; NaN wins and propagates. max_pool2d_backward takes these indices.
+
+These kernels run on the CPU (NumPy arrays); CUDA arrays raise ValueError.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _cpu
+from .._backend import device_of, native, to_kind
+from ._common import check_out, float32_input
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _cpu_float32(x, name: str, fn: str):
+    arr, kind = float32_input(x, name)
+    if device_of(arr) != "cpu":
+        raise ValueError(f"{fn}: {name} is on {device_of(arr)}, but pooling runs on the CPU only so far")
+    return arr, kind
+
+
+def _as_int(v):
+    if type(v) is int:  # the common case, without the slower ABC check below
+        return v
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    return None
+
+
+def _pair(value, name: str, fn: str, minimum: int) -> tuple:
+    if type(value) is int:  # fast paths: these checks run on every call of small kernels
+        pair = (value, value)
+    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        pair = value
+    else:
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        pair = tuple(_as_int(v) for v in items) if len(items) == 2 else (None,)
+        if None in pair:
+            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _check_rank4(shape, name: str, fn: str) -> None:
+    if len(shape) != 4:
+        raise ValueError(f"{fn}: {name} must be 4-D (N, H, W, C), got shape {tuple(shape)}")
+
+
+def _geometry(shape, kernel_size, stride, padding, fn: str):
+    """(OH, OW, kh, kw, sh, sw, ph, pw) after checking every size against the input shape."""
+    _check_rank4(shape, "input", fn)
+    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
+    sh, sw = _pair(kernel_size if stride is None else stride, "stride", fn, 1)
+    ph, pw = _pair(padding, "padding", fn, 0)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"{fn}: padding {(ph, pw)} must be at most half of kernel_size {(kh, kw)}")
+    h, w = shape[1], shape[2]
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise ValueError(
+            f"{fn}: pool window {(kh, kw)} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
+            f"(input shape {tuple(shape)}, padding {(ph, pw)})"
+        )
+    if h * w > _INT32_MAX:
+        raise ValueError(f"{fn}: H * W = {h * w} does not fit the int32 indices")
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1, kh, kw, sh, sw, ph, pw
+
+
+def _input_shape(input_shape, fn: str) -> tuple:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except TypeError:
+        raise TypeError(f"{fn}: input_shape must be a tuple of ints, got {input_shape!r}") from None
+    _check_rank4(shape, "input_shape", fn)
+    if min(shape) < 0:
+        raise ValueError(f"{fn}: input_shape has a negative size: {shape}")
+    return shape
+
+
+def _output(out, shape, fn: str):
+    if out is None:
+        return np.empty(shape, np.float32), None
+    arr = check_out(out, shape, "cpu")
+    if arr.flags.c_contiguous:
+        return arr, arr
+    return np.empty(shape, np.float32), arr
+
+
+def _finish(target, result, out, kind):
+    if result is not None and target is not result:
+        result[...] = target
+    return out if out is not None else to_kind(target, kind)
+
+
+def _check_grad_out(grad_out, expected: tuple, fn: str):
+    g, kind = _cpu_float32(grad_out, "grad_out", fn)
+    if tuple(g.shape) != expected:
+        raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for this input_shape")
+    return np.ascontiguousarray(g), kind
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None):
+    """Max pooling of NHWC x -> (N, OH, OW, C), and with return_indices=True also the int32
+    indices (see the module docstring) that max_pool2d_backward takes."""
+    fn = "max_pool2d"
+    arr, kind = _cpu_float32(x, "x", fn)
+    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    shape = (arr.shape[0], oh, ow, arr.shape[3])
+    arr = np.ascontiguousarray(arr)
+    target, result = _output(out, shape, fn)
+    if result is not None and np.may_share_memory(result, arr):
+        target = np.empty(shape, np.float32)
+    indices = np.empty(shape, np.int32) if return_indices else None
+    if target.size:
+        _cpu.max_pool2d_forward(arr, target, indices, *geo)
+    y = _finish(target, result, out, kind)
+    return (y, to_kind(indices, kind)) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None, padding=0):
+    """Gradient of max_pool2d with respect to its input, shape input_shape (N, H, W, C): each
+    grad_out value goes to the pixel its index names (accumulating where windows overlap)."""
+    fn = "max_pool2d_backward"
+    shape = _input_shape(input_shape, fn)
+    oh, ow, *geo = _geometry(shape, kernel_size, stride, padding, fn)
+    expected = (shape[0], oh, ow, shape[3])
+    g, kind = _check_grad_out(grad_out, expected, fn)
+    ind, _ = native(indices, "indices")
+    if device_of(ind) != "cpu":
+        raise ValueError(f"{fn}: indices is on {device_of(ind)}, but pooling runs on the CPU only so far")
+    if ind.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: indices: expected an integer dtype (int32 from max_pool2d), got {ind.dtype}")
+    if tuple(ind.shape) != expected:
+        raise ValueError(f"{fn}: indices has shape {tuple(ind.shape)}, expected {expected}")
+    if ind.dtype != np.int32:
+        if ind.size and (ind.min() < 0 or ind.max() >= shape[1] * shape[2]):
+            raise ValueError(f"{fn}: indices out of range [0, H*W = {shape[1] * shape[2]})")
+        ind = ind.astype(np.int32)
+    ind = np.ascontiguousarray(ind)
+    gx = np.empty(shape, np.float32)
+    if gx.size:
+        # The kernel skips, counts and reports (ValueError) indices outside their window.
+        _cpu.max_pool2d_backward(g, ind, gx, *geo)
+    return to_kind(gx, kind)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True, out=None):
+    """Average pooling of NHWC x -> (N, OH, OW, C)."""
+    fn = "avg_pool2d"
+    arr, kind = _cpu_float32(x, "x", fn)
+    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    shape = (arr.shape[0], oh, ow, arr.shape[3])
+    arr = np.ascontiguousarray(arr)
+    target, result = _output(out, shape, fn)
+    if result is not None and np.may_share_memory(result, arr):
+        target = np.empty(shape, np.float32)
+    if target.size:
+        _cpu.avg_pool2d_forward(arr, target, *geo, bool(count_include_pad))
+    return _finish(target, result, out, kind)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *, count_include_pad=True):
+    """Gradient of avg_pool2d with respect to its input, shape input_shape (N, H, W, C)."""
+    fn = "avg_pool2d_backward"
+    shape = _input_shape(input_shape, fn)
+    oh, ow, *geo = _geometry(shape, kernel_size, stride, padding, fn)
+    g, kind = _check_grad_out(grad_out, (shape[0], oh, ow, shape[3]), fn)
+    gx = np.empty(shape, np.float32)
+    if gx.size:
+        _cpu.avg_pool2d_backward(g, gx, *geo, bool(count_include_pad))
+    return to_kind(gx, kind)
+
+
+def global_avg_pool2d(x, *, out=None):
+    """Mean over H and W of NHWC x -> (N, C). An empty H or W gives NaN, as a mean of nothing."""
+    fn = "global_avg_pool2d"
+    arr, kind = _cpu_float32(x, "x", fn)
+    _check_rank4(arr.shape, "x", fn)
+    shape = (arr.shape[0], arr.shape[3])
+    arr = np.ascontiguousarray(arr)
+    target, result = _output(out, shape, fn)
+    if result is not None and np.may_share_memory(result, arr):
+        target = np.empty(shape, np.float32)
+    if target.size:
+        _cpu.global_avg_pool2d_forward(arr, target)
+    return _finish(target, result, out, kind)
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of global_avg_pool2d: grad_out (N, C) spread evenly over each (H, W) plane."""
+    fn = "global_avg_pool2d_backward"
+    shape = _input_shape(input_shape, fn)
+    g, kind = _check_grad_out(grad_out, (shape[0], shape[3]), fn)
+    gx = np.empty(shape, np.float32)
+    if gx.size:
+        _cpu.global_avg_pool2d_backward(g, gx)
+    return to_kind(gx, kind)
+
+
+__all__ = [
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+]

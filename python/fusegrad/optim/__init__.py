@@ -1,0 +1,7 @@
+"""Optimizers stepping through the fused multi-tensor kernels, and learning-rate schedules."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]

@@ -1,0 +1,391 @@
+"""Trainer: Keras's fit / evaluate / predict over fusegrad modules and optimizers."""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import numpy as np
+
+from .. import nn
+from ..data.dataset import DataLoader, TensorDataset
+from ..io import load_with_metadata, save
+from ..tensor import Tensor, _normalise_device, _to_device, default_generator, no_grad
+from . import metrics as metrics_module
+from .callbacks import CallbackList, History, ProgressBar
+
+CHECKPOINT_FORMAT = "fusegrad.trainer/1"
+_LOSSES = {
+    "cross_entropy": nn.CrossEntropyLoss, "categorical_crossentropy": nn.CrossEntropyLoss,
+    "sparse_categorical_crossentropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss,
+    "mean_squared_error": nn.MSELoss, "mae": nn.L1Loss, "l1": nn.L1Loss, "bce": nn.BCELoss,
+    "binary_crossentropy": nn.BCELoss, "bce_with_logits": nn.BCEWithLogitsLoss,
+}
+
+
+def default_device() -> str:
+    """The GPU when fusegrad can use one (the CUDA module sees a device and CuPy imports), else the CPU."""
+    from .. import cuda
+
+    if not cuda.is_available():
+        return "cpu"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "cpu"
+    return "cuda:0"
+
+
+def _native(a):
+    if isinstance(a, Tensor):
+        a = a.data
+    if not (isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")):
+        a = np.asarray(a)
+    if a.dtype.kind == "f" and a.dtype != np.float32:
+        a = a.astype(np.float32)  # once up front, not once per batch
+    return a
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"checkpoint: cannot store a {type(value).__name__} in the metadata")
+
+
+class _Interrupt:
+    """While active in the main thread, the first Ctrl-C only sets a flag, so the running batch
+    (its optimizer step included) completes; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class Trainer:
+    """Trains `model` with `loss` and `optimizer`.
+
+    loss: a module or callable (output, target) -> scalar Tensor, or a name ("cross_entropy", "mse",
+    "mae", "bce", "bce_with_logits", "nll"). metrics: names or Metric objects ("accuracy",
+    "top5_accuracy", "binary_accuracy", "mse", "mae"). device: "cpu", "cuda[:N]", or None for the GPU
+    when one is available, else the CPU; the model is moved there. scheduler: an lr scheduler stepped
+    every epoch (scheduler_interval="epoch") or every batch ("step"); it is part of checkpoints.
+    seed: the shuffling seed for arrays given to fit (drawn from fusegrad's generator when None).
+    """
+
+    def __init__(self, model, loss, optimizer, metrics=("accuracy",), device=None, scheduler=None,
+                 scheduler_interval: str = "epoch", seed: int | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Trainer: model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(loss, str):
+            if loss.lower() not in _LOSSES:
+                raise ValueError(f"Trainer: unknown loss {loss!r}; use one of {sorted(_LOSSES)} or a callable")
+            loss = _LOSSES[loss.lower()]()
+        if not callable(loss):
+            raise TypeError(f"Trainer: loss must be callable or a name, got {type(loss).__name__}")
+        if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
+            raise TypeError(f"Trainer: optimizer must be a fusegrad optimizer, got {type(optimizer).__name__}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.device = default_device() if device is None else _normalise_device(device)
+        if self.device != "cpu" and default_device() == "cpu":
+            raise ValueError(f"Trainer: device {self.device!r} was asked for, but no GPU is usable here "
+                             "(fusegrad.cuda.is_available() is False, or CuPy is not installed)")
+        self.model = model.to(self.device)
+        self.loss, self.optimizer = loss, optimizer
+        self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
+        self.metric_specs = list(metrics or ())
+        binary = (isinstance(loss, nn.BCEWithLogitsLoss) if isinstance(loss, (nn.BCELoss, nn.BCEWithLogitsLoss))
+                  else None)
+        self._binary = binary
+        self._make_metrics()  # fail now on an unknown name, not at the end of the first epoch
+        self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
+        # Epochs completed by this trainer, over all fit calls; checkpoints resume from here, and the
+        # shuffling order of an epoch is drawn from it, so repeated fit(epochs=1) calls see new orders.
+        self.epoch = 0
+        self.stop_training = False
+        self.history: History | None = None
+        self._loader = None
+        self._pending_loader_state = None
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _make_metrics(self):
+        made = [metrics_module.get(m, self._binary) for m in self.metric_specs]
+        names = [m.name for m in made]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(f"Trainer: metric names must be distinct and not 'loss', got {names}")
+        return made
+
+    def _loader_for(self, x, y, batch_size, shuffle, name):
+        if isinstance(x, DataLoader):
+            if y is not None:
+                raise ValueError(f"{name}: give targets inside the DataLoader, not as y")
+            return x
+        if y is None:
+            raise ValueError(f"{name}: y is required when x is an array (or pass a DataLoader)")
+        return DataLoader(TensorDataset(_native(x), _native(y)), batch_size=batch_size, shuffle=shuffle,
+                          seed=self.seed, device=self.device)
+
+    def _batch(self, batch):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError("Trainer: each batch must be a pair (inputs, targets)")
+        xb, yb = batch
+        xb = _to_device(_native(xb), self.device)
+        yb = _to_device(_native(yb), self.device)
+        return xb, yb
+
+    def _logs(self, loss_sum, seen, metrics, prefix=""):
+        logs = {prefix + "loss": loss_sum / seen if seen else float("nan")}
+        for m in metrics:
+            logs[prefix + m.name] = m.result()
+        return logs
+
+    # -- training ----------------------------------------------------------------------------------
+    def train_step(self, xb, yb):
+        """One optimisation step on a batch of raw arrays; returns (output Tensor, loss Tensor)."""
+        self.optimizer.zero_grad()
+        out = self.model(Tensor._wrap(xb, False))
+        loss = self.loss(out, yb)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        return out, loss
+
+    def fit(self, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_data=None,
+            validation_split: float = 0.0, shuffle: bool = True, callbacks=None, verbose: int = 1,
+            initial_epoch: int = 0) -> History:
+        """Trains from epoch `initial_epoch` up to (not including) `epochs`. x, y: arrays (NumPy, CuPy,
+        Tensors), or x a DataLoader of (inputs, targets) batches. Returns the History.
+
+        Ctrl-C ends training after the running batch: on_train_end runs and the History of the
+        completed epochs is returned (history.interrupted is True; the partial epoch's running
+        figures are in history.interrupted_logs)."""
+        if epochs < 0 or initial_epoch < 0:
+            raise ValueError(f"epochs and initial_epoch must be >= 0, got {epochs}, {initial_epoch}")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose}")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if validation_split:
+            if isinstance(x, DataLoader):
+                raise ValueError("validation_split needs arrays; give a DataLoader validation_data instead")
+            if validation_data is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            x, y = _native(x), _native(y)
+            n_val = int(len(x) * validation_split)
+            if n_val < 1 or n_val >= len(x):
+                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves no training "
+                                 "or no validation samples")
+            # Keras's rule: the last fraction, before any shuffling.
+            x, validation_data, y = x[:-n_val], (x[-n_val:], y[-n_val:]), y[:-n_val]
+        loader = self._loader_for(x, y, batch_size, shuffle, "fit")
+        if isinstance(x, DataLoader) and self._pending_loader_state is not None:
+            loader.load_state_dict(self._pending_loader_state)
+        self._pending_loader_state = None
+        self._loader = loader
+        val_loader = None
+        if validation_data is not None:
+            if isinstance(validation_data, DataLoader):
+                val_loader = validation_data
+            elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+                val_loader = self._loader_for(validation_data[0], validation_data[1], batch_size, False,
+                                              "validation_data")
+            else:
+                raise ValueError("validation_data must be (x, y) or a DataLoader")
+
+        history = History()
+        callbacks = list(callbacks or [])
+        if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(ProgressBar(verbose))
+        # History records before the progress bar prints, after the user's callbacks edit the logs.
+        bars = [c for c in callbacks if isinstance(c, ProgressBar)]
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [history] + bars
+        params = {"epochs": epochs, "steps": len(loader), "samples": len(loader.dataset),
+                  "batch_size": loader.batch_size, "initial_epoch": initial_epoch, "verbose": verbose}
+        cbs = CallbackList(callbacks, self, params)
+        self.stop_training = False
+        self.history = history
+        logs: dict = {}
+        with _Interrupt() as interrupt:
+            try:
+                cbs.on_train_begin({})
+                for epoch in range(initial_epoch, epochs):
+                    if self.stop_training:
+                        break
+                    logs = self._train_epoch(epoch, loader, cbs, interrupt)
+                    if interrupt.requested:
+                        history.interrupted, history.interrupted_logs = True, logs
+                        break
+                    if val_loader is not None:
+                        logs.update(self._evaluate(val_loader, cbs, prefix="val_"))
+                    self.epoch += 1
+                    if self.scheduler is not None and self.scheduler_interval == "epoch":
+                        self.scheduler.step()
+                    cbs.on_epoch_end(epoch, logs)
+            except KeyboardInterrupt:
+                # A second Ctrl-C, or one outside the main thread: the batch may be cut short.
+                history.interrupted = True
+            cbs.on_train_end(dict(logs))
+        return history
+
+    def _train_epoch(self, epoch, loader, cbs, interrupt):
+        self.model.train()
+        loader.set_epoch(self.epoch)
+        metrics = self._make_metrics()
+        loss_sum, seen = 0.0, 0
+        logs: dict = {}
+        cbs.on_epoch_begin(epoch, {})
+        for step, batch in enumerate(loader):
+            xb, yb = self._batch(batch)
+            n = int(xb.shape[0])
+            cbs.on_train_batch_begin(step, {"batch": step, "size": n})
+            out, loss = self.train_step(xb, yb)
+            loss_sum += float(loss.item()) * n
+            seen += n
+            for m in metrics:
+                m.update(out.data, yb)
+            logs = self._logs(loss_sum, seen, metrics)
+            cbs.on_train_batch_end(step, {**logs, "batch": step, "size": n})
+            if interrupt.requested or self.stop_training:
+                break
+        return logs
+
+    @no_grad()
+    def _evaluate(self, loader, cbs, prefix=""):
+        self.model.eval()
+        metrics = self._make_metrics()
+        loss_sum, seen = 0.0, 0
+        cbs.on_test_begin({})
+        for step, batch in enumerate(loader):
+            xb, yb = self._batch(batch)
+            n = int(xb.shape[0])
+            cbs.on_test_batch_begin(step, {"batch": step, "size": n})
+            out = self.model(Tensor._wrap(xb, False))
+            loss_sum += float(self.loss(out, yb).item()) * n
+            seen += n
+            for m in metrics:
+                m.update(out.data, yb)
+            cbs.on_test_batch_end(step, self._logs(loss_sum, seen, metrics))
+        logs = self._logs(loss_sum, seen, metrics, prefix)
+        cbs.on_test_end(logs)
+        return logs
+
+    def evaluate(self, x, y=None, *, batch_size: int = 256, callbacks=None) -> dict:
+        """{"loss": ..., metric: ...} over the data (the loss averaged over samples)."""
+        loader = self._loader_for(x, y, batch_size, False, "evaluate")
+        cbs = CallbackList(callbacks or [], self, {"steps": len(loader), "samples": len(loader.dataset)})
+        return self._evaluate(loader, cbs)
+
+    @no_grad()
+    def predict(self, x, *, batch_size: int = 256, callbacks=None) -> np.ndarray:
+        """The model's outputs for x (an array or a DataLoader), as one NumPy array."""
+        if isinstance(x, DataLoader):
+            loader = x
+        else:
+            loader = DataLoader(TensorDataset(_native(x)), batch_size=batch_size, shuffle=False, seed=0,
+                                device=self.device)
+        cbs = CallbackList(callbacks or [], self, {"steps": len(loader), "samples": len(loader.dataset)})
+        self.model.eval()
+        outputs = []
+        cbs.on_predict_begin({})
+        for step, batch in enumerate(loader):
+            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+            xb = _to_device(_native(xb), self.device)
+            cbs.on_predict_batch_begin(step, {"batch": step, "size": int(xb.shape[0])})
+            out = self.model(Tensor._wrap(xb, False))
+            outputs.append(out.numpy())
+            cbs.on_predict_batch_end(step, {"batch": step, "size": int(xb.shape[0])})
+        cbs.on_predict_end({})
+        if not outputs:
+            raise ValueError("predict: no samples")
+        return np.concatenate(outputs)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, path) -> None:
+        """Model, optimizer and scheduler state, the epoch, fusegrad's RNG state and the shuffling
+        seed, in one safetensors file (arrays as tensors, the rest as JSON metadata), atomically."""
+        tensors = {"model." + k: v for k, v in self.model.state_dict().items()}
+        opt_state = self.optimizer.state_dict()
+        scalars = {}
+        for index, entry in opt_state["state"].items():
+            scalars[str(index)] = {}
+            for name, value in entry.items():
+                if hasattr(value, "shape") and value.shape != ():
+                    tensors[f"optimizer.state.{index}.{name}"] = value
+                else:
+                    scalars[str(index)][name] = value.item() if hasattr(value, "item") else value
+        info = {
+            "format": CHECKPOINT_FORMAT, "epoch": self.epoch, "seed": self.seed,
+            "rng": default_generator().bit_generator.state,
+            "optimizer": {"class": type(self.optimizer).__name__, "param_groups": opt_state["param_groups"],
+                          "scalars": scalars},
+            "scheduler": None if self.scheduler is None else {"class": type(self.scheduler).__name__,
+                                                              "state": self.scheduler.state_dict()},
+            "loader": None if self._loader is None else self._loader.state_dict(),
+        }
+        save(tensors, path, metadata={"fusegrad.trainer": json.dumps(info, default=_json_default)})
+
+    def load_checkpoint(self, path) -> dict:
+        """Restores everything save_checkpoint stored; continue with fit(..., initial_epoch=trainer.epoch).
+        A corrupt file raises ValueError; a checkpoint of another model (missing or unexpected
+        weights) KeyError naming them; wrong shapes ValueError naming them. On any error the
+        trainer is left as it was. Returns the stored metadata."""
+        tensors, metadata = load_with_metadata(path)
+        if "fusegrad.trainer" not in metadata:
+            raise ValueError(f"{path}: not a Trainer checkpoint (no 'fusegrad.trainer' metadata); for saved "
+                             "weights use model.load_state_dict(fusegrad.load(path))")
+        try:
+            info = json.loads(metadata["fusegrad.trainer"])
+            if info.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            opt_info = info["optimizer"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: corrupt Trainer checkpoint metadata ({err})") from None
+        if opt_info["class"] != type(self.optimizer).__name__:
+            raise ValueError(f"{path}: the checkpoint holds {opt_info['class']} state, this trainer has "
+                             f"{type(self.optimizer).__name__}")
+        sched = info.get("scheduler")
+        if (sched is None) != (self.scheduler is None) or (
+                sched is not None and sched["class"] != type(self.scheduler).__name__):
+            have = "none" if self.scheduler is None else type(self.scheduler).__name__
+            raise ValueError(f"{path}: the checkpoint's scheduler is {sched['class'] if sched else 'none'}, "
+                             f"this trainer's is {have}")
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        stray = [k for k in tensors if not k.startswith(("model.", "optimizer.state."))]
+        if stray:
+            raise ValueError(f"{path}: unexpected entries in a Trainer checkpoint: {stray}")
+        opt_entries = {int(i): dict(v) for i, v in opt_info["scalars"].items()}
+        for key, value in tensors.items():
+            if key.startswith("optimizer.state."):
+                index, name = key[len("optimizer.state."):].split(".", 1)
+                opt_entries.setdefault(int(index), {})[name] = value.data
+        backup = {k: v.data.copy() for k, v in self.model.state_dict().items()}
+        try:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict({"state": opt_entries, "param_groups": opt_info["param_groups"]})
+        except BaseException:
+            self.model.load_state_dict(backup)
+            raise
+        if sched is not None:
+            self.scheduler.load_state_dict(sched["state"])
+        self.epoch, self.seed = int(info["epoch"]), int(info["seed"])
+        default_generator().bit_generator.state = info["rng"]
+        self._pending_loader_state = info.get("loader")
+        return info
