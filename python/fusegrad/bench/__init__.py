@@ -71,7 +71,8 @@ def thread_count(n: int | None):
 def run_case(case: Case, limits: dict, repeat: int | None = None) -> dict:
     with thread_count(case.threads):
         fusegrad_fn, baselines = case.setup()
-        timings = measure({"fusegrad": fusegrad_fn, **baselines}, device=case.device, repeat=repeat)
+        timings = measure({"fusegrad": fusegrad_fn, **baselines}, device=case.device, repeat=repeat,
+                          settle_s=case.settle_s)
     scale = 1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0
     ours = timings.pop("fusegrad")
     result = {

@@ -24,6 +24,7 @@ class Case:
     setup: Callable[[], tuple]
     limit: str | None = None  # key of the machine limit this work is bound by: "copy_GBps" or "fma_GFLOPs"
     threads: int | None = None  # run at this many threads (None: the current setting)
+    settle_s: float = 0.0  # pause before each sample (see timer.measure): for baselines that spin
     note: str = ""
     tags: tuple = field(default_factory=tuple)
 

@@ -52,8 +52,14 @@ class CudaClock:
 
 
 def measure(candidates: dict, *, device: str = "cpu", repeat: int | None = None,
-            budget_s: float = CASE_BUDGET_S) -> dict:
-    """{name: Timing} for zero-argument callables, timed interleaved."""
+            budget_s: float = CASE_BUDGET_S, settle_s: float = 0.0) -> dict:
+    """{name: Timing} for zero-argument callables, timed interleaved.
+
+    settle_s: before each sample, run the candidate untimed for this long. For baselines whose
+    libraries keep worker threads spinning after a call (OpenBLAS spins about 70 ms by default):
+    without it the next candidate's threads share cores with those spinners and run at half speed
+    on a 2-core machine. (Running rather than sleeping keeps the clocks and the caches warm.)
+    """
     clock = CudaClock() if device == "cuda" else CpuClock()
     number, single = {}, {}
     for name, fn in candidates.items():  # warm-up: caches, page faults, lazy initialisation
@@ -63,9 +69,14 @@ def measure(candidates: dict, *, device: str = "cpu", repeat: int | None = None,
         single[name] = t * number[name]
     if repeat is None:
         per_round = sum(single.values())
+        per_round += settle_s * len(candidates)
         repeat = int(min(30, max(5, budget_s / max(per_round, 1e-9))))
     samples = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
+            if settle_s:
+                end = time.perf_counter() + settle_s
+                while time.perf_counter() < end:
+                    fn()
             samples[name].append(clock.sample(fn, number[name]))
     return {n: Timing(min(s), statistics.median(s), len(s)) for n, s in samples.items()}

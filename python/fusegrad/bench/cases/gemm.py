@@ -36,7 +36,13 @@ def _product_case(name: str, m: int, n: int, k: int, *, ta: bool = False, tb: bo
         return (lambda: ops.matmul(a, b, out=o)), base
 
     return Case(name, "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup, limit="fma_GFLOPs",
-                threads=threads, note=note)
+                threads=threads, note=note, settle_s=OPENBLAS_SETTLE_S)
+
+
+# OpenBLAS's worker threads spin for about 2^28 cycles (~70 ms) after each call; on 2 cores they
+# would halve the speed of whichever candidate is timed next. Running the next candidate untimed
+# for longer than that first lets them park.
+OPENBLAS_SETTLE_S = 0.1
 
 
 def _bias_relu_case(m: int, n: int, k: int) -> Case:
@@ -58,7 +64,8 @@ def _bias_relu_case(m: int, n: int, k: int) -> Case:
         return (lambda: ops.matmul(a, b, bias=bias, activation="relu", out=o)), base
 
     return Case(f"gemm/bias_relu/{m}x{k}x{n}", "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup,
-                limit="fma_GFLOPs", note="act(x·W + b) fused vs NumPy np.maximum(a @ b + bias, 0)")
+                limit="fma_GFLOPs", note="act(x·W + b) fused vs NumPy np.maximum(a @ b + bias, 0)",
+                settle_s=OPENBLAS_SETTLE_S)
 
 
 def _mlp_cases() -> list:
