@@ -46,10 +46,10 @@ class _RNNBase(Module):
                              f"got {x.shape}")
         return x if self.batch_first else x.transpose(0, 1)
 
-    def _initial(self, state, batch: int, name: str) -> Tensor:
+    def _initial(self, state, batch: int, name: str, device: str) -> Tensor:
         expected = (self.num_layers, batch, self.hidden_size)
         if state is None:
-            return zeros(expected)
+            return zeros(expected, device=device)  # on the input's device
         if state.shape != expected:
             raise ValueError(f"{type(self).__name__}: {name} must have shape {expected}, got {state.shape}")
         return state
@@ -72,7 +72,7 @@ class LSTM(_RNNBase):
         x = self._check_input(x)
         n, steps, _ = x.shape
         h0, c0 = state if state is not None else (None, None)
-        h0, c0 = self._initial(h0, n, "h0"), self._initial(c0, n, "c0")
+        h0, c0 = self._initial(h0, n, "h0", x.device), self._initial(c0, n, "c0", x.device)
         hidden = self.hidden_size
         layer_input, h_last, c_last = x, [], []
         for layer in range(self.num_layers):
@@ -105,7 +105,7 @@ class GRU(_RNNBase):
     def forward(self, x: Tensor, h0=None):
         x = self._check_input(x)
         n, steps, _ = x.shape
-        h0 = self._initial(h0, n, "h0")
+        h0 = self._initial(h0, n, "h0", x.device)
         hidden = self.hidden_size
         layer_input, h_last = x, []
         for layer in range(self.num_layers):

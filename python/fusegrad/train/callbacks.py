@@ -243,7 +243,9 @@ class ModelCheckpoint(_Monitor):
 
 
 class CSVLogger(Callback):
-    """One CSV row per epoch: epoch and every log entry (the header comes from the first epoch)."""
+    """One CSV row per epoch: epoch and every log entry (the header comes from the first epoch).
+    The file is opened for each row and closed again, so an exception in fit leaves no open handle
+    and every finished epoch on disk."""
 
     def __init__(self, path, separator: str = ",", append: bool = False):
         super().__init__()
@@ -251,21 +253,20 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        self._file = open(self.path, "a" if self.append else "w", newline="")
-        self._writer, self._keys, self._header_written = None, None, exists
+        if not self.append:
+            open(self.path, "w").close()  # start a fresh file
+        self._keys, self._header_written = None, exists
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self._keys is None:
-            self._keys = list(logs)
-            self._writer = csv.writer(self._file, delimiter=self.separator)
-            if not self._header_written:
-                self._writer.writerow(["epoch"] + self._keys)
-        self._writer.writerow([epoch] + [logs.get(k, "") for k in self._keys])
-        self._file.flush()
-
-    def on_train_end(self, logs=None):
-        self._file.close()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if self._keys is None:
+                self._keys = list(logs)
+                if not self._header_written:
+                    writer.writerow(["epoch"] + self._keys)
+                    self._header_written = True
+            writer.writerow([epoch] + [logs.get(k, "") for k in self._keys])
 
 
 class LearningRateScheduler(Callback):
