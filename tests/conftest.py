@@ -16,6 +16,9 @@ def _gpu_present() -> bool:
 
 GPU = _gpu_present()
 
+ISA_LEVELS = ["generic", "avx2", "avx512"]
+SUPPORTED_ISAS = ISA_LEVELS[: ISA_LEVELS.index(fusegrad._backend._cpu.best_isa()) + 1]
+
 
 def pytest_collection_modifyitems(config, items):
     # Only tests marked `cuda` are skipped without a GPU; every CPU test always runs.
@@ -30,3 +33,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(int(os.environ.get("FUSEGRAD_TEST_SEED", "0")))
+
+
+@pytest.fixture(params=SUPPORTED_ISAS)
+def isa(request):
+    """Runs a test at each ISA level this CPU supports (the kernels are compiled once per level)."""
+    cpu = fusegrad._backend._cpu
+    saved = cpu.isa()
+    cpu.set_isa(request.param)
+    yield request.param
+    cpu.set_isa(saved)

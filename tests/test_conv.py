@@ -10,16 +10,9 @@ import pytest
 from fusegrad import _cpu, ops
 from fusegrad.ops.conv import conv_padding
 
-LEVELS = ["generic", "avx2", "avx512"]
-SUPPORTED = LEVELS[: LEVELS.index(_cpu.best_isa()) + 1]
+from conftest import SUPPORTED_ISAS as SUPPORTED
 
 
-@pytest.fixture(params=SUPPORTED)
-def isa(request):
-    before = _cpu.isa()
-    _cpu.set_isa(request.param)
-    yield request.param
-    _cpu.set_isa(before)
 
 
 def rand(rng, *shape):

@@ -14,16 +14,9 @@ import pytest
 import fusegrad.ops as ops
 from fusegrad import _cpu
 
-LEVELS = ["generic", "avx2", "avx512"]
-SUPPORTED = LEVELS[: LEVELS.index(_cpu.best_isa()) + 1]
+from conftest import SUPPORTED_ISAS as SUPPORTED
 
 
-@pytest.fixture(params=SUPPORTED)
-def isa(request):
-    before = _cpu.isa()
-    _cpu.set_isa(request.param)
-    yield request.param
-    _cpu.set_isa(before)
 
 
 @pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])

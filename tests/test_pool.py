@@ -93,16 +93,6 @@ def _fits(shape, k, p):
     return shape[1] + 2 * ph >= kh and shape[2] + 2 * pw >= kw
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def isa(request):
-    """Runs a test at each ISA level this CPU supports (the kernels are compiled per level)."""
-    levels = ["generic", "avx2", "avx512"]
-    if levels.index(request.param) > levels.index(_cpu.best_isa()):
-        pytest.skip(f"this CPU does not support {request.param}")  # hides no code path this CPU runs
-    saved = _cpu.isa()
-    _cpu.set_isa(request.param)
-    yield request.param
-    _cpu.set_isa(saved)
 
 
 # ---- max pooling -------------------------------------------------------------------------------

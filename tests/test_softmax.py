@@ -46,16 +46,6 @@ def ref_bce(x, t, reduction="mean"):
     return loss.mean(), grad / x.size
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def isa(request):
-    """Runs a test at each ISA level this CPU supports (the kernels are compiled per level)."""
-    levels = ["generic", "avx2", "avx512"]
-    if levels.index(request.param) > levels.index(_cpu.best_isa()):
-        pytest.skip(f"this CPU does not support {request.param}")
-    saved = _cpu.isa()
-    _cpu.set_isa(request.param)
-    yield request.param
-    _cpu.set_isa(saved)
 
 
 # Shapes around the vector widths (8, 16) and their doubles, primes, 1 and 1000.
