@@ -9,6 +9,7 @@
 #include "common/isa.h"
 #include "common/probe.h"
 #include "common/threads.h"
+#include "common/host_memory.h"
 #include "pool/pool.h"
 #include "conv/conv.h"
 
@@ -497,6 +498,8 @@ PYBIND11_MODULE(_cpu, m) {
     set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("keep_freed_memory_for_reuse", &keep_freed_memory_for_reuse,
+        "Tune the C library's allocator to reuse freed large blocks (see cpp/common/host_memory.h).");
 
   m.def("activation_forward", &activation_forward, py::arg("kind"), py::arg("x").noconvert(),
         py::arg("out").noconvert(), py::arg("param") = 0.0f);

@@ -24,6 +24,13 @@ if _requested_isa:
     except ValueError as err:
         raise RuntimeError(f"FUSEGRAD_ISA={_requested_isa!r}: {err}") from None
 
+# --- host memory -----------------------------------------------------------------------------
+
+# Each training step frees and reallocates the same large arrays; by default glibc maps and unmaps
+# them every time, and the page faults cost a third of a small CNN's step. FUSEGRAD_TUNE_MALLOC=0
+# leaves the process's allocator alone.
+malloc_tuned = os.environ.get("FUSEGRAD_TUNE_MALLOC", "1").strip() != "0" and _cpu.keep_freed_memory_for_reuse()
+
 # --- the CUDA module, loaded on first use -----------------------------------------------------
 
 _cuda_module: Any = None

@@ -13,6 +13,7 @@ def info() -> dict:
         "isa": _cpu.isa(),
         "best_isa": _cpu.best_isa(),
         "num_threads": _cpu.get_num_threads(),
+        "malloc_tuned": _backend.malloc_tuned,
         "cuda_built": _backend.cuda_built(),
         "cuda_available": n_gpu > 0,
         "devices": devices,
