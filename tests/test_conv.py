@@ -126,6 +126,10 @@ CASES = [
     (1, 4, 4, 18, 9, 1, 1, 2, 0, 1),            # 1x1 stride 2: some input pixels get no gradient
     (1, 3, 3, 2, 3, 3, 3, 1, 0, 1),             # kernel as large as the input
     (5, 6, 6, 4, 64, 2, 2, 3, 1, 1),            # stride > kernel
+    # C_in <= 4 takes backward-weight's direct form (on a zero-padded copy where there is padding).
+    (2, 11, 12, 2, 40, 3, 3, 1, 2, 2),          # dilation 2, C_out over one panel
+    (1, 12, 13, 4, 8, 3, 2, (2, 1), ((0, 2), (1, 0)), (2, 1)),  # asymmetric everything
+    (3, 9, 7, 3, 17, 5, 5, 2, "same", 1),       # 5x5: K = 75, several K groups
     # Batch 1 and wide C_in: backward-input takes its phase form (the cases above mostly take
     # the scatter form; cpp/conv chooses by the useful fraction of FMAs).
     (1, 10, 9, 64, 20, 3, 3, 2, "same", 1),     # phases with stride 2, asymmetric padding

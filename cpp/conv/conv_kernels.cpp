@@ -34,10 +34,15 @@ int fixed_len_index(int64_t len) {
 // costs more to wake than it saves.
 constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 
-// Pixels per backward-weight step: the GEMM depth of one micro-tile call. The packed patch panel
-// (MR × 256 floats, 12 KiB at MR = 12) stays in L1 while it meets every C_out panel, and the
-// gy rows of the step (256 × C_out floats, 128 KiB at C_out = 128) stay in L2 for all K groups.
-constexpr int64_t kPixelChunk = 256;
+// Backward-weight works through the pixels in steps: it copies the step's patch rows (im2col)
+// once, then runs every K group of the gw tile over them. kPatchBytes keeps that copy in L2
+// (1 MiB per core) next to the step's gy rows, while each group's pass reads its columns in
+// address order. The step is at least 32 pixels (the micro-tile's depth: below that its C tile
+// load and store stop being small next to the FMAs) and at most 1024 (small K gains nothing
+// more from longer runs, and gy's rows of the step stay in L2).
+constexpr int64_t kPatchBytes = 512 << 10;
+constexpr int64_t kMinPixelChunk = 96;
+constexpr int64_t kMaxPixelChunk = 1024;
 
 // Rows of gy summed in float before they are added into the double totals of backward-bias:
 // short enough that float rounding stays at the level of a 64-term sum.
@@ -484,12 +489,146 @@ void conv_backward_input(const ConvShape& s, const float* gy, const float* w, fl
 
 // ---- backward-weight ------------------------------------------------------------------------
 
-// One piece of a K group's packing: rows [r0, r0 + len) of the group are `len` consecutive floats
-// of one run, starting at float `ch` of it.
-struct Segment {
-  int r0, len;
-  int64_t run, ch;
+// Copies n floats from src to dst with whole-vector stores (a masked load for the tail): the
+// lanes past n land on floats that the caller writes next or never reads, and full stores run
+// several times faster than masked ones on Zen 4.
+inline void copy_run(float* dst, const float* src, int64_t n) {
+  if (n < W) {
+    // Runs shorter than a vector (first layers: 3 or 9 floats). A 64-byte masked load here was
+    // the hot spot of the whole pass, four times the cost of these few scalar moves.
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  int64_t i = 0;
+  for (; i + W <= n; i += W) store(dst + i, load(src + i));
+  if (i < n) store(dst + i, load_partial(src + i, int(n - i)));
+}
+
+// Backward-weight for first layers (C_in <= kDirectMaxCin, so K = KH*KW*C_in is a few dozen at
+// most): a K group of gw (R rows × V vectors of C_out) stays in registers over every pixel of an
+// image, and each patch value is broadcast straight from the input: row r of the group always
+// reads the float at a fixed offset from the pixel's corner, so one pointer per row, advanced by
+// the stride, replaces the per-pixel im2col copy (which cost more than the 2*K*C_out FMAs of a
+// pixel). Needs an unpadded input; padded convolutions get a zero-padded copy (small: C_in <= 4).
+constexpr int64_t kDirectMaxCin = 4;
+
+struct PatchTile {
+  const float* const* rows;   // R pointers: each row's float at the first output pixel
+  int64_t pixel_step, row_step;  // floats from one output pixel to the next, one output row to the next
+  int64_t ow, oh;             // pixels per output row, output rows
+  const float* gy;            // gy at the first pixel, this tile's first column; rows of ldg floats
+  int64_t ldg;
+  float* c;                   // gw at the tile's first row and column; rows of ldc floats
+  int64_t ldc;
+  int n;                      // live columns
 };
+
+template <int R, int V>
+void patch_tile(const PatchTile& t) {
+  VecF acc[R][V];
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
+  const int last_w = t.n - (V - 1) * W;
+  const float* g = t.gy;
+  for (int64_t y = 0; y < t.oh; ++y) {
+    const int64_t row_off = y * t.row_step;
+    for (int64_t xo = 0, off = row_off; xo < t.ow; ++xo, off += t.pixel_step, g += t.ldg) {
+      VecF bv[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) bv[v] = ukernel::load_w(g + v * W, v == V - 1 ? last_w : W);
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) {
+        const VecF av = set1(t.rows[r][off]);
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      float* dst = t.c + r * t.ldc + v * W;
+      const int w = v == V - 1 ? last_w : W;
+      ukernel::store_w(dst, acc[r][v] + ukernel::load_w(dst, w), w);
+    }
+}
+
+using PatchFn = void (*)(const PatchTile&);
+
+template <int... Rs, int... Vs>
+constexpr auto make_patch_table(std::integer_sequence<int, Rs...>, std::integer_sequence<int, Vs...>) {
+  struct Table { PatchFn fn[sizeof...(Rs)][sizeof...(Vs)]; } table{};
+  auto row = [&](auto r) { ((table.fn[decltype(r)::value][Vs] = &patch_tile<decltype(r)::value + 1, Vs + 1>), ...); };
+  (row(std::integral_constant<int, Rs>{}), ...);
+  return table;
+}
+
+void backward_weight_direct(const ConvShape& s, const float* x, const float* gy, float* gw) {
+  static const auto table = make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
+  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, size = k * s.co;
+  // The input as the kernel reads it: x itself, or a copy with the padding made of zeros.
+  const int64_t ph = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1, pw = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+  const bool padded = s.pt > 0 || s.pl > 0 || ph > s.h || pw > s.w;
+  const int64_t hp = padded ? std::max(ph, s.pt + s.h) : s.h, wp = padded ? std::max(pw, s.pl + s.w) : s.w;
+  std::vector<float> xpad;
+  if (padded) {
+    xpad.assign(static_cast<size_t>(s.n * hp * wp * s.c), 0.0f);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t y = 0; y < s.h; ++y)
+        std::memcpy(xpad.data() + ((i * hp + y + s.pt) * wp + s.pl) * s.c, x + (i * s.h + y) * s.w * s.c,
+                    static_cast<size_t>(s.w * s.c) * sizeof(float));
+  }
+  const float* xs = padded ? xpad.data() : x;
+  const int64_t image = hp * wp * s.c;
+  // Offset of each K row's float from a pixel's corner (HWIO order: kk = (i * KW + j) * C + ch).
+  std::vector<int64_t> corner(static_cast<size_t>(k));
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const int64_t ch = kk % s.c, j = (kk / s.c) % s.kw, i = kk / (s.c * s.kw);
+    corner[kk] = (i * s.dh * wp + j * s.dw) * s.c + ch;
+  }
+  const int nthreads = std::min<int64_t>(threads_for(2.0 * double(s.n * ohw) * double(size)), s.n);
+  std::vector<float> partials(static_cast<size_t>(nthreads * size), 0.0f);
+  auto body = [&](int tid) {
+    float* dst = partials.data() + tid * size;
+    const float* rows[kMR];
+    PatchTile t;
+    t.rows = rows;
+    t.pixel_step = s.sw * s.c;
+    t.row_step = s.sh * wp * s.c;
+    t.ow = s.ow;
+    t.oh = s.oh;
+    t.ldg = s.co;
+    t.ldc = s.co;
+    for (int64_t img = s.n * tid / nthreads; img < s.n * (tid + 1) / nthreads; ++img) {
+      for (int64_t k0 = 0; k0 < k; k0 += kMR) {
+        const int m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
+        for (int r = 0; r < m; ++r) rows[r] = xs + img * image + corner[k0 + r];
+        for (int64_t j0 = 0; j0 < s.co; j0 += kNR) {
+          t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - j0));
+          t.gy = gy + img * ohw * s.co + j0;
+          t.c = dst + k0 * s.co + j0;
+          table.fn[m - 1][(t.n + W - 1) / W - 1](t);
+        }
+      }
+    }
+  };
+  if (nthreads <= 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nthreads)
+    body(omp_get_thread_num());
+  }
+  parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float sum = 0.0f;
+      for (int t = 0; t < nthreads; ++t) sum += partials[t * size + i];
+      gw[i] = sum;
+    }
+  });
+}
 
 void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, float* gw) {
   const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
@@ -497,6 +636,7 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
   if (size == 0) return;
   std::memset(gw, 0, static_cast<size_t>(size) * sizeof(float));
   if (m_total == 0) return;
+  if (s.c <= kDirectMaxCin) return backward_weight_direct(s, x, gy, gw);
   const int nthreads = threads_for(2.0 * double(m_total) * double(size));
   std::vector<float> partials(static_cast<size_t>((nthreads - 1) * size), 0.0f);
   const RunPlan plan = plan_runs(s);
@@ -504,70 +644,45 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
   const std::vector<int64_t> off = run_offsets(s, plan);
   const std::vector<float> zeros(static_cast<size_t>(plan.len), 0.0f);
   const int64_t groups = ceil_div(k, kMR), np = ceil_div(s.co, kNR);
-  // Each K group of MR rows, cut where it crosses from one run into the next: every segment is
-  // then a contiguous copy per pixel.
-  std::vector<std::vector<Segment>> segments(static_cast<size_t>(groups));
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t k0 = g * kMR, k1 = std::min(k, k0 + kMR);
-    for (int64_t kk = k0; kk < k1;) {
-      const int64_t run = kk / plan.len, ch = kk % plan.len;
-      const int64_t len = std::min(k1 - kk, plan.len - ch);
-      segments[g].push_back({int(kk - k0), int(len), run, ch});
-      kk += len;
-    }
-  }
-  std::vector<std::vector<const float*>> ptr_buffers(nthreads);
-  std::vector<PackBuffer> pack_buffers(nthreads);
-  for (int t = 0; t < nthreads; ++t) {
-    ptr_buffers[t].resize(static_cast<size_t>(kPixelChunk * runs));
-    pack_buffers[t].get(kMR * kPixelChunk + W);
-  }
+  // Pixels per step: as many patch rows as fit kPatchBytes, within [kMinPixelChunk, kMaxPixelChunk].
+  const int64_t chunk = std::clamp<int64_t>(kPatchBytes / (4 * k), kMinPixelChunk, kMaxPixelChunk);
 
   auto body = [&](int tid) {
     const int64_t begin = m_total * tid / nthreads, end = m_total * (tid + 1) / nthreads;
     float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
-    const float** ptrs = ptr_buffers[tid].data();
-    float* apack = pack_buffers[tid].get(kMR * kPixelChunk + W);
-    for (int64_t p0 = begin; p0 < end; p0 += kPixelChunk) {
-      const int64_t pc = std::min(kPixelChunk, end - p0);
+    PackBuffer patch_buffer;
+    // One vector of slack: the last run's whole-vector store may pass the end of the last row.
+    float* patches = patch_buffer.get(chunk * k + W);
+    for (int64_t p0 = begin; p0 < end; p0 += chunk) {
+      const int64_t pc = std::min(chunk, end - p0);
+      // im2col of the step's pixels, row by row: each run is contiguous in the input and in K,
+      // so a row is `runs` straight copies, read in address order.
       int64_t img = p0 / ohw, pix = p0 % ohw;
       for (int64_t p = 0; p < pc; ++p) {
         const float* base = x + img * hwc;
         const int64_t* o = off.data() + pix * runs;
-        for (int64_t rn = 0; rn < runs; ++rn) ptrs[p * runs + rn] = o[rn] >= 0 ? base + o[rn] : zeros.data();
+        float* row = patches + p * k;
+        for (int64_t rn = 0; rn < runs; ++rn)
+          copy_run(row + rn * plan.len, o[rn] >= 0 ? base + o[rn] : zeros.data(), plan.len);
         if (++pix == ohw) pix = 0, ++img;
       }
+      // gw[k0:k0+MR, :] += patchesᵀ[k0:k0+MR, pixels] · gy[pixels, :]. A (the patches, transposed)
+      // is read in place: row kk of it at stride 1, pixel p at stride k.
       MicroTile t;
       t.k = pc;
-      t.a = apack;
       t.ldb = s.co;
       t.b_padded = false;
       t.ldc = s.co;
       t.load_c = true;
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t k0 = g * kMR;
-        // Pixel by pixel, segments in row order, each copied with a masked load and a FULL
-        // vector store: Zen 4 runs masked stores several times slower than plain ones, and the
-        // lanes past a segment only land on rows that the next segment or pixel rewrites (or,
-        // past the group's live rows, that the microkernel never reads; the buffer has a
-        // vector of slack at its end).
-        const Segment* sg_begin = segments[g].data();
-        const Segment* sg_end = sg_begin + segments[g].size();
-        for (int64_t p = 0; p < pc; ++p) {
-          const float* const* pp = ptrs + p * runs;
-          float* d = apack + p * kMR;
-          for (const Segment* sg = sg_begin; sg != sg_end; ++sg) {
-            const float* src = pp[sg->run] + sg->ch;
-            for (int r = 0; r < sg->len; r += W)
-              store(d + sg->r0 + r, load_partial(src + r, std::min(W, sg->len - r)));
-          }
-        }
+        t.a = patches + k0;
         t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
         for (int64_t jp = 0; jp < np; ++jp) {
           t.b = gy + p0 * s.co + jp * kNR;
           t.c = dst + k0 * s.co + jp * kNR;
           t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
-          microkernel(t);
+          microkernel_strided_a(t, 1, k);
         }
       }
     }
