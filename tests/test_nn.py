@@ -55,6 +55,31 @@ def test_sequential_fuses_linear_and_activation(rng):
     assert len(model) == 6 and isinstance(model[1], nn.ReLU) and len(model[:2]) == 2
 
 
+def test_sequential_pools_before_relu_with_the_same_numbers(rng):
+    # Conv -> ReLU -> MaxPool runs as Conv -> MaxPool -> ReLU; outputs and every gradient must be
+    # those of the three modules run one by one (negative pre-activations make zero ties).
+    fg.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 4))
+    xs = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    grads = []
+    for fused in (True, False):
+        model.zero_grad()
+        x = fg.tensor(xs, requires_grad=True)
+        if fused:
+            y = model(x)
+        else:
+            y = x
+            for m in model:
+                y = m(y)
+        (y * y).sum().backward()
+        grads.append([y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    pooled = model[:3](fg.tensor(xs))
+    assert type(pooled._ctx).__name__ == "Activation"  # the ReLU ran last, on the pooled tensor
+    assert type(pooled._ctx.parents[0]._ctx).__name__ == "MaxPool2dFunction"
+
+
 def test_module_bookkeeping():
     class Net(nn.Module):
         def __init__(self):

@@ -149,7 +149,8 @@ def _fused_activation(module):
 class Sequential(Module):
     """Runs its modules in order; a Linear or Conv2d followed by ReLU/Sigmoid/Tanh (or a Linear by
     LeakyReLU) runs as one op with the activation in its store (same result, one pass less over
-    memory, and autograd keeps only the output)."""
+    memory, and autograd keeps only the output); Conv2d -> ReLU -> MaxPool2d pools first and
+    applies the ReLU to the pooled tensor."""
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -173,11 +174,20 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
+        from .conv import MaxPool2d  # noqa: PLC0415 (nn.conv imports this module)
         items = list(self._modules.values())
         i = 0
         while i < len(items):
             m = items[i]
             fused = _fused_activation(items[i + 1]) if i + 1 < len(items) else None
+            if type(m) is Conv2d and m.activation is None and type(items[i + 1]) is ReLU and \
+                    i + 2 < len(items) and type(items[i + 2]) is MaxPool2d:
+                # Conv -> ReLU -> MaxPool as Conv -> MaxPool -> ReLU: ReLU is non-decreasing, so it
+                # commutes with max (ties included: they are zeros, whose gradient is zero either
+                # way). Both ReLU passes then run on the pooled tensor, a quarter of the conv output.
+                x = items[i + 1](items[i + 2](m(x)))
+                i += 3
+                continue
             if type(m) in (Linear, Conv2d) and m.activation is None and fused is not None and \
                     (fused[0] != "leaky_relu" or type(m) is Linear):
                 x = m(x, activation=fused[0], **({"negative_slope": fused[1]} if type(m) is Linear else {}))
