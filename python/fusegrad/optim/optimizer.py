@@ -10,9 +10,11 @@ the whole arena as one flat array, with no per-tensor work at all. Whenever a pa
 has left that arrangement (its .grad replaced or None, frozen after construction, .data re-bound),
 that group's step falls back to the per-tensor path over the same state views, so the numbers are
 the same either way. Caveats: zero_grad() zeroes the gradient arena and leaves the grads allocated
-(set_to_none is ignored for arena parameters); moving the model (Module.to) after building a flat
-optimizer is an error at the next step: build the optimizer after moving the model; parameters that
-shared storage before are no longer tied after flattening.
+(set_to_none is ignored for arena parameters), so, as with zero_grad(set_to_none=False), a parameter
+that got no gradient in a backward still takes a step with a zero gradient (momentum and weight decay
+act on it); moving the model (Module.to) after building a flat optimizer is an error at the next
+zero_grad or step: build the optimizer after moving the model; parameters that shared storage
+before are no longer tied after flattening.
 """
 from __future__ import annotations
 
