@@ -31,6 +31,7 @@ class _Arena:
 
     def __init__(self, params, state_names):
         self.params = params
+        self.ids = frozenset(id(p) for p in params)
         self.device = params[0].device
         datas = [p.data for p in params]
         self.data, self.data_views = ops.flatten_params(datas)
@@ -52,20 +53,27 @@ class _Arena:
         parameter has left the arena's arrangement (the per-tensor path must take this step)."""
         if any(name not in self.state for name in names):
             return None
-        state_views = [self.state[name][1] for name in names]
-        states = []
-        for i, p in enumerate(self.params):
-            g, s = p.grad, all_state.get(id(p))
-            if (not p.requires_grad or p.data is not self.data_views[i] or g is not self.grads[i]
-                    or g.data is not self.grad_views[i] or s is None
-                    or any(s.get(name) is not views[i] for name, views in zip(names, state_views))):
+        # Identity checks only, in plain loops (no generator per parameter): this runs per
+        # parameter per step, and is all the Python work a flat step does.
+        state_views = [(name, self.state[name][1]) for name in names]
+        get, states = all_state.get, []
+        for i, (p, data_view, g, grad_view) in enumerate(zip(self.params, self.data_views, self.grads,
+                                                               self.grad_views)):
+            s = get(id(p))
+            if (s is None or not p.requires_grad or p.data is not data_view or p.grad is not g
+                    or g.data is not grad_view):
                 return None
+            for name, views in state_views:
+                if s.get(name) is not views[i]:
+                    return None
             states.append(s)
-        if any(s["step"] != states[0]["step"] for s in states):
-            return None
+        step = states[0]["step"]
+        for s in states:
+            if s["step"] != step:
+                return None
         arrays = {"params": [self.data], "grads": [self.grad]}
         arrays.update({name: [self.state[name][0]] for name in names})
-        return states[0]["step"], arrays, states
+        return step, arrays, states
 
     def check_device(self) -> None:
         for p in self.params:
@@ -151,7 +159,7 @@ class Optimizer:
         for arenas in self._arenas:
             for arena in arenas:
                 arena.zero_grad()
-                in_arena.update(id(p) for p in arena.params)
+                in_arena |= arena.ids
         for group in self.param_groups:
             for p in group["params"]:
                 if id(p) in in_arena:
@@ -185,9 +193,9 @@ class Optimizer:
                 arena.check_device()
             else:
                 batches.append(batch)
-                done.update(id(p) for p in arena.params)
+                done |= arena.ids
         keyed: dict = {}
-        for p in group["params"]:
+        for p in group["params"] if len(done) < len(group["params"]) else ():
             if id(p) in done or not p.requires_grad or p.grad is None:
                 continue
             s = self._state(p, *names)
