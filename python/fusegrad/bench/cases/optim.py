@@ -136,10 +136,10 @@ def _optimizer_case(list_name: str, sizes, device: str) -> Case:
 
 def cases():
     out = []
-    out.append(_optimizer_case("300t_10k", CPU_LISTS["300t_10k"], "cpu"))
-    out.append(_optimizer_case("300t_10k", GPU_LISTS["300t_10k"], "cuda"))
     for kind in ("adamw", "sgd_momentum"):
         out += [_case(kind, name, sizes, "cpu") for name, sizes in CPU_LISTS.items()]
+    out.append(_optimizer_case("300t_10k", CPU_LISTS["300t_10k"], "cpu"))
     for kind in ("adamw", "sgd_momentum"):
         out += [_case(kind, name, sizes, "cuda") for name, sizes in GPU_LISTS.items()]
+    out.append(_optimizer_case("300t_10k", GPU_LISTS["300t_10k"], "cuda"))
     return out
