@@ -177,6 +177,26 @@ def test_flat_padding_stays_zero(cls, kwargs):
         np.testing.assert_array_equal(flat[mask], 0)
 
 
+@pytest.mark.parametrize("cls,kwargs", [OPTIMIZERS[2], OPTIMIZERS[4]], ids=["sgd", "adam"])
+def test_odd_shapes_and_zero_size_parameters(cls, kwargs, rng, kernel_calls):
+    shapes = [(0,), (1,), (), (3, 0), (15,), (16,), (17,), (5, 7)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    ref = [nn.Parameter(a.copy()) for a in start]
+    ref_opt = cls(ref, **kwargs)
+    ours = [nn.Parameter(a.copy()) for a in start]
+    opt = cls(ours, flat=True, **kwargs)
+    kernel_calls.clear()
+    for step_grads in grads:
+        for r, p, g in zip(ref, ours, step_grads):
+            r.grad = fg.tensor(g)
+            p.grad.data[...] = g  # in place: the arena stays intact
+        ref_opt.step()
+        opt.step()
+    assert kernel_calls == [len(shapes), 1] * len(grads)
+    assert_same([p.numpy() for p in ours], [p.numpy() for p in ref])
+
+
 def test_param_groups_each_get_an_arena(kernel_calls):
     data = batches(4)
 
@@ -409,6 +429,30 @@ def test_module_load_state_dict_keeps_the_views(kernel_calls):
     kernel_calls.clear()
     train(model, opt, batches(2))
     assert kernel_calls == [1, 1]
+
+
+def test_save_and_load_a_flat_trained_model(tmp_path):
+    model = make_model()
+    opt = optim.Adam(model.parameters(), lr=0.01, flat=True)
+    train(model, opt, batches(2))
+    fg.save(model.state_dict(), tmp_path / "m.safetensors")
+    other = make_model(seed=4)
+    other.load_state_dict(fg.load(tmp_path / "m.safetensors"))
+    assert_same(params_of(other), params_of(model))
+
+
+def test_moving_parameters_off_their_arena_device_is_an_error():
+    # No second device on a CPU-only machine: re-bind a parameter (what Module.to does) and tell the
+    # arena it lives elsewhere, which is the state a CPU arena is in after model.to("cuda").
+    model = make_model()
+    opt = optim.SGD(model.parameters(), lr=0.1, flat=True)
+    w = model[1].weight
+    w.data = w.data.copy()
+    opt._arenas[0][0].device = "cuda:0"
+    with pytest.raises(RuntimeError, match=r"shape \(9, 12\) moved from cuda:0 to cpu.*build the optimizer after"):
+        opt.zero_grad()
+    with pytest.raises(RuntimeError, match="moved from cuda:0 to cpu"):
+        opt.step()
 
 
 def test_clip_grad_norm_on_flat_grads():
