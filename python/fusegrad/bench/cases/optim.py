@@ -129,8 +129,8 @@ def _optimizer_case(list_name: str, sizes, device: str) -> Case:
         return ours, base
 
     total = sum(sizes)
-    return Case(f"optim/adamw_flat_step/{list_name}/{device}", "optim", device, "GB/s", BYTES_PER_PARAM["adamw"] * total,
-                setup, limit="copy_GBps" if device == "cpu" else "cuda_copy_GBps",
+    return Case(f"optim/adamw_flat_step/{list_name}/{device}", "optim", device, "GB/s",
+                BYTES_PER_PARAM["adamw"] * total, setup, limit="copy_GBps" if device == "cpu" else "cuda_copy_GBps",
                 note=f"optim.AdamW(flat=True).step(), {len(sizes)} tensors, {total / 1e6:g}M params")
 
 
