@@ -15,7 +15,7 @@ from .activation import (
     tanh_backward,
 )
 from .conv import conv2d, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight
-from .optim import adam_step, clip_grad_norm, grad_norm, sgd_step
+from .optim import adam_step, clip_grad_norm, flatten_params, grad_norm, group_by_dtype_device, sgd_step
 from .pool import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -39,7 +39,7 @@ __all__ = [
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",
     "conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
-    "adam_step", "sgd_step", "clip_grad_norm", "grad_norm",
+    "adam_step", "sgd_step", "clip_grad_norm", "grad_norm", "flatten_params", "group_by_dtype_device",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
     "global_avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy",

@@ -316,4 +316,71 @@ def _norm_and_clip(grads, max_norm, norm_type, stream):
     return _run(lists, written, fast, cpu, cuda)
 
 
-__all__ = ["adam_step", "sgd_step", "clip_grad_norm", "grad_norm"]
+# --- flat arenas -----------------------------------------------------------------------------------
+
+# Each piece of an arena starts on a 64-byte boundary (a cache line, and one AVX-512 vector of
+# float32), so every view's first vector load is aligned and no two tensors share a cache line.
+ARENA_ALIGN_BYTES = 64
+
+
+def _array_key(a, name: str):
+    """(dtype, device) of a NumPy or CuPy array; anything else is a TypeError."""
+    if not (isinstance(a, np.ndarray) or _backend._is_cupy(a)):
+        raise TypeError(f"{name}: expected a NumPy or CuPy array, got {type(a).__name__}")
+    return a.dtype, device_of(a)
+
+
+def group_by_dtype_device(arrays) -> dict:
+    """{(dtype, device): [indices into arrays]} in first-seen order: the split of a mixed list into
+    lists that flatten_params accepts."""
+    groups: dict = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(_array_key(a, f"arrays[{i}]"), []).append(i)
+    return groups
+
+
+def flatten_params(arrays, *, zeros: bool = False):
+    """(flat, views): one new contiguous 1-D buffer holding copies of `arrays`, and per array a view
+    into it with the original shape, so a list of tensors can be updated by one call on `flat`.
+
+    The arrays must share one dtype and one device (NumPy, or CuPy on one GPU); the buffer is made
+    there. Each view starts on a 64-byte boundary; the padding between views is zero. With
+    zeros=True the values are not copied: the views are zero, in the same layout as the copy's (a
+    gradient or optimizer-state arena matching a parameter arena). An empty list gives an empty
+    float32 NumPy buffer and no views.
+    """
+    arrays = list(arrays)
+    keys = group_by_dtype_device(arrays)
+    if len(keys) > 1:
+        found = ", ".join(f"{dt} on {dev} (arrays{idx[:3]}{'...' if len(idx) > 3 else ''})"
+                          for (dt, dev), idx in keys.items())
+        raise ValueError(f"flatten_params needs arrays of one dtype on one device, got {found}; "
+                         "split them with group_by_dtype_device")
+    if not arrays:
+        return np.zeros(0, np.float32), []
+    dtype, device = next(iter(keys))
+    xp = _backend.array_module(arrays[0])
+    quantum = max(1, ARENA_ALIGN_BYTES // dtype.itemsize)  # elements per aligned piece
+    offsets, total = [], 0
+    for a in arrays:
+        offsets.append(total)
+        total += -(-a.size // quantum) * quantum
+    if device == "cpu":
+        # Over-allocate by one alignment unit and start at the first aligned element: NumPy only
+        # promises 16-byte alignment. (CuPy's pool hands out 256-byte aligned blocks already.)
+        raw = np.zeros(total + quantum, dtype)
+        shift = (-raw.ctypes.data % ARENA_ALIGN_BYTES) // dtype.itemsize
+        flat = raw[shift:shift + total]
+    else:
+        with xp.cuda.Device(int(device.split(":")[1])):
+            flat = xp.zeros(total, dtype)
+    views = []
+    for a, start in zip(arrays, offsets):
+        view = flat[start:start + a.size].reshape(a.shape)
+        if not zeros:
+            view[...] = a
+        views.append(view)
+    return flat, views
+
+
+__all__ = ["adam_step", "sgd_step", "clip_grad_norm", "grad_norm", "flatten_params", "group_by_dtype_device"]

@@ -5,14 +5,15 @@ from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (weight_decay is L2, added to the gradient); AdamW decouples it."""
+    """torch.optim.Adam (weight_decay is L2, added to the gradient); AdamW decouples it. flat=True
+    keeps the parameters, gradients and moments in contiguous arenas (see Optimizer)."""
 
     decoupled_weight_decay = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, maximize: bool = False):
+                 weight_decay: float = 0.0, maximize: bool = False, flat: bool = False):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize), flat)
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -22,20 +23,19 @@ class Adam(Optimizer):
         if group["eps"] <= 0:
             raise ValueError(f"eps must be > 0, got {group['eps']}")
 
+    def _state_names(self, group):
+        return ("exp_avg", "exp_avg_sq")
+
     def step(self) -> None:
-        for group in self.param_groups:
-            params = self._trainable(group)
-            states = [self._state(p, "exp_avg", "exp_avg_sq") for p in params]
+        for i, group in enumerate(self.param_groups):
             beta1, beta2 = group["betas"]
-            for (_, step), items in self._batches(params, states):
-                ps = [p for p, _ in items]
+            for step, arrays, states in self._batches(i):
                 ops.adam_step(
-                    [p.data for p in ps], [p.grad.data for p in ps],
-                    [s["exp_avg"] for _, s in items], [s["exp_avg_sq"] for _, s in items],
+                    arrays["params"], arrays["grads"], arrays["exp_avg"], arrays["exp_avg_sq"],
                     step=step + 1, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                     weight_decay=group["weight_decay"], decoupled_weight_decay=self.decoupled_weight_decay,
                     maximize=group["maximize"])
-                for _, s in items:
+                for s in states:
                     s["step"] = step + 1
 
 
@@ -45,5 +45,5 @@ class AdamW(Adam):
     decoupled_weight_decay = True
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, maximize: bool = False):
-        super().__init__(params, lr, betas, eps, weight_decay, maximize)
+                 weight_decay: float = 1e-2, maximize: bool = False, flat: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, maximize, flat)

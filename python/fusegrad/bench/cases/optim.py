@@ -8,6 +8,8 @@ divided by the measured copy bandwidth). Lists: 1M and 30M parameters in 10 tens
 of 10k (many small tensors: the launch/fork-join cost per tensor shows there), and on the GPU 100M
 in 10 tensors. Baselines: torch.optim's own AdamW/SGD with fused=True and with foreach=True, built
 over torch tensors of the same sizes with .grad set, timing opt.step().
+optim/adamw_flat_step times the whole Python optimizer, optim.AdamW(flat=True).step() (one arena),
+against optim.AdamW(flat=False).step() (per-tensor lists) and torch.optim.AdamW on 300 x 10k.
 """
 from __future__ import annotations
 
@@ -91,10 +93,53 @@ def _case(kind: str, list_name: str, sizes, device: str) -> Case:
                 note=f"{len(sizes)} tensors, {total / 1e6:g}M params, {BYTES_PER_PARAM[kind]} B/param")
 
 
+def _optimizer_step(flat: bool, xp, sizes):
+    """A whole fusegrad optim.AdamW step over Parameters with their .grad set, per-tensor or flat."""
+    from ... import nn, optim
+    from ...tensor import Tensor
+
+    rng = np.random.default_rng(0)
+    params = [nn.Parameter(xp.asarray(rng.standard_normal(n, dtype=np.float32))) for n in sizes]
+    grads = [xp.asarray(rng.standard_normal(n, dtype=np.float32) * 1e-2) for n in sizes]
+    for p, g in zip(params, grads):
+        p.grad = Tensor._wrap(g, False)
+    # flat=True copies each .grad into the gradient arena and re-points p.grad at its view
+    opt = optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, flat=flat)
+    return opt.step
+
+
+def _optimizer_case(list_name: str, sizes, device: str) -> Case:
+    """optim.AdamW(flat=True).step() against the per-tensor optim.AdamW step and torch.optim's:
+    what one arena saves over per-tensor lists once the Python optimizer's own work is counted."""
+
+    def setup():
+        torch = optional_import("torch")
+        if device == "cpu":
+            xp, torch_device = np, "cpu"
+        else:
+            import cupy as xp
+
+            torch_device = "cuda"
+        ours = _optimizer_step(True, xp, sizes)
+        base = {"fusegrad_per_tensor": _optimizer_step(False, xp, sizes)}
+        if torch is not None and (device == "cpu" or torch.cuda.is_available()):
+            base.update(_torch_steps(torch, "adamw", sizes, torch_device))
+        ours()
+        base["fusegrad_per_tensor"]()
+        return ours, base
+
+    total = sum(sizes)
+    return Case(f"optim/adamw_flat_step/{list_name}/{device}", "optim", device, "GB/s",
+                BYTES_PER_PARAM["adamw"] * total, setup, limit="copy_GBps" if device == "cpu" else "cuda_copy_GBps",
+                note=f"optim.AdamW(flat=True).step(), {len(sizes)} tensors, {total / 1e6:g}M params")
+
+
 def cases():
     out = []
     for kind in ("adamw", "sgd_momentum"):
         out += [_case(kind, name, sizes, "cpu") for name, sizes in CPU_LISTS.items()]
+    out.append(_optimizer_case("300t_10k", CPU_LISTS["300t_10k"], "cpu"))
     for kind in ("adamw", "sgd_momentum"):
         out += [_case(kind, name, sizes, "cuda") for name, sizes in GPU_LISTS.items()]
+    out.append(_optimizer_case("300t_10k", GPU_LISTS["300t_10k"], "cuda"))
     return out
