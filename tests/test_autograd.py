@@ -203,6 +203,25 @@ def test_shared_subexpression_sums_paths():
     assert x.grad.item() == pytest.approx(4 * 8 + 2 * 2)
 
 
+def test_leaf_gradients_never_alias(rng):
+    # Leaves adopt a gradient array only when nothing else holds it: an Add hands the same array
+    # to both parents, and backward(grad=...) starts from the caller's own array.
+    a = fg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = fg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    g = np.ones((3, 4))
+    (a + b).backward(g)
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    assert not np.shares_memory(a.grad.data, g) and not np.shares_memory(b.grad.data, g)
+    a.grad.data += 1
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones((3, 4)))
+    np.testing.assert_array_equal(g, np.ones((3, 4)))
+    w = fg.tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    out = a @ w
+    out.backward(np.ones((3, 2)))
+    assert not np.shares_memory(w.grad.data, a.data) and not np.shares_memory(w.grad.data, out.data)
+    np.testing.assert_allclose(w.grad.numpy(), a.data.T @ np.ones((3, 2)))
+
+
 def test_long_chain_is_iterative():
     x = fg.tensor(1.0, requires_grad=True)
     y = x

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 
@@ -626,7 +627,11 @@ class Tensor:
             if ctx is None:  # a leaf: accumulate
                 if node.requires_grad:
                     if node.grad is None:
-                        node.grad = Tensor._wrap(g.copy(), False)
+                        # Adopt g when nothing else can see it (it owns its memory, and the only
+                        # references are this loop's and getrefcount's); otherwise, e.g. the same
+                        # array handed to two parents by an Add, the leaf gets its own copy.
+                        private = g.base is None and sys.getrefcount(g) == 2
+                        node.grad = Tensor._wrap(g if private else g.copy(), False)
                     else:
                         node.grad.data += g
                 continue
@@ -640,6 +645,7 @@ class Tensor:
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
+            parent_grads = pg = g = None  # `grads` holds the only references (see the leaf case)
             if not retain_graph:
                 ctx.saved, ctx.freed = (), True
 
