@@ -1,7 +1,10 @@
 // The _cpu module: argument checks and calls, nothing else. Kernels run with the GIL released.
 #include <pybind11/numpy.h>
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <array>
 
 #include "activation/activation.h"
 #include "activation/softmax.h"
@@ -406,20 +409,25 @@ float* conv_out(py::array& a, const char* name) {
 
 // The geometry of image (N,H,W,C), weight (KH,KW,C,CO) and output (N,OH,OW,CO), re-checked so
 // that no inconsistent size can make a kernel read or write out of bounds.
-ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, int64_t sh, int64_t sw,
+ConvShape conv_shape(const py::array& img, const py::array& w, std::array<int64_t, 4> out, int64_t sh, int64_t sw,
                      int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
     throw py::value_error("conv2d: invalid stride, dilation or padding");
   ConvShape s;
   s.n = img.shape(0); s.h = img.shape(1); s.w = img.shape(2); s.c = img.shape(3);
   s.kh = w.shape(0); s.kw = w.shape(1); s.co = w.shape(3);
-  s.oh = out.shape(1); s.ow = out.shape(2);
+  s.oh = out[1]; s.ow = out[2];
   s.sh = sh; s.sw = sw; s.dh = dh; s.dw = dw; s.pt = pt; s.pl = pl;
   const int64_t span_h = s.h + pt + pb - (s.kh - 1) * dh - 1, span_w = s.w + pl + pr - (s.kw - 1) * dw - 1;
-  if (s.kh < 1 || s.kw < 1 || w.shape(2) != s.c || out.shape(0) != s.n || out.shape(3) != s.co ||
+  if (s.kh < 1 || s.kw < 1 || w.shape(2) != s.c || out[0] != s.n || out[3] != s.co ||
       span_h < 0 || span_w < 0 || s.oh != span_h / sh + 1 || s.ow != span_w / sw + 1)
     throw py::value_error("conv2d: input, weight and output shapes do not fit the geometry");
   return s;
+}
+
+ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, int64_t sh, int64_t sw,
+                     int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return conv_shape(img, w, {out.shape(0), out.shape(1), out.shape(2), out.shape(3)}, sh, sw, dh, dw, pt, pb, pl, pr);
 }
 
 void require_disjoint(const py::array& out, std::initializer_list<const py::array*> inputs) {
@@ -447,6 +455,44 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& bi
   const Activation act = activation_code(code);
   py::gil_scoped_release release;
   active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+}
+
+// conv2d_forward followed by a max pool over pool×pool windows with stride pool: y and indices
+// (N, OH/pool, OW/pool, C_out), where OH, OW are the convolution's output size.
+void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::object& bias, py::array& y,
+                             py::array& indices, int64_t pool, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                             int64_t pt, int64_t pb, int64_t pl, int64_t pr, int code, float act_param) {
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  float* yp = conv_out(y, "out");
+  if (pool < 1) throw py::value_error("conv2d_max_pool2d: pool must be >= 1");
+  if (sh < 1 || sw < 1) throw py::value_error("conv2d: invalid stride, dilation or padding");
+  // The convolution's own output size; conv_shape re-checks it against the geometry.
+  const int64_t oh = (x.shape(1) + pt + pb - (w.shape(0) - 1) * dh - 1) / sh + 1;
+  const int64_t ow = (x.shape(2) + pl + pr - (w.shape(1) - 1) * dw - 1) / sw + 1;
+  const ConvShape s = conv_shape(x, w, {x.shape(0), oh, ow, w.shape(3)}, sh, sw, dh, dw, pt, pb, pl, pr);
+  if (y.shape(0) != s.n || y.shape(1) != s.oh / pool || y.shape(2) != s.ow / pool || y.shape(3) != s.co)
+    throw py::value_error("conv2d_max_pool2d: output shape does not fit the geometry");
+  if (indices.dtype().kind() != 'i' || indices.itemsize() != 4 || indices.ndim() != 4 ||
+      !(indices.flags() & py::array::c_style) || !indices.writeable())
+    throw py::value_error("conv2d_max_pool2d: indices must be a writable C-contiguous int32 array");
+  for (int d = 0; d < 4; ++d)
+    if (indices.shape(d) != y.shape(d)) throw py::value_error("conv2d_max_pool2d: indices shape differs from y");
+  py::array bias_arr;
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    require_float32(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != s.co || !(bias_arr.flags() & py::array::c_style))
+      throw py::value_error("bias: must be a contiguous array of C_out elements");
+    bp = static_cast<const float*>(bias_arr.data());
+    require_disjoint(y, {&bias_arr});
+  }
+  require_disjoint(y, {&x, &w});
+  const Activation act = activation_code(code);
+  auto* ip = static_cast<int32_t*>(indices.mutable_data());
+  py::gil_scoped_release release;
+  active_conv_kernels().forward_max_pool(s, xp, wp, bp, act, act_param, pool, yp, ip);
 }
 
 void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, int64_t sh, int64_t sw,
@@ -550,6 +596,10 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
         py::arg("out").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"),
         py::arg("pb"), py::arg("pl"), py::arg("pr"), py::arg("activation"));
+  m.def("conv2d_forward_max_pool", &conv2d_forward_max_pool, py::arg("x").noconvert(), py::arg("w").noconvert(),
+        py::arg("bias"), py::arg("out").noconvert(), py::arg("indices").noconvert(), py::arg("pool"), py::arg("sh"),
+        py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"),
+        py::arg("activation"), py::arg("act_param") = 0.0f);
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(),
         py::arg("w").noconvert(), py::arg("grad_input").noconvert(), py::arg("sh"), py::arg("sw"), py::arg("dh"),
         py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));

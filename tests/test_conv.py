@@ -445,3 +445,74 @@ def test_one_thread_paths(case):
     assert_close(y, ref_forward(x, w, None, st, pads, dil), w.shape[0] * w.shape[1] * w.shape[2])
     assert_close(gx, ref_backward_input(g, w, x.shape, st, pads, dil), w.shape[0] * w.shape[1] * w.shape[3])
     assert_close(gw, ref_backward_weight(x, g, w.shape, st, pads, dil), g.shape[0] * g.shape[1] * g.shape[2])
+
+
+# --- the fused conv + max-pool (what Sequential runs for Conv2d -> ReLU -> MaxPool2d) ---------------
+
+def ref_max_pool(y, pool):
+    """(pooled, indices into each (OH, OW) plane), first maximum in window order, float64."""
+    n, oh, ow, c = y.shape
+    ph, pw = oh // pool, ow // pool
+    win = y[:, :ph * pool, :pw * pool].reshape(n, ph, pool, pw, pool, c).transpose(0, 1, 3, 2, 4, 5)
+    win = win.reshape(n, ph, pw, pool * pool, c)
+    arg = win.argmax(axis=3)
+    rows = np.arange(ph)[None, :, None, None] * pool + arg // pool
+    cols = np.arange(pw)[None, None, :, None] * pool + arg % pool
+    return win.max(axis=3), rows * ow + cols
+
+
+# (N, H, W, C_in, C_out, K, stride, padding, dilation, pool, activation)
+POOL_CASES = [
+    (3, 28, 28, 1, 32, 3, 1, 0, 1, 2, "relu"),        # the MNIST CNN's first layer
+    (2, 13, 13, 32, 64, 3, 1, 0, 1, 2, "relu"),       # its second: odd conv output, last row dropped
+    (2, 9, 11, 3, 17, 3, 1, 1, 1, 3, None),           # pool 3, no activation, C_out past a panel
+    (1, 8, 8, 4, 40, 2, 2, "same", 1, 2, "leaky_relu"),
+    (2, 12, 13, 6, 8, 3, 1, 2, 2, 2, "relu"),         # dilation 2
+    (1, 5, 5, 2, 3, 3, 1, 0, 1, 1, "relu"),           # pool 1: the conv itself
+    (1, 70, 70, 3, 128, 3, 1, 0, 1, 2, "relu"),       # large rows: several bands per image
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv2d_max_pool2d(case, with_bias, isa, rng):
+    n, h, w, ci, co, k, stride, padding, dilation, pool, act = case
+    x, wt = rand(rng, n, h, w, ci), rand(rng, k, k, ci, co)
+    b = rand(rng, co) if with_bias else None
+    geo = dict(stride=stride, padding=padding, dilation=dilation)
+    y, ind = ops.conv2d_max_pool2d(x, wt, b, pool=pool, activation=act, negative_slope=0.2, **geo)
+    conv = ops.conv2d(x, wt, b, **geo)  # the kernel's own conv: same float sums, so exact ties agree
+    want, want_ind = ref_max_pool(conv.astype(np.float64), pool)
+    want = want.astype(np.float32)  # a max is exact; the activation rounds as the kernel's does
+    if act == "relu":
+        want = np.maximum(want, 0)
+    elif act == "leaky_relu":
+        want = np.where(want > 0, want, np.float32(0.2) * want)
+    assert y.dtype == np.float32 and ind.dtype == np.int32
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(ind, want_ind)
+    pads = pads_of(padding, x.shape, wt.shape, stride, dilation)
+    assert_close(conv, ref_forward(x, wt, b, stride, pads, dilation), k * k * ci)
+    # The indices route the gradient back as max_pool2d's do.
+    g = rand(rng, *y.shape)
+    np.testing.assert_array_equal(ops.max_pool2d_backward(g, ind, conv.shape, pool),
+                                  ops.max_pool2d_backward(g, ops.max_pool2d(conv, pool, return_indices=True)[1],
+                                                          conv.shape, pool))
+
+
+def test_conv2d_max_pool2d_errors(rng):
+    x, wt = rand(rng, 1, 6, 6, 2), rand(rng, 3, 3, 2, 4)
+    with pytest.raises(ValueError, match="commute with max"):
+        ops.conv2d_max_pool2d(x, wt, activation="gelu")
+    with pytest.raises(ValueError, match="negative_slope > 0"):
+        ops.conv2d_max_pool2d(x, wt, activation="leaky_relu", negative_slope=0.0)
+    with pytest.raises(ValueError, match="pool must be an int >= 1"):
+        ops.conv2d_max_pool2d(x, wt, pool=0)
+    with pytest.raises(ValueError, match="larger than the convolution's output"):
+        ops.conv2d_max_pool2d(x, wt, pool=5)
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv2d_max_pool2d(x, rand(rng, 3, 3, 3, 4))
+    with pytest.raises(TypeError, match="float32"):
+        ops.conv2d_max_pool2d(x.astype(np.float64), wt)
+    with pytest.raises(ValueError, match="bias"):
+        ops.conv2d_max_pool2d(x, wt, rand(rng, 5))

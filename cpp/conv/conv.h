@@ -40,6 +40,11 @@ struct ConvKernels {
   // y = act(conv(x, w) + bias); bias (C_out) may be null.
   void (*forward)(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
                   float* y);
+  // y (N, OH/pool, OW/pool, C_out) = act(max_pool(conv(x, w) + bias)) over non-overlapping
+  // pool×pool windows, and indices (same shape) as the pool family's max_forward gives them. The
+  // activation must be non-decreasing (it is applied after the max).
+  void (*forward_max_pool)(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
+                           float act_param, int64_t pool, float* y, int32_t* indices);
   // gx (N, H, W, C_in) from gy (N, OH, OW, C_out); gx is overwritten.
   void (*backward_input)(const ConvShape& s, const float* gy, const float* w, float* gx);
   // gw (KH, KW, C_in, C_out) from x and gy; gw is overwritten.

@@ -7,6 +7,7 @@
 
 #include "common/threads.h"
 #include "conv/conv.h"
+#include "pool/pool.h"
 #include "gemm/microkernel_impl.h"
 #include "gemm/pack.h"
 
@@ -43,6 +44,12 @@ constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 constexpr int64_t kPatchBytes = 512 << 10;
 constexpr int64_t kMinPixelChunk = 96;
 constexpr int64_t kMaxPixelChunk = 1024;
+
+// Conv rows the fused conv + max-pool computes before pooling them: a whole small image (a 26x26x32
+// first layer is 86 KiB), or bands of it for large ones, kept within L2 with the packed weights.
+// Whole images keep the tiles running on across conv rows (a band of 2 rows of 26 pixels would
+// leave 8 of 60 tile rows idle).
+constexpr int64_t kPoolBandBytes = 256 << 10;
 
 // Rows of gy summed in float before they are added into the double totals of backward-bias:
 // short enough that float rounding stays at the level of a 64-term sum.
@@ -249,89 +256,7 @@ int threads_for(double flops) {
   return static_cast<int>(std::max<double>(1.0, std::min<double>(most, flops / kThreadFlops)));
 }
 
-// ---- forward --------------------------------------------------------------------------------
-
-void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
-                  float* y) {
-  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
-  if (m_total == 0 || s.co == 0) return;
-  const int64_t np = ceil_div(s.co, kNR);
-  PackBuffer wpack;
-  float* bp = wpack.get(std::max<int64_t>(np * k * kNR, 1));
-  if (k > 0) pack_b(w, s.co, 1, k, s.co, bp);
-  const RunPlan plan = plan_runs(s);
-  const int64_t taps_runs = plan.runs;
-  const std::vector<int64_t> off = run_offsets(s, plan);
-  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(plan.len, 1)), 0.0f);
-  // Where every run of a pixel is inside the image, its runs sit at fixed offsets from the first:
-  // tiles made only of such pixels pass one pointer per row (IndirectTile::tap_off).
-  std::vector<int64_t> tap_off(static_cast<size_t>(taps_runs));
-  for (int64_t tp = 0; tp < taps_runs; ++tp) {
-    const int64_t i = plan.merged ? tp : tp / s.kw, j = plan.merged ? 0 : tp % s.kw;
-    tap_off[tp] = (i * s.dh * s.w + j * s.dw) * s.c;
-  }
-  std::vector<char> inside(static_cast<size_t>(s.oh * s.ow));
-  for (int64_t pix = 0; pix < s.oh * s.ow; ++pix) {
-    const int64_t* o = off.data() + pix * taps_runs;
-    inside[pix] = std::all_of(o, o + taps_runs, [](int64_t v) { return v >= 0; });
-  }
-  int R, PS;
-  tile_shape(s.co, plan.len, R, PS);
-  const int64_t groups = ceil_div(m_total, R), hwc = s.h * s.w * s.c;
-  const double group_flops = 2.0 * R * double(std::max<int64_t>(k, 1)) * double(s.co);
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / group_flops));
-
-  parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-    std::vector<const float*> a(static_cast<size_t>(taps_runs * R));
-    std::vector<float> scratch(static_cast<size_t>((np + 1) * kNR));
-    float* crow[kMaxTileRows];
-    IndirectTile t;
-    t.ntaps = taps_runs;
-    t.cin = plan.len;
-    t.a = a.data();
-    t.b_panel = k * kNR;
-    t.c = crow;
-    t.act = act;
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t m0 = g * R;
-      const int live = static_cast<int>(std::min<int64_t>(R, m_total - m0));
-      int64_t img = m0 / ohw, pix = m0 % ohw;
-      bool all_inside = true;
-      for (int64_t r = 0, p = pix; r < live && all_inside; ++r, p = p + 1 == ohw ? 0 : p + 1)
-        all_inside = inside[p];
-      t.tap_off = all_inside ? tap_off.data() : nullptr;
-      for (int r = 0; r < R; ++r) {
-        if (r < live) {
-          const float* base = x + img * hwc;
-          const int64_t* o = off.data() + pix * taps_runs;
-          if (all_inside) a[r] = base + o[0] - tap_off[0];
-          else for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = o[tp] >= 0 ? base + o[tp] : zeros.data();
-          crow[r] = y + (m0 + r) * s.co;
-          if (++pix == ohw) pix = 0, ++img;
-        } else {
-          // Idle rows read what the last live row reads, and store to scratch.
-          if (all_inside) a[r] = a[live - 1];
-          else for (int64_t tp = 0; tp < taps_runs; ++tp) a[tp * R + r] = zeros.data();
-          crow[r] = scratch.data();
-        }
-      }
-      t.m = live;
-      for (int64_t jp = 0; jp < np; jp += PS) {
-        t.b = bp + jp * k * kNR;
-        t.c_col = jp * kNR;
-        t.n = static_cast<int>(std::min<int64_t>(PS * kNR, s.co - jp * kNR));
-        t.bias = bias ? bias + jp * kNR : nullptr;
-        run_indirect(t, R);
-      }
-    }
-  });
-}
-
-// ---- backward-input -------------------------------------------------------------------------
-
-// Scatter form, for small C_in: per image, patch gradients P (pixels × K) = gy · wᵀ in MR-row
-// tiles, each added into gx tap by tap right away (the tile is still in L1). Threads take whole
-// images, so no two threads ever add into the same gx pixel.
+// dst[0:n] += src[0:n].
 void add_into(float* dst, const float* src, int64_t n) {
   if (n < W) {
     // First layers' runs (3 or 9 floats): a masked load and a masked store per run cost more
@@ -344,6 +269,177 @@ void add_into(float* dst, const float* src, int64_t n) {
   if (i < n) store_partial(dst + i, load_partial(dst + i, int(n - i)) + load_partial(src + i, int(n - i)), int(n - i));
 }
 
+// ---- forward --------------------------------------------------------------------------------
+
+// What every forward tile shares, prepared once per call: the packed weights, the run offsets of
+// each output pixel, and which pixels have every run inside the image.
+struct ForwardPlan {
+  const ConvShape& s;
+  int64_t k, np;
+  PackBuffer wpack;
+  const float* bp = nullptr;
+  RunPlan plan;
+  std::vector<int64_t> off, tap_off;
+  std::vector<char> inside;
+  std::vector<float> zeros;
+  int rows = 0, panels = 0;  // tile shape
+
+  ForwardPlan(const ConvShape& shape, const float* w) : s(shape), k(s.kh * s.kw * s.c), np(ceil_div(s.co, kNR)) {
+    float* packed = wpack.get(std::max<int64_t>(np * k * kNR, 1));
+    if (k > 0) pack_b(w, s.co, 1, k, s.co, packed);
+    bp = packed;
+    plan = plan_runs(s);
+    off = run_offsets(s, plan);
+    zeros.assign(static_cast<size_t>(std::max<int64_t>(plan.len, 1)), 0.0f);
+    // Where every run of a pixel is inside the image, its runs sit at fixed offsets from the
+    // first: tiles made only of such pixels pass one pointer per row (IndirectTile::tap_off).
+    tap_off.resize(static_cast<size_t>(plan.runs));
+    for (int64_t tp = 0; tp < plan.runs; ++tp) {
+      const int64_t i = plan.merged ? tp : tp / s.kw, j = plan.merged ? 0 : tp % s.kw;
+      tap_off[tp] = (i * s.dh * s.w + j * s.dw) * s.c;
+    }
+    inside.resize(static_cast<size_t>(s.oh * s.ow));
+    for (int64_t pix = 0; pix < s.oh * s.ow; ++pix) {
+      const int64_t* o = off.data() + pix * plan.runs;
+      inside[pix] = std::all_of(o, o + plan.runs, [](int64_t v) { return v >= 0; });
+    }
+    tile_shape(s.co, plan.len, rows, panels);
+  }
+
+  double tile_flops() const { return 2.0 * rows * double(std::max<int64_t>(k, 1)) * double(s.co); }
+};
+
+// One thread's forward tiles: its pointer table and scratch row.
+class ForwardWorker {
+ public:
+  explicit ForwardWorker(const ForwardPlan& p)
+      : p_(p), a_(static_cast<size_t>(p.plan.runs * p.rows)), scratch_(static_cast<size_t>((p.np + 1) * kNR)) {
+    t_.ntaps = p.plan.runs;
+    t_.cin = p.plan.len;
+    t_.a = a_.data();
+    t_.b_panel = p.k * kNR;
+    t_.c = crow_;
+  }
+
+  // Output pixels m0 .. m0 + live - 1 (counted over N*OH*OW, live <= p.rows) of act(conv + bias),
+  // pixel m0 + r stored at dst + r * s.co.
+  void tile(const float* x, int64_t m0, int live, float* dst, const float* bias, Activation act) {
+    const ConvShape& s = p_.s;
+    const int R = p_.rows;
+    const int64_t ohw = s.oh * s.ow, hwc = s.h * s.w * s.c, runs = p_.plan.runs;
+    int64_t img = m0 / ohw, pix = m0 % ohw;
+    bool all_inside = true;
+    for (int64_t r = 0, q = pix; r < live && all_inside; ++r, q = q + 1 == ohw ? 0 : q + 1)
+      all_inside = p_.inside[q];
+    t_.tap_off = all_inside ? p_.tap_off.data() : nullptr;
+    for (int r = 0; r < R; ++r) {
+      if (r < live) {
+        const float* base = x + img * hwc;
+        const int64_t* o = p_.off.data() + pix * runs;
+        if (all_inside) a_[r] = base + o[0] - p_.tap_off[0];
+        else for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = o[tp] >= 0 ? base + o[tp] : p_.zeros.data();
+        crow_[r] = dst + r * s.co;
+        if (++pix == ohw) pix = 0, ++img;
+      } else {
+        // Idle rows read what the last live row reads, and store to scratch.
+        if (all_inside) a_[r] = a_[live - 1];
+        else for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = p_.zeros.data();
+        crow_[r] = scratch_.data();
+      }
+    }
+    t_.m = live;
+    t_.act = act;
+    for (int64_t jp = 0; jp < p_.np; jp += p_.panels) {
+      t_.b = p_.bp + jp * p_.k * kNR;
+      t_.c_col = jp * kNR;
+      t_.n = static_cast<int>(std::min<int64_t>(p_.panels * kNR, s.co - jp * kNR));
+      t_.bias = bias ? bias + jp * kNR : nullptr;
+      run_indirect(t_, R);
+    }
+  }
+
+ private:
+  const ForwardPlan& p_;
+  std::vector<const float*> a_;
+  std::vector<float> scratch_;
+  float* crow_[kMaxTileRows];
+  IndirectTile t_;
+};
+
+void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
+                  float* y) {
+  const int64_t m_total = s.n * s.oh * s.ow;
+  if (m_total == 0 || s.co == 0) return;
+  const ForwardPlan plan(s, w);
+  const int R = plan.rows;
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / plan.tile_flops()));
+  parallel_for(ceil_div(m_total, R), grain, [&](int64_t g0, int64_t g1) {
+    ForwardWorker worker(plan);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t m0 = g * R;
+      worker.tile(x, m0, static_cast<int>(std::min<int64_t>(R, m_total - m0)), y + m0 * s.co, bias, act);
+    }
+  });
+}
+
+// Forward followed by max pooling over non-overlapping pool×pool windows (stride = window, no
+// padding, PyTorch's floor rule): y (N, OH/pool, OW/pool, C_out) and indices as max_pool2d gives
+// them (positions in the conv output's OH×OW plane). The conv output never goes to memory: each
+// band of `pool` conv rows is computed into a per-thread buffer (a few KiB, still in L1/L2 when
+// it is pooled), which on a first layer saves writing and re-reading the largest tensor of the
+// network. The bias is added in the tiles (so the pooled values and their ties are exactly those
+// of max_pool2d on the conv output); the activation is applied to the pooled values: the caller
+// guarantees it is non-decreasing, so it commutes with max.
+void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
+                           float act_param, int64_t pool, float* y, int32_t* indices) {
+  const int64_t ph = s.oh / pool, pw = s.ow / pool;
+  if (s.n * ph * pw == 0 || s.co == 0) return;
+  const ForwardPlan plan(s, w);
+  const int R = plan.rows;
+  // Pooled rows per band: as many as keep the band's conv rows within kPoolBandBytes.
+  const int64_t row_bytes = pool * s.ow * s.co * int64_t(sizeof(float));
+  const int64_t band_rows = std::clamp<int64_t>(kPoolBandBytes / row_bytes, 1, ph);
+  const int64_t bands_per_image = ceil_div(ph, band_rows), bands = s.n * bands_per_image;
+  const int64_t max_band = band_rows * pool * s.ow;  // conv pixels in a full band
+  const double band_flops = plan.tile_flops() * double(ceil_div(max_band, R));
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / band_flops));
+  parallel_for(bands, grain, [&](int64_t b0, int64_t b1) {
+    ForwardWorker worker(plan);
+    // The band's conv rows, with room for the whole-vector stores of a partial last tile.
+    std::vector<float> rows(static_cast<size_t>((ceil_div(max_band, R) * R + 1) * s.co));
+    for (int64_t bd = b0; bd < b1; ++bd) {
+      const int64_t img = bd / bands_per_image, py0 = (bd % bands_per_image) * band_rows;
+      const int64_t npy = std::min(band_rows, ph - py0), band = npy * pool * s.ow;
+      const int64_t m_band = img * s.oh * s.ow + py0 * pool * s.ow;
+      for (int64_t m = 0; m < band; m += R)
+        worker.tile(x, m_band + m, static_cast<int>(std::min<int64_t>(R, band - m)), rows.data() + m * s.co,
+                    bias, Activation::none);
+      const PoolShape window{1, npy * pool, s.ow, s.co, npy, pw, pool, pool, pool, pool, 0, 0};
+      float* yb = y + (img * ph + py0) * pw * s.co;
+      int32_t* ib = indices + (img * ph + py0) * pw * s.co;
+      pool_kernels.max_forward(window, rows.data(), yb, ib);
+      // The band's indices count from its first conv row; in the conv output's plane that row
+      // is py0 * pool.
+      const int32_t shift = static_cast<int32_t>(py0 * pool * s.ow);
+      if (shift != 0)
+        for (int64_t i = 0; i < npy * pw * s.co; ++i) ib[i] += shift;
+      if (act != Activation::none) {
+        with_activation(act, [&](auto kind) {
+          if constexpr (decltype(kind)::value != Activation::none)
+            ukernel::activate_tile<decltype(kind)::value>(yb, s.co, static_cast<int>(npy * pw), static_cast<int>(s.co),
+                                                          act_param);
+        });
+      }
+    }
+  });
+}
+
+// ---- backward-input -------------------------------------------------------------------------
+
+
+// Scatter form, for small C_in: per image, patch gradients P (pixels × K) = gy · wᵀ in MR-row
+// tiles, each added into gx tap by tap right away (the tile is still in L1). Threads take whole
+// images, so no two threads ever add into the same gx pixel.
 void backward_input_scatter(const ConvShape& s, const float* gy, const float* w, float* gx) {
   const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, hwc = s.h * s.w * s.c;
   const int64_t np = ceil_div(k, kNR), ldp = np * kNR;
@@ -785,7 +881,8 @@ void conv_backward_bias(const float* gy, int64_t rows, int64_t co, float* gb) {
 
 }  // namespace
 
-extern const ConvKernels conv_kernels{conv_forward, conv_backward_input, conv_backward_weight, conv_backward_bias};
+extern const ConvKernels conv_kernels{conv_forward, conv_forward_max_pool, conv_backward_input, conv_backward_weight,
+                                      conv_backward_bias};
 
 }  // namespace FG_ISA_NS
 }  // namespace fusegrad

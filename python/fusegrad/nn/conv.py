@@ -102,17 +102,50 @@ class Conv2dFunction(Function):
         x, w, y, x_shape, w_shape, stride, pads, dilation, activation = self.saved
         if activation is not None:
             g = getattr(ops, f"{activation}_backward")(g, y)
-        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
-        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
-        if _on_kernels(g, x, w):
-            geo = dict(stride=stride, padding=pads, dilation=dilation)
-            gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
-            gw = ops.conv2d_backward_weight(x, g, w_shape, **geo) if need_w else None
-            gb = ops.conv2d_backward_bias(g) if need_b else None
-        else:
-            gx, gw = _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w)
-            gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
-        return gx, gw, gb
+        return _conv_backward(self.needs_grad, g, x, w, x_shape, w_shape, stride, pads, dilation)
+
+
+def _conv_backward(needs_grad, g, x, w, x_shape, w_shape, stride, pads, dilation):
+    """(gx, gw, gb) of a convolution from the gradient of its output, each None when not needed."""
+    need_x, need_w = needs_grad[0], needs_grad[1]
+    need_b = len(needs_grad) > 2 and needs_grad[2]
+    if _on_kernels(g, x, w):
+        geo = dict(stride=stride, padding=pads, dilation=dilation)
+        gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
+        gw = ops.conv2d_backward_weight(x, g, w_shape, **geo) if need_w else None
+        gb = ops.conv2d_backward_bias(g) if need_b else None
+    else:
+        gx, gw = _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w)
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
+    return gx, gw, gb
+
+
+class Conv2dMaxPoolFunction(Function):
+    """max_pool2d(act(conv2d(x, w) + b), pool) on the fused kernel, which never writes the conv
+    output; activation None, "relu" or "leaky_relu" (they commute with max, so the kernel applies
+    them to the pooled values, and backward takes their derivative from the pooled output).
+    Backward routes the gradient through the pool indices into the conv output's shape, then
+    runs the conv backward kernels."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), pool=2,
+                activation=None, negative_slope=0.01):
+        y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
+                                           activation=activation, negative_slope=negative_slope)
+        oh = (x.shape[1] + sum(pads[0]) - (w.shape[0] - 1) * dilation[0] - 1) // stride[0] + 1
+        ow = (x.shape[2] + sum(pads[1]) - (w.shape[1] - 1) * dilation[1] - 1) // stride[1] + 1
+        conv_shape = (x.shape[0], oh, ow, w.shape[3])
+        self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None, y if activation else None,
+                  indices, conv_shape, x.shape, w.shape, stride, pads, dilation, pool, activation, negative_slope)
+        return y
+
+    def backward(self, g):
+        x, w, y, indices, conv_shape, x_shape, w_shape, stride, pads, dilation, pool, activation, slope = self.saved
+        if activation == "relu":
+            g = ops.relu_backward(g, y)
+        elif activation == "leaky_relu":
+            g = ops.leaky_relu_backward(g, y, slope)
+        g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
+        return _conv_backward(self.needs_grad, g, x, w, x_shape, w_shape, stride, pads, dilation)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
@@ -139,6 +172,17 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
         return getattr(conv2d(x, weight, bias, stride, padding, dilation), activation)()
     args = (x, weight) if bias is None else (x, weight, bias)
     return Conv2dFunction.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation)
+
+
+def conv2d_max_pool2d(x: Tensor, conv: "Conv2d", pool: int, activation=None, negative_slope=0.01):
+    """max_pool2d(act(conv(x)), pool) through the fused kernel: what Sequential runs for Conv2d ->
+    ReLU/LeakyReLU -> MaxPool2d(pool) on float32 CPU tensors."""
+    pads = conv_padding(conv.padding, x.shape[1:3], conv.kernel_size, _pair(conv.stride, "stride"),
+                        _pair(conv.dilation, "dilation"))
+    args = (x, conv.weight) if conv.bias is None else (x, conv.weight, conv.bias)
+    return Conv2dMaxPoolFunction.apply(*args, stride=_pair(conv.stride, "stride"), pads=pads,
+                                       dilation=_pair(conv.dilation, "dilation"), pool=pool, activation=activation,
+                                       negative_slope=negative_slope)
 
 
 class Conv2d(Module):

@@ -9,7 +9,7 @@ import numpy as np
 from ..tensor import Tensor
 from . import functional as F
 from . import init
-from .conv import Conv2d
+from .conv import Conv2d, conv2d_max_pool2d
 from .module import Module, Parameter
 
 
@@ -146,6 +146,28 @@ def _fused_activation(module):
     return None
 
 
+def _poolable(items):
+    """The pool size when items are Conv2d -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d with
+    non-overlapping square windows and no padding (what the fused conv + max-pool kernel runs),
+    else None."""
+    from .conv import MaxPool2d  # noqa: PLC0415 (nn.conv imports this module)
+    if len(items) < 3 or type(items[0]) is not Conv2d or items[0].activation is not None:
+        return None
+    fused = _fused_activation(items[1])
+    pool = items[2]
+    if type(pool) is not MaxPool2d or fused is None or fused[0] not in ("relu", "leaky_relu"):
+        return None
+    k = pool.kernel_size if isinstance(pool.kernel_size, (int, np.integer)) else tuple(pool.kernel_size)
+    if not isinstance(k, (int, np.integer)):
+        if len(k) != 2 or k[0] != k[1]:
+            return None
+        k = k[0]
+    stride = k if pool.stride is None else pool.stride
+    if stride not in (k, (k, k), [k, k]) or pool.padding not in (0, (0, 0), [0, 0]):
+        return None
+    return int(k)
+
+
 class Sequential(Module):
     """Runs its modules in order; a Linear or Conv2d followed by ReLU/Sigmoid/Tanh (or a Linear by
     LeakyReLU) runs as one op with the activation in its store (same result, one pass less over
@@ -174,18 +196,22 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        from .conv import MaxPool2d  # noqa: PLC0415 (nn.conv imports this module)
         items = list(self._modules.values())
         i = 0
         while i < len(items):
             m = items[i]
             fused = _fused_activation(items[i + 1]) if i + 1 < len(items) else None
-            if type(m) is Conv2d and m.activation is None and type(items[i + 1]) is ReLU and \
-                    i + 2 < len(items) and type(items[i + 2]) is MaxPool2d:
-                # Conv -> ReLU -> MaxPool as Conv -> MaxPool -> ReLU: ReLU is non-decreasing, so it
-                # commutes with max (ties included: they are zeros, whose gradient is zero either
-                # way). Both ReLU passes then run on the pooled tensor, a quarter of the conv output.
-                x = items[i + 1](items[i + 2](m(x)))
+            pool = _poolable(items[i:i + 3])
+            if pool is not None:
+                # Conv -> ReLU -> MaxPool: ReLU (and LeakyReLU with a positive slope) never
+                # decrease, so they commute with max and can run after the pooling, on a quarter
+                # of the data (ties are zeros, whose gradient is zero either way). On float32 CPU
+                # tensors one kernel does all three without writing the conv output at all.
+                act = items[i + 1]
+                if isinstance(x, Tensor) and isinstance(x.data, np.ndarray) and x.dtype == np.float32:
+                    x = conv2d_max_pool2d(x, m, pool, fused[0], fused[1])
+                else:
+                    x = act(items[i + 2](m(x)))
                 i += 3
                 continue
             if type(m) in (Linear, Conv2d) and m.activation is None and fused is not None and \

@@ -20,6 +20,7 @@ import numpy as np
 from .. import _cpu
 from .._backend import device_of, to_kind
 from ._common import check_out, float32_input
+from .activation import activation_code
 from .gemm import _epilogue_code
 
 
@@ -144,6 +145,49 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     if target.size:
         _cpu.conv2d_forward(xa, wa, ba, target, *geo, code)
     return _finish(target, result, out, kind)
+
+
+# Activations that commute with max (non-decreasing, and exact on ties): the fused conv + max-pool
+# applies them after pooling.
+POOL_FUSABLE_ACTIVATIONS = (None, "relu", "leaky_relu")
+
+
+def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=2, activation=None,
+                      negative_slope=0.01):
+    """max_pool2d(act(conv2d(x, w) + bias), pool) with pool×pool windows and stride pool, as one
+    kernel that never writes the convolution's output -> (y, indices), the indices those of
+    max_pool2d(..., return_indices=True) on the convolution's output (N, OH, OW, C_out), so
+    max_pool2d_backward(g, indices, (N, OH, OW, C_out), pool) routes the gradient back.
+
+    activation: None, "relu" or "leaky_relu" (with negative_slope > 0): functions that commute
+    with max, which the kernel applies to the pooled values.
+    """
+    fn = "conv2d_max_pool2d"
+    xa, kind = _cpu_input(x, "x", fn)
+    wa, _ = _cpu_input(w, "w", fn)
+    if activation not in POOL_FUSABLE_ACTIVATIONS:
+        raise ValueError(f"{fn}: activation must be one of {POOL_FUSABLE_ACTIVATIONS} (they commute with max), "
+                         f"got {activation!r}")
+    if activation == "leaky_relu" and not negative_slope > 0:
+        raise ValueError(f"{fn}: leaky_relu commutes with max only for negative_slope > 0, got {negative_slope}")
+    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 1:
+        raise ValueError(f"{fn}: pool must be an int >= 1, got {pool!r}")
+    oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    if pool > min(oh, ow):
+        raise ValueError(f"{fn}: pool window {pool} is larger than the convolution's output {oh}x{ow}")
+    ba = None
+    if bias is not None:
+        ba, _ = _cpu_input(bias, "bias", fn)
+        if ba.shape != (wa.shape[3],):
+            raise ValueError(f"{fn}: bias must have shape ({wa.shape[3]},) for weight {wa.shape}, got {ba.shape}")
+        ba = np.ascontiguousarray(ba)
+    shape = (xa.shape[0], oh // pool, ow // pool, wa.shape[3])
+    xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
+    y, indices = np.empty(shape, np.float32), np.empty(shape, np.int32)
+    if y.size:
+        _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, *geo, activation_code(activation),
+                                     float(negative_slope))
+    return to_kind(y, kind), to_kind(indices, kind)
 
 
 def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None):
