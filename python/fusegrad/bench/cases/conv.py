@@ -80,5 +80,45 @@ def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
                 flops * (3 if backward else 1), setup, limit="fma_GFLOPs", threads=THREADS)
 
 
+def _pool_case(tag, n, h, w, ci, co, k, pad) -> Case:
+    """Conv -> ReLU -> MaxPool2d(2) forward, as the CNNs run it: the fused kernel against the
+    separate fusegrad ops (conv, then pool, then ReLU on the pooled tensor) and PyTorch's three
+    ops in both layouts. Work counts the conv's flops only."""
+    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+
+    def setup():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, h, w, ci), dtype=np.float32)
+        wt = (rng.standard_normal((k, k, ci, co), dtype=np.float32) / np.sqrt(k * k * ci)).astype(np.float32)
+        b = rng.standard_normal(co, dtype=np.float32)
+        y = np.empty((n, oh, ow, co), np.float32)
+
+        def ours():
+            return ops.conv2d_max_pool2d(x, wt, b, padding=pad, pool=2, activation="relu")
+
+        def separate():
+            pooled, _ = ops.max_pool2d(ops.conv2d(x, wt, b, padding=pad, out=y), 2, return_indices=True)
+            return ops.relu(pooled, out=pooled)
+
+        base = {"fusegrad_separate": separate}
+        torch = optional_import("torch")
+        if torch is not None:
+            fn = torch.nn.functional
+            xt0, wt0, bt = torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(wt).permute(3, 2, 0, 1), \
+                torch.from_numpy(b)
+            for name, fmt in (("torch", torch.contiguous_format), ("torch_channels_last", torch.channels_last)):
+                xt, wtt = xt0.contiguous(memory_format=fmt), wt0.contiguous(memory_format=fmt)
+
+                def f(xt=xt, wtt=wtt):
+                    with torch.no_grad():
+                        return fn.max_pool2d(fn.relu(fn.conv2d(xt, wtt, bt, padding=pad)), 2, return_indices=True)
+                base[name] = f
+        return ours, base
+
+    return Case(f"conv/fwd_relu_pool/{tag}/{n}x{h}x{w}x{ci}->{co}_k{k}p{pad}", "conv", "cpu", "GFLOP/s",
+                2.0 * n * oh * ow * k * k * ci * co, setup, limit="fma_GFLOPs", threads=THREADS)
+
+
 def cases():
-    return [_case(*layer, backward) for backward in (False, True) for layer in LAYERS]
+    return ([_case(*layer, backward) for backward in (False, True) for layer in LAYERS] +
+            [_pool_case(*layer) for layer in LAYERS if layer[0] in ("mnist1", "mnist2", "cifar1", "cifar2")])
