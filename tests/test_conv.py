@@ -125,6 +125,8 @@ CASES = [
     (2, 5, 5, 40, 7, 5, 5, 1, 2, 1),            # 5x5 with padding, C_in straddling micro-tiles
     (1, 4, 4, 18, 9, 1, 1, 2, 0, 1),            # 1x1 stride 2: some input pixels get no gradient
     (1, 3, 3, 2, 3, 3, 3, 1, 0, 1),             # kernel as large as the input
+    (20, 3, 3, 5, 7, 3, 3, 1, 0, 1),            # 1x1 outputs: one tile spans many images
+    (13, 4, 4, 2, 9, 3, 3, 2, 1, 1),            # 2x2 outputs on padding, tiles across images
     (5, 6, 6, 4, 64, 2, 2, 3, 1, 1),            # stride > kernel
     # C_in <= 4 takes backward-weight's direct form (on a zero-padded copy where there is padding).
     (2, 11, 12, 2, 40, 3, 3, 1, 2, 2),          # dilation 2, C_out over one panel
