@@ -144,8 +144,14 @@ class Conv2dMaxPoolFunction(Function):
             g = ops.relu_backward(g, y)
         elif activation == "leaky_relu":
             g = ops.leaky_relu_backward(g, y, slope)
+        # Each pooled value routes its gradient to exactly one conv output (the windows do not
+        # overlap), so the bias gradient, a sum over the conv output, is the same sum over the
+        # pooled gradient: a quarter of the data, before the scatter.
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        gb = ops.conv2d_backward_bias(g) if need_b else None
         g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
-        return _conv_backward(self.needs_grad, g, x, w, x_shape, w_shape, stride, pads, dilation)
+        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, w_shape, stride, pads, dilation)
+        return gx, gw, gb
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
