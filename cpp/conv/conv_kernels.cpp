@@ -279,7 +279,7 @@ struct ForwardPlan {
   PackBuffer wpack;
   const float* bp = nullptr;
   RunPlan plan;
-  std::vector<int64_t> off, tap_off, outside_before;
+  std::vector<int64_t> off, tap_off, corner, outside_before;
   std::vector<float> zeros;
   int rows = 0, panels = 0;  // tile shape
 
@@ -297,6 +297,10 @@ struct ForwardPlan {
       const int64_t i = plan.merged ? tp : tp / s.kw, j = plan.merged ? 0 : tp % s.kw;
       tap_off[tp] = (i * s.dh * s.w + j * s.dw) * s.c;
     }
+    // corner[q]: offset of pixel q's first run minus that run's tap offset, so that run t of a
+    // pixel inside the image starts at corner[q] + tap_off[t].
+    corner.resize(static_cast<size_t>(s.oh * s.ow));
+    for (int64_t pix = 0; pix < s.oh * s.ow; ++pix) corner[pix] = off[pix * plan.runs] - tap_off[0];
     // outside_before[q]: pixels before q (in one image) with a run on the padding; a tile's
     // pixels are all inside when the count does not change across them.
     outside_before.resize(static_cast<size_t>(s.oh * s.ow + 1));
@@ -341,22 +345,30 @@ class ForwardWorker {
                             : end <= 2 * ohw ? ob[ohw] == ob[pix] && ob[end - ohw] == 0
                                              : ob[ohw] == 0;
     t_.tap_off = all_inside ? p_.tap_off.data() : nullptr;
-    for (int r = 0; r < R; ++r) {
-      if (r < live) {
-        const float* base = x + img * hwc;
-        const int64_t* o = p_.off.data() + pix * runs;
-        if (all_inside) a_[r] = base + o[0] - p_.tap_off[0];
-        else for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = o[tp] >= 0 ? base + o[tp] : p_.zeros.data();
+    const float* base = x + img * hwc;
+    if (all_inside) {
+      // One pointer per row: the pixel's corner (straight-line code; this runs once per tile).
+      const int64_t* corner = p_.corner.data();
+      for (int r = 0; r < live; ++r) {
+        a_[r] = base + corner[pix];
         crow_[r] = dst + r * s.co;
-        if (++pix == ohw) pix = 0, ++img;
-        img_ = img, pix_ = pix;
-      } else {
-        // Idle rows read what the last live row reads, and store to scratch.
-        if (all_inside) a_[r] = a_[live - 1];
-        else for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = p_.zeros.data();
+        if (++pix == ohw) pix = 0, base += hwc, ++img;
+      }
+      for (int r = live; r < R; ++r) a_[r] = a_[live - 1], crow_[r] = scratch_.data();
+    } else {
+      for (int r = 0; r < live; ++r) {
+        const int64_t* o = p_.off.data() + pix * runs;
+        for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = o[tp] >= 0 ? base + o[tp] : p_.zeros.data();
+        crow_[r] = dst + r * s.co;
+        if (++pix == ohw) pix = 0, base += hwc, ++img;
+      }
+      // Idle rows read zeros and store to scratch.
+      for (int r = live; r < R; ++r) {
+        for (int64_t tp = 0; tp < runs; ++tp) a_[tp * R + r] = p_.zeros.data();
         crow_[r] = scratch_.data();
       }
     }
+    img_ = img, pix_ = pix;
     t_.m = live;
     t_.act = act;
     for (int64_t jp = 0; jp < p_.np; jp += p_.panels) {
