@@ -435,6 +435,18 @@ void require_disjoint(const py::array& out, std::initializer_list<const py::arra
     if (spans_overlap(out, *x)) throw py::value_error("conv2d: the output overlaps an input");
 }
 
+// The optional bias of a conv forward: null, or C_out contiguous float32 values that do not overlap
+// y; `holder` keeps the array alive while the kernel runs.
+const float* conv_bias(const py::object& bias, int64_t co, const py::array& y, py::array& holder) {
+  if (bias.is_none()) return nullptr;
+  holder = bias.cast<py::array>();
+  require_float32(holder, "bias");
+  if (holder.ndim() != 1 || holder.shape(0) != co || !(holder.flags() & py::array::c_style))
+    throw py::value_error("bias: must be a contiguous array of C_out elements");
+  require_disjoint(y, {&holder});
+  return static_cast<const float*>(holder.data());
+}
+
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y, int64_t sh,
                     int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int code) {
   const float* xp = conv_in(x, "x");
@@ -442,15 +454,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& bi
   float* yp = conv_out(y, "out");
   const ConvShape s = conv_shape(x, w, y, sh, sw, dh, dw, pt, pb, pl, pr);
   py::array bias_arr;
-  const float* bp = nullptr;
-  if (!bias.is_none()) {
-    bias_arr = bias.cast<py::array>();
-    require_float32(bias_arr, "bias");
-    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != s.co || !(bias_arr.flags() & py::array::c_style))
-      throw py::value_error("bias: must be a contiguous array of C_out elements");
-    bp = static_cast<const float*>(bias_arr.data());
-    require_disjoint(y, {&bias_arr});
-  }
+  const float* bp = conv_bias(bias, s.co, y, bias_arr);
   require_disjoint(y, {&x, &w});
   const Activation act = activation_code(code);
   py::gil_scoped_release release;
@@ -479,15 +483,7 @@ void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::o
   for (int d = 0; d < 4; ++d)
     if (indices.shape(d) != y.shape(d)) throw py::value_error("conv2d_max_pool2d: indices shape differs from y");
   py::array bias_arr;
-  const float* bp = nullptr;
-  if (!bias.is_none()) {
-    bias_arr = bias.cast<py::array>();
-    require_float32(bias_arr, "bias");
-    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != s.co || !(bias_arr.flags() & py::array::c_style))
-      throw py::value_error("bias: must be a contiguous array of C_out elements");
-    bp = static_cast<const float*>(bias_arr.data());
-    require_disjoint(y, {&bias_arr});
-  }
+  const float* bp = conv_bias(bias, s.co, y, bias_arr);
   require_disjoint(y, {&x, &w});
   const Activation act = activation_code(code);
   auto* ip = static_cast<int32_t*>(indices.mutable_data());

@@ -30,4 +30,16 @@ void parallel_for(int64_t n, int64_t grain, Body&& body) {
   }
 }
 
+// Calls body(tid) for tid in [0, n) on n threads (inline when n <= 1): for kernels that split
+// their work by hand, e.g. into per-thread partial sums.
+template <class Body>
+void run_on_threads(int n, Body&& body) {
+  if (n <= 1) {
+    body(0);
+    return;
+  }
+#pragma omp parallel num_threads(n)
+  body(omp_get_thread_num());
+}
+
 }  // namespace fusegrad

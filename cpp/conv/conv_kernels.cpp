@@ -782,12 +782,7 @@ void backward_weight_direct(const ConvShape& s, const float* x, const float* gy,
       }
     }
   };
-  if (nthreads <= 1) {
-    body(0);
-  } else {
-#pragma omp parallel num_threads(nthreads)
-    body(omp_get_thread_num());
-  }
+  run_on_threads(nthreads, body);
   parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float sum = 0.0f;
@@ -854,11 +849,8 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
       }
     }
   };
-  if (nthreads <= 1) {
-    body(0);
-  } else {
-#pragma omp parallel num_threads(nthreads)
-    body(omp_get_thread_num());
+  run_on_threads(nthreads, body);
+  if (nthreads > 1) {
     parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
       for (int t = 1; t < nthreads; ++t) {
         const float* src = partials.data() + (t - 1) * size;
@@ -889,12 +881,7 @@ void conv_backward_bias(const float* gy, int64_t rows, int64_t co, float* gb) {
       for (int64_t c = 0; c < co; ++c) total[c] += bl[c];
     }
   };
-  if (nthreads <= 1) {
-    body(0);
-  } else {
-#pragma omp parallel num_threads(nthreads)
-    body(omp_get_thread_num());
-  }
+  run_on_threads(nthreads, body);
   for (int64_t c = 0; c < co; ++c) {
     double sum = 0.0;
     for (int t = 0; t < nthreads; ++t) sum += totals[t * co + c];

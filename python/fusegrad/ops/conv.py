@@ -94,6 +94,16 @@ def _cpu_input(x, name: str, fn: str):
     return arr, kind
 
 
+def _bias_input(bias, w_shape, fn: str):
+    """bias as a contiguous float32 CPU array of C_out elements, or None."""
+    if bias is None:
+        return None
+    ba, _ = _cpu_input(bias, "bias", fn)
+    if ba.shape != (w_shape[3],):
+        raise ValueError(f"{fn}: bias must have shape ({w_shape[3]},) for weight {tuple(w_shape)}, got {ba.shape}")
+    return np.ascontiguousarray(ba)
+
+
 def _shape_arg(shape, name: str, fn: str) -> tuple:
     try:
         shape = tuple(int(d) for d in shape)
@@ -133,12 +143,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     wa, _ = _cpu_input(w, "w", fn)
     code = _epilogue_code(activation)
     oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
-    ba = None
-    if bias is not None:
-        ba, _ = _cpu_input(bias, "bias", fn)
-        if ba.shape != (wa.shape[3],):
-            raise ValueError(f"{fn}: bias must have shape ({wa.shape[3]},) for weight {wa.shape}, got {ba.shape}")
-        ba = np.ascontiguousarray(ba)
+    ba = _bias_input(bias, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     target, result = _target(out, shape, (xa, wa, ba))
@@ -175,12 +180,7 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     if pool > min(oh, ow):
         raise ValueError(f"{fn}: pool window {pool} is larger than the convolution's output {oh}x{ow}")
-    ba = None
-    if bias is not None:
-        ba, _ = _cpu_input(bias, "bias", fn)
-        if ba.shape != (wa.shape[3],):
-            raise ValueError(f"{fn}: bias must have shape ({wa.shape[3]},) for weight {wa.shape}, got {ba.shape}")
-        ba = np.ascontiguousarray(ba)
+    ba = _bias_input(bias, wa.shape, fn)
     shape = (xa.shape[0], oh // pool, ow // pool, wa.shape[3])
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     y, indices = np.empty(shape, np.float32), np.empty(shape, np.int32)
