@@ -830,21 +830,23 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
         if (++pix == ohw) pix = 0, ++img;
       }
       // gw[k0:k0+MR, :] += patchesᵀ[k0:k0+MR, pixels] · gy[pixels, :]. A (the patches, transposed)
-      // is read in place: row kk of it at stride 1, pixel p at stride k.
+      // is read in place: row kk of it at stride 1, pixel p at stride k (packing it into panels
+      // first measured slower). Panels outermost: the step's gy columns of one panel stay in L1
+      // while every K group passes over them.
       MicroTile t;
       t.k = pc;
       t.ldb = s.co;
       t.b_padded = false;
       t.ldc = s.co;
       t.load_c = true;
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t k0 = g * kMR;
-        t.a = patches + k0;
-        t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
-        for (int64_t jp = 0; jp < np; ++jp) {
-          t.b = gy + p0 * s.co + jp * kNR;
+      for (int64_t jp = 0; jp < np; ++jp) {
+        t.b = gy + p0 * s.co + jp * kNR;
+        t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t k0 = g * kMR;
+          t.a = patches + k0;
+          t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
           t.c = dst + k0 * s.co + jp * kNR;
-          t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
           microkernel_strided_a(t, 1, k);
         }
       }
