@@ -127,10 +127,14 @@ void indirect_tile(const IndirectTile& t) {
 
   // Start fetching the output rows now: they are written only after the tap loop, and in a large
   // output they have long left the caches (the GEMM microkernel does the same with its C tile).
+  // Not for fixed short runs (first layers): their tap loop is too short for the lines to arrive
+  // much before the stores, and the prefetches measured 5-10% slower there.
+  if constexpr (kCin == 0) {
 #pragma GCC unroll 64
-  for (int r = 0; r < R; ++r) {
-    __builtin_prefetch(t.c[r] + t.c_col, 1);
-    __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
+    for (int r = 0; r < R; ++r) {
+      __builtin_prefetch(t.c[r] + t.c_col, 1);
+      __builtin_prefetch(t.c[r] + t.c_col + V * W - 1, 1);
+    }
   }
   const float* b = t.b;
   // One step of the run: NR columns of B against one float of each row.
