@@ -126,6 +126,9 @@ CASES = [
     (1, 4, 4, 18, 9, 1, 1, 2, 0, 1),            # 1x1 stride 2: some input pixels get no gradient
     (1, 3, 3, 2, 3, 3, 3, 1, 0, 1),             # kernel as large as the input
     (20, 3, 3, 5, 7, 3, 3, 1, 0, 1),            # 1x1 outputs: one tile spans many images
+    # Runs a whole number of panels long: backward-input's scatter form adds straight into gx.
+    (2, 7, 8, 32, 20, 3, 3, 1, 1, 1),           # runs of C_in = 32, some on the padding
+    (3, 9, 9, 32, 40, 3, 3, 1, 0, 1),           # merged runs of 3 * 32
     (13, 4, 4, 2, 9, 3, 3, 2, 1, 1),            # 2x2 outputs on padding, tiles across images
     (5, 6, 6, 4, 64, 2, 2, 3, 1, 1),            # stride > kernel
     # C_in <= 4 takes backward-weight's direct form (on a zero-padded copy where there is padding).

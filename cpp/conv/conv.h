@@ -14,7 +14,8 @@
 //                    the taps, so it is one indirect GEMM over just those taps and no FMA is spent on
 //                    the zeros a strided transposed convolution would insert. Small C_in (where the
 //                    C_in-wide output would waste most of an NR panel) uses the scatter form: one
-//                    GEMM gy · wᵀ into patch gradients, added into gx tap by tap, per image.
+//                    GEMM gy · wᵀ into patch gradients, added into gx tap by tap (straight from
+//                    the registers when every NR-column panel lies inside one run).
 //   backward-weight  gw (K×C_out) = patchesᵀ · gy, reduced over the M pixels. Threads split M; each
 //                    packs its patch rows straight from the input and accumulates its own partial gw,
 //                    and the partials are summed at the end.

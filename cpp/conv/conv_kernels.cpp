@@ -104,6 +104,7 @@ struct IndirectTile {
   // r starts at a[r] + tap_off[t]: for tiles whose every tap is inside the image, this replaces
   // the R × ntaps pointer table that otherwise costs a sixth of a first layer's time.
   const int64_t* tap_off = nullptr;
+  bool accumulate = false;    // add the product to what the C rows hold (no bias or activation then)
 };
 
 template <Activation kind>
@@ -176,6 +177,7 @@ void indirect_tile(const IndirectTile& t) {
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       VecF x = acc[r][v];
+      if (t.accumulate) x = x + ukernel::load_w(row + v * W, v == V - 1 ? last_w : W);
       if (t.bias) x = x + bias[v];
       ukernel::store_w(row + v * W, x, v == V - 1 ? last_w : W);
     }
@@ -465,9 +467,10 @@ void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, c
 // ---- backward-input -------------------------------------------------------------------------
 
 
-// Scatter form, for small C_in: per image, patch gradients P (pixels × K) = gy · wᵀ in MR-row
-// tiles, each added into gx tap by tap right away (the tile is still in L1). Threads take whole
-// images, so no two threads ever add into the same gx pixel.
+// Scatter form, for small C_in: patch gradients P (pixels × K) = gy · wᵀ in row tiles, each added
+// into gx tap by tap right away: from the registers when runs are whole panels long, else from
+// a tile buffer still in L1. Threads take whole images, so no two threads ever add into the same
+// gx pixel; within a thread the rows of a tile add in order, so overlapping patches are summed.
 void backward_input_scatter(const ConvShape& s, const float* gy, const float* w, float* gx) {
   const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, hwc = s.h * s.w * s.c;
   const int64_t np = ceil_div(k, kNR), ldp = np * kNR;
@@ -479,6 +482,52 @@ void backward_input_scatter(const ConvShape& s, const float* gy, const float* w,
   const std::vector<int64_t> off = run_offsets(s, plan);
   const double image_flops = 2.0 * double(ohw) * double(k) * double(std::max<int64_t>(s.co, 1));
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(image_flops, 1.0)));
+
+  if (plan.len % kNR == 0) {
+    // Every NR-column panel of P lies inside one run, so a row's panel is NR consecutive floats
+    // of gx: the indirect tile adds it there straight from its registers (per-row C pointers),
+    // with no tile buffer and no second pass.
+    parallel_for(s.n, grain, [&](int64_t n0, int64_t n1) {
+      const std::vector<float> zeros(static_cast<size_t>(s.co), 0.0f);
+      std::vector<float> scratch(static_cast<size_t>(kNR));
+      const float* a[kConvMR];
+      float* crow[kConvMR];
+      const int64_t* orow[kConvMR];
+      float* gxrow[kConvMR];
+      IndirectTile t;
+      t.ntaps = 1;
+      t.cin = s.co;
+      t.a = a;
+      t.c = crow;
+      t.accumulate = true;
+      int64_t img = n0, pix = 0;  // of the tile's next row
+      for (int64_t m0 = n0 * ohw; m0 < n1 * ohw; m0 += kConvMR) {
+        const int live = static_cast<int>(std::min<int64_t>(kConvMR, n1 * ohw - m0));
+        for (int r = 0; r < kConvMR; ++r) {
+          if (r < live) {
+            if (pix == 0) std::memset(gx + img * hwc, 0, static_cast<size_t>(hwc) * sizeof(float));
+            a[r] = gy + (m0 + r) * s.co;
+            orow[r] = off.data() + pix * plan.runs;
+            gxrow[r] = gx + img * hwc;
+            if (++pix == ohw) pix = 0, ++img;
+          } else {
+            a[r] = zeros.data();
+            orow[r] = nullptr;
+          }
+        }
+        t.m = live;
+        for (int64_t jp = 0; jp < np; ++jp) {
+          const int64_t run = jp * kNR / plan.len, col = jp * kNR - run * plan.len;
+          for (int r = 0; r < kConvMR; ++r)
+            crow[r] = orow[r] && orow[r][run] >= 0 ? gxrow[r] + orow[r][run] + col : scratch.data();
+          t.b = bp + jp * s.co * kNR;
+          t.n = kNR;
+          run_indirect(t, kConvMR);
+        }
+      }
+    });
+    return;
+  }
 
   parallel_for(s.n, grain, [&](int64_t n0, int64_t n1) {
     PackBuffer tile_buffer;
