@@ -56,6 +56,25 @@ def check_out(out, shape: tuple, device: str, name: str = "out"):
     return arr
 
 
+def cpu_output(out, shape: tuple, inputs=()):
+    """(array a CPU kernel writes, caller's out array or None): out itself when it is C-contiguous
+    and shares no memory with an input, else a fresh array that finish_output copies into out."""
+    if out is None:
+        return np.empty(shape, np.float32), None
+    arr = check_out(out, shape, "cpu")
+    if arr.flags.c_contiguous and not any(np.may_share_memory(arr, x) for x in inputs if x is not None):
+        return arr, arr
+    return np.empty(shape, np.float32), arr
+
+
+def finish_output(target, result, out, kind):
+    """What an op with out= returns, after cpu_output: out (filled), or the result as the caller's
+    kind of array."""
+    if result is not None and target is not result:
+        result[...] = target
+    return out if out is not None else to_kind(target, kind)
+
+
 def is_contiguous(x) -> bool:
     return x.flags.c_contiguous or x.flags.f_contiguous
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, to_kind
-from ._common import check_out, float32_input
+from ._common import cpu_output, finish_output, float32_input
 from .activation import activation_code
 from .gemm import _epilogue_code
 
@@ -114,23 +114,6 @@ def _shape_arg(shape, name: str, fn: str) -> tuple:
     return shape
 
 
-def _target(out, shape, inputs):
-    """(array the kernel writes, caller's out array or None): out itself when it is C-contiguous
-    and shares no memory with an input, else a fresh array copied into out afterwards."""
-    if out is None:
-        return np.empty(shape, np.float32), None
-    arr = check_out(out, shape, "cpu")
-    if arr.flags.c_contiguous and not any(np.may_share_memory(arr, x) for x in inputs if x is not None):
-        return arr, arr
-    return np.empty(shape, np.float32), arr
-
-
-def _finish(target, result, out, kind):
-    if result is not None and target is not result:
-        result[...] = target
-    return out if out is not None else to_kind(target, kind)
-
-
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None):
     """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
 
@@ -146,10 +129,10 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     ba = _bias_input(bias, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
-    target, result = _target(out, shape, (xa, wa, ba))
+    target, result = cpu_output(out, shape, (xa, wa, ba))
     if target.size:
         _cpu.conv2d_forward(xa, wa, ba, target, *geo, code)
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)
 
 
 # Activations that commute with max (non-decreasing, and exact on ties): the fused conv + max-pool
@@ -202,10 +185,10 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input_shape "
                          f"{shape} and weight {tuple(wa.shape)}")
     g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
-    target, result = _target(out, shape, (g, wa))
+    target, result = cpu_output(out, shape, (g, wa))
     if target.size:
         _cpu.conv2d_backward_input(g, wa, target, *geo)
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)
 
 
 def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None):
@@ -220,10 +203,10 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
                          f"{tuple(xa.shape)} and weight_shape {shape}")
     xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
-    target, result = _target(out, shape, (xa, g))
+    target, result = cpu_output(out, shape, (xa, g))
     if target.size:
         _cpu.conv2d_backward_weight(xa, g, target, *geo)
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)
 
 
 def conv2d_backward_bias(grad_out, *, out=None):
@@ -234,15 +217,10 @@ def conv2d_backward_bias(grad_out, *, out=None):
         raise ValueError(f"{fn}: grad_out must be 4-D (N, OH, OW, C_out), got shape {tuple(g.shape)}")
     g = np.ascontiguousarray(g)
     shape = (g.shape[3],)
-    if out is None:
-        target, result = np.empty(shape, np.float32), None
-    else:
-        result = check_out(out, shape, "cpu")
-        target = result if result.flags.c_contiguous and not np.may_share_memory(result, g) else np.empty(
-            shape, np.float32)
+    target, result = cpu_output(out, shape, (g,))
     if target.size:
         if g.size:
             _cpu.conv2d_backward_bias(g, target)
         else:
             target[...] = 0.0
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)

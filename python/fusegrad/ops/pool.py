@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, native, to_kind
-from ._common import check_out, float32_input
+from ._common import cpu_output, finish_output, float32_input
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -91,21 +91,6 @@ def _input_shape(input_shape, fn: str) -> tuple:
     return shape
 
 
-def _output(out, shape, fn: str):
-    if out is None:
-        return np.empty(shape, np.float32), None
-    arr = check_out(out, shape, "cpu")
-    if arr.flags.c_contiguous:
-        return arr, arr
-    return np.empty(shape, np.float32), arr
-
-
-def _finish(target, result, out, kind):
-    if result is not None and target is not result:
-        result[...] = target
-    return out if out is not None else to_kind(target, kind)
-
-
 def _check_grad_out(grad_out, expected: tuple, fn: str):
     g, kind = _cpu_float32(grad_out, "grad_out", fn)
     if tuple(g.shape) != expected:
@@ -121,13 +106,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
     shape = (arr.shape[0], oh, ow, arr.shape[3])
     arr = np.ascontiguousarray(arr)
-    target, result = _output(out, shape, fn)
-    if result is not None and np.may_share_memory(result, arr):
-        target = np.empty(shape, np.float32)
+    target, result = cpu_output(out, shape, (arr,))
     indices = np.empty(shape, np.int32) if return_indices else None
     if target.size:
         _cpu.max_pool2d_forward(arr, target, indices, *geo)
-    y = _finish(target, result, out, kind)
+    y = finish_output(target, result, out, kind)
     return (y, to_kind(indices, kind)) if return_indices else y
 
 
@@ -165,12 +148,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
     shape = (arr.shape[0], oh, ow, arr.shape[3])
     arr = np.ascontiguousarray(arr)
-    target, result = _output(out, shape, fn)
-    if result is not None and np.may_share_memory(result, arr):
-        target = np.empty(shape, np.float32)
+    target, result = cpu_output(out, shape, (arr,))
     if target.size:
         _cpu.avg_pool2d_forward(arr, target, *geo, bool(count_include_pad))
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *, count_include_pad=True):
@@ -192,12 +173,10 @@ def global_avg_pool2d(x, *, out=None):
     _check_rank4(arr.shape, "x", fn)
     shape = (arr.shape[0], arr.shape[3])
     arr = np.ascontiguousarray(arr)
-    target, result = _output(out, shape, fn)
-    if result is not None and np.may_share_memory(result, arr):
-        target = np.empty(shape, np.float32)
+    target, result = cpu_output(out, shape, (arr,))
     if target.size:
         _cpu.global_avg_pool2d_forward(arr, target)
-    return _finish(target, result, out, kind)
+    return finish_output(target, result, out, kind)
 
 
 def global_avg_pool2d_backward(grad_out, input_shape):
