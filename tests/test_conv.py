@@ -180,10 +180,12 @@ def test_backward_weight(case, isa):
     assert_close(got, want, g.shape[0] * g.shape[1] * g.shape[2])
 
 
-def test_large_batch_backward_weight_threads_reduce():
-    # Enough pixels that both threads take a share of M and their partial sums are reduced.
+@pytest.mark.parametrize("c_in", [32, 3], ids=["im2col", "direct"])
+def test_large_batch_backward_weight_threads_reduce(c_in):
+    # Enough pixels that both threads take a share of the work and their partial sums are reduced,
+    # in the im2col form and in the direct form of first layers (C_in <= 4).
     rng = np.random.default_rng(4)
-    x, w = rand(rng, 16, 20, 20, 32), rand(rng, 3, 3, 32, 48)
+    x, w = rand(rng, 16, 20, 20, c_in), rand(rng, 3, 3, c_in, 48)
     g = rand(rng, 16, 18, 18, 48)
     got = ops.conv2d_backward_weight(x, g, w.shape)
     assert_close(got, ref_backward_weight(x, g, w.shape), 16 * 18 * 18)

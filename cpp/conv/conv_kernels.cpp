@@ -725,6 +725,18 @@ inline void copy_run(float* dst, const float* src, int64_t n) {
   if (i < n) store(dst + i, load_partial(src + i, int(n - i)));
 }
 
+// Backward-weight splits the pixels among threads: thread 0 accumulates into gw itself, thread t
+// into partials[(t - 1) * size ...]; this adds the partials into gw.
+void add_partials(float* gw, const std::vector<float>& partials, int nthreads, int64_t size) {
+  if (nthreads <= 1) return;
+  parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
+    for (int t = 1; t < nthreads; ++t) {
+      const float* src = partials.data() + (t - 1) * size;
+      for (int64_t i = i0; i < i1; ++i) gw[i] += src[i];
+    }
+  });
+}
+
 // Backward-weight for first layers (C_in <= kDirectMaxCin, so K = KH*KW*C_in is a few dozen at
 // most): a K group of gw (R rows × V vectors of C_out) stays in registers over every pixel of an
 // image, and each patch value is broadcast straight from the input: row r of the group always
@@ -787,6 +799,7 @@ constexpr auto make_patch_table(std::integer_sequence<int, Rs...>, std::integer_
   return table;
 }
 
+// gw arrives zeroed (conv_backward_weight clears it first).
 void backward_weight_direct(const ConvShape& s, const float* x, const float* gy, float* gw) {
   static const auto table = make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
   const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, size = k * s.co;
@@ -811,9 +824,9 @@ void backward_weight_direct(const ConvShape& s, const float* x, const float* gy,
     corner[kk] = (i * s.dh * wp + j * s.dw) * s.c + ch;
   }
   const int nthreads = std::min<int64_t>(threads_for(2.0 * double(s.n * ohw) * double(size)), s.n);
-  std::vector<float> partials(static_cast<size_t>(nthreads * size), 0.0f);
+  std::vector<float> partials(static_cast<size_t>((nthreads - 1) * size), 0.0f);
   auto body = [&](int tid) {
-    float* dst = partials.data() + tid * size;
+    float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
     const float* rows[kMR];
     PatchTile t;
     t.rows = rows;
@@ -837,13 +850,7 @@ void backward_weight_direct(const ConvShape& s, const float* x, const float* gy,
     }
   };
   run_on_threads(nthreads, body);
-  parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      float sum = 0.0f;
-      for (int t = 0; t < nthreads; ++t) sum += partials[t * size + i];
-      gw[i] = sum;
-    }
-  });
+  add_partials(gw, partials, nthreads, size);
 }
 
 void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, float* gw) {
@@ -906,14 +913,7 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, f
     }
   };
   run_on_threads(nthreads, body);
-  if (nthreads > 1) {
-    parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
-      for (int t = 1; t < nthreads; ++t) {
-        const float* src = partials.data() + (t - 1) * size;
-        for (int64_t i = i0; i < i1; ++i) gw[i] += src[i];
-      }
-    });
-  }
+  add_partials(gw, partials, nthreads, size);
 }
 
 // ---- backward-bias --------------------------------------------------------------------------
