@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..ops.conv import conv_padding
+from ..ops.conv import conv_geometry, conv_padding
 from ..tensor import Function, Tensor, _xp
 from . import init
 from .functional import FUSABLE_ACTIVATIONS
@@ -131,8 +131,7 @@ class Conv2dMaxPoolFunction(Function):
                 activation=None, negative_slope=0.01):
         y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
                                            activation=activation, negative_slope=negative_slope)
-        oh = (x.shape[1] + sum(pads[0]) - (w.shape[0] - 1) * dilation[0] - 1) // stride[0] + 1
-        ow = (x.shape[2] + sum(pads[1]) - (w.shape[1] - 1) * dilation[1] - 1) // stride[1] + 1
+        oh, ow, _ = conv_geometry(x.shape, w.shape, stride, pads, dilation, "conv2d_max_pool2d")
         conv_shape = (x.shape[0], oh, ow, w.shape[3])
         self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None, y if activation else None,
                   indices, conv_shape, x.shape, w.shape, stride, pads, dilation, pool, activation, negative_slope)
@@ -183,12 +182,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
 def conv2d_max_pool2d(x: Tensor, conv: "Conv2d", pool: int, activation=None, negative_slope=0.01):
     """max_pool2d(act(conv(x)), pool) through the fused kernel: what Sequential runs for Conv2d ->
     ReLU/LeakyReLU -> MaxPool2d(pool) on float32 CPU tensors."""
-    pads = conv_padding(conv.padding, x.shape[1:3], conv.kernel_size, _pair(conv.stride, "stride"),
-                        _pair(conv.dilation, "dilation"))
+    stride, dilation = _pair(conv.stride, "stride"), _pair(conv.dilation, "dilation")
+    pads = conv_padding(conv.padding, x.shape[1:3], conv.kernel_size, stride, dilation)
     args = (x, conv.weight) if conv.bias is None else (x, conv.weight, conv.bias)
-    return Conv2dMaxPoolFunction.apply(*args, stride=_pair(conv.stride, "stride"), pads=pads,
-                                       dilation=_pair(conv.dilation, "dilation"), pool=pool, activation=activation,
-                                       negative_slope=negative_slope)
+    return Conv2dMaxPoolFunction.apply(*args, stride=stride, pads=pads, dilation=dilation, pool=pool,
+                                       activation=activation, negative_slope=negative_slope)
 
 
 class Conv2d(Module):

@@ -171,8 +171,8 @@ def _poolable(items):
 class Sequential(Module):
     """Runs its modules in order; a Linear or Conv2d followed by ReLU/Sigmoid/Tanh (or a Linear by
     LeakyReLU) runs as one op with the activation in its store (same result, one pass less over
-    memory, and autograd keeps only the output); Conv2d -> ReLU -> MaxPool2d pools first and
-    applies the ReLU to the pooled tensor."""
+    memory, and autograd keeps only the output); Conv2d -> ReLU/LeakyReLU -> MaxPool2d runs as the
+    fused conv + max-pool kernel, with the activation applied to the pooled tensor."""
 
     def __init__(self, *modules: Module):
         super().__init__()

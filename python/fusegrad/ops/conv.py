@@ -57,7 +57,7 @@ def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d"
     return pads
 
 
-def _geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
     """(OH, OW, kernel arguments) after checking every size; ValueError showing the shapes."""
     if len(x_shape) != 4:
         raise ValueError(f"{fn}: input must be 4-D NHWC (N, H, W, C_in), got shape {tuple(x_shape)}")
@@ -125,7 +125,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     xa, kind = _cpu_input(x, "x", fn)
     wa, _ = _cpu_input(w, "w", fn)
     code = _epilogue_code(activation)
-    oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     ba = _bias_input(bias, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
@@ -160,7 +160,7 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
         raise ValueError(f"{fn}: leaky_relu commutes with max only for negative_slope > 0, got {negative_slope}")
     if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 1:
         raise ValueError(f"{fn}: pool must be an int >= 1, got {pool!r}")
-    oh, ow, geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     if pool > min(oh, ow):
         raise ValueError(f"{fn}: pool window {pool} is larger than the convolution's output {oh}x{ow}")
     ba = _bias_input(bias, wa.shape, fn)
@@ -179,7 +179,7 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
     g, kind = _cpu_input(grad_out, "grad_out", fn)
     wa, _ = _cpu_input(w, "w", fn)
     shape = _shape_arg(input_shape, "input_shape", fn)
-    oh, ow, geo = _geometry(shape, wa.shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn)
     expected = (shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input_shape "
@@ -197,7 +197,7 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     xa, kind = _cpu_input(x, "x", fn)
     g, _ = _cpu_input(grad_out, "grad_out", fn)
     shape = _shape_arg(weight_shape, "weight_shape", fn)
-    oh, ow, geo = _geometry(xa.shape, shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
