@@ -135,6 +135,10 @@ CASES = [
     (2, 11, 12, 2, 40, 3, 3, 1, 2, 2),          # dilation 2, C_out over one panel
     (1, 12, 13, 4, 8, 3, 2, (2, 1), ((0, 2), (1, 0)), (2, 1)),  # asymmetric everything
     (3, 9, 7, 3, 17, 5, 5, 2, "same", 1),       # 5x5: K = 75, several K groups
+    # C_in <= 4 at stride 1 takes backward-input's gather form (on bands of a zero-bordered gy).
+    (2, 40, 37, 4, 70, 3, 3, 1, 3, 1),          # padding past the kernel's reach, three bands
+    (1, 30, 9, 1, 8, 5, 3, 1, ((4, 0), (0, 2)), 1),  # asymmetric padding, C_out under a vector
+    (2, 9, 7, 3, 16, 2, 4, 1, "same", (3, 1)),  # even kernel, "same", dilation along one axis
     # Batch 1 and wide C_in: backward-input takes its phase form (the cases above mostly take
     # the scatter form; cpp/conv chooses by the useful fraction of FMAs).
     (1, 10, 9, 64, 20, 3, 3, 2, "same", 1),     # phases with stride 2, asymmetric padding
@@ -191,13 +195,14 @@ def test_large_batch_backward_weight_threads_reduce(c_in):
     assert_close(got, ref_backward_weight(x, g, w.shape), 16 * 18 * 18)
 
 
+@pytest.mark.parametrize("co", [37, 300], ids=["one_block", "column_blocks"])
 @pytest.mark.parametrize("rows", [1, 63, 64, 65, 1000, 50_000])
-def test_backward_bias(rows):
+def test_backward_bias(rows, co, isa):
     rng = np.random.default_rng(5)
-    g = rand(rng, 1, rows, 1, 37)
+    g = rand(rng, 1, rows, 1, co)
     got = ops.conv2d_backward_bias(g)
     want = g.astype(np.float64).sum(axis=(0, 1, 2))
-    assert got.dtype == np.float32 and got.shape == (37,)
+    assert got.dtype == np.float32 and got.shape == (co,)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * rows ** 0.5)
 
 

@@ -56,6 +56,24 @@ inline VecF pow2_integral(VecF n) {
   return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
 }
 inline float reduce_add(VecF a) { return _mm512_reduce_add_ps(a.v); }
+// Lane i of the result is the sum of v[i]'s lanes, for kVecWidth vectors v: a transpose folded
+// into the adds, 45 instructions for 16 sums where reducing each vector alone takes 8 apiece.
+inline VecF sum_lanes(const VecF* v) {
+  __m512 pairs[8], quads[4];
+  // Per 128-bit block: lanes [x0+x2, y0+y2, x1+x3, y1+y3] of x = v[2i], y = v[2i+1].
+  for (int i = 0; i < 8; ++i)
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i].v, v[2 * i + 1].v),
+                             _mm512_unpackhi_ps(v[2 * i].v, v[2 * i + 1].v));
+  // Per 128-bit block b: lane j is the sum of block b of v[4i + j].
+  for (int i = 0; i < 4; ++i)
+    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // Add the four blocks: each step adds blocks pairwise and packs two vectors into one.
+  const auto fold = [](__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+  };
+  return {fold(fold(quads[0], quads[1]), fold(quads[2], quads[3]))};
+}
 // Non-temporal store: p must be 64-byte aligned. Bypasses the caches, so a large output does not
 // evict the inputs and costs no read-for-ownership; needs stream_fence() before others read it.
 inline void stream_store(float* p, VecF a) { _mm512_stream_ps(p, a.v); }
@@ -101,6 +119,18 @@ inline float reduce_add(VecF a) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+// Lane i of the result is the sum of v[i]'s lanes (see the AVX-512 version).
+inline VecF sum_lanes(const VecF* v) {
+  __m256 pairs[4], quads[2];
+  for (int i = 0; i < 4; ++i)
+    pairs[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i].v, v[2 * i + 1].v),
+                             _mm256_unpackhi_ps(v[2 * i].v, v[2 * i + 1].v));
+  for (int i = 0; i < 2; ++i)
+    quads[i] = _mm256_add_ps(_mm256_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  return {_mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                        _mm256_permute2f128_ps(quads[0], quads[1], 0x31))};
+}
 inline void stream_store(float* p, VecF a) { _mm256_stream_ps(p, a.v); }  // p 32-byte aligned
 inline void stream_fence() { _mm_sfence(); }
 
@@ -136,6 +166,7 @@ inline VecF pow2_integral(VecF n) {
   return {r};
 }
 inline float reduce_add(VecF a) { return a.v; }
+inline VecF sum_lanes(const VecF* v) { return v[0]; }
 inline void stream_store(float* p, VecF a) { *p = a.v; }
 inline void stream_fence() {}
 

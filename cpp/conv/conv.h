@@ -15,7 +15,9 @@
 //                    the zeros a strided transposed convolution would insert. Small C_in (where the
 //                    C_in-wide output would waste most of an NR panel) uses the scatter form: one
 //                    GEMM gy · wᵀ into patch gradients, added into gx tap by tap (straight from
-//                    the registers when every NR-column panel lies inside one run).
+//                    the registers when every NR-column panel lies inside one run). First layers
+//                    at stride 1 (C_in <= 4) use the gather form: each gx pixel's C_in sums over
+//                    its taps and C_out, C_out along the vector lanes, reduced by a transpose.
 //   backward-weight  gw (K×C_out) = patchesᵀ · gy, reduced over the M pixels. Threads split M; each
 //                    packs its patch rows straight from the input and accumulates its own partial gw,
 //                    and the partials are summed at the end.
