@@ -525,6 +525,47 @@ void conv2d_backward_bias(const py::array& gy, py::array& gb) {
   active_conv_kernels().backward_bias(gyp, rows, co, gbp);
 }
 
+// Any of gx, gw, gb (None where not wanted) from one call: first layers read gy once for all
+// of them (cpp/conv: backward_direct).
+void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w, const py::object& gx,
+                     const py::object& gw, const py::object& gb, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                     int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  const float* gyp = conv_in(gy, "grad_out");
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  const ConvShape s = conv_shape(x, w, gy, sh, sw, dh, dw, pt, pb, pl, pr);
+  std::vector<py::array> outs;
+  const auto output = [&](const py::object& o, const py::array& like, const char* name) -> float* {
+    if (o.is_none()) return nullptr;
+    py::array a = o.cast<py::array>();
+    float* p = conv_out(a, name);
+    if (a.ndim() != like.ndim()) throw py::value_error(std::string(name) + ": wrong number of dimensions");
+    for (py::ssize_t d = 0; d < a.ndim(); ++d)
+      if (a.shape(d) != like.shape(d)) throw py::value_error(std::string(name) + ": shape differs from its input's");
+    require_disjoint(a, {&gy, &x, &w});
+    for (const py::array& other : outs)
+      if (spans_overlap(a, other)) throw py::value_error("conv2d: two outputs overlap");
+    outs.push_back(a);
+    return p;
+  };
+  float* gxp = output(gx, x, "grad_input");
+  float* gwp = output(gw, w, "grad_weight");
+  float* gbp = nullptr;
+  if (!gb.is_none()) {
+    py::array a = gb.cast<py::array>();
+    require_float32(a, "grad_bias");
+    if (a.ndim() != 1 || a.shape(0) != s.co || !(a.flags() & py::array::c_style) || !a.writeable())
+      throw py::value_error("grad_bias: must be a writable contiguous array of C_out elements");
+    gbp = static_cast<float*>(a.mutable_data());
+    require_disjoint(a, {&gy, &x, &w});
+    for (const py::array& other : outs)
+      if (spans_overlap(a, other)) throw py::value_error("conv2d: two outputs overlap");
+    outs.push_back(a);
+  }
+  py::gil_scoped_release release;
+  active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -604,6 +645,9 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
   m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_out").noconvert(),
         py::arg("grad_bias").noconvert());
+  m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out").noconvert(), py::arg("x").noconvert(),
+        py::arg("w").noconvert(), py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"), py::arg("sh"),
+        py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"), py::arg("pr"));
 
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");

@@ -184,6 +184,67 @@ def test_backward_weight(case, isa):
     assert_close(got, want, g.shape[0] * g.shape[1] * g.shape[2])
 
 
+MASKS = [(True, True, True), (True, False, False), (False, True, False), (False, False, True),
+         (False, True, True), (True, True, False)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_backward_all_in_one_call(case, isa):
+    # conv2d_backward gives what the three single-gradient calls give, for every output mask: first
+    # layers (C_in <= 4) take the image-by-image form whenever the weight gradient is asked for.
+    rng = np.random.default_rng(10)
+    x, w, kw, pads = _case(rng, case)
+    g = rand(rng, *ops.conv2d(x, w, **kw).shape)
+    want = (ref_backward_input(g, w, x.shape, kw["stride"], pads, kw["dilation"]),
+            ref_backward_weight(x, g, w.shape, kw["stride"], pads, kw["dilation"]),
+            g.astype(np.float64).sum(axis=(0, 1, 2)))
+    depth = (w.shape[0] * w.shape[1] * w.shape[3], g.shape[0] * g.shape[1] * g.shape[2], g.shape[0] * g.shape[1] * g.shape[2])
+    for mask in MASKS:
+        got = ops.conv2d_backward(g, x, w, input_grad=mask[0], weight_grad=mask[1], bias_grad=mask[2], **kw)
+        for asked, grad, ref, k in zip(mask, got, want, depth):
+            if asked:
+                assert_close(grad, ref, k)
+            else:
+                assert grad is None
+
+
+def test_backward_all_in_one_call_batch_and_out():
+    # A batch large enough for both threads (their gw and gb partials are summed), writing into
+    # out arrays, one of them a strided view.
+    rng = np.random.default_rng(11)
+    x, w = rand(rng, 9, 17, 15, 3), rand(rng, 3, 3, 3, 40)
+    g = rand(rng, 9, 17, 15, 40)
+    gx, gb = np.full(x.shape, np.nan, np.float32), np.full(80, np.nan, np.float32)[::2]
+    res = ops.conv2d_backward(g, x, w, padding="same", out=(gx, None, gb))
+    assert res[0] is gx and res[2] is gb
+    assert_close(gx, ref_backward_input(g, w, x.shape, 1, ((1, 1), (1, 1))), 9 * 40)
+    assert_close(res[1], ref_backward_weight(x, g, w.shape, 1, ((1, 1), (1, 1))), 9 * 17 * 15)
+    np.testing.assert_allclose(gb, g.astype(np.float64).sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-3)
+
+
+def test_backward_all_in_one_call_errors():
+    x, w = np.ones((2, 8, 8, 3), np.float32), np.ones((3, 3, 3, 4), np.float32)
+    g = np.ones((2, 6, 6, 4), np.float32)
+    with pytest.raises(ValueError, match=r"grad_out has shape \(2, 6, 6, 4\), expected \(2, 8, 8, 4\)"):
+        ops.conv2d_backward(g, x, w, padding=1)
+    with pytest.raises(ValueError, match="out must be None or a triple"):
+        ops.conv2d_backward(g, x, w, out=np.empty_like(x))
+    with pytest.raises(ValueError, match=r"out: expected shape \(3, 3, 3, 4\), got \(3, 3, 3, 5\)"):
+        ops.conv2d_backward(g, x, w, out=(None, np.empty((3, 3, 3, 5), np.float32), None))
+    with pytest.raises(TypeError, match="x: expected dtype float32, got float64"):
+        ops.conv2d_backward(g, x.astype(np.float64), w)
+    with pytest.raises(ValueError, match="has 3 channels but weight"):
+        ops.conv2d_backward(g, x, np.ones((3, 3, 2, 4), np.float32))
+
+
+def test_backward_all_in_one_call_empty():
+    w = np.ones((3, 3, 2, 5), np.float32)
+    gx, gw, gb = ops.conv2d_backward(np.ones((0, 3, 3, 5), np.float32), np.ones((0, 5, 5, 2), np.float32), w)
+    assert gx.shape == (0, 5, 5, 2)
+    np.testing.assert_array_equal(gw, 0)
+    np.testing.assert_array_equal(gb, 0)
+
+
 @pytest.mark.parametrize("c_in", [32, 3], ids=["im2col", "direct"])
 def test_large_batch_backward_weight_threads_reduce(c_in):
     # Enough pixels that both threads take a share of the work and their partial sums are reduced,

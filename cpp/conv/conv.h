@@ -54,6 +54,10 @@ struct ConvKernels {
   void (*backward_weight)(const ConvShape& s, const float* x, const float* gy, float* gw);
   // gb (C_out) = column sums of gy (rows × C_out), summed in double across row blocks.
   void (*backward_bias)(const float* gy, int64_t rows, int64_t co, float* gb);
+  // Any of gx, gw, gb (null where not wanted) in one call. First layers (C_in <= 4; stride 1 when
+  // gx is wanted) run every pass image by image, so gy is read from memory once, not per pass.
+  void (*backward)(const ConvShape& s, const float* x, const float* gy, const float* w, float* gx, float* gw,
+                   float* gb);
 };
 
 FG_DECLARE_KERNEL_TABLE(ConvKernels, conv_kernels)

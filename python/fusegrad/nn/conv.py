@@ -94,8 +94,9 @@ class Conv2dFunction(Function):
                 getattr(ops, activation)(y, out=y)
         else:
             y = _taps_forward(x, w, b, stride, pads, dilation)
-        self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None,
-                  y if activation else None, x.shape, w.shape, stride, pads, dilation, activation)
+        # w always (a parameter, alive anyway): the one-call backward takes it with x.
+        self.save(x if self.needs_grad[1] else None, w, y if activation else None, x.shape, w.shape, stride, pads,
+                  dilation, activation)
         return y
 
     def backward(self, g):
@@ -111,9 +112,13 @@ def _conv_backward(needs_grad, g, x, w, x_shape, w_shape, stride, pads, dilation
     need_b = len(needs_grad) > 2 and needs_grad[2]
     if _on_kernels(g, x, w):
         geo = dict(stride=stride, padding=pads, dilation=dilation)
-        gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
-        gw = ops.conv2d_backward_weight(x, g, w_shape, **geo) if need_w else None
-        gb = ops.conv2d_backward_bias(g) if need_b else None
+        if need_w:
+            # One call for all that is needed: first layers read g once for every gradient.
+            gx, gw, gb = ops.conv2d_backward(g, x, w, input_grad=need_x, bias_grad=need_b, **geo)
+        else:
+            gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
+            gw = None
+            gb = ops.conv2d_backward_bias(g) if need_b else None
     else:
         gx, gw = _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w)
         gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
@@ -133,8 +138,8 @@ class Conv2dMaxPoolFunction(Function):
                                            activation=activation, negative_slope=negative_slope)
         oh, ow, _ = conv_geometry(x.shape, w.shape, stride, pads, dilation, "conv2d_max_pool2d")
         conv_shape = (x.shape[0], oh, ow, w.shape[3])
-        self.save(x if self.needs_grad[1] else None, w if self.needs_grad[0] else None, y if activation else None,
-                  indices, conv_shape, x.shape, w.shape, stride, pads, dilation, pool, activation, negative_slope)
+        self.save(x if self.needs_grad[1] else None, w, y if activation else None, indices, conv_shape, x.shape,
+                  w.shape, stride, pads, dilation, pool, activation, negative_slope)
         return y
 
     def backward(self, g):

@@ -14,7 +14,7 @@ from .activation import (
     tanh,
     tanh_backward,
 )
-from .conv import (conv2d, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
+from .conv import (conv2d, conv2d_backward, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                    conv2d_max_pool2d)
 from .optim import adam_step, clip_grad_norm, flatten_params, grad_norm, group_by_dtype_device, sgd_step
 from .pool import (
@@ -39,7 +39,7 @@ __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",
-    "conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias", "conv2d_max_pool2d",
+    "conv2d", "conv2d_backward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias", "conv2d_max_pool2d",
     "adam_step", "sgd_step", "clip_grad_norm", "grad_norm", "flatten_params", "group_by_dtype_device",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
     "global_avg_pool2d_backward",

@@ -224,3 +224,38 @@ def conv2d_backward_bias(grad_out, *, out=None):
         else:
             target[...] = 0.0
     return finish_output(target, result, out, kind)
+
+
+def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_grad=True, weight_grad=True,
+                    bias_grad=True, out=None):
+    """The gradients of conv2d with respect to x, w and the bias in one call -> (grad_x, grad_w,
+    grad_bias), None for each not asked for (PyTorch's convolution_backward with its output mask).
+
+    The numbers of conv2d_backward_input, _weight and _bias. First layers (C_in <= 4) run the
+    passes image by image while the weight gradient is among them, so grad_out is read from
+    memory once instead of once per gradient. out: None, or a triple of arrays (or None) to
+    write the gradients into.
+    """
+    fn = "conv2d_backward"
+    g, kind = _cpu_input(grad_out, "grad_out", fn)
+    xa, _ = _cpu_input(x, "x", fn)
+    wa, _ = _cpu_input(w, "w", fn)
+    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    expected = (xa.shape[0], oh, ow, wa.shape[3])
+    if tuple(g.shape) != expected:
+        raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
+                         f"{tuple(xa.shape)} and weight {tuple(wa.shape)}")
+    if out is None:
+        out = (None, None, None)
+    elif not (isinstance(out, (tuple, list)) and len(out) == 3):
+        raise ValueError(f"{fn}: out must be None or a triple (grad_x, grad_w, grad_bias), got {type(out).__name__}")
+    g, xa, wa = np.ascontiguousarray(g), np.ascontiguousarray(xa), np.ascontiguousarray(wa)
+    wanted = (input_grad, weight_grad, bias_grad)
+    shapes = (xa.shape, wa.shape, (wa.shape[3],))
+    made = [cpu_output(o, shape, (g, xa, wa)) if want else (None, None)
+            for want, o, shape in zip(wanted, out, shapes)]
+    targets = [target for target, _ in made]
+    if any(t is not None and t.size for t in targets):
+        _cpu.conv2d_backward(g, xa, wa, *targets, *geo)
+    return tuple(finish_output(target, result, o, kind) if want else None
+                 for want, (target, result), o in zip(wanted, made, out))

@@ -5,7 +5,8 @@ Work is 2·N·OH·OW·KH·KW·C_in·C_out flops per pass (forward, backward-inpu
 one pass each; the bias gradient is not counted), bound by the FMA peak. PyTorch runs twice on
 the same data: on its default NCHW tensors ("torch") and on channels_last ones
 ("torch_channels_last"); its backward is aten.convolution_backward with all three gradients,
-the call autograd makes. fusegrad writes into preallocated outputs; PyTorch allocates its own.
+the call autograd makes, and fusegrad's is its counterpart ops.conv2d_backward (the call
+nn.Conv2d makes). fusegrad writes into preallocated outputs; PyTorch allocates its own.
 """
 from __future__ import annotations
 
@@ -44,9 +45,7 @@ def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
         if backward:
             def ours():
                 ops.conv2d(x, wt, b, padding=pad, out=y)
-                ops.conv2d_backward_input(g, wt, x.shape, padding=pad, out=gx)
-                ops.conv2d_backward_weight(x, g, wt.shape, padding=pad, out=gw)
-                return ops.conv2d_backward_bias(g, out=gb)
+                return ops.conv2d_backward(g, x, wt, padding=pad, out=(gx, gw, gb))
         else:
             def ours():
                 return ops.conv2d(x, wt, b, padding=pad, out=y)
