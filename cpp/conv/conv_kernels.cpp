@@ -37,13 +37,15 @@ int fixed_len_index(int64_t len) {
 constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 
 // Backward-weight works through the pixels in steps: it copies the step's patch rows (im2col)
-// once, then runs every K group of the gw tile over them. kPatchBytes (half of the 1 MiB L2 of a
-// core) keeps that copy in L2 next to the step's gy rows, while each group's pass reads its
-// columns in address order; 256 KiB cut a 128x128 layer's steps to 56 pixels and cost it 10%.
+// once, then runs every K group of the gw tile over them, each group's pass reading its columns
+// in address order. Longer steps spread each micro-tile's C load and store over more pixels:
+// kPatchBytes of 256 KiB cut a 128x128 layer's steps to 56 pixels and cost it 10% against 512 KiB,
+// and 1 MiB (a core's L2) measured 2-3% faster than 512 KiB on the ResNet layers; 2 and 3 MiB
+// gained nothing more.
 // The step is at least 96 pixels (the micro-tile's depth: below that its C tile load and store
 // stop being small next to the FMAs) and at most 1024 (small K gains nothing more from longer
 // runs, and gy's rows of the step stay in L2).
-constexpr int64_t kPatchBytes = 512 << 10;
+constexpr int64_t kPatchBytes = 1 << 20;
 constexpr int64_t kMinPixelChunk = 96;
 constexpr int64_t kMaxPixelChunk = 1024;
 
