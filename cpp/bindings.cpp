@@ -535,17 +535,20 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
   const float* wp = conv_in(w, "w");
   const ConvShape s = conv_shape(x, w, gy, sh, sw, dh, dw, pt, pb, pl, pr);
   std::vector<py::array> outs;
-  const auto output = [&](const py::object& o, const py::array& like, const char* name) -> float* {
-    if (o.is_none()) return nullptr;
-    py::array a = o.cast<py::array>();
-    float* p = conv_out(a, name);
-    if (a.ndim() != like.ndim()) throw py::value_error(std::string(name) + ": wrong number of dimensions");
-    for (py::ssize_t d = 0; d < a.ndim(); ++d)
-      if (a.shape(d) != like.shape(d)) throw py::value_error(std::string(name) + ": shape differs from its input's");
+  // An output the caller asked for: disjoint from the inputs and from the outputs before it.
+  const auto claim = [&](py::array a) {
     require_disjoint(a, {&gy, &x, &w});
     for (const py::array& other : outs)
       if (spans_overlap(a, other)) throw py::value_error("conv2d: two outputs overlap");
     outs.push_back(a);
+  };
+  const auto output = [&](const py::object& o, const py::array& like, const char* name) -> float* {
+    if (o.is_none()) return nullptr;
+    py::array a = o.cast<py::array>();
+    float* p = conv_out(a, name);
+    for (py::ssize_t d = 0; d < 4; ++d)
+      if (a.shape(d) != like.shape(d)) throw py::value_error(std::string(name) + ": shape differs from its input's");
+    claim(a);
     return p;
   };
   float* gxp = output(gx, x, "grad_input");
@@ -557,10 +560,7 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
     if (a.ndim() != 1 || a.shape(0) != s.co || !(a.flags() & py::array::c_style) || !a.writeable())
       throw py::value_error("grad_bias: must be a writable contiguous array of C_out elements");
     gbp = static_cast<float*>(a.mutable_data());
-    require_disjoint(a, {&gy, &x, &w});
-    for (const py::array& other : outs)
-      if (spans_overlap(a, other)) throw py::value_error("conv2d: two outputs overlap");
-    outs.push_back(a);
+    claim(a);
   }
   py::gil_scoped_release release;
   active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);

@@ -659,8 +659,8 @@ void backward_input_gather(const ConvShape& s, const float* gy, const float* w, 
   parallel_for(s.n * plan.bands, grain, [&](int64_t u0, int64_t u1) {
     GatherWorker worker(s, plan);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t next = u + 1 < u1 ? u + 1 : -1;
-      worker.run(gy, gx, u / plan.bands, u % plan.bands, next < 0 ? -1 : next / plan.bands, next % plan.bands);
+      const bool last = u + 1 == u1;
+      worker.run(gy, gx, u / plan.bands, u % plan.bands, last ? -1 : (u + 1) / plan.bands, (u + 1) % plan.bands);
     }
   });
 }
@@ -1125,11 +1125,10 @@ struct PatchPlan {
 // (86 KiB for a 26x26x32 output) then comes in from memory once, and the passes after the first
 // find it in L2; as separate calls, each pass streams all of gy (11 MB at batch 128) in from L3
 // or DRAM again, which in a training step cost as much as their FMAs. gx needs stride 1 (the
-// gather form); gw comes first in the loop when there is no gx.
+// gather form). gw arrives zeroed.
 void backward_direct(const ConvShape& s, const float* x, const float* gy, const float* w, float* gx, float* gw,
                      float* gb) {
   const int64_t size = s.kh * s.kw * s.c * s.co, ohw = s.oh * s.ow;
-  std::memset(gw, 0, static_cast<size_t>(size) * sizeof(float));
   const PatchPlan patches(s, x);
   std::optional<GatherPlan> gather;
   if (gx) gather.emplace(s, w);
@@ -1226,7 +1225,10 @@ void conv_backward(const ConvShape& s, const float* x, const float* gy, const fl
                    float* gb) {
   const bool direct = gw && s.c > 0 && s.c <= kDirectMaxCin && (!gx || (s.sh == 1 && s.sw == 1)) && s.n * s.oh * s.ow > 0 &&
                       s.co > 0;
-  if (direct) return backward_direct(s, x, gy, w, gx, gw, gb);
+  if (direct) {
+    std::memset(gw, 0, static_cast<size_t>(s.kh * s.kw * s.c * s.co) * sizeof(float));
+    return backward_direct(s, x, gy, w, gx, gw, gb);
+  }
   if (gx) conv_backward_input(s, gy, w, gx);
   if (gw) conv_backward_weight(s, x, gy, gw);
   if (gb) conv_backward_bias(gy, s.n * s.oh * s.ow, s.co, gb);
