@@ -245,15 +245,36 @@ def test_backward_all_in_one_call_empty():
     np.testing.assert_array_equal(gb, 0)
 
 
-@pytest.mark.parametrize("c_in", [32, 3], ids=["im2col", "direct"])
+@pytest.mark.parametrize("c_in", [32, 3], ids=["separate", "first_layer_fused"])
 def test_large_batch_backward_weight_threads_reduce(c_in):
     # Enough pixels that both threads take a share of the work and their partial sums are reduced,
-    # in the im2col form and in the direct form of first layers (C_in <= 4).
+    # in backward-weight on its own and in the image-by-image backward of first layers (C_in <= 4).
     rng = np.random.default_rng(4)
     x, w = rand(rng, 16, 20, 20, c_in), rand(rng, 3, 3, c_in, 48)
     g = rand(rng, 16, 18, 18, 48)
     got = ops.conv2d_backward_weight(x, g, w.shape)
     assert_close(got, ref_backward_weight(x, g, w.shape), 16 * 18 * 18)
+
+
+# Images large enough that backward-weight splits them into several segments of output rows
+# (cpp/conv: kPatchSegmentBytes), each with its own zero-padded copy of the input rows under it,
+# and the threads' shares of the rows begin and end inside an image. C_out 72: the wide tile and a
+# one-vector tail.
+@pytest.mark.parametrize(
+    "case",
+    [
+        (3, 70, 66, 16, 72, 3, 3, 1, 1, 1),
+        (2, 121, 128, 12, 40, 3, 3, 2, "same", 1),  # bottom and right padding only
+        (3, 57, 52, 8, 96, 3, 3, 1, 0, 2),          # no padding: read in place
+    ],
+    ids=str,
+)
+def test_backward_weight_segments(case, isa):
+    rng = np.random.default_rng(6)
+    x, w, kw, pads = _case(rng, case)
+    g = rand(rng, *ops.conv2d(x, w, **kw).shape)
+    got = ops.conv2d_backward_weight(x, g, w.shape, **kw)
+    assert_close(got, ref_backward_weight(x, g, w.shape, kw["stride"], pads, kw["dilation"]), g.shape[0] * g.shape[1] * g.shape[2])
 
 
 @pytest.mark.parametrize("co", [37, 300], ids=["one_block", "column_blocks"])

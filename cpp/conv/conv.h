@@ -18,9 +18,11 @@
 //                    the registers when every NR-column panel lies inside one run). First layers
 //                    at stride 1 (C_in <= 4) use the gather form: each gx pixel's C_in sums over
 //                    its taps and C_out, C_out along the vector lanes, reduced by a transpose.
-//   backward-weight  gw (K×C_out) = patchesᵀ · gy, reduced over the M pixels. Threads split M; each
-//                    packs its patch rows straight from the input and accumulates its own partial gw,
-//                    and the partials are summed at the end.
+//   backward-weight  gw (K×C_out) = patchesᵀ · gy, reduced over the M pixels. Patch element kk of a
+//                    pixel is the input at a fixed offset from the pixel's patch corner, so a tile of
+//                    K rows broadcasts straight from the input (or from a zero-padded copy of the rows
+//                    under a segment of pixels): no im2col. Threads split the output rows; each
+//                    accumulates its own partial gw, and the partials are summed at the end.
 #pragma once
 #include <cstdint>
 

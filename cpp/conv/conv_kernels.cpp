@@ -36,18 +36,11 @@ int fixed_len_index(int64_t len) {
 // costs more to wake than it saves.
 constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 
-// Backward-weight works through the pixels in steps: it copies the step's patch rows (im2col)
-// once, then runs every K group of the gw tile over them, each group's pass reading its columns
-// in address order. Longer steps spread each micro-tile's C load and store over more pixels:
-// kPatchBytes of 256 KiB cut a 128x128 layer's steps to 56 pixels and cost it 10% against 512 KiB,
-// and 1 MiB (a core's L2) measured 2-3% faster than 512 KiB on the ResNet layers; 2 and 3 MiB
-// gained nothing more.
-// The step is at least 96 pixels (the micro-tile's depth: below that its C tile load and store
-// stop being small next to the FMAs) and at most 1024 (small K gains nothing more from longer
-// runs, and gy's rows of the step stay in L2).
-constexpr int64_t kPatchBytes = 1 << 20;
-constexpr int64_t kMinPixelChunk = 96;
-constexpr int64_t kMaxPixelChunk = 1024;
+// Backward-weight works through the output pixels in segments: every K group × C_out panel of
+// gw passes over a whole segment with its block in registers, so the segment's gy rows and the
+// input rows under them are read once per group from L2. Half of a core's L2 leaves room for gw
+// itself (147 KiB for 3x3x64->64) and the next segment's lines.
+constexpr int64_t kPatchSegmentBytes = 512 << 10;
 
 // Conv rows the fused conv + max-pool computes before pooling them: a whole small image (a 26x26x32
 // first layer is 86 KiB), or bands of it for large ones, kept within L2 with the packed weights.
@@ -979,23 +972,16 @@ void conv_backward_bias(const float* gy, int64_t rows, int64_t co, float* gb) {
 
 // ---- backward-weight ------------------------------------------------------------------------
 
-// Copies n floats from src to dst with whole-vector stores (a masked load for the tail): the
-// lanes past n land on floats that the caller writes next or never reads, and full stores run
-// several times faster than masked ones on Zen 4.
-inline void copy_run(float* dst, const float* src, int64_t n) {
-  if (n < W) {
-    // Runs shorter than a vector (first layers: 3 or 9 floats). A 64-byte masked load here was
-    // the hot spot of the whole pass, four times the cost of these few scalar moves.
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
-    return;
-  }
-  int64_t i = 0;
-  for (; i + W <= n; i += W) store(dst + i, load(src + i));
-  if (i < n) store(dst + i, load_partial(src + i, int(n - i)));
-}
+// gw (K × C_out) = Σ over output pixels of patch(pixel)ᵀ · gy(pixel). Element kk of a pixel's
+// patch is the input float at a fixed offset (corner[kk]) from the pixel's patch corner, so a
+// tile of R K rows × V vectors of C_out broadcasts its R patch values straight from the input:
+// one pointer per K row, advanced by the stride, and no im2col copy. That copy cost first layers
+// more than the 2*K*C_out FMAs of a pixel, and the others 10-15% of the pass (it wrote K floats
+// per pixel, and the tiles then read them a cache line per pixel instead of C_in floats apart).
+// The tile keeps its gw block in registers over a whole segment of pixels.
 
-// Backward-weight splits the pixels among threads: thread 0 accumulates into gw itself, thread t
-// into partials[(t - 1) * size ...]; this adds the partials into gw.
+// Backward-weight splits the output rows among threads: thread 0 accumulates into gw itself,
+// thread t into partials[(t - 1) * size ...]; this adds the partials into gw.
 void add_partials(float* gw, const std::vector<float>& partials, int nthreads, int64_t size) {
   if (nthreads <= 1) return;
   parallel_for(size, 4096, [&](int64_t i0, int64_t i1) {
@@ -1006,18 +992,12 @@ void add_partials(float* gw, const std::vector<float>& partials, int nthreads, i
   });
 }
 
-// Backward-weight for first layers (C_in <= kDirectMaxCin, so K = KH*KW*C_in is a few dozen at
-// most): a K group of gw (R rows × V vectors of C_out) stays in registers over every pixel of an
-// image, and each patch value is broadcast straight from the input: row r of the group always
-// reads the float at a fixed offset from the pixel's corner, so one pointer per row, advanced by
-// the stride, replaces the per-pixel im2col copy (which cost more than the 2*K*C_out FMAs of a
-// pixel). Needs an unpadded input; padded convolutions get a zero-padded copy (small: C_in <= 4).
-
 struct PatchTile {
-  const float* const* rows;   // R pointers: each row's float at the first output pixel
-  int64_t pixel_step, row_step;  // floats from one output pixel to the next, one output row to the next
-  int64_t ow, oh;             // pixels per output row, output rows
-  const float* gy;            // gy at the first pixel, this tile's first column; rows of ldg floats
+  const float* const* rows;   // R pointers: each K row's float at patch corner 0
+  const int64_t* row_off;     // per output row of the segment: floats from patch corner 0 to its first pixel's
+  int64_t nrows, ow;          // output rows of the segment, pixels per row
+  int64_t pixel_step;         // floats from one pixel's patch corner to the next one's
+  const float* gy;            // gy at the segment's first pixel, this tile's first column; rows of ldg floats
   int64_t ldg;
   float* c;                   // gw at the tile's first row and column; rows of ldc floats
   int64_t ldc;
@@ -1033,9 +1013,8 @@ void patch_tile(const PatchTile& t) {
     for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
   const int last_w = t.n - (V - 1) * W;
   const float* g = t.gy;
-  for (int64_t y = 0; y < t.oh; ++y) {
-    const int64_t row_off = y * t.row_step;
-    for (int64_t xo = 0, off = row_off; xo < t.ow; ++xo, off += t.pixel_step, g += t.ldg) {
+  for (int64_t y = 0; y < t.nrows; ++y) {
+    for (int64_t xo = 0, off = t.row_off[y]; xo < t.ow; ++xo, off += t.pixel_step, g += t.ldg) {
       VecF bv[V];
 #pragma GCC unroll 8
       for (int v = 0; v < V; ++v) bv[v] = ukernel::load_w(g + v * W, v == V - 1 ? last_w : W);
@@ -1067,57 +1046,110 @@ constexpr auto make_patch_table(std::integer_sequence<int, Rs...>, std::integer_
   return table;
 }
 
-// What the direct form prepares once per call: the input as the tiles read it (x itself, or a
-// copy with the padding made of zeros) and each K row's offset from a pixel's corner there.
+// What every backward-weight segment shares, prepared once per call. The tiles read the input
+// in "padded coordinates": x itself when every tap of every pixel lands inside it, else a copy of
+// the rows a segment needs with the padding made of zeros (per thread and segment, so it is in L2
+// when the tiles read it; a copy of all of x measured 1-2 ms on a ResNet layer).
 struct PatchPlan {
-  std::vector<float> xpad;
-  const float* xs;
-  int64_t k, wp, image;
-  std::vector<int64_t> corner;  // HWIO order: kk = (i * KW + j) * C + ch
+  int64_t k;
+  bool padded;
+  int64_t wp, ld;                 // pixels and floats per input row where the tiles read
+  int64_t span;                   // input rows under one output row's patches
+  std::vector<int64_t> corner;    // HWIO order: kk = (i * KW + j) * C + ch
+  // The tile: 6 K rows × two NR panels (the forward's wide tile: 4 gy vectors and 6 broadcasts
+  // per 24 FMAs, against 2 and 12 for the GEMM's 12 × NR) when C_out spans more than one panel.
+  int tile_rows;
+  int64_t tile_cols;
+  int64_t segment_rows;           // output rows per segment (kPatchSegmentBytes)
 
-  PatchPlan(const ConvShape& s, const float* x) : k(s.kh * s.kw * s.c), corner(static_cast<size_t>(k)) {
+  explicit PatchPlan(const ConvShape& s) : k(s.kh * s.kw * s.c), corner(static_cast<size_t>(k)) {
     const int64_t ph = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1, pw = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
-    const bool padded = s.pt > 0 || s.pl > 0 || ph > s.h || pw > s.w;
-    const int64_t hp = padded ? std::max(ph, s.pt + s.h) : s.h;
+    padded = s.pt > 0 || s.pl > 0 || ph > s.h || pw > s.w;
     wp = padded ? std::max(pw, s.pl + s.w) : s.w;
-    image = hp * wp * s.c;
-    if (padded) {
-      xpad.assign(static_cast<size_t>(s.n * image), 0.0f);
-      for (int64_t i = 0; i < s.n; ++i)
-        for (int64_t y = 0; y < s.h; ++y)
-          std::memcpy(xpad.data() + ((i * hp + y + s.pt) * wp + s.pl) * s.c, x + (i * s.h + y) * s.w * s.c,
-                      static_cast<size_t>(s.w * s.c) * sizeof(float));
-    }
-    xs = padded ? xpad.data() : x;
+    ld = wp * s.c;
+    span = (s.kh - 1) * s.dh + 1;
     for (int64_t kk = 0; kk < k; ++kk) {
       const int64_t ch = kk % s.c, j = (kk / s.c) % s.kw, i = kk / (s.c * s.kw);
       corner[kk] = (i * s.dh * wp + j * s.dw) * s.c + ch;
     }
+    const bool wide = kHasWideTile && s.co > kNR;
+    tile_rows = wide ? kWideMR : kMR;
+    tile_cols = wide ? 2 * kNR : kNR;
+    segment_rows = std::max<int64_t>(1, kPatchSegmentBytes / (4 * (s.ow * s.co + s.sh * ld)));
   }
+};
 
-  // dst (K × C_out) += image img's patchesᵀ · its gy rows.
-  void add_image(const ConvShape& s, int64_t img, const float* gy, float* dst) const {
-    static const auto table = make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
-    const float* rows[kMR];
+// One thread's backward-weight segments: its padded copy and row offsets.
+class PatchWorker {
+ public:
+  PatchWorker(const ConvShape& s, const PatchPlan& plan) : s_(s), plan_(plan) {}
+
+  // dst (K × C_out) += patchesᵀ · gy over output rows [r0, r1) of the N*OH rows (row r is row
+  // r % OH of image r / OH); a segment, as the tiles read its gy and input rows from L2.
+  void add_rows(const float* x, const float* gy, int64_t r0, int64_t r1, float* dst) {
+    const ConvShape& s = s_;
+    const PatchPlan& p = plan_;
+    row_off_.resize(static_cast<size_t>(r1 - r0));
+    const float* base = x;
+    if (!p.padded) {
+      for (int64_t r = r0; r < r1; ++r) row_off_[r - r0] = ((r / s.oh) * s.h + (r % s.oh) * s.sh) * p.ld;
+    } else {
+      // Each image's piece of the segment gets the padded input rows under its output rows.
+      int64_t used = 0;
+      for (int64_t r = r0; r < r1;) {
+        const int64_t img = r / s.oh, y0 = r % s.oh, y1 = std::min(s.oh, y0 + r1 - r);
+        const int64_t first = y0 * s.sh, rows = (y1 - 1) * s.sh + p.span - first;
+        if (copy_.size() < static_cast<size_t>((used + rows) * p.ld)) copy_.resize(static_cast<size_t>((used + rows) * p.ld));
+        for (int64_t b = 0; b < rows; ++b) fill_row(x, img, first + b - s.pt, copy_.data() + (used + b) * p.ld);
+        for (int64_t y = y0; y < y1; ++y) row_off_[r - r0 + y - y0] = (used + y * s.sh - first) * p.ld;
+        used += rows;
+        r += y1 - y0;
+      }
+      base = copy_.data();
+    }
+    static const auto narrow = make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
+    static const auto wide = make_patch_table(std::make_integer_sequence<int, kWideMR>{}, std::make_integer_sequence<int, kMaxV>{});
+    const float* rows[kMaxTileRows];
     PatchTile t;
     t.rows = rows;
-    t.pixel_step = s.sw * s.c;
-    t.row_step = s.sh * wp * s.c;
+    t.row_off = row_off_.data();
+    t.nrows = r1 - r0;
     t.ow = s.ow;
-    t.oh = s.oh;
+    t.pixel_step = s.sw * s.c;
     t.ldg = s.co;
     t.ldc = s.co;
-    for (int64_t k0 = 0; k0 < k; k0 += kMR) {
-      const int m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
-      for (int r = 0; r < m; ++r) rows[r] = xs + img * image + corner[k0 + r];
-      for (int64_t j0 = 0; j0 < s.co; j0 += kNR) {
-        t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - j0));
-        t.gy = gy + img * s.oh * s.ow * s.co + j0;
+    for (int64_t k0 = 0; k0 < p.k; k0 += p.tile_rows) {
+      const int m = static_cast<int>(std::min<int64_t>(p.tile_rows, p.k - k0));
+      for (int r = 0; r < m; ++r) rows[r] = base + p.corner[k0 + r];
+      for (int64_t j0 = 0; j0 < s.co; j0 += p.tile_cols) {
+        t.n = static_cast<int>(std::min<int64_t>(p.tile_cols, s.co - j0));
+        t.gy = gy + r0 * s.ow * s.co + j0;
         t.c = dst + k0 * s.co + j0;
-        table.fn[m - 1][(t.n + W - 1) / W - 1](t);
+        const int v = (t.n + W - 1) / W;
+        if (p.tile_rows == kWideMR && kHasWideTile) wide.fn[m - 1][v - 1](t);
+        else narrow.fn[m - 1][v - 1](t);
       }
     }
   }
+
+ private:
+  // Row `ih` of image img (zeros outside the image), with pl zero pixels before it and zeros after.
+  void fill_row(const float* x, int64_t img, int64_t ih, float* dst) const {
+    const ConvShape& s = s_;
+    const int64_t ld = plan_.ld, left = s.pl * s.c, len = s.w * s.c;
+    if (ih < 0 || ih >= s.h) {
+      std::memset(dst, 0, static_cast<size_t>(ld) * sizeof(float));
+      return;
+    }
+    std::memset(dst, 0, static_cast<size_t>(left) * sizeof(float));
+    std::memcpy(dst + left, x + (img * s.h + ih) * len, static_cast<size_t>(len) * sizeof(float));
+    std::memset(dst + left + len, 0, static_cast<size_t>(ld - left - len) * sizeof(float));
+  }
+
+  const ConvShape& s_;
+  const PatchPlan& plan_;
+  std::vector<float> copy_;
+  std::vector<int64_t> row_off_;
 };
 
 // First layers with the weight gradient wanted (and the input's and bias's, when given): each
@@ -1129,7 +1161,7 @@ struct PatchPlan {
 void backward_direct(const ConvShape& s, const float* x, const float* gy, const float* w, float* gx, float* gw,
                      float* gb) {
   const int64_t size = s.kh * s.kw * s.c * s.co, ohw = s.oh * s.ow;
-  const PatchPlan patches(s, x);
+  const PatchPlan patches(s);
   std::optional<GatherPlan> gather;
   if (gx) gather.emplace(s, w);
   const double flops = 2.0 * double(s.n * ohw) * double(size) * (gx ? 2 : 1);
@@ -1140,6 +1172,7 @@ void backward_direct(const ConvShape& s, const float* x, const float* gy, const 
     float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
     std::optional<GatherWorker> worker;
     if (gx) worker.emplace(s, *gather);
+    PatchWorker patch_worker(s, patches);
     const int64_t img0 = s.n * tid / nthreads, img1 = s.n * (tid + 1) / nthreads;
     for (int64_t img = img0; img < img1; ++img) {
       if (gx) {
@@ -1149,7 +1182,8 @@ void backward_direct(const ConvShape& s, const float* x, const float* gy, const 
           worker->run(gy, gx, img, band, next_img, last ? 0 : band + 1);
         }
       }
-      patches.add_image(s, img, gy, dst);
+      for (int64_t r = img * s.oh; r < (img + 1) * s.oh; r += patches.segment_rows)
+        patch_worker.add_rows(x, gy, r, std::min((img + 1) * s.oh, r + patches.segment_rows), dst);
       if (gb) bias_rows(gy, s.co, img * ohw, (img + 1) * ohw, bias_totals.data() + tid * s.co);
     }
   });
@@ -1158,65 +1192,20 @@ void backward_direct(const ConvShape& s, const float* x, const float* gy, const 
 }
 
 void conv_backward_weight(const ConvShape& s, const float* x, const float* gy, float* gw) {
-  const int64_t k = s.kh * s.kw * s.c, ohw = s.oh * s.ow, m_total = s.n * ohw;
-  const int64_t size = k * s.co, hwc = s.h * s.w * s.c;
+  const int64_t size = s.kh * s.kw * s.c * s.co, rows = s.n * s.oh;
   if (size == 0) return;
   std::memset(gw, 0, static_cast<size_t>(size) * sizeof(float));
-  if (m_total == 0) return;
-  if (s.c <= kDirectMaxCin) return backward_direct(s, x, gy, nullptr, nullptr, gw, nullptr);
-  const int nthreads = threads_for(2.0 * double(m_total) * double(size));
+  if (rows * s.ow == 0) return;
+  const PatchPlan plan(s);
+  const int nthreads = std::min<int64_t>(threads_for(2.0 * double(rows * s.ow) * double(size)), rows);
   std::vector<float> partials(static_cast<size_t>((nthreads - 1) * size), 0.0f);
-  const RunPlan plan = plan_runs(s);
-  const int64_t runs = plan.runs;
-  const std::vector<int64_t> off = run_offsets(s, plan);
-  const std::vector<float> zeros(static_cast<size_t>(plan.len), 0.0f);
-  const int64_t groups = ceil_div(k, kMR), np = ceil_div(s.co, kNR);
-  // Pixels per step: as many patch rows as fit kPatchBytes, within [kMinPixelChunk, kMaxPixelChunk].
-  const int64_t chunk = std::clamp<int64_t>(kPatchBytes / (4 * k), kMinPixelChunk, kMaxPixelChunk);
-
-  auto body = [&](int tid) {
-    const int64_t begin = m_total * tid / nthreads, end = m_total * (tid + 1) / nthreads;
+  run_on_threads(nthreads, [&](int tid) {
     float* dst = tid == 0 ? gw : partials.data() + (tid - 1) * size;
-    PackBuffer patch_buffer;
-    // One vector of slack: the last run's whole-vector store may pass the end of the last row.
-    float* patches = patch_buffer.get(chunk * k + W);
-    for (int64_t p0 = begin; p0 < end; p0 += chunk) {
-      const int64_t pc = std::min(chunk, end - p0);
-      // im2col of the step's pixels, row by row: each run is contiguous in the input and in K,
-      // so a row is `runs` straight copies, read in address order.
-      int64_t img = p0 / ohw, pix = p0 % ohw;
-      for (int64_t p = 0; p < pc; ++p) {
-        const float* base = x + img * hwc;
-        const int64_t* o = off.data() + pix * runs;
-        float* row = patches + p * k;
-        for (int64_t rn = 0; rn < runs; ++rn)
-          copy_run(row + rn * plan.len, o[rn] >= 0 ? base + o[rn] : zeros.data(), plan.len);
-        if (++pix == ohw) pix = 0, ++img;
-      }
-      // gw[k0:k0+MR, :] += patchesᵀ[k0:k0+MR, pixels] · gy[pixels, :]. A (the patches, transposed)
-      // is read in place: row kk of it at stride 1, pixel p at stride k (packing it into panels
-      // first measured slower). Panels outermost: the step's gy columns of one panel stay in L1
-      // while every K group passes over them.
-      MicroTile t;
-      t.k = pc;
-      t.ldb = s.co;
-      t.b_padded = false;
-      t.ldc = s.co;
-      t.load_c = true;
-      for (int64_t jp = 0; jp < np; ++jp) {
-        t.b = gy + p0 * s.co + jp * kNR;
-        t.n = static_cast<int>(std::min<int64_t>(kNR, s.co - jp * kNR));
-        for (int64_t g = 0; g < groups; ++g) {
-          const int64_t k0 = g * kMR;
-          t.a = patches + k0;
-          t.m = static_cast<int>(std::min<int64_t>(kMR, k - k0));
-          t.c = dst + k0 * s.co + jp * kNR;
-          microkernel_strided_a(t, 1, k);
-        }
-      }
-    }
-  };
-  run_on_threads(nthreads, body);
+    PatchWorker worker(s, plan);
+    const int64_t end = rows * (tid + 1) / nthreads;
+    for (int64_t r = rows * tid / nthreads; r < end; r += plan.segment_rows)
+      worker.add_rows(x, gy, r, std::min(end, r + plan.segment_rows), dst);
+  });
   add_partials(gw, partials, nthreads, size);
 }
 
