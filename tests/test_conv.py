@@ -144,6 +144,11 @@ CASES = [
     (1, 10, 9, 64, 20, 3, 3, 2, "same", 1),     # phases with stride 2, asymmetric padding
     (1, 12, 11, 64, 16, 3, 3, 1, 2, 2),         # phases with dilation 2
     (1, 9, 9, 33, 40, 3, 3, (1, 2), 1, 1),      # phases along one axis only
+    # Stride 1 with most gx pixels in the interior: backward-input runs as a forward convolution
+    # of gy, whose tiles take one pixel class (same taps inside gy) at a time, across images.
+    (3, 7, 7, 64, 48, 3, 3, 1, 1, 1),           # 9 classes, a few pixels per image in most
+    (2, 9, 10, 64, 24, 4, 4, 1, "same", 1),     # even kernel: padding 1 before, 2 after
+    (2, 9, 8, 20, 12, 3, 3, 1, 3, 1),           # padding past the kernel's reach: not a forward
 ]
 
 

@@ -8,8 +8,11 @@
 //                    each kernel tap, C_in floats straight from the input pixel (or from a zero row
 //                    where the tap falls on padding), so there is no im2col and no A packing.
 //                    C_in <= 4 (first layers) gets micro-tiles with the channel loop unrolled at
-//                    compile time: a direct convolution in all but name.
-//   backward-input   gx = conv(gy, flipped/transposed w). For stride s the input pixels split into
+//                    compile time: a direct convolution in all but name. Output pixels are grouped
+//                    by which taps land inside the input (interior, border strips, corners), and
+//                    each tile takes one group's pixels, so no FMA is spent on padding.
+//   backward-input   gx = conv(gy, flipped/transposed w). At stride 1 that is run as a forward
+//                    convolution of gy (when the interior dominates gx). For stride s the input pixels split into
 //                    s_h×s_w phases by (ih mod s_h, iw mod s_w); each phase sees a fixed subset of
 //                    the taps, so it is one indirect GEMM over just those taps and no FMA is spent on
 //                    the zeros a strided transposed convolution would insert. Small C_in (where the
