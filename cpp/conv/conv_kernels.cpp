@@ -404,6 +404,7 @@ class ForwardWorker {
     t_.a = a_.data();
     t_.b_panel = p.k * kNR;
     t_.c = crow_;
+    if (p.classes.size() == 1) set_class(0);  // for good: no tile ever has another
   }
 
   // Pixels m0 .. m0 + live - 1 in raster order (live <= p.rows) of act(conv + bias), pixel
@@ -415,14 +416,17 @@ class ForwardWorker {
     next_m_ = m0 + live;
     const int64_t* start = p_.start.data();
     if (p_.classes.size() == 1) {
-      // No padding anywhere (first layers, valid convolutions): every tile is of the one class.
+      // No padding anywhere (first layers, valid convolutions): every tile is of the one class,
+      // whose taps the constructor set. A first layer's tile has 9-27 FMAs per row to hide this
+      // setup behind: every load and store here showed in its time.
       const float* base = x + img_ * hwc;
       for (int r = 0; r < live; ++r) {
         a_[r] = base + start[pix_];
         crow_[r] = dst + r * s.co;
         if (++pix_ == ohw) pix_ = 0, ++img_, base += hwc;
       }
-      run_class(0, live, bias, act);
+      for (int r = live; r < p_.rows; ++r) a_[r] = a_[live - 1], crow_[r] = scratch_.data();
+      run_panels(live, bias, act);
       return;
     }
     const int32_t* class_of = p_.class_of.data();
@@ -466,12 +470,17 @@ class ForwardWorker {
  private:
   // The tile over rows whose a_[r] point at their first inside run, all of class cls.
   void run_class(int32_t cls, int live, const float* bias, Activation act) {
+    set_class(cls);
+    for (int r = live; r < p_.rows; ++r) a_[r] = a_[live - 1], crow_[r] = scratch_.data();
+    run_panels(live, bias, act);
+  }
+
+  // The tile reads class cls's runs.
+  void set_class(int32_t cls) {
     const PixelClass& pc = p_.classes[cls];
     t_.ntaps = static_cast<int64_t>(pc.runs.size());
     t_.tap_off = pc.run_off.data();
     t_.tap_b = pc.b_off.empty() ? nullptr : pc.b_off.data();
-    for (int r = live; r < p_.rows; ++r) a_[r] = a_[live - 1], crow_[r] = scratch_.data();
-    run_panels(live, bias, act);
   }
 
   // The tile over pixels (img_of_[r], pix_of_[r]) of several classes: a pointer per row and run,
