@@ -79,6 +79,12 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Mathematical modulo (the C++ % keeps the sign of the dividend).
 int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 
+// Along one axis: whether tap i of output position o lands inside an input of `in` positions.
+bool tap_inside(int64_t o, int64_t i, int64_t stride, int64_t pad, int64_t dil, int64_t in) {
+  const int64_t at = o * stride - pad + i * dil;
+  return at >= 0 && at < in;
+}
+
 // ---- the indirect micro-tile ----------------------------------------------------------------
 
 // One MR×NR output tile of an implicit GEMM whose A rows are gathered through pointers:
@@ -320,7 +326,7 @@ std::vector<int32_t> axis_sets(int64_t out, int64_t k, int64_t stride, int64_t d
   std::vector<int32_t> id(static_cast<size_t>(out));
   for (int64_t o = 0; o < out; ++o) {
     std::vector<bool> inside(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) inside[i] = o * stride - pad + i * dil >= 0 && o * stride - pad + i * dil < in;
+    for (int64_t i = 0; i < k; ++i) inside[i] = tap_inside(o, i, stride, pad, dil, in);
     const auto found = std::find(sets.begin(), sets.end(), inside);
     id[o] = static_cast<int32_t>(found - sets.begin());
     if (found == sets.end()) sets.push_back(std::move(inside));
@@ -1058,7 +1064,7 @@ bool use_scatter_backward_input(const ConvShape& s) {
                        double& computed, double& interior) {
     valid = computed = interior = 0;
     for (int64_t i = 0; i < k; ++i)
-      for (int64_t o = 0; o < out; ++o) valid += (o * st - p + i * d >= 0 && o * st - p + i * d < in);
+      for (int64_t o = 0; o < out; ++o) valid += tap_inside(o, i, st, p, d, in);
     for (int64_t ph = 0; ph < std::min(st, in); ++ph) {
       int64_t taps = 0;
       for (int64_t i = 0; i < k; ++i) taps += pos_mod(ph + p - i * d, st) == 0;
@@ -1275,7 +1281,7 @@ struct PatchPlan {
     int64_t lo = out, hi = 0;
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = i0; i <= i1; ++i)
-        if (o * stride - pad + i * dil >= 0 && o * stride - pad + i * dil < in) lo = std::min(lo, o), hi = o + 1;
+        if (tap_inside(o, i, stride, pad, dil, in)) lo = std::min(lo, o), hi = o + 1;
     return {lo, std::max(lo, hi)};
   }
 
