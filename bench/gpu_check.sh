@@ -24,7 +24,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: runs COMMAND with a limit, logs 
   [[ " $steps " == *" $name "* ]] || return 0
   local start=$SECONDS
   echo "== $name (limit ${limit}s): $*"
-  timeout --kill-after=10 "$limit" "$@" > >(tee "$logs/$name.log") 2>&1
+  timeout --kill-after=10 "$limit" bash -c "$*" > >(tee "$logs/$name.log") 2>&1
   local rc=$?
   summary+=("$(printf '%-10s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - start))")")
   return $rc
@@ -54,6 +54,8 @@ sanitize() {
   return $rc
 }
 
+export -f build sanitize
+export py cc
 step build 240 build
 step tests 150 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs tests
 step sanitizer 150 sanitize
