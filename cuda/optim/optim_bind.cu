@@ -1,5 +1,4 @@
-// Bindings of the CUDA optimizer kernels (part of the _cuda module; registered from
-// cuda/bindings.cu). Arrays arrive as lists of device addresses with their sizes; fusegrad.ops.optim
+// Bindings of the CUDA optimizer kernels (registered into _cuda by cuda/module.cu). Arrays arrive as lists of device addresses with their sizes; fusegrad.ops.optim
 // has checked dtypes, shapes, devices and hyper-parameters, these checks are the last guard.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -7,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "common/cuda_check.cuh"
+#include "common/bind.cuh"
 #include "optim/optim.cuh"
 #include "optim/optim_scalars.h"
 
@@ -31,8 +30,6 @@ std::vector<T*> pointers(const std::vector<uintptr_t>& addresses, const std::vec
   }
   return out;
 }
-
-cudaStream_t as_stream(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
 void check_step(int64_t step) {
   if (step < 1) throw py::value_error("step must be >= 1, got " + std::to_string(step));
