@@ -414,7 +414,7 @@ def test_compiled_guards_reject_inconsistent_arrays():
     x = np.zeros((1, 4, 4, 2), np.float32)
     with pytest.raises(ValueError, match="shape does not match"):
         _cpu.max_pool2d_forward(x, np.empty((1, 3, 3, 2), np.float32), None, 2, 2, 2, 2, 0, 0)
-    with pytest.raises(ValueError, match="window larger"):
+    with pytest.raises(ValueError, match="larger than the padded input"):
         _cpu.avg_pool2d_forward(x, np.empty((1, 1, 1, 2), np.float32), 9, 9, 1, 1, 0, 0, True)
     with pytest.raises(ValueError, match="C-contiguous"):
         _cpu.max_pool2d_forward(x[:, :, ::2], np.empty((1, 2, 1, 2), np.float32), None, 2, 2, 2, 2, 0, 0)

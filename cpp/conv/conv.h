@@ -67,4 +67,13 @@ struct ConvKernels {
 
 FG_DECLARE_KERNEL_TABLE(ConvKernels, conv_kernels)
 
+// The geometry of convolving an (N, H, W, C_in) input with a (KH, KW, C_in, C_out) kernel, stride
+// (sh, sw), dilation (dh, dw) and padding top/bottom/left/right: the one place fusegrad computes a
+// convolution's output size, OH = (H + pt + pb - dh * (KH - 1) - 1) / sh + 1 (OW likewise).
+// Throws std::invalid_argument naming the sizes when they are out of range, when the dilated
+// kernel is larger than the padded input, or when they overflow 64-bit index arithmetic.
+// (conv_shape.cpp)
+ConvShape conv_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t co, int64_t sh,
+                        int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr);
+
 }  // namespace fusegrad

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "activation/activation.h"
+#include "common/array_view.h"
 #include "common/isa.h"
 
 namespace fusegrad {
@@ -94,5 +95,13 @@ struct GemmKernels {
 };
 
 FG_DECLARE_KERNEL_TABLE(GemmKernels, gemm_kernels)
+
+// out (=|+=) act(a @ b + bias) on the active ISA level, for operands of any layout: a (M, K) or
+// (B, M, K), b (K, N) or (B, K, N), out (M, N) or (B, M, N), bias (N,) or null, shapes checked by
+// the caller. Matrices that are row- or column-major (any leading dimension) are read in place;
+// other layouts are copied first. A result that cannot be written along rows, or that overlaps an
+// operand, is computed aside and copied in. (gemm_layout.cpp)
+void gemm_strided(const ArrayView& a, const ArrayView& b, const ArrayView& out, const ArrayView* bias,
+                  Activation act, bool accumulate, GemmPath path);
 
 }  // namespace fusegrad

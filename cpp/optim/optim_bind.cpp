@@ -1,4 +1,4 @@
-// Bindings of the optimizer kernels (part of the _cpu module; registered from cpp/bindings.cpp).
+// Bindings of the optimizer kernels (registered into _cpu by cpp/module.cpp).
 //
 // The tensor lists are checked here, in one C++ loop, because a model has hundreds of parameters
 // and a Python loop of checks over four lists of them would cost as much as the update itself.

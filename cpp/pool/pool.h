@@ -37,4 +37,11 @@ struct PoolKernels {
 
 FG_DECLARE_KERNEL_TABLE(PoolKernels, pool_kernels)
 
+// The geometry of pooling an (N, H, W, C) input with a kh×kw window, stride (sh, sw) and padding
+// (ph, pw) on each side: the one place fusegrad computes a pooled size. Throws
+// std::invalid_argument, naming the sizes, when the window and padding do not fit the input or
+// the sizes cannot be indexed. (pool_geometry.cpp)
+PoolShape pool_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                        int64_t ph, int64_t pw);
+
 }  // namespace fusegrad

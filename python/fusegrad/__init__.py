@@ -1,21 +1,19 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
-from . import _backend, cuda, data, nn, ops, optim, train
+from . import _backend, autograd, cuda, data, models, nn, ops, optim, train
 from ._cpu import __version__
 from ._info import info
+from .autograd import enable_grad, is_grad_enabled, no_grad
 from .io import load, save
+from .random import manual_seed
 from .tensor import (
     Tensor,
     arange,
     cat,
     concatenate,
-    enable_grad,
     from_dlpack,
     full,
-    is_grad_enabled,
-    manual_seed,
     maximum,
     minimum,
-    no_grad,
     ones,
     ones_like,
     rand,
@@ -39,8 +37,8 @@ def get_num_threads() -> int:
 
 
 __all__ = [
-    "Tensor", "__version__", "arange", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
-    "get_num_threads", "info", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "nn", "no_grad",
+    "Tensor", "__version__", "arange", "autograd", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
+    "get_num_threads", "info", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "models", "nn", "no_grad",
     "ones", "ones_like", "ops", "optim", "rand", "randn", "save", "set_num_threads", "stack", "tensor", "train",
     "zeros", "zeros_like",
 ]

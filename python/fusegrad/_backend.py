@@ -1,10 +1,11 @@
-"""The compiled modules and the arrays they take.
+"""The bottom floor: the compiled modules, arrays and devices.
 
 `_cpu` is loaded at import; `_cuda` lazily, the first time a GPU array or `fusegrad.cuda` needs it,
 so that `import fusegrad` never touches a GPU driver. This module also knows what kind of array a
 caller handed in (NumPy, or a CUDA array from CuPy/PyTorch/anything with
 ``__cuda_array_interface__`` or DLPack), turns it into the native array the kernels take without
-copying, and turns results back into the caller's kind.
+copying, and turns results back into the caller's kind; and it names devices ("cpu", "cuda:N")
+and moves arrays between them. Every other floor imports these helpers; none of them is private.
 """
 from __future__ import annotations
 
@@ -165,5 +166,62 @@ def stream_handle(stream) -> int:
     return int(ptr)
 
 
-def device_index(x) -> int:
-    return x.device.id
+def is_cupy(x) -> bool:
+    return _is_cupy(x)
+
+
+def as_array(data, dtype=None):
+    """A native array of `data` (an array of any supported kind, or nested sequences and scalars)
+    with fusegrad's default dtypes: floating-point data becomes float32 unless `dtype` says
+    otherwise. No copy when nothing changes."""
+    if isinstance(data, np.ndarray) or _is_cupy(data):
+        arr = data
+    elif hasattr(data, "__cuda_array_interface__") or hasattr(data, "__dlpack__"):
+        arr, _ = native(data)
+    else:
+        arr = np.asarray(data)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
+    if arr.dtype.kind == "f" and arr.dtype != np.float32:
+        return arr.astype(np.float32)
+    return arr
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def normalise_device(device) -> str:
+    """"cpu" or "cuda:N" for None (the CPU), "cpu", "cuda" (device 0) or "cuda:N"."""
+    if device is None:
+        return "cpu"
+    device = str(device)
+    if device == "cuda":
+        return "cuda:0"
+    if device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def to_device(array, device: str):
+    """The array on `device` ("cpu" or "cuda:N"); a copy only when it moves."""
+    if device == "cpu":
+        return array if isinstance(array, np.ndarray) else array.get()
+    cupy = cupy_module()
+    index = int(device.split(":")[1])
+    if not isinstance(array, np.ndarray) and array.device.id == index:
+        return array
+    with cupy.cuda.Device(index):
+        return cupy.asarray(array)
+
+
+def default_device() -> str:
+    """The GPU when fusegrad can use one (the CUDA module sees a device and CuPy imports), else
+    the CPU: what Trainer and the CLI pick when no device is named."""
+    mod = cuda_module()
+    if mod is None or mod.device_count() == 0:
+        return "cpu"
+    try:
+        import cupy  # noqa: F401, PLC0415
+    except ImportError:
+        return "cpu"
+    return "cuda:0"

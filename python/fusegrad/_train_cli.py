@@ -9,7 +9,7 @@ import numpy as np
 
 from . import models, optim
 from .data import load_digits, load_mnist
-from .tensor import manual_seed
+from .random import manual_seed
 from .train import ModelCheckpoint, Trainer
 
 MNIST_TRAIN_OF_TEST_SET = 8000  # with only the MNIST test set at hand: 8,000 to train on, 2,000 to test

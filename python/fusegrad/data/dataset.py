@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, _normalise_device, _to_device, default_generator
+from .._backend import device_of, normalise_device, to_device
+from ..random import default_generator
+from ..tensor import Tensor
 
 
 class Dataset:
@@ -57,15 +59,9 @@ class TensorDataset(Dataset):
     def get_batch(self, indices):
         items = []
         for a in self.arrays:
-            idx = indices if isinstance(a, np.ndarray) else _to_device(indices, _device_of(a))
+            idx = indices if isinstance(a, np.ndarray) else to_device(indices, device_of(a))
             items.append(a[idx])
         return items[0] if len(items) == 1 else tuple(items)
-
-
-def _device_of(a) -> str:
-    if isinstance(a, np.ndarray):
-        return "cpu"
-    return f"cuda:{a.device.id}"
 
 
 def _collate(samples):
@@ -102,7 +98,7 @@ class DataLoader:
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), bool(shuffle)
         self.drop_last, self.transform = bool(drop_last), transform
-        self.device = None if device is None else _normalise_device(device)
+        self.device = None if device is None else normalise_device(device)
         self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
         self.epoch = 0
 
@@ -125,8 +121,8 @@ class DataLoader:
         if self.device is None:
             return batch
         if isinstance(batch, tuple):
-            return tuple(_to_device(b, self.device) for b in batch)
-        return _to_device(batch, self.device)
+            return tuple(to_device(b, self.device) for b in batch)
+        return to_device(batch, self.device)
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))

@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from .._backend import array_module
-from ..tensor import Tensor, default_generator
+from ..random import default_generator
+from ..tensor import Tensor
 
 
 def _batch(x, name):

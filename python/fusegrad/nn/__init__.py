@@ -1,16 +1,32 @@
 """Neural-network modules, PyTorch's names and conventions (images NHWC, conv weights HWIO)."""
 from . import functional, init, utils
-from .conv import AvgPool2d, Conv2d, GlobalAvgPool2d, MaxPool2d
-from .layers import (
+from .modules import (
     GELU,
-    Embedding,
+    GRU,
+    LSTM,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    BCELoss,
+    BCEWithLogitsLoss,
+    Conv2d,
+    CrossEntropyLoss,
     Dropout,
+    Embedding,
     Flatten,
+    GlobalAvgPool2d,
     Identity,
+    L1Loss,
+    LayerNorm,
     LeakyReLU,
     Linear,
     LogSoftmax,
+    MaxPool2d,
+    Module,
     ModuleList,
+    MSELoss,
+    NLLLoss,
+    Parameter,
     ReLU,
     Sequential,
     Sigmoid,
@@ -18,10 +34,6 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
-from .module import Module, Parameter
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
-from .rnn import GRU, LSTM
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",

@@ -1,59 +1,89 @@
-"""Functional forms of the layers and losses. The heavy ones are single Functions that call the
-fused kernels: linear with its bias and activation in the GEMM store, cross-entropy as one pass of
-softmax + loss + gradient."""
+"""Functional forms of the layers and losses, on tensors. The heavy ones are single autograd
+Functions on the fused kernels: linear with its bias and activation in the GEMM's store, conv with
+its own, cross-entropy as one pass of softmax + loss + gradient."""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
-from ..tensor import Function, Tensor, _xp, default_generator, matmul
+from .._backend import array_module
+from ..autograd.functions import conv as conv_fn
+from ..autograd.functions import gemm as gemm_fn
+from ..autograd.functions import pool as pool_fn
+from ..autograd.functions import softmax as softmax_fn
+from ..autograd.functions.dropout import Dropout
+from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT
+from ..ops.conv import conv_padding
+from ..ops._common import pair
+from ..tensor import Tensor
 
-# Activations whose derivative can be computed from their output alone can be fused into the
-# store of a matmul: autograd then keeps only the output. (relu and leaky_relu with a positive
-# slope: y > 0 exactly where x > 0.)
-FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
-
-def _matmul_bias_act(x, w, bias, activation, param):
-    """act(x @ w.T + bias) over 2-D x: one GEMM with bias and activation in its store (the
-    transposed weight is read in place); leaky_relu, which needs its slope, as a second pass."""
+def _activate(x: Tensor, activation: str, negative_slope: float = 0.01) -> Tensor:
+    """x.<activation>() for an activation name of the table (gelu_tanh: gelu(approximate="tanh"))."""
     if activation == "leaky_relu":
-        return ops.leaky_relu(ops.matmul(x, w.T, bias=bias), param, out=None)
-    return ops.matmul(x, w.T, bias=bias, activation=activation)
-
-
-class LinearFunction(Function):
-    """y = act(x @ weight.T + bias) for x (..., in), weight (out, in), bias (out,)."""
-
-    def forward(self, x, weight, bias=None, activation=None, param=0.01):
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        y = _matmul_bias_act(x2, weight, bias, activation, param)
-        self.save(x2, weight, y if activation else None, activation, param, lead)
-        return y.reshape(*lead, weight.shape[0])
-
-    def backward(self, g):
-        x2, weight, y, activation, param, lead = self.saved
-        g2 = g.reshape(-1, weight.shape[0])
-        if activation == "leaky_relu":
-            g2 = ops.leaky_relu_backward(g2, y, param)
-        elif activation is not None:
-            g2 = getattr(ops, f"{activation}_backward")(g2, y)
-        gx = matmul(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
-        gw = matmul(g2.T, x2) if self.needs_grad[1] else None
-        gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
-        return gx, gw, gb
+        return x.leaky_relu(negative_slope)
+    if activation == "gelu_tanh":
+        return x.gelu("tanh")
+    return getattr(x, activation)()
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
            negative_slope: float = 0.01) -> Tensor:
+    """act(x @ weight.T + bias); an activation whose derivative comes from its output
+    (ops.activation.DERIVATIVE_FROM_OUTPUT) runs in the GEMM's store, any other after it."""
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features but weight is {weight.shape} (out, in)")
-    if activation is not None and activation not in FUSABLE_ACTIVATIONS:
-        out = linear(x, weight, bias)
-        return getattr(out, activation)()
+    if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
+        return _activate(linear(x, weight, bias), activation, negative_slope)
     args = (x, weight) if bias is None else (x, weight, bias)
-    return LinearFunction.apply(*args, activation=activation, param=negative_slope)
+    return gemm_fn.Linear.apply(*args, activation=activation, param=negative_slope)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+           activation: str | None = None) -> Tensor:
+    """2-D convolution of NHWC x with HWIO weight; padding an int, a pair, "valid" or "same"."""
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: expected NHWC input of 4 dimensions, got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: expected HWIO weight of 4 dimensions, got shape {weight.shape}")
+    if x.shape[3] != weight.shape[2]:
+        raise ValueError(f"conv2d: input has {x.shape[3]} channels but weight {weight.shape} expects "
+                         f"{weight.shape[2]}")
+    stride, dilation = pair(stride, "stride", "conv2d"), pair(dilation, "dilation", "conv2d")
+    if min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"conv2d: stride and dilation must be >= 1, got {stride}, {dilation}")
+    pads = conv_padding(padding, x.shape[1:3], weight.shape[:2], stride, dilation)
+    # Fused only where the activation kernels can run on the output (float32); other dtypes (the
+    # float64 of gradient checks) apply it as its own op.
+    if activation is not None and (activation not in DERIVATIVE_FROM_OUTPUT or x.dtype != np.float32):
+        return _activate(conv2d(x, weight, bias, stride, padding, dilation), activation)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return conv_fn.Conv2d.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation)
+
+
+def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int, stride=1, padding=0,
+                      dilation=1, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:
+    """max_pool2d(act(conv2d(x, weight) + bias), pool) through the fused kernel (float32 CPU
+    tensors); activation None or one that commutes with max (ops.activation.COMMUTES_WITH_MAX)."""
+    if activation is not None and activation not in COMMUTES_WITH_MAX:
+        raise ValueError(f"conv2d_max_pool2d: activation {activation!r} does not commute with max")
+    stride, dilation = pair(stride, "stride", "conv2d"), pair(dilation, "dilation", "conv2d")
+    pads = conv_padding(padding, x.shape[1:3], weight.shape[:2], stride, dilation)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return conv_fn.Conv2dMaxPool.apply(*args, stride=stride, pads=pads, dilation=dilation, pool=pool,
+                                       activation=activation, negative_slope=negative_slope)
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    return pool_fn.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, count_include_pad=True) -> Tensor:
+    return pool_fn.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
+                                   count_include_pad=count_include_pad)
+
+
+def global_avg_pool2d(x: Tensor) -> Tensor:
+    return pool_fn.GlobalAvgPool2d.apply(x)
 
 
 def relu(x: Tensor) -> Tensor: return x.relu()
@@ -66,25 +96,12 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor: return x.softmax(axis)
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor: return x.log_softmax(axis)
 
 
-class DropoutFunction(Function):
-    def forward(self, x, p=0.5):
-        keep = (default_generator().random(x.shape) >= p)
-        mask = (keep / (1.0 - p)).astype(x.dtype)
-        if not isinstance(x, np.ndarray):
-            mask = _xp(x).asarray(mask)
-        self.save(mask)
-        return x * mask
-
-    def backward(self, g):
-        return (g * self.saved[0],)
-
-
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    return DropoutFunction.apply(x, p=p)
+    return Dropout.apply(x, p=p)
 
 
 # --- losses ----------------------------------------------------------------------------------------
@@ -92,13 +109,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
 
@@ -114,30 +131,15 @@ def _labels(target, n_classes: int, n_rows: int):
     return labels
 
 
-class SoftmaxCrossEntropy(Function):
-    """Cross-entropy of softmax(logits) against integer labels: the fused kernel computes the loss
-    and d loss / d logits in one pass, so backward is one multiply."""
-
-    def forward(self, logits, labels=None, reduction="mean", label_smoothing=0.0):
-        loss, grad = ops.softmax_cross_entropy(logits, labels, reduction=reduction,
-                                               label_smoothing=label_smoothing, return_grad=True)
-        self.save(grad, reduction)
-        return loss
-
-    def backward(self, g):
-        grad, reduction = self.saved
-        return (grad * (g[:, None] if reduction == "none" else g),)
-
-
 def cross_entropy(logits: Tensor, target, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: expected logits of shape (N, C), got {logits.shape}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     labels = _labels(target, logits.shape[1], logits.shape[0])
-    return SoftmaxCrossEntropy.apply(logits, labels=labels, reduction=reduction,
-                                     label_smoothing=float(label_smoothing))
+    return softmax_fn.SoftmaxCrossEntropy.apply(logits, labels=labels, reduction=reduction,
+                                                label_smoothing=float(label_smoothing))
 
 
 def nll_loss(log_probs: Tensor, target, reduction: str = "mean") -> Tensor:
@@ -145,7 +147,7 @@ def nll_loss(log_probs: Tensor, target, reduction: str = "mean") -> Tensor:
         raise ValueError(f"nll_loss: expected log-probabilities of shape (N, C), got {log_probs.shape}")
     labels = _labels(target, log_probs.shape[1], log_probs.shape[0])
     picked = log_probs[np.arange(log_probs.shape[0]) if isinstance(labels, np.ndarray)
-                       else _xp(labels).arange(log_probs.shape[0]), labels]
+                       else array_module(labels).arange(log_probs.shape[0]), labels]
     return _reduce(-picked, reduction)
 
 
@@ -175,34 +177,15 @@ def binary_cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tens
     return _reduce(-(target * log_p + (1 - target) * log_q), reduction)
 
 
-class BCEWithLogits(Function):
-    """Binary cross-entropy on logits, loss and d loss / d logits in one fused pass."""
-
-    def forward(self, x, t, reduction="mean"):
-        loss, grad = ops.bce_with_logits(x, t, reduction=reduction, return_grad=True)
-        self.save(grad, reduction, x, t)
-        return loss
-
-    def backward(self, g):
-        grad, reduction, x, t = self.saved
-        gx = grad * g if self.needs_grad[0] else None
-        gt = None
-        if self.needs_grad[1]:  # d loss / d t = -x per element (scaled like the loss)
-            gt = -x * g / (x.size if reduction == "mean" else 1)
-        return gx, gt
-
-
 def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "mean") -> Tensor:  # noqa: A002
-    _check_reduction(reduction)
+    check_reduction(reduction)
     target = _same_shape(input, target, "binary_cross_entropy_with_logits")
-    return BCEWithLogits.apply(input, target.float(), reduction=reduction)
+    return softmax_fn.BCEWithLogits.apply(input, target.float(), reduction=reduction)
 
-
-from .conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d  # noqa: E402 - conv needs the names above
 
 __all__ = [
-    "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits", "check_reduction",
 ]

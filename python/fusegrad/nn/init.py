@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, _to_device, default_generator
+from .._backend import to_device
+from ..random import default_generator
+from ..tensor import Tensor
 
 
 def _fans(t: Tensor):
@@ -21,7 +23,7 @@ def _fans(t: Tensor):
 
 
 def _fill(t: Tensor, values: np.ndarray) -> Tensor:
-    t.data[...] = _to_device(values.astype(np.float32), t.device)
+    t.data[...] = to_device(values.astype(np.float32), t.device)
     return t
 
 

@@ -7,12 +7,34 @@ ValueError.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import _backend
 from .._backend import array_module, device_of, native, to_kind
 
 FLOAT32 = np.dtype(np.float32)
+# Sizes, strides and paddings beyond this are refused before they reach 64-bit kernel arithmetic.
+SIZE_LIMIT = 2**62
+
+
+def pair(value, name: str, fn: str) -> tuple:
+    """(a, b) from an int or a pair of ints (NumPy integers too, not bools): the one reading of
+    kernel_size, stride, padding and dilation arguments. TypeError for anything else; ValueError
+    for values no kernel could index."""
+    if type(value) is int:  # the common cases first: these run on every call of small kernels
+        items = (value, value)
+    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        items = value
+    else:
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+        items = (int(items[0]), int(items[1]))
+    if not (-SIZE_LIMIT <= items[0] <= SIZE_LIMIT and -SIZE_LIMIT <= items[1] <= SIZE_LIMIT):
+        raise ValueError(f"{fn}: {name} {value!r} is out of range")
+    return items
 
 
 def check_dtype(x, name: str, expected=FLOAT32) -> None:

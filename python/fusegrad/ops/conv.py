@@ -19,16 +19,9 @@ import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, to_kind
-from ._common import cpu_output, finish_output, float32_input
-from .activation import activation_code
-from .gemm import _epilogue_code
-
-
-def _pair(value, name: str, fn: str) -> tuple:
-    items = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
-        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(items[0]), int(items[1])
+from ._common import cpu_output, finish_output, float32_input, pair
+from .activation import COMMUTES_WITH_MAX, activation_code
+from .gemm import epilogue_code
 
 
 def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
@@ -48,9 +41,9 @@ def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d"
         raise ValueError(f"{fn}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     if (isinstance(padding, (tuple, list)) and len(padding) == 2
             and all(isinstance(p, (tuple, list)) for p in padding)):
-        pads = (_pair(padding[0], "padding", fn), _pair(padding[1], "padding", fn))
+        pads = (pair(padding[0], "padding", fn), pair(padding[1], "padding", fn))
     else:
-        ph, pw = _pair(padding, "padding", fn)
+        ph, pw = pair(padding, "padding", fn)
         pads = ((ph, ph), (pw, pw))
     if min(pads[0] + pads[1]) < 0:
         raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
@@ -58,7 +51,9 @@ def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d"
 
 
 def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
-    """(OH, OW, kernel arguments) after checking every size; ValueError showing the shapes."""
+    """(OH, OW, geometry) after checking every size, geometry being what the kernels take
+    (stride, dilation, padding); ValueError showing the shapes. The output size is the compiled
+    side's (cpp/conv/conv_shape.cpp), the one formula for it."""
     if len(x_shape) != 4:
         raise ValueError(f"{fn}: input must be 4-D NHWC (N, H, W, C_in), got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
@@ -66,25 +61,21 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
     if x_shape[3] != w_shape[2]:
         raise ValueError(f"{fn}: input {tuple(x_shape)} has {x_shape[3]} channels but weight {tuple(w_shape)} "
                          f"expects C_in = {w_shape[2]}")
-    if w_shape[0] < 1 or w_shape[1] < 1:
-        raise ValueError(f"{fn}: weight {tuple(w_shape)} must have at least one tap in each direction")
-    sh, sw = _pair(stride, "stride", fn)
-    dh, dw = _pair(dilation, "dilation", fn)
+    sh, sw = pair(stride, "stride", fn)
+    dh, dw = pair(dilation, "dilation", fn)
+    # "same" padding divides by the stride, so these come before it.
     if min(sh, sw) < 1:
         raise ValueError(f"{fn}: stride must be >= 1, got {stride!r}")
     if min(dh, dw) < 1:
         raise ValueError(f"{fn}: dilation must be >= 1, got {dilation!r}")
     (pt, pb), (pl, pr) = conv_padding(padding, x_shape[1:3], w_shape[:2], (sh, sw), (dh, dw), fn)
-    h, w = x_shape[1], x_shape[2]
-    span_h = h + pt + pb - (w_shape[0] - 1) * dh - 1
-    span_w = w + pl + pr - (w_shape[1] - 1) * dw - 1
-    if span_h < 0 or span_w < 0:
-        raise ValueError(
-            f"{fn}: kernel {tuple(w_shape[:2])} with dilation {(dh, dw)} spans "
-            f"{((w_shape[0] - 1) * dh + 1, (w_shape[1] - 1) * dw + 1)}, larger than the padded input "
-            f"{(h + pt + pb, w + pl + pr)} (input shape {tuple(x_shape)}, padding {((pt, pb), (pl, pr))})"
-        )
-    return span_h // sh + 1, span_w // sw + 1, (sh, sw, dh, dw, pt, pb, pl, pr)
+    geometry = _cpu.ConvGeometry(sh, sw, dh, dw, pt, pb, pl, pr)
+    try:
+        oh, ow = _cpu.conv2d_output_size(x_shape[1], x_shape[2], w_shape[0], w_shape[1], geometry)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err} (input shape {tuple(x_shape)}, weight shape {tuple(w_shape)}, "
+                         f"padding {((pt, pb), (pl, pr))})") from None
+    return oh, ow, geometry
 
 
 def _cpu_input(x, name: str, fn: str):
@@ -124,20 +115,15 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     fn = "conv2d"
     xa, kind = _cpu_input(x, "x", fn)
     wa, _ = _cpu_input(w, "w", fn)
-    code = _epilogue_code(activation)
+    code = epilogue_code(activation)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     ba = _bias_input(bias, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     target, result = cpu_output(out, shape, (xa, wa, ba))
     if target.size:
-        _cpu.conv2d_forward(xa, wa, ba, target, *geo, code)
+        _cpu.conv2d_forward(xa, wa, ba, target, geo, code)
     return finish_output(target, result, out, kind)
-
-
-# Activations that commute with max (non-decreasing, and exact on ties): the fused conv + max-pool
-# applies them after pooling.
-POOL_FUSABLE_ACTIVATIONS = (None, "relu", "leaky_relu")
 
 
 def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=2, activation=None,
@@ -153,9 +139,9 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     fn = "conv2d_max_pool2d"
     xa, kind = _cpu_input(x, "x", fn)
     wa, _ = _cpu_input(w, "w", fn)
-    if activation not in POOL_FUSABLE_ACTIVATIONS:
-        raise ValueError(f"{fn}: activation must be one of {POOL_FUSABLE_ACTIVATIONS} (they commute with max), "
-                         f"got {activation!r}")
+    if activation is not None and activation not in COMMUTES_WITH_MAX:
+        known = ", ".join(repr(a) for a in [None, *sorted(COMMUTES_WITH_MAX)])
+        raise ValueError(f"{fn}: activation must be one of {known} (they commute with max), got {activation!r}")
     if activation == "leaky_relu" and not negative_slope > 0:
         raise ValueError(f"{fn}: leaky_relu commutes with max only for negative_slope > 0, got {negative_slope}")
     if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 1:
@@ -168,7 +154,7 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     y, indices = np.empty(shape, np.float32), np.empty(shape, np.int32)
     if y.size:
-        _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, *geo, activation_code(activation),
+        _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, geo, activation_code(activation),
                                      float(negative_slope))
     return to_kind(y, kind), to_kind(indices, kind)
 
@@ -187,7 +173,7 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
     g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
     target, result = cpu_output(out, shape, (g, wa))
     if target.size:
-        _cpu.conv2d_backward_input(g, wa, target, *geo)
+        _cpu.conv2d_backward_input(g, wa, target, geo)
     return finish_output(target, result, out, kind)
 
 
@@ -205,7 +191,7 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
     target, result = cpu_output(out, shape, (xa, g))
     if target.size:
-        _cpu.conv2d_backward_weight(xa, g, target, *geo)
+        _cpu.conv2d_backward_weight(xa, g, target, geo)
     return finish_output(target, result, out, kind)
 
 
@@ -256,6 +242,6 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
             for want, o, shape in zip(wanted, out, shapes)]
     targets = [target for target, _ in made]
     if any(t is not None and t.size for t in targets):
-        _cpu.conv2d_backward(g, xa, wa, *targets, *geo)
+        _cpu.conv2d_backward(g, xa, wa, *targets, geo)
     return tuple(finish_output(target, result, o, kind) if want else None
                  for want, (target, result), o in zip(wanted, made, out))

@@ -2,25 +2,27 @@
 
 `matmul` is the kernel behind Linear layers and (as an implicit GEMM) convolutions. The bias and
 the activation are applied by the GEMM kernel while it stores C, not as passes over the result.
+Which operand layouts are read in place and which are copied is the compiled side's policy
+(cpp/gemm/gemm_layout.cpp): row- and column-major matrices with any leading dimension are read
+where they are.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from .. import _cpu
 from .._backend import native, to_kind
 from ._common import check_dtype, check_out, check_same_device
-from .activation import activation_code
-
-# Activations the GEMM epilogue offers (leaky_relu needs a slope and is not part of this API).
-GEMM_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "silu")
+from .activation import EPILOGUE, activation_code
 
 
-def _epilogue_code(activation) -> int:
-    if activation not in GEMM_ACTIVATIONS:
-        known = ", ".join(repr(a) for a in GEMM_ACTIVATIONS)
+def epilogue_code(activation) -> int:
+    """The code of an activation a GEMM or convolution applies while storing (None: none)."""
+    if activation is not None and activation not in EPILOGUE:
+        known = ", ".join(repr(a) for a in [None, *sorted(EPILOGUE)])
         raise ValueError(f"activation: unknown activation {activation!r}; expected one of {known}")
     return activation_code(activation)
+
+
+_EPILOGUE_CODES = {None: activation_code(None), **{name: activation_code(name) for name in EPILOGUE}}
 
 
 def _operand(x, name: str):
@@ -29,11 +31,6 @@ def _operand(x, name: str):
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name}: expected a 2-D (M, K)/(K, N) or 3-D batched array, got shape {arr.shape}")
     return arr, kind
-
-
-_FAST_CODES = {a: activation_code(a) for a in GEMM_ACTIVATIONS}
-# Bits the kernel returns when it could not run in place (cpp/bindings.cpp).
-_COPY_A, _COPY_B, _OUT_ASIDE = 1, 2, 4
 
 
 def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stream=None):
@@ -46,18 +43,18 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
     write the (M, N) / (B, M, N) result; with accumulate=True the product is added into out
     (gradient accumulation), and bias/activation are not allowed.
     """
-    # Fast path for the common call (2-D NumPy float32, valid arguments): the compiled side
-    # checks it in a fraction of a microsecond and returns None for anything unusual, which then
-    # takes the general path below with its full checks and error messages. At MLP sizes a few
-    # microseconds of Python would cost as much as the product itself.
-    code = _FAST_CODES.get(activation, -1) if activation is None or type(activation) is str else -1
-    result = _cpu.gemm_2d(a, b, out, bias, code, bool(accumulate))
+    # The compiled side takes the common call (NumPy float32 operands that fit) in a fraction of a
+    # microsecond and returns None for anything else, which then gets the full checks below and
+    # their error messages. At MLP sizes a few microseconds of Python would cost as much as the
+    # product itself.
+    code = _EPILOGUE_CODES.get(activation, -1) if activation is None or type(activation) is str else -1
+    result = _cpu.gemm(a, b, out, bias, code, bool(accumulate))
     if result is not None:
         return result
-    return _matmul_general(a, b, bias, activation, out, accumulate)
+    return _matmul_checked(a, b, bias, activation, out, accumulate)
 
 
-def _matmul_general(a, b, bias, activation, out, accumulate):
+def _matmul_checked(a, b, bias, activation, out, accumulate):
     a_arr, kind = _operand(a, "a")
     b_arr, _ = _operand(b, "b")
     bias_arr = out_arr = None
@@ -67,7 +64,7 @@ def _matmul_general(a, b, bias, activation, out, accumulate):
     if out is not None:
         out_arr, _ = native(out, "out")
     device = check_same_device(a=a_arr, b=b_arr, bias=bias_arr, out=out_arr)
-    code = _epilogue_code(activation)
+    code = epilogue_code(activation)
 
     m, k = a_arr.shape[-2:]
     k_b, n = b_arr.shape[-2:]
@@ -93,24 +90,7 @@ def _matmul_general(a, b, bias, activation, out, accumulate):
         raise RuntimeError(
             "fusegrad.ops.matmul: the CUDA GEMM is not built yet; pass NumPy arrays (CPU) for now"
         )
-
-    if bias_arr is not None and not bias_arr.flags.c_contiguous:
-        bias_arr = np.ascontiguousarray(bias_arr)
-    result = np.empty(shape, dtype=np.float32) if out_arr is None else out_arr
-    if result.size == 0:
-        return out if out is not None else to_kind(result, kind)
-    status = _cpu.gemm(a_arr, b_arr, result, bias_arr, code, bool(accumulate))
-    if status:
-        # Copy only what the kernel cannot take in place, then run once more.
-        if status & _COPY_A:
-            a_arr = np.ascontiguousarray(a_arr)
-        if status & _COPY_B:
-            b_arr = np.ascontiguousarray(b_arr)
-        target = result
-        if status & _OUT_ASIDE:  # an odd layout, or out overlapping an input
-            target = result.copy(order="C") if accumulate else np.empty(shape, dtype=np.float32)
-        if _cpu.gemm(a_arr, b_arr, target, bias_arr, code, bool(accumulate)):
-            raise RuntimeError("matmul: internal error, operands still unusable after copying")
-        if target is not result:
-            result[...] = target
+    result = _cpu.gemm(a_arr, b_arr, out_arr, bias_arr, code, bool(accumulate))
+    if result is None:
+        raise RuntimeError(f"matmul: internal error, the kernel refused checked operands {a_arr.shape}, {b_arr.shape}")
     return out if out is not None else to_kind(result, kind)

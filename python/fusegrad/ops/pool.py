@@ -15,15 +15,11 @@ These kernels run on the CPU (NumPy arrays); CUDA arrays raise ValueError.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, native, to_kind
-from ._common import cpu_output, finish_output, float32_input
-
-_INT32_MAX = np.iinfo(np.int32).max
+from ._common import cpu_output, finish_output, float32_input, pair
 
 
 def _cpu_float32(x, name: str, fn: str):
@@ -33,51 +29,23 @@ def _cpu_float32(x, name: str, fn: str):
     return arr, kind
 
 
-def _as_int(v):
-    if type(v) is int:  # the common case, without the slower ABC check below
-        return v
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return int(v)
-    return None
-
-
-def _pair(value, name: str, fn: str, minimum: int) -> tuple:
-    if type(value) is int:  # fast paths: these checks run on every call of small kernels
-        pair = (value, value)
-    elif type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
-        pair = value
-    else:
-        items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-        pair = tuple(_as_int(v) for v in items) if len(items) == 2 else (None,)
-        if None in pair:
-            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    if pair[0] < minimum or pair[1] < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
 def _check_rank4(shape, name: str, fn: str) -> None:
     if len(shape) != 4:
         raise ValueError(f"{fn}: {name} must be 4-D (N, H, W, C), got shape {tuple(shape)}")
 
 
 def _geometry(shape, kernel_size, stride, padding, fn: str):
-    """(OH, OW, kh, kw, sh, sw, ph, pw) after checking every size against the input shape."""
+    """(OH, OW, kh, kw, sh, sw, ph, pw) after checking every size against the input shape; the
+    output size is the compiled side's (cpp/pool/pool_geometry.cpp), the one formula for it."""
     _check_rank4(shape, "input", fn)
-    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride", fn, 1)
-    ph, pw = _pair(padding, "padding", fn, 0)
-    if 2 * ph > kh or 2 * pw > kw:
-        raise ValueError(f"{fn}: padding {(ph, pw)} must be at most half of kernel_size {(kh, kw)}")
-    h, w = shape[1], shape[2]
-    if h + 2 * ph < kh or w + 2 * pw < kw:
-        raise ValueError(
-            f"{fn}: pool window {(kh, kw)} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
-            f"(input shape {tuple(shape)}, padding {(ph, pw)})"
-        )
-    if h * w > _INT32_MAX:
-        raise ValueError(f"{fn}: H * W = {h * w} does not fit the int32 indices")
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1, kh, kw, sh, sw, ph, pw
+    kh, kw = pair(kernel_size, "kernel_size", fn)
+    sh, sw = pair(kernel_size if stride is None else stride, "stride", fn)
+    ph, pw = pair(padding, "padding", fn)
+    try:
+        oh, ow = _cpu.pool2d_output_size(shape[1], shape[2], kh, kw, sh, sw, ph, pw)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err} (input shape {tuple(shape)}, padding {(ph, pw)})") from None
+    return oh, ow, kh, kw, sh, sw, ph, pw
 
 
 def _input_shape(input_shape, fn: str) -> tuple:

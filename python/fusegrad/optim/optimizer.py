@@ -23,7 +23,8 @@ import copy
 import numpy as np
 
 from .. import ops
-from ..tensor import Tensor, _to_device, _xp
+from .._backend import array_module, to_device
+from ..tensor import Tensor
 
 
 class _Arena:
@@ -175,7 +176,7 @@ class Optimizer:
         if state is None:
             state = {"step": 0}
             for name in names:
-                state[name] = _xp(p.data).zeros_like(p.data)
+                state[name] = array_module(p.data).zeros_like(p.data)
             self.state[id(p)] = state
         return state
 
@@ -254,7 +255,7 @@ class Optimizer:
                         if tuple(value.shape) != p.shape:
                             raise ValueError(f"optimizer state '{name}' of parameter {index} has shape "
                                              f"{tuple(value.shape)}, the parameter has {p.shape}")
-                        value = _to_device(np.asarray(value, np.float32) if isinstance(value, np.ndarray)
+                        value = to_device(np.asarray(value, np.float32) if isinstance(value, np.ndarray)
                                            else value, p.device).copy()
                     restored[name] = int(value) if name == "step" else value
                 new_state[id(p)] = restored

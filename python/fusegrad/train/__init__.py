@@ -10,7 +10,8 @@ from .callbacks import (
     ProgressBar,
 )
 from .metrics import Accuracy, BinaryAccuracy, MeanAbsoluteError, MeanSquaredError, Metric, TopKAccuracy
-from .trainer import Trainer, default_device
+from .._backend import default_device
+from .trainer import Trainer
 
 __all__ = [
     "Trainer", "default_device", "Callback", "History", "ProgressBar", "EarlyStopping", "ModelCheckpoint",

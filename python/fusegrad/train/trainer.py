@@ -1,57 +1,25 @@
 """Trainer: Keras's fit / evaluate / predict over fusegrad modules and optimizers."""
 from __future__ import annotations
 
-import json
 import signal
 import threading
 
 import numpy as np
 
 from .. import nn
+from .._backend import as_array, default_device, normalise_device, to_device
+from ..autograd import no_grad
 from ..data.dataset import DataLoader, TensorDataset
-from ..io import load_with_metadata, save
-from ..tensor import Tensor, _normalise_device, _to_device, default_generator, no_grad
+from ..random import default_generator
+from ..tensor import Tensor
+from . import checkpoint, losses
 from . import metrics as metrics_module
 from .callbacks import CallbackList, History, ProgressBar
 
-CHECKPOINT_FORMAT = "fusegrad.trainer/1"
-_LOSSES = {
-    "cross_entropy": nn.CrossEntropyLoss, "categorical_crossentropy": nn.CrossEntropyLoss,
-    "sparse_categorical_crossentropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss,
-    "mean_squared_error": nn.MSELoss, "mae": nn.L1Loss, "l1": nn.L1Loss, "bce": nn.BCELoss,
-    "binary_crossentropy": nn.BCELoss, "bce_with_logits": nn.BCEWithLogitsLoss,
-}
-
-
-def default_device() -> str:
-    """The GPU when fusegrad can use one (the CUDA module sees a device and CuPy imports), else the CPU."""
-    from .. import cuda
-
-    if not cuda.is_available():
-        return "cpu"
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        return "cpu"
-    return "cuda:0"
-
 
 def _native(a):
-    if isinstance(a, Tensor):
-        a = a.data
-    if not (isinstance(a, np.ndarray) or type(a).__module__.startswith("cupy")):
-        a = np.asarray(a)
-    if a.dtype.kind == "f" and a.dtype != np.float32:
-        a = a.astype(np.float32)  # once up front, not once per batch
-    return a
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"checkpoint: cannot store a {type(value).__name__} in the metadata")
+    """The array of a Tensor or array-like, floats as float32 (once up front, not once per batch)."""
+    return as_array(a.data if isinstance(a, Tensor) else a)
 
 
 class _Interrupt:
@@ -93,17 +61,12 @@ class Trainer:
                  scheduler_interval: str = "epoch", seed: int | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Trainer: model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(loss, str):
-            if loss.lower() not in _LOSSES:
-                raise ValueError(f"Trainer: unknown loss {loss!r}; use one of {sorted(_LOSSES)} or a callable")
-            loss = _LOSSES[loss.lower()]()
-        if not callable(loss):
-            raise TypeError(f"Trainer: loss must be callable or a name, got {type(loss).__name__}")
+        loss = losses.get(loss)
         if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
             raise TypeError(f"Trainer: optimizer must be a fusegrad optimizer, got {type(optimizer).__name__}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        self.device = default_device() if device is None else _normalise_device(device)
+        self.device = default_device() if device is None else normalise_device(device)
         if self.device != "cpu" and default_device() == "cpu":
             raise ValueError(f"Trainer: device {self.device!r} was asked for, but no GPU is usable here "
                              "(fusegrad.cuda.is_available() is False, or CuPy is not installed)")
@@ -146,8 +109,8 @@ class Trainer:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError("Trainer: each batch must be a pair (inputs, targets)")
         xb, yb = batch
-        xb = _to_device(_native(xb), self.device)
-        yb = _to_device(_native(yb), self.device)
+        xb = to_device(_native(xb), self.device)
+        yb = to_device(_native(yb), self.device)
         return xb, yb
 
     def _logs(self, loss_sum, seen, metrics, prefix=""):
@@ -307,7 +270,7 @@ class Trainer:
         cbs.on_predict_begin({})
         for step, batch in enumerate(loader):
             xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-            xb = _to_device(_native(xb), self.device)
+            xb = to_device(_native(xb), self.device)
             cbs.on_predict_batch_begin(step, {"batch": step, "size": int(xb.shape[0])})
             out = self.model(Tensor._wrap(xb, False))
             outputs.append(out.numpy())
@@ -320,72 +283,11 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
         """Model, optimizer and scheduler state, the epoch, fusegrad's RNG state and the shuffling
-        seed, in one safetensors file (arrays as tensors, the rest as JSON metadata), atomically."""
-        tensors = {"model." + k: v for k, v in self.model.state_dict().items()}
-        opt_state = self.optimizer.state_dict()
-        scalars = {}
-        for index, entry in opt_state["state"].items():
-            scalars[str(index)] = {}
-            for name, value in entry.items():
-                if hasattr(value, "shape") and value.shape != ():
-                    tensors[f"optimizer.state.{index}.{name}"] = value
-                else:
-                    scalars[str(index)][name] = value.item() if hasattr(value, "item") else value
-        info = {
-            "format": CHECKPOINT_FORMAT, "epoch": self.epoch, "seed": self.seed,
-            "rng": default_generator().bit_generator.state,
-            "optimizer": {"class": type(self.optimizer).__name__, "param_groups": opt_state["param_groups"],
-                          "scalars": scalars},
-            "scheduler": None if self.scheduler is None else {"class": type(self.scheduler).__name__,
-                                                              "state": self.scheduler.state_dict()},
-            "loader": None if self._loader is None else self._loader.state_dict(),
-        }
-        save(tensors, path, metadata={"fusegrad.trainer": json.dumps(info, default=_json_default)})
+        seed, in one safetensors file, atomically (train/checkpoint.py)."""
+        checkpoint.save_checkpoint(self, path)
 
     def load_checkpoint(self, path) -> dict:
         """Restores everything save_checkpoint stored; continue with fit(..., initial_epoch=trainer.epoch).
-        A corrupt file raises ValueError; a checkpoint of another model (missing or unexpected
-        weights) KeyError naming them; wrong shapes ValueError naming them. On any error the
-        trainer is left as it was. Returns the stored metadata."""
-        tensors, metadata = load_with_metadata(path)
-        if "fusegrad.trainer" not in metadata:
-            raise ValueError(f"{path}: not a Trainer checkpoint (no 'fusegrad.trainer' metadata); for saved "
-                             "weights use model.load_state_dict(fusegrad.load(path))")
-        try:
-            info = json.loads(metadata["fusegrad.trainer"])
-            if info.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-            opt_info = info["optimizer"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: corrupt Trainer checkpoint metadata ({err})") from None
-        if opt_info["class"] != type(self.optimizer).__name__:
-            raise ValueError(f"{path}: the checkpoint holds {opt_info['class']} state, this trainer has "
-                             f"{type(self.optimizer).__name__}")
-        sched = info.get("scheduler")
-        if (sched is None) != (self.scheduler is None) or (
-                sched is not None and sched["class"] != type(self.scheduler).__name__):
-            have = "none" if self.scheduler is None else type(self.scheduler).__name__
-            raise ValueError(f"{path}: the checkpoint's scheduler is {sched['class'] if sched else 'none'}, "
-                             f"this trainer's is {have}")
-        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        stray = [k for k in tensors if not k.startswith(("model.", "optimizer.state."))]
-        if stray:
-            raise ValueError(f"{path}: unexpected entries in a Trainer checkpoint: {stray}")
-        opt_entries = {int(i): dict(v) for i, v in opt_info["scalars"].items()}
-        for key, value in tensors.items():
-            if key.startswith("optimizer.state."):
-                index, name = key[len("optimizer.state."):].split(".", 1)
-                opt_entries.setdefault(int(index), {})[name] = value.data
-        backup = {k: v.data.copy() for k, v in self.model.state_dict().items()}
-        try:
-            self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict({"state": opt_entries, "param_groups": opt_info["param_groups"]})
-        except BaseException:
-            self.model.load_state_dict(backup)
-            raise
-        if sched is not None:
-            self.scheduler.load_state_dict(sched["state"])
-        self.epoch, self.seed = int(info["epoch"]), int(info["seed"])
-        default_generator().bit_generator.state = info["rng"]
-        self._pending_loader_state = info.get("loader")
-        return info
+        A corrupt file raises ValueError; a checkpoint of another model KeyError naming the weights;
+        wrong shapes ValueError. On any error the trainer is left as it was. Returns the metadata."""
+        return checkpoint.load_checkpoint(self, path)

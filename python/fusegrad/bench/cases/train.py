@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import models, nn, optim, tensor
-from ...tensor import manual_seed
+from ...random import manual_seed
 from ..case import Case, optional_import
 
 

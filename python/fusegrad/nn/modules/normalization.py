@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Tensor, _xp, no_grad
+from ..._backend import array_module
+from ...autograd import no_grad
+from ...tensor import Tensor
 from .module import Module, Parameter
 
 
@@ -61,7 +63,7 @@ class _BatchNorm(Module):
             y = centred / (var + self.eps).sqrt()
         else:
             mean = self.running_mean.data.reshape(shape)
-            inv_std = 1.0 / _xp(mean).sqrt(self.running_var.data.reshape(shape) + self.eps)
+            inv_std = 1.0 / array_module(mean).sqrt(self.running_var.data.reshape(shape) + self.eps)
             y = (x - Tensor._wrap(mean)) * Tensor._wrap(inv_std.astype(np.float32))
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)

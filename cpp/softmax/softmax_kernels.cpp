@@ -8,7 +8,7 @@
 #include <cmath>
 #include <limits>
 
-#include "activation/softmax.h"
+#include "softmax/softmax.h"
 #include "common/threads.h"
 #include "common/vec_math.h"
 

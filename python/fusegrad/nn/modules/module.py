@@ -6,8 +6,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import _backend
-from ..tensor import Tensor, _normalise_device, _to_device
+from ... import _backend
+from ..._backend import normalise_device, to_device
+from ...tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -143,11 +144,11 @@ class Module:
 
     def to(self, device) -> Module:
         """Moves every parameter and buffer to `device` in place (the same objects, new storage)."""
-        device = _normalise_device(device)
+        device = normalise_device(device)
         for t in list(self.parameters()) + list(self.buffers()):
-            t.data = _to_device(t.data, device)
+            t.data = to_device(t.data, device)
             if t.grad is not None:
-                t.grad.data = _to_device(t.grad.data, device)
+                t.grad.data = to_device(t.grad.data, device)
         return self
 
     def cpu(self) -> Module:
@@ -195,7 +196,7 @@ class Module:
             values[name] = arr
         for name, arr in values.items():
             target = own[name]
-            target.data[...] = _to_device(_backend.native(arr)[0] if not isinstance(arr, np.ndarray) else arr,
+            target.data[...] = to_device(_backend.native(arr)[0] if not isinstance(arr, np.ndarray) else arr,
                                           target.device)
         return missing, unexpected
 

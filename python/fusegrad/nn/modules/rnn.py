@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, stack, zeros
-from . import functional as F
-from . import init
+from ...tensor import Tensor, stack, zeros
+from .. import functional as F
+from .. import init
 from .module import Module, Parameter
 
 
@@ -53,10 +53,6 @@ class _RNNBase(Module):
         if state.shape != expected:
             raise ValueError(f"{type(self).__name__}: {name} must have shape {expected}, got {state.shape}")
         return state
-
-    def _output(self, outputs: list) -> Tensor:
-        out = stack(outputs, axis=1)
-        return out if self.batch_first else out.transpose(0, 1)
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"

@@ -1,7 +1,7 @@
 """The classic small models of the benchmark suite, the tests and the examples."""
 from __future__ import annotations
 
-from . import nn
+from .. import nn
 
 
 def mlp(in_features: int = 784, hidden=(500, 300), classes: int = 10) -> nn.Sequential:

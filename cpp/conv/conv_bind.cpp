@@ -1,0 +1,200 @@
+// Bindings of the convolution kernels (registered into _cpu by cpp/module.cpp): convert, check,
+// release the GIL, call. Every array is C-contiguous float32: NHWC x / gx / y / gy, HWIO w / gw.
+// The geometry is conv_geometry's (conv.h).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/array_check.h"
+#include "conv/conv.h"
+
+namespace py = pybind11;
+
+namespace fusegrad {
+namespace {
+
+struct Geometry {
+  int64_t sh, sw, dh, dw, pt, pb, pl, pr;
+};
+
+const float* conv_in(const py::array& a, const char* name) {
+  if (a.ndim() != 4) throw py::value_error(std::string(name) + ": must be a C-contiguous 4-D array");
+  return c_float_input(a, name);
+}
+
+float* conv_out(py::array& a, const char* name) {
+  const float* p = conv_in(a, name);
+  require_writeable(a, name);
+  return const_cast<float*>(p);
+}
+
+// The shape of image (N,H,W,C) convolved with weight (KH,KW,C,CO), after checking that `out`
+// (N,OH,OW,CO) is what the geometry gives, so no inconsistent size reaches a kernel.
+ConvShape conv_shape(const py::array& img, const py::array& w, std::array<int64_t, 4> out, const Geometry& g) {
+  const ConvShape s = conv_geometry(img.shape(0), img.shape(1), img.shape(2), img.shape(3), w.shape(0), w.shape(1),
+                                    w.shape(3), g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
+  if (w.shape(2) != s.c || out[0] != s.n || out[1] != s.oh || out[2] != s.ow || out[3] != s.co)
+    throw py::value_error("conv2d: input, weight and output shapes do not fit the geometry");
+  return s;
+}
+
+ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, const Geometry& g) {
+  return conv_shape(img, w, {out.shape(0), out.shape(1), out.shape(2), out.shape(3)}, g);
+}
+
+// The optional bias of a forward: null, or C_out contiguous float32 values that do not overlap y;
+// `holder` keeps the array alive while the kernel runs.
+const float* conv_bias(const py::object& bias, int64_t co, const py::array& y, py::array& holder) {
+  if (bias.is_none()) return nullptr;
+  holder = bias.cast<py::array>();
+  require_float32(holder, "bias");
+  if (holder.ndim() != 1 || holder.shape(0) != co || !is_c_contiguous(holder))
+    throw py::value_error("bias: must be a contiguous array of C_out elements");
+  require_disjoint(y, {&holder}, "conv2d");
+  return static_cast<const float*>(holder.data());
+}
+
+float* bias_grad(py::array& gb, int64_t co) {
+  require_float32(gb, "grad_bias");
+  if (gb.ndim() != 1 || gb.shape(0) != co || !is_c_contiguous(gb) || !gb.writeable())
+    throw py::value_error("grad_bias: must be a writable contiguous array of C_out elements");
+  return static_cast<float*>(gb.mutable_data());
+}
+
+void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y, const Geometry& g,
+                    int code) {
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  float* yp = conv_out(y, "out");
+  const ConvShape s = conv_shape(x, w, y, g);
+  py::array bias_arr;
+  const float* bp = conv_bias(bias, s.co, y, bias_arr);
+  require_disjoint(y, {&x, &w}, "conv2d");
+  const Activation act = activation_from_code(code);
+  py::gil_scoped_release release;
+  active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+}
+
+// y and indices (N, OH/pool, OW/pool, C_out), OH, OW the convolution's output size.
+void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::object& bias, py::array& y,
+                             py::array& indices, int64_t pool, const Geometry& g, int code, float act_param) {
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  float* yp = conv_out(y, "out");
+  if (pool < 1) throw py::value_error("conv2d_max_pool2d: pool must be >= 1");
+  const ConvShape s = conv_geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1),
+                                    w.shape(3), g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
+  conv_shape(x, w, {s.n, s.oh, s.ow, s.co}, g);
+  require_shape(y, {s.n, s.oh / pool, s.ow / pool, s.co}, "conv2d_max_pool2d: out");
+  require_int32(indices, "indices");
+  if (!is_c_contiguous(indices) || !indices.writeable())
+    throw py::value_error("conv2d_max_pool2d: indices must be a writable C-contiguous int32 array");
+  require_shape(indices, {s.n, s.oh / pool, s.ow / pool, s.co}, "conv2d_max_pool2d: indices");
+  py::array bias_arr;
+  const float* bp = conv_bias(bias, s.co, y, bias_arr);
+  require_disjoint(y, {&x, &w}, "conv2d");
+  const Activation act = activation_from_code(code);
+  auto* ip = static_cast<int32_t*>(indices.mutable_data());
+  py::gil_scoped_release release;
+  active_conv_kernels().forward_max_pool(s, xp, wp, bp, act, act_param, pool, yp, ip);
+}
+
+void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, const Geometry& g) {
+  const float* gyp = conv_in(gy, "grad_out");
+  const float* wp = conv_in(w, "w");
+  float* gxp = conv_out(gx, "grad_input");
+  const ConvShape s = conv_shape(gx, w, gy, g);
+  require_disjoint(gx, {&gy, &w}, "conv2d");
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_input(s, gyp, wp, gxp);
+}
+
+void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& gw, const Geometry& g) {
+  const float* xp = conv_in(x, "x");
+  const float* gyp = conv_in(gy, "grad_out");
+  float* gwp = conv_out(gw, "grad_weight");
+  const ConvShape s = conv_shape(x, gw, gy, g);
+  require_disjoint(gw, {&x, &gy}, "conv2d");
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_weight(s, xp, gyp, gwp);
+}
+
+void conv2d_backward_bias(const py::array& gy, py::array& gb) {
+  const float* gyp = conv_in(gy, "grad_out");
+  float* gbp = bias_grad(gb, gy.shape(3));
+  require_disjoint(gb, {&gy}, "conv2d");
+  const int64_t rows = gy.shape(0) * gy.shape(1) * gy.shape(2), co = gy.shape(3);
+  py::gil_scoped_release release;
+  active_conv_kernels().backward_bias(gyp, rows, co, gbp);
+}
+
+// Any of gx, gw, gb (None where not wanted) from one call.
+void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w, const py::object& gx,
+                     const py::object& gw, const py::object& gb, const Geometry& g) {
+  const float* gyp = conv_in(gy, "grad_out");
+  const float* xp = conv_in(x, "x");
+  const float* wp = conv_in(w, "w");
+  const ConvShape s = conv_shape(x, w, gy, g);
+  std::vector<py::array> outs;
+  // An output the caller asked for: disjoint from the inputs and from the outputs before it.
+  const auto claim = [&](const py::array& a) {
+    require_disjoint(a, {&gy, &x, &w}, "conv2d");
+    for (const py::array& other : outs)
+      if (views_overlap(view_of(a), view_of(other))) throw py::value_error("conv2d: two outputs overlap");
+    outs.push_back(a);
+  };
+  const auto output = [&](const py::object& o, const py::array& like, const char* name) -> float* {
+    if (o.is_none()) return nullptr;
+    py::array a = o.cast<py::array>();
+    float* p = conv_out(a, name);
+    for (py::ssize_t d = 0; d < 4; ++d)
+      if (a.shape(d) != like.shape(d)) throw py::value_error(std::string(name) + ": shape differs from its input's");
+    claim(a);
+    return p;
+  };
+  float* gxp = output(gx, x, "grad_input");
+  float* gwp = output(gw, w, "grad_weight");
+  float* gbp = nullptr;
+  if (!gb.is_none()) {
+    py::array a = gb.cast<py::array>();
+    gbp = bias_grad(a, s.co);
+    claim(a);
+  }
+  py::gil_scoped_release release;
+  active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
+}
+
+}  // namespace
+
+void register_conv(py::module_& m) {
+  py::class_<Geometry>(m, "ConvGeometry", "Stride, dilation and padding of a convolution, as the kernels take them.")
+      .def(py::init([](int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+             return Geometry{sh, sw, dh, dw, pt, pb, pl, pr};
+           }), py::arg("sh"), py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"),
+           py::arg("pr"));
+  m.def("conv2d_output_size", [](int64_t h, int64_t w, int64_t kh, int64_t kw, const Geometry& g) {
+    const ConvShape s = conv_geometry(1, h, w, 1, kh, kw, 1, g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
+    return std::make_tuple(s.oh, s.ow);
+  }, py::arg("h"), py::arg("w"), py::arg("kh"), py::arg("kw"), py::arg("geometry"),
+     "(OH, OW) of convolving an H×W plane with a KH×KW kernel; ValueError when the sizes do not fit.");
+  m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
+        py::arg("out").noconvert(), py::arg("geometry"), py::arg("activation"));
+  m.def("conv2d_forward_max_pool", &conv2d_forward_max_pool, py::arg("x").noconvert(), py::arg("w").noconvert(),
+        py::arg("bias"), py::arg("out").noconvert(), py::arg("indices").noconvert(), py::arg("pool"),
+        py::arg("geometry"), py::arg("activation"), py::arg("act_param") = 0.0f);
+  m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(), py::arg("w").noconvert(),
+        py::arg("grad_input").noconvert(), py::arg("geometry"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(), py::arg("grad_out").noconvert(),
+        py::arg("grad_weight").noconvert(), py::arg("geometry"));
+  m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_out").noconvert(),
+        py::arg("grad_bias").noconvert());
+  m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out").noconvert(), py::arg("x").noconvert(),
+        py::arg("w").noconvert(), py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("geometry"));
+}
+
+}  // namespace fusegrad

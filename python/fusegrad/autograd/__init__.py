@@ -1,0 +1,5 @@
+"""Reverse-mode automatic differentiation: the engine (Function, grad mode, backward) and, in
+functions/, one Function per op with its forward and backward side by side."""
+from .engine import Function, backward, enable_grad, is_grad_enabled, no_grad
+
+__all__ = ["Function", "backward", "enable_grad", "is_grad_enabled", "no_grad"]

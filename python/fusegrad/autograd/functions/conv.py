@@ -1,0 +1,144 @@
+"""2-D convolution over NHWC input with HWIO weights, plain and fused with max-pooling.
+
+float32 NumPy arrays run on the conv kernels. Anything else (float64 for gradient checks, CuPy
+arrays until the CUDA convolution lands) runs as KH*KW matrix products over the taps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from ..._backend import array_module
+from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
+from ...ops.conv import conv_geometry
+from ..engine import Function
+
+
+def _on_kernels(*arrays) -> bool:
+    """True when the conv kernels take these arrays: float32 NumPy."""
+    return all(a is None or (isinstance(a, np.ndarray) and a.dtype == np.float32) for a in arrays)
+
+
+def _taps(kernel_hw, stride, dilation, out_hw):
+    """(i, j, index) for every kernel tap: index selects the input pixels that tap reads, a
+    strided view of shape (N, OH, OW, C) of the padded input."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel_hw, stride, dilation, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(None), slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (ow - 1) + 1, sw), slice(None))
+
+
+def _taps_forward(x, w, b, stride, pads, dilation):
+    xp = array_module(x)
+    n = x.shape[0]
+    kh, kw, c, co = w.shape
+    oh, ow, _ = conv_geometry(x.shape, w.shape, stride, pads, dilation, "conv2d")
+    xpad = xp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out = xp.zeros((n * oh * ow, co), dtype=x.dtype)
+    for i, j, index in _taps((kh, kw), stride, dilation, (oh, ow)):
+        out += xpad[index].reshape(-1, c) @ w[i, j]
+    if b is not None:
+        out += b
+    return out.reshape(n, oh, ow, co)
+
+
+def _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w):
+    xp = array_module(g)
+    n, oh, ow, co = g.shape
+    kh, kw, c, _ = w.shape
+    (top, bottom), (left, right) = pads
+    g2 = g.reshape(-1, co)
+    padded = (n, x_shape[1] + top + bottom, x_shape[2] + left + right, c)
+    xpad = xp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))) if need_w else None
+    gxpad = xp.zeros(padded, dtype=g.dtype) if need_x else None
+    gw = xp.empty(w.shape, dtype=g.dtype) if need_w else None
+    for i, j, index in _taps((kh, kw), stride, dilation, (oh, ow)):
+        if need_w:
+            gw[i, j] = xpad[index].reshape(-1, c).T @ g2
+        if need_x:
+            gxpad[index] += (g2 @ w[i, j].T).reshape(n, oh, ow, c)
+    gx = gxpad[:, top:top + x_shape[1], left:left + x_shape[2], :] if need_x else None
+    return gx, gw
+
+
+def _conv_backward(needs_grad, g, x, w, x_shape, stride, pads, dilation):
+    """(gx, gw, gb) of a convolution from the gradient of its output, each None when not needed."""
+    need_x, need_w = needs_grad[0], needs_grad[1]
+    need_b = len(needs_grad) > 2 and needs_grad[2]
+    if _on_kernels(g, x, w):
+        geo = dict(stride=stride, padding=pads, dilation=dilation)
+        if need_w:
+            # One call for all that is needed: first layers read g once for every gradient.
+            gx, gw, gb = ops.conv2d_backward(g, x, w, input_grad=need_x, bias_grad=need_b, **geo)
+        else:
+            gx = ops.conv2d_backward_input(g, w, x_shape, **geo) if need_x else None
+            gw = None
+            gb = ops.conv2d_backward_bias(g) if need_b else None
+    else:
+        gx, gw = _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w)
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
+    return gx, gw, gb
+
+
+class Conv2d(Function):
+    """act(conv2d(x, w) + b), with an activation whose derivative comes from its output
+    (ops.activation.DERIVATIVE_FROM_OUTPUT) applied in the kernel's store when the epilogue offers
+    it, else (leaky_relu with slope `param`) as a pass over the output. Backward takes the
+    activation's derivative from the saved output, then runs the backward kernels for just the
+    gradients that are needed."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), activation=None,
+                param=0.01):
+        if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
+            raise ValueError(f"conv2d: activation {activation!r} cannot be fused (its derivative needs the input)")
+        if _on_kernels(x, w, b):
+            in_store = activation if activation in EPILOGUE else None
+            y = ops.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, activation=in_store)
+            if activation is not None and in_store is None:
+                ops.activation.forward(activation, y, param=param, out=y)
+        else:
+            y = _taps_forward(x, w, b, stride, pads, dilation)
+            if activation is not None:
+                y = ops.activation.forward(activation, y, param=param)
+        # w always (a parameter, alive anyway): the one-call backward takes it with x.
+        self.save(x if self.needs_grad[1] else None, w, y if activation else None, x.shape, stride, pads,
+                  dilation, activation, param)
+        return y
+
+    def backward(self, g):
+        x, w, y, x_shape, stride, pads, dilation, activation, param = self.saved
+        if activation is not None:
+            g = ops.activation.backward(activation, g, y, param=param)
+        return _conv_backward(self.needs_grad, g, x, w, x_shape, stride, pads, dilation)
+
+
+class Conv2dMaxPool(Function):
+    """max_pool2d(act(conv2d(x, w) + b), pool) on the fused kernel, which never writes the conv
+    output; activation None or one that commutes with max (ops.activation.COMMUTES_WITH_MAX), which
+    the kernel applies to the pooled values and whose derivative backward takes from the pooled
+    output. Backward routes the gradient through the pool indices into the conv output's shape,
+    then runs the conv backward kernels."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), pool=2,
+                activation=None, negative_slope=0.01):
+        y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
+                                           activation=activation, negative_slope=negative_slope)
+        oh, ow, _ = conv_geometry(x.shape, w.shape, stride, pads, dilation, "conv2d_max_pool2d")
+        conv_shape = (x.shape[0], oh, ow, w.shape[3])
+        self.save(x if self.needs_grad[1] else None, w, y if activation else None, indices, conv_shape, x.shape,
+                  stride, pads, dilation, pool, activation, negative_slope)
+        return y
+
+    def backward(self, g):
+        x, w, y, indices, conv_shape, x_shape, stride, pads, dilation, pool, activation, slope = self.saved
+        if activation is not None:
+            g = ops.activation.backward(activation, g, y, param=slope)
+        # Each pooled value routes its gradient to exactly one conv output (the windows do not
+        # overlap), so the bias gradient, a sum over the conv output, is the same sum over the
+        # pooled gradient: a quarter of the data, before the scatter.
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        gb = ops.conv2d_backward_bias(g) if need_b else None
+        g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
+        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation)
+        return gx, gw, gb

@@ -1,0 +1,84 @@
+"""Matrix products: `@` on tensors, and the linear layer y = act(x @ W.T + b) as one GEMM with its
+bias and activation in the store."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from ..._backend import array_module
+from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
+from ..engine import Function
+from .elementwise import unbroadcast
+
+
+def matmul_arrays(a, b, out=None, accumulate=False):
+    """a @ b on raw arrays: the fusegrad GEMM for float32 matrices and batches of them, the array
+    module's matmul for everything else (float64, vectors, broadcast batches)."""
+    if (a.dtype == np.float32 and b.dtype == np.float32 and isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray) and a.ndim in (2, 3) and b.ndim in (2, 3)
+            and (b.ndim == 2 or (a.ndim == 3 and a.shape[0] == b.shape[0]))):
+        return ops.matmul(a, b, out=out, accumulate=accumulate)
+    result = array_module(a).matmul(a, b)
+    if out is None:
+        return result
+    if accumulate:
+        out += result
+    else:
+        out[...] = result
+    return out
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both operands must have at least one dimension")
+        self.save(a, b)
+        return matmul_arrays(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = array_module(g)
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = unbroadcast(matmul_arrays(g2, xp.swapaxes(b2, -1, -2)), a2.shape if a.ndim > 1 else (1, a.shape[0]))
+            ga = ga.reshape(a.shape)
+        if self.needs_grad[1]:
+            gb = unbroadcast(matmul_arrays(xp.swapaxes(a2, -1, -2), g2), b2.shape if b.ndim > 1 else (b.shape[0], 1))
+            gb = gb.reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = act(x @ weight.T + bias) for x (..., in), weight (out, in), bias (out,). The activation,
+    one whose derivative comes from its output (ops.activation.DERIVATIVE_FROM_OUTPUT), is applied
+    in the GEMM's store when the epilogue offers it, else (leaky_relu, which needs its slope) as a
+    pass over the output; autograd keeps only y either way."""
+
+    def forward(self, x, weight, bias=None, activation=None, param=0.01):
+        if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
+            raise ValueError(f"Linear: activation {activation!r} cannot be fused (its derivative needs the input)")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        if activation is None or activation in EPILOGUE:
+            y = ops.matmul(x2, weight.T, bias=bias, activation=activation)
+        else:
+            y = ops.activation.forward(activation, ops.matmul(x2, weight.T, bias=bias), param=param)
+        self.save(x2, weight, y if activation else None, activation, param, lead)
+        return y.reshape(*lead, weight.shape[0])
+
+    def backward(self, g):
+        x2, weight, y, activation, param, lead = self.saved
+        g2 = g.reshape(-1, weight.shape[0])
+        if activation is not None:
+            g2 = ops.activation.backward(activation, g2, y, param=param)
+        gx = matmul_arrays(g2, weight).reshape(*lead, weight.shape[1]) if self.needs_grad[0] else None
+        gw = matmul_arrays(g2.T, x2) if self.needs_grad[1] else None
+        gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        return gx, gw, gb

@@ -1,0 +1,122 @@
+"""Layer fusion: which chains of modules run as one kernel call, written out as rewrite rules.
+
+plan(modules) turns a list of modules into the steps that compute the same function:
+  - Conv2d -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d(k) with k×k windows, stride k and no
+    padding becomes one fused conv + max-pool kernel call (float32 CPU tensors; elsewhere the three
+    modules run in turn). The activation never decreases and is exact on ties, so it commutes
+    with max and runs on the pooled tensor, a quarter of the data; the conv output is never
+    written.
+  - Linear or Conv2d -> an activation whose derivative comes from its output (ReLU, Sigmoid,
+    Tanh, LeakyReLU with a positive slope; for Conv2d only those its store applies without a
+    parameter) becomes the layer with the activation applied while it stores its output:
+    one pass less over memory, and autograd keeps only the output.
+A module takes part by its class declaring `fusion_role` ("linear", "conv", "max_pool",
+"activation") in its own body; a subclass that does not declare it again is left alone, since it
+may compute something else. A layer is fused only when it has no activation of its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE, TABLE
+from ..tensor import Tensor
+from . import functional as F
+
+
+def role(module) -> str | None:
+    """The fusion role its class declares in its own body, or None."""
+    return type(module).__dict__.get("fusion_role")
+
+
+def _activation_of(module):
+    """(kind, param) when module is an activation a layer may apply in its store (its derivative
+    comes from its output), else None."""
+    if role(module) != "activation":
+        return None
+    kind, param = module.kind, module.param
+    if kind not in DERIVATIVE_FROM_OUTPUT or (TABLE[kind]["takes_param"] and not param > 0):
+        return None
+    return kind, param
+
+
+def _pool_size(pool):
+    """k when pool is a MaxPool2d with k×k windows, stride k and no padding, else None."""
+    if role(pool) != "max_pool":
+        return None
+    k = pool.kernel_size
+    if not isinstance(k, (int, np.integer)):
+        k = tuple(k)
+        if len(k) != 2 or k[0] != k[1]:
+            return None
+        k = k[0]
+    if (pool.stride if pool.stride is not None else k) not in (k, (k, k), [k, k]):
+        return None
+    if pool.padding not in (0, (0, 0), [0, 0]):
+        return None
+    return int(k)
+
+
+class ConvActivationPool:
+    """conv -> activation -> max-pool(k) as the fused kernel where it runs (float32 CPU tensors)."""
+
+    def __init__(self, conv, activation, pool, kind, param, k):
+        self.modules = (conv, activation, pool)
+        self.kind, self.param, self.k = kind, param, k
+
+    def __call__(self, x):
+        conv, activation, pool = self.modules
+        if isinstance(x, Tensor) and isinstance(x.data, np.ndarray) and x.dtype == np.float32:
+            return F.conv2d_max_pool2d(x, conv.weight, conv.bias, self.k, conv.stride, conv.padding, conv.dilation,
+                                       self.kind, self.param)
+        return pool(activation(conv(x)))
+
+
+class LayerActivation:
+    """A Linear or Conv2d with the activation after it applied in its store."""
+
+    def __init__(self, layer, activation, kind, param):
+        self.modules = (layer, activation)
+        self.kind, self.param = kind, param
+
+    def __call__(self, x):
+        layer = self.modules[0]
+        if role(layer) == "linear":
+            return layer(x, activation=self.kind, negative_slope=self.param)
+        return layer(x, activation=self.kind)
+
+
+def _conv_activation_pool(items, i):
+    if i + 2 >= len(items) or role(items[i]) != "conv" or items[i].activation is not None:
+        return None
+    found, k = _activation_of(items[i + 1]), _pool_size(items[i + 2])
+    if found is None or k is None or found[0] not in COMMUTES_WITH_MAX:
+        return None
+    return ConvActivationPool(items[i], items[i + 1], items[i + 2], *found, k)
+
+
+def _layer_activation(items, i):
+    if i + 1 >= len(items) or role(items[i]) not in ("linear", "conv") or items[i].activation is not None:
+        return None
+    found = _activation_of(items[i + 1])
+    if found is None or (role(items[i]) == "conv" and found[0] not in EPILOGUE):
+        return None
+    return LayerActivation(items[i], items[i + 1], *found)
+
+
+RULES = (_conv_activation_pool, _layer_activation)  # tried in this order at each position
+
+
+def plan(modules: list) -> list:
+    """The steps (callables of one input) that compute modules[0], modules[1], ... in turn."""
+    steps, i = [], 0
+    while i < len(modules):
+        for rule in RULES:
+            step = rule(modules, i)
+            if step is not None:
+                steps.append(step)
+                i += len(step.modules)
+                break
+        else:
+            steps.append(modules[i])
+            i += 1
+    return steps

@@ -1,0 +1,36 @@
+"""Embedding: a lookup table of rows."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...tensor import Tensor
+from .. import init
+from .module import Module, Parameter
+
+
+class Embedding(Module):
+    """A lookup table: integer indices (any shape) -> rows of weight (num_embeddings, embedding_dim)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.weight = Parameter(np.empty((num_embeddings, embedding_dim), np.float32))
+        init.normal_(self.weight)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, indices):
+        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            raise ValueError(f"Embedding: indices must be in [0, {self.num_embeddings}), got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        out = self.weight[idx]
+        if self.padding_idx is not None and self.weight.requires_grad:
+            keep = (idx != self.padding_idx)[..., None].astype(np.float32)  # no gradient to the padding row
+            out = out * Tensor(keep)
+        return out
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
