@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ... import ops
+from ...ops import activation
 from ..case import Case, optional_import
 
 CPU_SIZE = 16 << 20
@@ -54,49 +54,52 @@ def _numpy_backward(name, g, s, o):
 
 def _torch_forward(torch, name, x, o):
     aten = torch.ops.aten
-    return {
-        "relu": lambda: aten.clamp_min.out(x, 0, out=o),
-        "leaky_relu": lambda: aten.leaky_relu.out(x, SLOPE, out=o),
-        "sigmoid": lambda: torch.sigmoid(x, out=o),
-        "tanh": lambda: torch.tanh(x, out=o),
-        "silu": lambda: aten.silu.out(x, out=o),
-        "gelu": lambda: aten.gelu.out(x, approximate="none", out=o),
-        "gelu_tanh": lambda: aten.gelu.out(x, approximate="tanh", out=o),
-    }[name]
+    if name == "relu":
+        return lambda: aten.clamp_min.out(x, 0, out=o)
+    if name == "leaky_relu":
+        return lambda: aten.leaky_relu.out(x, SLOPE, out=o)
+    if name == "sigmoid":
+        return lambda: torch.sigmoid(x, out=o)
+    if name == "tanh":
+        return lambda: torch.tanh(x, out=o)
+    if name == "silu":
+        return lambda: aten.silu.out(x, out=o)
+    if name == "gelu":
+        return lambda: aten.gelu.out(x, approximate="none", out=o)
+    if name == "gelu_tanh":
+        return lambda: aten.gelu.out(x, approximate="tanh", out=o)
+    return None
 
 
 def _torch_backward(torch, name, g, s, o):
     aten = torch.ops.aten
-    return {
-        "relu": lambda: aten.threshold_backward.grad_input(g, s, 0, grad_input=o),
-        "leaky_relu": lambda: aten.leaky_relu_backward.grad_input(g, s, SLOPE, False, grad_input=o),
-        "sigmoid": lambda: aten.sigmoid_backward.grad_input(g, s, grad_input=o),
-        "tanh": lambda: aten.tanh_backward.grad_input(g, s, grad_input=o),
-        "silu": lambda: aten.silu_backward.grad_input(g, s, grad_input=o),
-        "gelu": lambda: aten.gelu_backward.grad_input(g, s, approximate="none", grad_input=o),
-        "gelu_tanh": lambda: aten.gelu_backward.grad_input(g, s, approximate="tanh", grad_input=o),
-    }[name]
+    if name == "relu":
+        return lambda: aten.threshold_backward.grad_input(g, s, 0, grad_input=o)
+    if name == "leaky_relu":
+        return lambda: aten.leaky_relu_backward.grad_input(g, s, SLOPE, False, grad_input=o)
+    if name == "sigmoid":
+        return lambda: aten.sigmoid_backward.grad_input(g, s, grad_input=o)
+    if name == "tanh":
+        return lambda: aten.tanh_backward.grad_input(g, s, grad_input=o)
+    if name == "silu":
+        return lambda: aten.silu_backward.grad_input(g, s, grad_input=o)
+    if name == "gelu":
+        return lambda: aten.gelu_backward.grad_input(g, s, approximate="none", grad_input=o)
+    if name == "gelu_tanh":
+        return lambda: aten.gelu_backward.grad_input(g, s, approximate="tanh", grad_input=o)
+    return None
+
+
+def _param(name):
+    return SLOPE if activation.TABLE[name]["takes_param"] else 0.0
 
 
 def _fusegrad_forward(name, x, o):
-    if name == "gelu_tanh":
-        return lambda: ops.gelu(x, "tanh", out=o)
-    if name == "leaky_relu":
-        return lambda: ops.leaky_relu(x, SLOPE, out=o)
-    fn = getattr(ops, name)
-    return lambda: fn(x, out=o)
+    return lambda: activation.forward(name, x, param=_param(name), out=o)
 
 
 def _fusegrad_backward(name, g, s, o):
-    if name == "gelu_tanh":
-        return lambda: ops.gelu_backward(g, s, "tanh", out=o)
-    if name == "leaky_relu":
-        return lambda: ops.leaky_relu_backward(g, s, SLOPE, out=o)
-    fn = getattr(ops, f"{name}_backward")
-    return lambda: fn(g, s, out=o)
-
-
-NAMES = ["relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "gelu_tanh"]
+    return lambda: activation.backward(name, g, s, param=_param(name), out=o)
 
 
 def _cpu_case(name: str, backward: bool) -> Case:
@@ -106,8 +109,8 @@ def _cpu_case(name: str, backward: bool) -> Case:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(n, dtype=np.float32)
         g = rng.standard_normal(n, dtype=np.float32)
-        if name in ("sigmoid", "tanh") and backward:
-            x = getattr(ops, name)(x)  # their backward takes the forward output
+        if name in activation.BACKWARD_FROM_OUTPUT and backward:
+            x = activation.forward(name, x)  # their backward takes the forward output
         o = np.zeros_like(x)
         if backward:
             ours, base = _fusegrad_backward(name, g, x, o), {"numpy": _numpy_backward(name, g, x, o)}
@@ -133,8 +136,8 @@ def _cuda_case(name: str, backward: bool) -> Case:
 
         x = cp.random.standard_normal(n, dtype=cp.float32)
         g = cp.random.standard_normal(n, dtype=cp.float32)
-        if name in ("sigmoid", "tanh") and backward:
-            x = getattr(ops, name)(x)
+        if name in activation.BACKWARD_FROM_OUTPUT and backward:
+            x = activation.forward(name, x)
         o = cp.zeros_like(x)
         ours = _fusegrad_backward(name, g, x, o) if backward else _fusegrad_forward(name, x, o)
         base = {}
@@ -155,7 +158,7 @@ def _cuda_case(name: str, backward: bool) -> Case:
 def cases():
     out = []
     for backward in (False, True):
-        out += [_cpu_case(n, backward) for n in NAMES]
+        out += [_cpu_case(n, backward) for n in activation.NAMES]
     for backward in (False, True):
-        out += [_cuda_case(n, backward) for n in NAMES]
+        out += [_cuda_case(n, backward) for n in activation.NAMES]
     return out
