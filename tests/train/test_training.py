@@ -11,7 +11,7 @@ from fusegrad import models, nn, optim
 from fusegrad.data import load_mnist
 
 MNIST_DIR = os.environ.get("FUSEGRAD_MNIST_DIR",
-                           str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"))
+                           str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"))
 
 
 def mnist_split():
