@@ -69,10 +69,12 @@ inline void require_shape(const py::array& a, std::initializer_list<int64_t> sha
 }
 
 // Elementwise kernels walk memory flat, so every operand must have the same shape and strides.
+// (Empty arrays need only the same shape: no element is read or written through their strides.)
 inline void require_same_layout(const py::array& a, const py::array& b, const char* what) {
   bool same = a.ndim() == b.ndim();
+  const bool empty = a.size() == 0;
   for (py::ssize_t d = 0; same && d < a.ndim(); ++d)
-    same = a.shape(d) == b.shape(d) && (a.shape(d) <= 1 || a.strides(d) == b.strides(d));
+    same = a.shape(d) == b.shape(d) && (empty || a.shape(d) <= 1 || a.strides(d) == b.strides(d));
   if (!same) throw py::value_error(std::string(what) + ": operands differ in shape or layout");
 }
 

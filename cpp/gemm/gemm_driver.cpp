@@ -22,7 +22,8 @@ namespace FG_ISA_NS {
 namespace {
 
 // Cache blocks for the reference CPU (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3).
-//   KC: every C tile is loaded and stored once per KC step, so KC should be deep. A k step of
+//   KC: every C tile is loaded and stored once per KC step, so KC should be deep. Summing K in
+//       KC-long blocks also keeps float rounding close to a blocked (pairwise-like) sum. A k step of
 //       the AVX-512 kernel reads 128 B of B and 48 B of A per 24 FMA cycles, about 7 B/cycle,
 //       a small part of Zen 4's 32 B/cycle from L2 to L1, so the B micro-panel (KC × NR) need
 //       not fit in L1 and KC is bounded by L2 instead: 384 (B micro-panel 48 KiB in L2, streamed
@@ -60,6 +61,11 @@ constexpr int64_t kInPlaceMaxK = 2048;       // a B micro-panel (K × NR floats)
 // ... and always when N or M spans at most this many micro-tiles: then a packed panel would be
 // read once or twice, never paying for its copy (e.g. the 10-wide last layer of an MLP).
 constexpr int64_t kInPlaceTiles = 2;
+
+// The in-place and narrow paths keep a tile in registers for kKC steps of K at a time, then add
+// it into C: a single running float sum over a long K loses digits (K = 2e7 ones sums to 2^24),
+// while sums of KC-long blocks keep the error growing like the packed path's (and PyTorch's). One
+// C load and store per KC steps costs nothing measurable next to the KC × MR × NR FMAs between.
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -163,20 +169,27 @@ void gemm_in_place(const Mat& x, int threads) {
     if (nt > 1) choose_split(x.m, x.n, nt, tm, tn);
     const int gm = tid / tn, gn = tid % tn;
     MicroTile t = base_tile(x);
-    t.k = x.k;
     t.ldb = ldb;
     t.b_padded = padded;
     for (int64_t jp = np * gn / tn; jp < np * (gn + 1) / tn; ++jp) {
       const int64_t j = jp * kNR;
       t.n = static_cast<int>(std::min<int64_t>(kNR, x.n - j));
-      t.b = padded ? b + j * x.k : b + j;
-      t.bias = x.bias ? x.bias + j : nullptr;
+      const float* bj = padded ? b + j * x.k : b + j;
       for (int64_t ip = mp * gm / tm; ip < mp * (gm + 1) / tm; ++ip) {
         const int64_t i = ip * kMR;
         t.m = static_cast<int>(std::min<int64_t>(kMR, x.m - i));
-        t.a = x.a + i * x.a_rs;
         t.c = x.c + i * x.ldc + j;
-        microkernel_strided_a(t, x.a_rs, x.a_cs);
+        // K in KC blocks (accuracy: the note by kInPlaceTiles); K = 0 runs once, to store the epilogue.
+        for (int64_t p0 = 0; p0 == 0 || p0 < x.k; p0 += kKC) {
+          const bool last = p0 + kKC >= x.k;
+          t.k = std::min(kKC, x.k - p0);
+          t.a = x.a + i * x.a_rs + p0 * x.a_cs;
+          t.b = bj + p0 * ldb;
+          t.load_c = x.accumulate || p0 > 0;
+          t.bias = last && x.bias ? x.bias + j : nullptr;
+          t.act = last ? x.act : Activation::none;
+          microkernel_strided_a(t, x.a_rs, x.a_cs);
+        }
       }
     }
   };
@@ -306,8 +319,6 @@ void gemm_narrow(const Mat& x, int threads) {
   auto body = [&](int tid, int nt) {
     alignas(64) float tile[kMR * kNR];
     MicroTile t;
-    t.k = x.k;
-    t.a = x.b;
     t.m = static_cast<int>(x.n);
     t.ldb = pack ? kNR : x.a_cs;
     t.b_padded = pack;
@@ -316,13 +327,16 @@ void gemm_narrow(const Mat& x, int threads) {
     for (int64_t jp = np * tid / nt; jp < np * (tid + 1) / nt; ++jp) {
       const int64_t i = jp * kNR;
       t.n = static_cast<int>(std::min<int64_t>(kNR, x.m - i));
-      if (pack) {
-        pack_b(x.a + i * x.a_rs, x.a_cs, x.a_rs, x.k, t.n, buffers[tid]);
-        t.b = buffers[tid];
-      } else {
-        t.b = x.a + i;
+      if (pack) pack_b(x.a + i * x.a_rs, x.a_cs, x.a_rs, x.k, t.n, buffers[tid]);
+      const float* bi = pack ? buffers[tid] : x.a + i;
+      // K in KC blocks summed in the tile (accuracy: the note by kInPlaceTiles).
+      for (int64_t p0 = 0; p0 < x.k; p0 += kKC) {
+        t.k = std::min(kKC, x.k - p0);
+        t.a = x.b + p0 * x.b_rs;
+        t.b = bi + p0 * t.ldb;
+        t.load_c = p0 > 0;
+        microkernel_strided_a(t, x.b_cs, x.b_rs);
       }
-      microkernel_strided_a(t, x.b_cs, x.b_rs);
       with_activation(x.act, [&](auto k) {
         store_transposed<decltype(k)::value>(x, tile, x.c + i * x.ldc, t.n);
       });

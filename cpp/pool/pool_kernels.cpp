@@ -20,6 +20,10 @@ constexpr int kBlockFloats = kBlockVecs * kVecWidth;
 // Work (input floats touched) per thread before a second thread is worth waking: ~128 KiB,
 // a few tens of microseconds, well above the cost of an OpenMP fork.
 constexpr int64_t kPoolGrain = 1 << 15;
+// Pixels summed in float before global average pooling adds the block into its double totals:
+// short enough that float rounding stays at the level of a 256-term sum, long enough that the
+// double adds (one per block and channel) are noise next to the loads.
+constexpr int64_t kGlobalBlock = 256;
 
 // ---- int32 lanes for the max-pool indices, next to VecF ------------------------------------
 #if defined(__AVX512F__)
@@ -276,7 +280,7 @@ inline float inv_count(const PoolShape& s, int64_t oh, int64_t ow, const Window&
   if (include_pad) {
     const int64_t hs = oh * s.sh - s.ph, ws = ow * s.sw - s.pw;
     const int64_t hn = std::min(hs + s.kh, s.h + s.ph) - hs, wn = std::min(ws + s.kw, s.w + s.pw) - ws;
-    return 1.0f / static_cast<float>(hn * wn);
+    return 1.0f / (static_cast<float>(hn) * static_cast<float>(wn));  // hn * wn may not fit int64
   }
   return 1.0f / static_cast<float>((win.h1 - win.h0) * (win.w1 - win.w0));
 }
@@ -362,13 +366,23 @@ void global_avg_forward(const float* x, float* y, int64_t n, int64_t hw, int64_t
       const int64_t width = std::min<int64_t>(kBlockFloats, c - c0);
       for_channel_blocks(width, [&](int64_t, auto nv_t, int last) {
         constexpr int NV = decltype(nv_t)::value;
-        VecF acc[NV];
-        for (int j = 0; j < NV; ++j) acc[j] = set1(0.0f);
-        for (int64_t p = 0; p < hw; ++p)
-          for (int j = 0; j < NV; ++j)
-            acc[j] = acc[j] + load_w(img + p * c + c0 + j * kVecWidth, j == NV - 1 ? last : kVecWidth);
+        // Float sums over blocks of kGlobalBlock pixels, added up in double: a single running
+        // float sum over a 2048x2048 plane lost three digits against PyTorch's.
+        double total[NV * kVecWidth] = {};
+        for (int64_t p0 = 0; p0 < hw; p0 += kGlobalBlock) {
+          VecF acc[NV];
+          for (int j = 0; j < NV; ++j) acc[j] = set1(0.0f);
+          for (int64_t p = p0; p < std::min(hw, p0 + kGlobalBlock); ++p)
+            for (int j = 0; j < NV; ++j)
+              acc[j] = acc[j] + load_w(img + p * c + c0 + j * kVecWidth, j == NV - 1 ? last : kVecWidth);
+          alignas(64) float block[NV * kVecWidth];
+          for (int j = 0; j < NV; ++j) store(block + j * kVecWidth, acc[j]);
+          for (int l = 0; l < NV * kVecWidth; ++l) total[l] += block[l];
+        }
+        alignas(64) float mean[NV * kVecWidth];
+        for (int l = 0; l < NV * kVecWidth; ++l) mean[l] = static_cast<float>(total[l] * double(inv));
         for (int j = 0; j < NV; ++j)
-          store_w(y + i * c + c0 + j * kVecWidth, acc[j] * set1(inv), j == NV - 1 ? last : kVecWidth);
+          store_w(y + i * c + c0 + j * kVecWidth, load(mean + j * kVecWidth), j == NV - 1 ? last : kVecWidth);
       });
     }
   });

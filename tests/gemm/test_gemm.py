@@ -442,3 +442,43 @@ def test_against_torch_linear(activation, fn):
                                    torch.from_numpy(bias).double())
     ).numpy()
     assert_close(got, want, 784)
+
+
+# --- long reductions and empty views --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (3, 1), (40, 3), (64, 64)], ids=["in_place", "in_place_tall", "narrow", "packed"])
+def test_long_k_is_summed_in_blocks(m, n):
+    # A single running float32 sum over K loses digits (2e7 ones summed to 2^24); the kernels sum
+    # K in cache blocks, so the error grows like a blocked sum's, as PyTorch's does.
+    rng = np.random.default_rng(21)
+    k = 1_000_000
+    a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(ops.matmul(a, b) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_twenty_million_ones():
+    k = 20_000_000
+    assert ops.matmul(np.ones((1, k), np.float32), np.ones((k, 1), np.float32))[0, 0] == k
+
+
+@pytest.mark.parametrize("view", ["cols", "reversed_rows"])
+def test_zero_size_views(view):
+    # Views with no elements and odd strides are valid inputs: empty results, or K = 0 products
+    # (bias and activation of nothing).
+    z = np.zeros((3, 5), np.float32)[:, :0] if view == "cols" else np.zeros((5, 3), np.float32)[::-1, :0]
+    m = z.shape[0]
+    np.testing.assert_array_equal(ops.matmul(z, np.ones((0, 4), np.float32)), np.zeros((m, 4), np.float32))
+    bias = np.arange(4, dtype=np.float32) - 1
+    np.testing.assert_array_equal(ops.matmul(z, np.ones((0, 4), np.float32), bias=bias, activation="relu"),
+                                  np.broadcast_to(np.maximum(bias, 0), (m, 4)))
+    assert ops.matmul(z.T, np.ones((m, 2), np.float32)).shape == (0, 2)
+
+
+def test_argument_types_are_checked():
+    a = np.ones((2, 2), np.float32)
+    with pytest.raises(TypeError, match="accumulate must be True or False"):
+        ops.matmul(a, a, out=a.copy(), accumulate="no")
+    with pytest.raises(TypeError, match="b: expected a NumPy array"):
+        ops.matmul(a, None)

@@ -622,3 +622,33 @@ def test_large_lists_with_mixed_alignment(rng, kind):
         for p, b, (rp, rb) in zip(params, bufs, ref):
             assert_close(p, rp)
             assert_close(b, rb)
+
+
+# --- empty views and argument types -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", ["cols", "reversed_rows"])
+def test_zero_size_views_are_updated_as_nothing(view):
+    z = np.zeros((3, 5), np.float32)[:, :0] if view == "cols" else np.zeros((5, 3), np.float32)[::-1, :0]
+    p = np.ones(4, np.float32)
+    ops.adam_step([z, p], [z, p.copy()], [np.zeros_like(z), np.zeros(4, np.float32)],
+                  [np.zeros_like(z), np.zeros(4, np.float32)], step=1, lr=0.1)
+    assert p[0] != 1.0  # the non-empty tensor of the same call was updated
+    ops.sgd_step([z], [z], [np.zeros_like(z)], step=1, lr=0.1, momentum=0.9)
+    assert ops.clip_grad_norm([z], 1.0) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    (dict(lr="0.1"), TypeError, "lr: expected a real number, got '0.1'"),
+    (dict(lr=True), TypeError, "lr: expected a real number, got True"),
+    (dict(lr=None), TypeError, "lr: expected a real number"),
+    (dict(maximize="no"), TypeError, "maximize: expected True or False, got 'no'"),
+    (dict(decoupled_weight_decay=2), TypeError, "decoupled_weight_decay: expected True or False"),
+    (dict(step=2**63), ValueError, "step 9223372036854775808 is out of range"),
+    (dict(step=1.0), TypeError, "step: expected an integer, got 1.0"),
+])
+def test_adam_argument_types(kwargs, error, fragment):
+    p, g = np.ones(3, np.float32), np.ones(3, np.float32)
+    args = dict(step=1, lr=0.1) | kwargs
+    with pytest.raises(error, match=fragment):
+        ops.adam_step(p, g, np.zeros(3, np.float32), np.zeros(3, np.float32), **args)

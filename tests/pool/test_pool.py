@@ -367,7 +367,7 @@ def test_errors_backward_arguments():
         ops.global_avg_pool2d_backward(g, (1, 4, 4, 2))
     with pytest.raises(ValueError, match="indices has shape"):
         ops.max_pool2d_backward(g, np.zeros((1, 2, 2, 3), np.int32), (1, 4, 4, 2), 2)
-    with pytest.raises(ValueError, match="input_shape must be 4-D"):
+    with pytest.raises(ValueError, match="input_shape must be 4 sizes"):
         ops.max_pool2d_backward(g, idx, (4, 4, 2), 2)
     with pytest.raises(ValueError, match="negative"):
         ops.avg_pool2d_backward(g, (1, -4, 4, 2), 2)
@@ -421,3 +421,25 @@ def test_compiled_guards_reject_inconsistent_arrays():
     with pytest.raises(ValueError, match="indices"):
         _cpu.max_pool2d_backward(np.ones((1, 3, 3, 2), np.float32), np.full((1, 3, 3, 2), 99, np.int32),
                                  np.empty_like(x), 2, 2, 1, 1, 0, 0)
+
+
+def test_huge_windows_average_to_finite_values():
+    # A 2^32 x 2^32 window's area does not fit int64: the divisor must still be right, not inf.
+    y = ops.avg_pool2d(np.ones((1, 1, 1, 1), np.float32), 2**32, 1, 2**31)
+    np.testing.assert_allclose(y, np.full(y.shape, 2.0**-64, np.float32), rtol=1e-6)
+
+
+def test_global_average_of_a_large_plane_is_accurate():
+    # Summed in blocks: a single running float sum over 2048 x 2048 pixels lost three digits.
+    x = np.random.default_rng(3).random((1, 2048, 2048, 3), dtype=np.float32)
+    ref = x.astype(np.float64).mean(axis=(1, 2))
+    assert np.abs(ops.global_avg_pool2d(x) - ref).max() / np.abs(ref).max() < 2e-7
+
+
+def test_shape_arguments_must_be_ints():
+    with pytest.raises(TypeError, match="input_shape must be a tuple of ints"):
+        ops.avg_pool2d_backward(np.ones((1, 2, 2, 1), np.float32), (1, 4.0, 4, 1), 2)
+    with pytest.raises(ValueError, match="stride 9223372036854775808 is out of range"):
+        ops.max_pool2d(np.ones((1, 4, 4, 1), np.float32), 2, 2**63)
+    with pytest.raises(TypeError, match="return_indices must be True or False"):
+        ops.max_pool2d(np.ones((1, 4, 4, 1), np.float32), 2, return_indices="yes")

@@ -279,7 +279,7 @@ def test_cross_entropy_errors():
         ops.softmax_cross_entropy(x, labels, reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         ops.softmax_cross_entropy(x, labels, label_smoothing=1.5)
-    with pytest.raises(TypeError, match="label_smoothing must be a float"):
+    with pytest.raises(TypeError, match="label_smoothing must be a real number"):
         ops.softmax_cross_entropy(x, labels, label_smoothing="0.1")
     # the compiled side guards its labels too
     with pytest.raises(ValueError, match="out of range"):
@@ -384,3 +384,18 @@ def test_softmax_errors():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         ops.softmax(x, out=ro)
+
+
+def test_bce_with_logits_keeps_zero_dimensional_shapes():
+    x, t = np.array(0.3, np.float32), np.array(1.0, np.float32)
+    loss, grad = ops.bce_with_logits(x, t, reduction="none", return_grad=True)
+    assert loss.shape == () and grad.shape == ()
+    np.testing.assert_allclose(loss, np.log1p(np.exp(-0.3)), rtol=1e-6)
+    assert ops.bce_with_logits(x, t).shape == ()
+
+
+@pytest.mark.parametrize("view", ["cols", "reversed_rows"])
+def test_bce_with_logits_of_empty_views(view):
+    z = np.zeros((3, 5), np.float32)[:, :0] if view == "cols" else np.zeros((5, 3), np.float32)[::-1, :0]
+    assert ops.bce_with_logits(z, z, reduction="sum") == 0.0
+    assert ops.bce_with_logits(z, z, reduction="none").shape == z.shape

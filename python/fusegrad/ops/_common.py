@@ -19,6 +19,54 @@ FLOAT32 = np.dtype(np.float32)
 SIZE_LIMIT = 2**62
 
 
+def integer(value, name: str, fn: str, minimum: int | None = None) -> int:
+    """An int argument (Python or NumPy integers, not bools): TypeError for anything else,
+    ValueError below `minimum` or beyond what 64-bit kernel arithmetic can take."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
+    value = int(value)
+    if abs(value) > SIZE_LIMIT:
+        raise ValueError(f"{fn}: {name} {value} is out of range")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def real(value, name: str, fn: str, *, minimum: float | None = None, finite: bool = True) -> float:
+    """A real-number argument (int, float or a NumPy scalar, not a bool or a string): TypeError
+    for anything else; ValueError for NaN, for an infinity unless finite=False, or below
+    `minimum`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if value != value or (finite and value in (float("inf"), float("-inf"))):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {value}")
+    if minimum is not None and not value >= minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def flag(value, name: str, fn: str) -> bool:
+    """A bool argument: True, False, or the integers 1 and 0 (NumPy's too); a string such as "no"
+    or any other value is a TypeError rather than read by its truth."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{fn}: {name} must be True or False, got {value!r}")
+
+
+def shape_argument(value, name: str, fn: str, ndim: int) -> tuple:
+    """A shape argument: a tuple or list of `ndim` ints >= 0."""
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value):
+        raise TypeError(f"{fn}: {name} must be a tuple of ints, got {value!r}")
+    shape = tuple(int(d) for d in value)
+    if len(shape) != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim} sizes >= 0, got {shape}")
+    if min(shape, default=0) < 0 or max(shape, default=0) > SIZE_LIMIT:
+        raise ValueError(f"{fn}: {name} must be {ndim} sizes >= 0, got a negative or huge size in {shape}")
+    return shape
+
+
 def pair(value, name: str, fn: str) -> tuple:
     """(a, b) from an int or a pair of ints (NumPy integers too, not bools): the one reading of
     kernel_size, stride, padding and dilation arguments. TypeError for anything else; ValueError

@@ -10,7 +10,7 @@ The activations, their codes and their properties come from the compiled side's 
 from __future__ import annotations
 
 from .. import _cpu
-from ._common import elementwise
+from ._common import elementwise, real
 
 TABLE = {row["name"]: row for row in _cpu.activation_table()}
 CODES = {name: row["code"] for name, row in TABLE.items()}
@@ -72,7 +72,8 @@ def relu(x, *, out=None, stream=None):
 
 def leaky_relu(x, negative_slope: float = 0.01, *, out=None, stream=None):
     """x where x > 0, negative_slope * x elsewhere."""
-    return forward("leaky_relu", x, param=float(negative_slope), out=out, stream=stream)
+    return forward("leaky_relu", x, param=real(negative_slope, "negative_slope", "leaky_relu"), out=out,
+                   stream=stream)
 
 
 def sigmoid(x, *, out=None, stream=None):
@@ -99,7 +100,8 @@ def relu_backward(grad_out, x, *, out=None, stream=None):
 
 
 def leaky_relu_backward(grad_out, x, negative_slope: float = 0.01, *, out=None, stream=None):
-    return backward("leaky_relu", grad_out, x, param=float(negative_slope), out=out, stream=stream)
+    return backward("leaky_relu", grad_out, x, param=real(negative_slope, "negative_slope", "leaky_relu_backward"),
+                    out=out, stream=stream)
 
 
 def sigmoid_backward(grad_out, y, *, out=None, stream=None):

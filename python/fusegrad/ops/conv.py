@@ -13,14 +13,12 @@ They run on the CPU (NumPy arrays); CUDA arrays raise ValueError.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, to_kind
-from ._common import cpu_output, finish_output, float32_input, pair
-from .activation import COMMUTES_WITH_MAX, activation_code
+from ._common import cpu_output, finish_output, flag, float32_input, integer, pair, real, shape_argument
+from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
 from .gemm import epilogue_code
 
 
@@ -95,16 +93,6 @@ def _bias_input(bias, w_shape, fn: str):
     return np.ascontiguousarray(ba)
 
 
-def _shape_arg(shape, name: str, fn: str) -> tuple:
-    try:
-        shape = tuple(int(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{fn}: {name} must be a tuple of 4 ints, got {shape!r}") from None
-    if len(shape) != 4 or min(shape) < 0:
-        raise ValueError(f"{fn}: {name} must be 4 sizes >= 0, got {shape}")
-    return shape
-
-
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None):
     """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
 
@@ -142,10 +130,10 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     if activation is not None and activation not in COMMUTES_WITH_MAX:
         known = ", ".join(repr(a) for a in [None, *sorted(COMMUTES_WITH_MAX)])
         raise ValueError(f"{fn}: activation must be one of {known} (they commute with max), got {activation!r}")
-    if activation == "leaky_relu" and not negative_slope > 0:
+    if activation is not None and TABLE[activation]["takes_param"] and not negative_slope > 0:
         raise ValueError(f"{fn}: leaky_relu commutes with max only for negative_slope > 0, got {negative_slope}")
-    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 1:
-        raise ValueError(f"{fn}: pool must be an int >= 1, got {pool!r}")
+    pool = integer(pool, "pool", fn, minimum=1)
+    negative_slope = real(negative_slope, "negative_slope", fn)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     if pool > min(oh, ow):
         raise ValueError(f"{fn}: pool window {pool} is larger than the convolution's output {oh}x{ow}")
@@ -164,7 +152,7 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
     fn = "conv2d_backward_input"
     g, kind = _cpu_input(grad_out, "grad_out", fn)
     wa, _ = _cpu_input(w, "w", fn)
-    shape = _shape_arg(input_shape, "input_shape", fn)
+    shape = shape_argument(input_shape, "input_shape", fn, 4)
     oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn)
     expected = (shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
@@ -182,7 +170,7 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     fn = "conv2d_backward_weight"
     xa, kind = _cpu_input(x, "x", fn)
     g, _ = _cpu_input(grad_out, "grad_out", fn)
-    shape = _shape_arg(weight_shape, "weight_shape", fn)
+    shape = shape_argument(weight_shape, "weight_shape", fn, 4)
     oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, shape[3])
     if tuple(g.shape) != expected:
@@ -236,7 +224,7 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
     elif not (isinstance(out, (tuple, list)) and len(out) == 3):
         raise ValueError(f"{fn}: out must be None or a triple (grad_x, grad_w, grad_bias), got {type(out).__name__}")
     g, xa, wa = np.ascontiguousarray(g), np.ascontiguousarray(xa), np.ascontiguousarray(wa)
-    wanted = (input_grad, weight_grad, bias_grad)
+    wanted = (flag(input_grad, "input_grad", fn), flag(weight_grad, "weight_grad", fn), flag(bias_grad, "bias_grad", fn))
     shapes = (xa.shape, wa.shape, (wa.shape[3],))
     made = [cpu_output(o, shape, (g, xa, wa)) if want else (None, None)
             for want, o, shape in zip(wanted, out, shapes)]

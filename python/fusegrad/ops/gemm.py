@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import _cpu
 from .._backend import native, to_kind
-from ._common import check_dtype, check_out, check_same_device
+from ._common import check_dtype, check_out, check_same_device, flag
 from .activation import EPILOGUE, activation_code
 
 
@@ -48,7 +48,9 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
     # their error messages. At MLP sizes a few microseconds of Python would cost as much as the
     # product itself.
     code = _EPILOGUE_CODES.get(activation, -1) if activation is None or type(activation) is str else -1
-    result = _cpu.gemm(a, b, out, bias, code, bool(accumulate))
+    if type(accumulate) is not bool:
+        code = -1  # the checked path reads or refuses it
+    result = _cpu.gemm(a, b, out, bias, code, accumulate is True)
     if result is not None:
         return result
     return _matmul_checked(a, b, bias, activation, out, accumulate)
@@ -65,6 +67,7 @@ def _matmul_checked(a, b, bias, activation, out, accumulate):
         out_arr, _ = native(out, "out")
     device = check_same_device(a=a_arr, b=b_arr, bias=bias_arr, out=out_arr)
     code = epilogue_code(activation)
+    accumulate = flag(accumulate, "accumulate", "matmul")
 
     m, k = a_arr.shape[-2:]
     k_b, n = b_arr.shape[-2:]
@@ -90,7 +93,7 @@ def _matmul_checked(a, b, bias, activation, out, accumulate):
         raise RuntimeError(
             "fusegrad.ops.matmul: the CUDA GEMM is not built yet; pass NumPy arrays (CPU) for now"
         )
-    result = _cpu.gemm(a_arr, b_arr, out_arr, bias_arr, code, bool(accumulate))
+    result = _cpu.gemm(a_arr, b_arr, out_arr, bias_arr, code, accumulate)
     if result is None:
         raise RuntimeError(f"matmul: internal error, the kernel refused checked operands {a_arr.shape}, {b_arr.shape}")
     return out if out is not None else to_kind(result, kind)

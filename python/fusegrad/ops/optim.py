@@ -15,13 +15,13 @@ the host and travels in the launch arguments, so a step never waits for the devi
 from __future__ import annotations
 
 import math
-import operator
+import numbers
 
 import numpy as np
 
 from .. import _backend, _cpu
 from .._backend import device_of, native, to_kind
-from ._common import check_dtype, is_contiguous
+from ._common import SIZE_LIMIT, check_dtype, is_contiguous
 
 
 # --- argument checks ------------------------------------------------------------------------------
@@ -43,22 +43,26 @@ def _check_lengths(lists: dict) -> int:
 
 
 def _real(value, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    return float(value)
 
 
 def _check_step(step) -> int:
-    if isinstance(step, bool):
-        raise TypeError("step: expected an integer, got bool")
-    try:
-        step = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step: expected an integer, got {type(step).__name__}") from None
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"step: expected an integer, got {step!r}")
+    step = int(step)
     if step < 1:
         raise ValueError(f"step must be >= 1 (the 1-based number of this step), got {step}")
+    if step > SIZE_LIMIT:
+        raise ValueError(f"step {step} is out of range")
     return step
+
+
+def _flag(value, name: str) -> bool:
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 def _check_nonnegative(value, name: str) -> float:
@@ -180,7 +184,7 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1=0.9, beta
     if not (0.0 < eps < math.inf):
         raise ValueError(f"eps must be a finite number > 0, got {eps}")
     weight_decay = _check_nonnegative(weight_decay, "weight_decay")
-    decoupled, maximize = bool(decoupled_weight_decay), bool(maximize)
+    decoupled, maximize = _flag(decoupled_weight_decay, "decoupled_weight_decay"), _flag(maximize, "maximize")
     if not lists["params"]:
         return None
     hyper = (step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize)
@@ -219,7 +223,7 @@ def sgd_step(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, da
     if not math.isfinite(dampening):
         raise ValueError(f"dampening must be finite, got {dampening}")
     weight_decay = _check_nonnegative(weight_decay, "weight_decay")
-    nesterov, maximize = bool(nesterov), bool(maximize)
+    nesterov, maximize = _flag(nesterov, "nesterov"), _flag(maximize, "maximize")
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError("nesterov momentum requires a momentum > 0 and zero dampening")
     if momentum != 0.0:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, native, to_kind
-from ._common import cpu_output, finish_output, float32_input, pair
+from ._common import cpu_output, finish_output, flag, float32_input, pair, shape_argument
 
 
 def _cpu_float32(x, name: str, fn: str):
@@ -49,14 +49,7 @@ def _geometry(shape, kernel_size, stride, padding, fn: str):
 
 
 def _input_shape(input_shape, fn: str) -> tuple:
-    try:
-        shape = tuple(int(d) for d in input_shape)
-    except TypeError:
-        raise TypeError(f"{fn}: input_shape must be a tuple of ints, got {input_shape!r}") from None
-    _check_rank4(shape, "input_shape", fn)
-    if min(shape) < 0:
-        raise ValueError(f"{fn}: input_shape has a negative size: {shape}")
-    return shape
+    return shape_argument(input_shape, "input_shape", fn, 4)
 
 
 def _check_grad_out(grad_out, expected: tuple, fn: str):
@@ -75,6 +68,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     shape = (arr.shape[0], oh, ow, arr.shape[3])
     arr = np.ascontiguousarray(arr)
     target, result = cpu_output(out, shape, (arr,))
+    return_indices = flag(return_indices, "return_indices", fn)
     indices = np.empty(shape, np.int32) if return_indices else None
     if target.size:
         _cpu.max_pool2d_forward(arr, target, indices, *geo)
@@ -118,7 +112,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     arr = np.ascontiguousarray(arr)
     target, result = cpu_output(out, shape, (arr,))
     if target.size:
-        _cpu.avg_pool2d_forward(arr, target, *geo, bool(count_include_pad))
+        _cpu.avg_pool2d_forward(arr, target, *geo, flag(count_include_pad, "count_include_pad", fn))
     return finish_output(target, result, out, kind)
 
 
@@ -130,7 +124,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     g, kind = _check_grad_out(grad_out, (shape[0], oh, ow, shape[3]), fn)
     gx = np.empty(shape, np.float32)
     if gx.size:
-        _cpu.avg_pool2d_backward(g, gx, *geo, bool(count_include_pad))
+        _cpu.avg_pool2d_backward(g, gx, *geo, flag(count_include_pad, "count_include_pad", fn))
     return to_kind(gx, kind)
 
 

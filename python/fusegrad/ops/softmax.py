@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _cpu
 from .._backend import device_of, native, to_kind
-from ._common import _overlaps_unsafely, check_out, float32_input
+from ._common import _overlaps_unsafely, check_out, flag, float32_input, real
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -92,7 +92,7 @@ def log_softmax_backward(grad_out, y, axis: int = -1, *, out=None):
 
 
 def _reduction(reduction, fn: str) -> str:
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
@@ -125,8 +125,8 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "mean", label_smoo
     if n and (int(lab.min()) < 0 or int(lab.max()) >= c):
         raise ValueError(f"{fn}: labels out of range [0, {c}): min {int(lab.min())}, max {int(lab.max())}")
     reduction = _reduction(reduction, fn)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"{fn}: label_smoothing must be a float, got {label_smoothing!r}")
+    return_grad = flag(return_grad, "return_grad", fn)
+    label_smoothing = real(label_smoothing, "label_smoothing", fn)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
 
@@ -150,7 +150,8 @@ def bce_with_logits(logits, targets, *, reduction: str = "mean", return_grad: bo
     if x.shape != t.shape:
         raise ValueError(f"{fn}: shapes differ: logits {tuple(x.shape)}, targets {tuple(t.shape)}")
     reduction = _reduction(reduction, fn)
-    x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)
+    return_grad = flag(return_grad, "return_grad", fn)
+    x, t = np.asarray(x, order="C"), np.asarray(t, order="C")  # ascontiguousarray makes 0-d arrays 1-d
     loss = np.empty(x.shape, np.float32) if reduction == "none" else None
     grad = np.empty(x.shape, np.float32) if return_grad else None
     scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0
