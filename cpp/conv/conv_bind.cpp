@@ -175,7 +175,11 @@ void register_conv(py::module_& m) {
       .def(py::init([](int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
              return Geometry{sh, sw, dh, dw, pt, pb, pl, pr};
            }), py::arg("sh"), py::arg("sw"), py::arg("dh"), py::arg("dw"), py::arg("pt"), py::arg("pb"), py::arg("pl"),
-           py::arg("pr"));
+           py::arg("pr"))
+      .def_readonly("sh", &Geometry::sh).def_readonly("sw", &Geometry::sw)
+      .def_readonly("dh", &Geometry::dh).def_readonly("dw", &Geometry::dw)
+      .def_readonly("pt", &Geometry::pt).def_readonly("pb", &Geometry::pb)
+      .def_readonly("pl", &Geometry::pl).def_readonly("pr", &Geometry::pr);
   m.def("conv2d_output_size", [](int64_t h, int64_t w, int64_t kh, int64_t kw, const Geometry& g) {
     const ConvShape s = conv_geometry(1, h, w, 1, kh, kw, 1, g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
     return std::make_tuple(s.oh, s.ow);

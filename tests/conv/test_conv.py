@@ -615,3 +615,17 @@ def test_conv2d_max_pool2d_errors(rng):
         ops.conv2d_max_pool2d(x.astype(np.float64), wt)
     with pytest.raises(ValueError, match="bias"):
         ops.conv2d_max_pool2d(x, wt, rand(rng, 5))
+
+
+def test_layout_conversions(rng):
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)  # NCHW
+    nhwc = ops.to_nhwc(x)
+    assert nhwc.shape == (2, 5, 4, 3) and nhwc.flags.c_contiguous
+    np.testing.assert_array_equal(ops.to_nchw(nhwc), x)
+    w = rng.standard_normal((8, 3, 3, 2)).astype(np.float32)  # OIHW
+    np.testing.assert_array_equal(ops.weight_to_oihw(ops.weight_to_hwio(w)), w)
+    assert ops.weight_to_hwio(w).shape == (3, 2, 3, 8)
+    with pytest.raises(ValueError, match="to_nhwc: x must be 4-D"):
+        ops.to_nhwc(x[0])
+    with pytest.raises(ValueError, match=r"this looks like NCHW: use x.transpose\(0, 2, 3, 1\)"):
+        ops.conv2d(x, np.ones((3, 3, 3, 4), np.float32))

@@ -284,3 +284,19 @@ def test_mlp_against_torch_with_copied_weights(rng):
     assert loss.item() == pytest.approx(tloss.item(), rel=1e-5)
     for (name, p), tp in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_errors_in_fused_layers_name_the_users_modules():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2), nn.ReLU())
+    with pytest.raises(ValueError, match=r"^Sequential\[0\] Conv2d, fused with \[1\] ReLU, \[2\] MaxPool2d: input "
+                                         r"\(2, 9, 9, 4\) has 4 channels"):
+        model(fg.randn(2, 9, 9, 4))
+    with pytest.raises(ValueError, match=r"^Sequential\[4\] Linear, fused with \[5\] ReLU: input has 128 features"):
+        model(fg.randn(2, 10, 10, 3))
+
+
+def test_nchw_input_gets_a_hint():
+    with pytest.raises(ValueError, match=r"looks like NCHW: use x.transpose\(0, 2, 3, 1\)"):
+        nn.Conv2d(3, 8, 3)(fg.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"looks like NCHW: use x.permute\(0, 2, 3, 1\)"):
+        nn.BatchNorm2d(3)(fg.randn(2, 3, 16, 16))

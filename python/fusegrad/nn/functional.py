@@ -12,7 +12,7 @@ from ..autograd.functions import pool as pool_fn
 from ..autograd.functions import softmax as softmax_fn
 from ..autograd.functions.dropout import Dropout
 from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT
-from ..ops.conv import conv_padding
+from ..ops.conv import conv_geometry
 from ..ops._common import pair
 from ..tensor import Tensor
 
@@ -41,17 +41,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
            activation: str | None = None) -> Tensor:
     """2-D convolution of NHWC x with HWIO weight; padding an int, a pair, "valid" or "same"."""
-    if x.ndim != 4:
-        raise ValueError(f"conv2d: expected NHWC input of 4 dimensions, got shape {x.shape}")
-    if weight.ndim != 4:
-        raise ValueError(f"conv2d: expected HWIO weight of 4 dimensions, got shape {weight.shape}")
-    if x.shape[3] != weight.shape[2]:
-        raise ValueError(f"conv2d: input has {x.shape[3]} channels but weight {weight.shape} expects "
-                         f"{weight.shape[2]}")
     stride, dilation = pair(stride, "stride", "conv2d"), pair(dilation, "dilation", "conv2d")
-    if min(stride) < 1 or min(dilation) < 1:
-        raise ValueError(f"conv2d: stride and dilation must be >= 1, got {stride}, {dilation}")
-    pads = conv_padding(padding, x.shape[1:3], weight.shape[:2], stride, dilation)
+    _, _, geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, "conv2d")
+    pads = ((geometry.pt, geometry.pb), (geometry.pl, geometry.pr))
     # Fused only where the activation kernels can run on the output (float32); other dtypes (the
     # float64 of gradient checks) apply it as its own op.
     if activation is not None and (activation not in DERIVATIVE_FROM_OUTPUT or x.dtype != np.float32):
@@ -67,7 +59,8 @@ def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int,
     if activation is not None and activation not in COMMUTES_WITH_MAX:
         raise ValueError(f"conv2d_max_pool2d: activation {activation!r} does not commute with max")
     stride, dilation = pair(stride, "stride", "conv2d"), pair(dilation, "dilation", "conv2d")
-    pads = conv_padding(padding, x.shape[1:3], weight.shape[:2], stride, dilation)
+    _, _, geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, "conv2d")
+    pads = ((geometry.pt, geometry.pb), (geometry.pl, geometry.pr))
     args = (x, weight) if bias is None else (x, weight, bias)
     return conv_fn.Conv2dMaxPool.apply(*args, stride=stride, pads=pads, dilation=dilation, pool=pool,
                                        activation=activation, negative_slope=negative_slope)

@@ -1,6 +1,7 @@
 """Layer fusion: which chains of modules run as one kernel call, written out as rewrite rules.
 
-plan(modules) turns a list of modules into the steps that compute the same function:
+plan(named_modules) turns a list of (name, module) pairs into the steps that compute the same
+function:
   - Conv2d -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d(k) with k×k windows, stride k and no
     padding becomes one fused conv + max-pool kernel call (float32 CPU tensors; elsewhere the three
     modules run in turn). The activation never decreases and is exact on ties, so it commutes
@@ -15,6 +16,8 @@ A module takes part by its class declaring `fusion_role` ("linear", "conv", "max
 may compute something else. A layer is fused only when it has no activation of its own.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -56,14 +59,39 @@ def _pool_size(pool):
     return int(k)
 
 
-class ConvActivationPool:
-    """conv -> activation -> max-pool(k) as the fused kernel where it runs (float32 CPU tensors)."""
+class FusedStep:
+    """Several modules run as one kernel call. An error raised inside names the user's modules
+    (e.g. "Sequential[0] Conv2d, fused with [1] ReLU, [2] MaxPool2d"), not a kernel they never
+    called."""
 
-    def __init__(self, conv, activation, pool, kind, param, k):
-        self.modules = (conv, activation, pool)
-        self.kind, self.param, self.k = kind, param, k
+    def __init__(self, owner: str, named: list):
+        self.names = [name for name, _ in named]
+        self.modules = [module for _, module in named]
+        first, *rest = named
+        self.label = f"{owner}[{first[0]}] {type(first[1]).__name__}"
+        if rest:
+            self.label += ", fused with " + ", ".join(f"[{n}] {type(m).__name__}" for n, m in rest)
 
     def __call__(self, x):
+        try:
+            return self.run(x)
+        except (ValueError, TypeError) as err:
+            # Drop the kernel's own name ("conv2d_max_pool2d: ..."): the label says where it ran.
+            message = re.sub(r"^\w+: ", "", str(err))
+            raise type(err)(f"{self.label}: {message}") from err
+
+    def run(self, x):
+        raise NotImplementedError
+
+
+class ConvActivationPool(FusedStep):
+    """conv -> activation -> max-pool(k) as the fused kernel where it runs (float32 CPU tensors)."""
+
+    def __init__(self, owner, named, kind, param, k):
+        super().__init__(owner, named)
+        self.kind, self.param, self.k = kind, param, k
+
+    def run(self, x):
         conv, activation, pool = self.modules
         if isinstance(x, Tensor) and isinstance(x.data, np.ndarray) and x.dtype == np.float32:
             return F.conv2d_max_pool2d(x, conv.weight, conv.bias, self.k, conv.stride, conv.padding, conv.dilation,
@@ -71,52 +99,55 @@ class ConvActivationPool:
         return pool(activation(conv(x)))
 
 
-class LayerActivation:
+class LayerActivation(FusedStep):
     """A Linear or Conv2d with the activation after it applied in its store."""
 
-    def __init__(self, layer, activation, kind, param):
-        self.modules = (layer, activation)
+    def __init__(self, owner, named, kind, param):
+        super().__init__(owner, named)
         self.kind, self.param = kind, param
 
-    def __call__(self, x):
+    def run(self, x):
         layer = self.modules[0]
         if role(layer) == "linear":
             return layer(x, activation=self.kind, negative_slope=self.param)
         return layer(x, activation=self.kind)
 
 
-def _conv_activation_pool(items, i):
-    if i + 2 >= len(items) or role(items[i]) != "conv" or items[i].activation is not None:
+def _conv_activation_pool(owner, named, i):
+    items = [m for _, m in named[i:i + 3]]
+    if len(items) < 3 or role(items[0]) != "conv" or items[0].activation is not None:
         return None
-    found, k = _activation_of(items[i + 1]), _pool_size(items[i + 2])
+    found, k = _activation_of(items[1]), _pool_size(items[2])
     if found is None or k is None or found[0] not in COMMUTES_WITH_MAX:
         return None
-    return ConvActivationPool(items[i], items[i + 1], items[i + 2], *found, k)
+    return ConvActivationPool(owner, named[i:i + 3], *found, k)
 
 
-def _layer_activation(items, i):
-    if i + 1 >= len(items) or role(items[i]) not in ("linear", "conv") or items[i].activation is not None:
+def _layer_activation(owner, named, i):
+    items = [m for _, m in named[i:i + 2]]
+    if len(items) < 2 or role(items[0]) not in ("linear", "conv") or items[0].activation is not None:
         return None
-    found = _activation_of(items[i + 1])
-    if found is None or (role(items[i]) == "conv" and found[0] not in EPILOGUE):
+    found = _activation_of(items[1])
+    if found is None or (role(items[0]) == "conv" and found[0] not in EPILOGUE):
         return None
-    return LayerActivation(items[i], items[i + 1], *found)
+    return LayerActivation(owner, named[i:i + 2], *found)
 
 
 RULES = (_conv_activation_pool, _layer_activation)  # tried in this order at each position
 
 
-def plan(modules: list) -> list:
-    """The steps (callables of one input) that compute modules[0], modules[1], ... in turn."""
+def plan(named_modules: list, owner: str = "Sequential") -> list:
+    """The steps (callables of one input) that compute the modules of (name, module) pairs in
+    turn; `owner` names the container in error messages."""
     steps, i = [], 0
-    while i < len(modules):
+    while i < len(named_modules):
         for rule in RULES:
-            step = rule(modules, i)
+            step = rule(owner, named_modules, i)
             if step is not None:
                 steps.append(step)
                 i += len(step.modules)
                 break
         else:
-            steps.append(modules[i])
+            steps.append(named_modules[i][1])
             i += 1
     return steps

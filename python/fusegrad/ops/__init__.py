@@ -16,6 +16,7 @@ from .activation import (
 )
 from .conv import (conv2d, conv2d_backward, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                    conv2d_max_pool2d)
+from .layout import to_nchw, to_nhwc, weight_to_hwio, weight_to_oihw
 from .optim import adam_step, clip_grad_norm, flatten_params, grad_norm, group_by_dtype_device, sgd_step
 from .pool import (
     avg_pool2d,
@@ -45,4 +46,5 @@ __all__ = [
     "global_avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy",
     "bce_with_logits",
+    "to_nhwc", "to_nchw", "weight_to_hwio", "weight_to_oihw",
 ]

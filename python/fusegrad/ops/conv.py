@@ -57,8 +57,12 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
     if len(w_shape) != 4:
         raise ValueError(f"{fn}: weight must be 4-D HWIO (KH, KW, C_in, C_out), got shape {tuple(w_shape)}")
     if x_shape[3] != w_shape[2]:
+        hint = ""
+        if x_shape[1] == w_shape[2]:
+            hint = ("; fusegrad images are NHWC, and this looks like NCHW: use x.transpose(0, 2, 3, 1) for an "
+                    "array (or fusegrad.ops.to_nhwc(x)), x.permute(0, 2, 3, 1) for a Tensor")
         raise ValueError(f"{fn}: input {tuple(x_shape)} has {x_shape[3]} channels but weight {tuple(w_shape)} "
-                         f"expects C_in = {w_shape[2]}")
+                         f"expects C_in = {w_shape[2]}{hint}")
     sh, sw = pair(stride, "stride", fn)
     dh, dw = pair(dilation, "dilation", fn)
     # "same" padding divides by the stride, so these come before it.

@@ -32,7 +32,7 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for step in fusion.plan(list(self._modules.values())):
+        for step in fusion.plan(list(self._modules.items()), type(self).__name__):
             x = step(x)
         return x
 

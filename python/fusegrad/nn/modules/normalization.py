@@ -90,8 +90,11 @@ class BatchNorm2d(_BatchNorm):
 
     def _check(self, x):
         if x.ndim != 4 or x.shape[3] != self.num_features:
+            hint = ""
+            if x.ndim == 4 and x.shape[1] == self.num_features:
+                hint = "; fusegrad images are NHWC, and this looks like NCHW: use x.permute(0, 2, 3, 1)"
             raise ValueError(f"BatchNorm2d({self.num_features}): expected NHWC input (N, H, W, "
-                             f"{self.num_features}), got {x.shape}")
+                             f"{self.num_features}), got {x.shape}{hint}")
 
 
 class LayerNorm(Module):
