@@ -4,6 +4,12 @@ import numpy as np
 import pytest
 
 import fusegrad
+from hypothesis import settings
+
+# Property tests (tests/*/test_*_properties.py) are seeded and bounded: the same examples on
+# every run, no example database, no per-example deadline on a shared CI machine.
+settings.register_profile("fusegrad", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.load_profile("fusegrad")
 
 
 def _gpu_present() -> bool:
