@@ -115,9 +115,12 @@ HEADER = (f"{'case':<44} {'dev':<4} {'min':>12} {'median':>12} {'throughput':>19
 def run(pattern: str = "", json_path: str | None = None, device: str = "all",
         repeat: int | None = None, out=sys.stdout) -> dict:
     gpu = _gpu_ready()
-    cases = [c for c in select(all_cases(), pattern, device) if c.device == "cpu" or gpu]
+    selected = select(all_cases(), pattern, device)
+    cases = [c for c in selected if c.device == "cpu" or gpu]
     machine = describe()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items() if v is not None), file=out)
+    if len(cases) < len(selected):
+        print(f"no usable GPU: {len(selected) - len(cases)} cuda cases skipped", file=out)
     limits = {"threads": _cpu.get_num_threads()}
     if any(c.device == "cpu" for c in cases):
         limits.update(cpu_limits())
@@ -146,5 +149,9 @@ def main(args) -> int:
     if not select(all_cases(), args.filter, args.device):
         print(f"no benchmark case matches {args.filter!r}", file=sys.stderr)
         return 2
+    if args.device == "cuda" and not _gpu_ready():
+        print("bench --device cuda: no usable GPU here (fusegrad.cuda.is_available() is False, or CuPy is not "
+              "installed: pip install \".[cuda]\")", file=sys.stderr)
+        return 1
     run(args.filter, args.json, args.device, args.repeat)
     return 0
