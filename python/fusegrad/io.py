@@ -17,6 +17,7 @@ tampering. Files from other safetensors writers carry no checksums and load unve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -89,62 +90,47 @@ def save(state_dict, path, metadata: dict | None = None) -> None:
             f.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
 
-class _atomic_file:
-    """`with _atomic_file(path) as f:` writes to a temporary file beside `path`, then flushes it
-    to disk and renames it over `path`; on any error (Ctrl-C included) the temporary goes away
-    and `path` is untouched. The file is created with mode 0666 less the umask, as open() would
+@contextlib.contextmanager
+def _atomic_file(path: str):
+    """`with _atomic_file(path) as f:` writes to a temporary file beside `path`, flushes it to
+    disk and renames it over `path`; on any error (Ctrl-C included) the temporary goes away and
+    `path` is untouched. The file is created with mode 0666 less the umask, as open() would
     (tempfile.mkstemp would make it 0600)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.directory = os.path.dirname(os.path.abspath(path))
-
-    def __enter__(self):
-        while True:
-            self.tmp = os.path.join(self.directory,
-                                    f".{os.path.basename(self.path)}.{secrets.token_hex(4)}.tmp")
-            try:
-                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-                break
-            except FileExistsError:  # another writer's temporary: draw another name
-                continue
-        self.file = os.fdopen(fd, "wb")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
+    directory = os.path.dirname(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
         try:
-            if exc_type is None:
-                self.file.flush()
-                os.fsync(self.file.fileno())
-            self.file.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-                self._sync_directory()
-                return False
-        except BaseException:
-            self._remove_tmp()
-            raise
-        self._remove_tmp()
-        return False
-
-    def _remove_tmp(self):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:  # another writer's temporary: draw another name
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            os.unlink(self.tmp)
+            os.unlink(tmp)
         except OSError:
             pass
+        raise
+    _sync_directory(directory)
 
-    def _sync_directory(self):
-        # The rename itself reaches the disk only when the directory does (POSIX; not on Windows).
-        try:
-            fd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+
+def _sync_directory(directory: str) -> None:
+    # The rename reaches the disk only with the directory entry (POSIX; Windows cannot open a directory).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _header_length(first8: bytes, file_size: int, path: str) -> int:
