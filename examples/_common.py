@@ -1,4 +1,9 @@
-"""Shared bits of the examples: where MNIST lives, and the argument every example takes."""
+"""Shared bits of the examples: where MNIST lives, the arguments every example takes, the
+validation split and the final report.
+
+Every example follows one protocol: choices made while training (early stopping, watching the
+curves) see only a validation split taken from the training data; the test set is evaluated once,
+at the end, and reported rounded."""
 from __future__ import annotations
 
 import argparse
@@ -35,3 +40,16 @@ def mnist_split(directory: str):
 
 def limit(x, y, n):
     return (x, y) if n is None else (x[:n], y[:n])
+
+
+def split_validation(x, y, fraction: float = 0.1):
+    """((x_train, y_train), (x_val, y_val)): the last `fraction` of the training arrays held out,
+    as Trainer.fit(validation_split=...) does it; for a DataLoader that needs the split up front."""
+    n_val = max(1, int(len(x) * fraction))
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+
+
+def report(title: str, result: dict) -> None:
+    """Prints `title: accuracy 0.9765 - loss 0.0812`: the metrics, then the loss, to 4 decimals."""
+    ordered = [name for name in result if name != "loss"] + ["loss"] * ("loss" in result)
+    print(f"{title}: " + " - ".join(f"{name} {result[name]:.4f}" for name in ordered))

@@ -52,16 +52,17 @@ def main(argv=None) -> dict:
         augment = Compose([RandomShift(3), RandomRotation(10)])  # no flips: a mirrored digit is another glyph
     x, y = _common.limit(x, y, args.limit)
     xt, yt = _common.limit(xt, yt, args.limit)
+    (x, y), validation = _common.split_validation(x, y)  # early stopping must not peek at the test set
     fg.manual_seed(args.seed)
     model = models.cifar_cnn(channels=3, classes=10, image_size=32)
     trainer = Trainer(model, "cross_entropy", optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4),
                       metrics=["accuracy", "top3_accuracy"], device=args.device)
     train = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True, seed=args.seed,
                        transform=augment)
-    history = trainer.fit(train, epochs=args.epochs, validation_data=(xt, yt), verbose=args.verbose,
+    history = trainer.fit(train, epochs=args.epochs, validation_data=validation, verbose=args.verbose,
                           callbacks=[EarlyStopping("val_accuracy", patience=3, restore_best_weights=True)])
     result = trainer.evaluate(xt, yt)
-    print(f"CIFAR-style CNN: test accuracy {result['accuracy']:.4f}, top-3 {result['top3_accuracy']:.4f}")
+    _common.report("CIFAR-style CNN, test set", result)
     return {"history": history.history, **result}
 
 

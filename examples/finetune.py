@@ -26,8 +26,9 @@ def main(argv=None) -> dict:
     model = models.digits_cnn(classes=5)
     xa, ya = _common.limit(x[first], y[first], args.limit)
     base = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=2e-3), device=args.device)
-    base.fit(xa, ya, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose)
-    pretrained = base.evaluate(xt[first_t], yt[first_t])["accuracy"]
+    base.fit(xa, ya, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1, verbose=args.verbose)
+    pretrained = base.evaluate(xt[first_t], yt[first_t])
+    _common.report("pretrained on 0-4, test set", pretrained)
 
     # 2. Freeze the convolutions and put a new head for digits 5-9 (labels 0-4 there) in place.
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -39,13 +40,15 @@ def main(argv=None) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     xb, yb = _common.limit(x[~first], y[~first] - 5, args.limit)
     tuned = Trainer(model, "cross_entropy", optim.Adam(trainable, lr=2e-3), device=args.device)
-    tuned.fit(xb, yb, epochs=args.finetune_epochs, batch_size=args.batch_size, verbose=args.verbose)
-    new_task = tuned.evaluate(xt[~first_t], yt[~first_t] - 5)["accuracy"]
+    tuned.fit(xb, yb, epochs=args.finetune_epochs, batch_size=args.batch_size, validation_split=0.1,
+              verbose=args.verbose)
+    new_task = tuned.evaluate(xt[~first_t], yt[~first_t] - 5)
+    _common.report("fine-tuned on 5-9 with frozen convolutions, test set", new_task)
     unchanged = all(np.array_equal(p.numpy(), frozen[id(p)]) for conv in convs for p in conv.parameters())
-    print(f"pretrained on 0-4: {pretrained:.4f}; fine-tuned on 5-9 with frozen convolutions: {new_task:.4f}; "
-          f"convolutions unchanged: {unchanged}; trainable tensors {len(trainable)} of {len(list(model.parameters()))}")
-    return {"pretrained_accuracy": pretrained, "finetuned_accuracy": new_task, "convs_unchanged": unchanged,
-            "trainable": len(trainable)}
+    print(f"convolutions unchanged: {unchanged}; trainable tensors {len(trainable)} of "
+          f"{len(list(model.parameters()))}")
+    return {"pretrained_accuracy": pretrained["accuracy"], "finetuned_accuracy": new_task["accuracy"],
+            "convs_unchanged": unchanged, "trainable": len(trainable)}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def main(argv=None) -> dict:
     (x, y), (xt, yt) = _common.mnist_split(args.data_dir)
     x, y = _common.limit(x, y, args.limit)
     xt, yt = _common.limit(xt, yt, args.limit)
+    (x, y), validation = _common.split_validation(x, y)  # the loader augments, so split up front
     fg.manual_seed(args.seed)
     model = models.mnist_cnn()
     opt = optim.Adam(model.parameters(), lr=1e-3)
@@ -28,9 +29,9 @@ def main(argv=None) -> dict:
                       scheduler=optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps))
     train = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True, seed=args.seed,
                        transform=RandomShift(args.shift) if args.shift else None)
-    history = trainer.fit(train, epochs=args.epochs, validation_data=(xt, yt), verbose=args.verbose)
+    history = trainer.fit(train, epochs=args.epochs, validation_data=validation, verbose=args.verbose)
     result = trainer.evaluate(xt, yt)
-    print(f"MNIST CNN: test accuracy {result['accuracy']:.4f}")
+    _common.report("MNIST CNN, test set", result)
     return {"history": history.history, **result}
 
 

@@ -21,10 +21,10 @@ def main(argv=None) -> dict:
     fg.manual_seed(args.seed)
     model = models.mlp(784, hidden=(500, 300), classes=10)
     trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=1e-3), device=args.device)
-    history = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt),
+    history = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
                           verbose=args.verbose)
     result = trainer.evaluate(xt, yt)
-    print(f"MLP 784-500-300-10: test accuracy {result['accuracy']:.4f}")
+    _common.report("MLP 784-500-300-10, test set", result)
     return {"history": history.history, **result}
 
 

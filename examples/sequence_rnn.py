@@ -38,9 +38,10 @@ def main(argv=None) -> dict:
         fg.manual_seed(args.seed)
         model = SequenceClassifier(cell)
         trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=3e-3), device=args.device)
-        trainer.fit(seq, y, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose)
+        trainer.fit(seq, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
+                    verbose=args.verbose)
         results[cell] = trainer.evaluate(seq_test, yt)
-        print(f"{cell.upper()}: test accuracy {results[cell]['accuracy']:.4f}")
+        _common.report(f"{cell.upper()}, test set", results[cell])
     return results
 
 

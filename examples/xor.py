@@ -32,11 +32,12 @@ def main(argv=None) -> dict:
     model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1), nn.Sigmoid())
     trainer = Trainer(model, nn.BCELoss(), optim.Adam(model.parameters(), lr=0.03), metrics=["accuracy"],
                       device=args.device)
-    history = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose)
+    history = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
+                          verbose=args.verbose)
     result = trainer.evaluate(xt, yt)
+    _common.report("XOR, test set", result)
     corners = trainer.predict(np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float32))[:, 0]
-    print(f"XOR: test accuracy {result['binary_accuracy']:.4f}; p(class 1) at the corners "
-          f"{np.round(corners, 3).tolist()}")
+    print("p(class 1) at the corners (-1,-1), (-1,1), (1,-1), (1,1): " + ", ".join(f"{p:.3f}" for p in corners))
     return {"history": history.history, "corners": corners, **result}
 
 

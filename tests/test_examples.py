@@ -1,12 +1,16 @@
-"""Every example runs, on a small budget, and learns something."""
+"""Every example runs, on a small budget, learns something, and keeps the protocol: validation on
+a split of the training data, the test set evaluated once at the end, figures printed rounded."""
 import gzip
 import importlib
 import os
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fusegrad.train import Trainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -15,6 +19,43 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _examples_importable(monkeypatch):
     pytest.importorskip("sklearn")
     monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
+@pytest.fixture
+def protocol(monkeypatch, capsys):
+    """Records every fit and evaluate of every Trainer while an example runs, and checks after it
+    that each trained model was validated on data other than what it was tested on, was tested
+    exactly once, after its training, and that the printed figures are rounded."""
+    events = []
+    real_fit, real_evaluate = Trainer.fit, Trainer.evaluate
+
+    def fit(self, x, y=None, **kw):
+        events.append(("fit", self, kw))
+        return real_fit(self, x, y, **kw)
+
+    def evaluate(self, x, y=None, **kw):
+        events.append(("evaluate", self, x))
+        return real_evaluate(self, x, y, **kw)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    yield events
+    trainers = {id(t): t for _, t, _ in events}
+    assert trainers, "the example trained nothing"
+    for key in trainers:
+        mine = [(kind, detail) for kind, t, detail in events if id(t) == key]
+        kinds = [kind for kind, _ in mine]
+        assert kinds.count("evaluate") == 1 and kinds[-1] == "evaluate", kinds  # tested once, at the end
+        test_x = mine[-1][1]
+        for kind, kw in mine[:-1]:
+            assert kw.get("validation_split", 0) > 0 or kw.get("validation_data") is not None, kw
+            if kw.get("validation_data") is not None:
+                val_x = kw["validation_data"][0]
+                assert not np.shares_memory(val_x, test_x)
+                assert not (val_x.shape == test_x.shape and np.array_equal(val_x, test_x))
+    out = capsys.readouterr().out
+    assert re.search(r"accuracy \d\.\d{4}\b", out) and re.search(r"loss \d+\.\d{4}\b", out), out
+    assert not re.search(r"\d\.\d{5,}", out), out  # no 17-digit figures
 
 
 def run(name, *args):
@@ -42,34 +83,40 @@ def mnist_dir(tmp_path_factory):
     return str(d)
 
 
+@pytest.mark.usefixtures("protocol")
 def test_mnist_mlp(mnist_dir):
     r = run("mnist_mlp", "--data-dir", mnist_dir, "--epochs", "1", "--limit", "1000")
     assert len(r["history"]["loss"]) == 1 and r["accuracy"] >= 0.7
 
 
+@pytest.mark.usefixtures("protocol")
 def test_mnist_cnn(mnist_dir):
     r = run("mnist_cnn", "--data-dir", mnist_dir, "--epochs", "2", "--limit", "320", "--batch-size", "32")
     assert len(r["history"]["val_loss"]) == 2 and r["history"]["loss"][1] < r["history"]["loss"][0]
     assert r["accuracy"] > 0.3  # well above chance after 20 steps
 
 
+@pytest.mark.usefixtures("protocol")
 def test_cifar_cnn_on_colour_digits():
     r = run("cifar_cnn", "--epochs", "1", "--limit", "96", "--batch-size", "32")
     assert set(r["history"]) >= {"loss", "top3_accuracy", "val_accuracy"}
     assert np.isfinite(r["loss"])
 
 
+@pytest.mark.usefixtures("protocol")
 def test_xor():
     r = run("xor", "--epochs", "40")
     assert r["binary_accuracy"] >= 0.95
     np.testing.assert_array_less(np.abs(r["corners"] - [0, 1, 1, 0]), 0.3)
 
 
+@pytest.mark.usefixtures("protocol")
 def test_sequence_rnn():
-    r = run("sequence_rnn", "--epochs", "2", "--limit", "400")
+    r = run("sequence_rnn", "--epochs", "3", "--limit", "400")
     assert set(r) == {"lstm", "gru"} and r["lstm"]["accuracy"] > 0.3 and r["gru"]["accuracy"] > 0.3
 
 
+@pytest.mark.usefixtures("protocol")
 def test_finetune():
     r = run("finetune", "--epochs", "3", "--finetune-epochs", "3", "--limit", "300")
     assert r["convs_unchanged"] and r["trainable"] == 4

@@ -1,4 +1,4 @@
-"""fusegrad.save / fusegrad.load: the safetensors format, atomic writes, corrupt files."""
+"""fusegrad.save / fusegrad.load: the safetensors format, atomic writes, permissions, checksums, corrupt files."""
 import json
 import os
 import struct
@@ -8,7 +8,7 @@ import pytest
 
 import fusegrad as fg
 from fusegrad import models, nn
-from fusegrad.io import load_with_metadata
+from fusegrad.io import CHECKSUM_KEY, load_metadata, load_with_metadata
 
 
 def sample_state(rng):
@@ -64,8 +64,9 @@ def test_interoperates_with_the_safetensors_package(tmp_path, rng):
     theirs = st.load_file(str(tmp_path / "ours.safetensors"))
     for k in state:
         np.testing.assert_array_equal(theirs[k], state[k])
-    st.save_file(state, str(tmp_path / "theirs.safetensors"))
-    ours = fg.load(tmp_path / "theirs.safetensors")
+    st.save_file(state, str(tmp_path / "theirs.safetensors"), metadata={"format": "np"})
+    ours, meta = load_with_metadata(tmp_path / "theirs.safetensors")  # no checksums in their file
+    assert meta == {"format": "np"}
     for k in state:
         np.testing.assert_array_equal(ours[k].numpy(), state[k])
 
@@ -145,6 +146,103 @@ def test_save_is_atomic(tmp_path, monkeypatch, rng):
     monkeypatch.setattr(os, "replace", real_replace)
     assert path.read_bytes() == before  # the previous file is intact ...
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]  # ... and no temporary is left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_get_the_usual_permissions(tmp_path, umask, mode):
+    path = tmp_path / "w.safetensors"
+    previous = os.umask(umask)
+    try:
+        fg.save({"w": np.ones(3, np.float32)}, path)
+        first = os.stat(path).st_mode & 0o777
+        path.chmod(0o600)
+        fg.save({"w": np.zeros(3, np.float32)}, path)  # replacing a file: a new file, the umask's mode again
+        second = os.stat(path).st_mode & 0o777
+    finally:
+        os.umask(previous)
+    assert (oct(first), oct(second)) == (oct(mode), oct(mode))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def data_section(raw):
+    n = struct.unpack("<Q", raw[:8])[0]
+    return 8 + n, len(raw)
+
+
+def test_a_flipped_byte_anywhere_in_the_data_is_caught(tmp_path, rng):
+    state = {"w": rng.standard_normal((3, 4)).astype(np.float32), "empty": np.zeros(0, np.float32),
+             "i": np.arange(5, dtype=np.int64), "m": np.array([True, False])}
+    good = tmp_path / "good.safetensors"
+    fg.save(state, good)
+    raw = good.read_bytes()
+    header = json.loads(raw[8:data_section(raw)[0]])
+    assert set(json.loads(header["__metadata__"][CHECKSUM_KEY])) == set(state)
+    begin, end = data_section(raw)
+    bad = tmp_path / "bad.safetensors"
+    for position in range(begin, end):
+        flipped = bytearray(raw)
+        flipped[position] ^= 0x10
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match=r"bad\.safetensors: corrupt data: tensor '(w|i|m)' fails its checksum"):
+            fg.load(bad)
+    loaded = fg.load(good)  # the intact file still loads
+    np.testing.assert_array_equal(loaded["w"].numpy(), state["w"])
+
+
+def test_checksum_metadata_is_checked_and_kept_out_of_the_users_metadata(tmp_path):
+    path = tmp_path / "a.safetensors"
+    # A checksum key handed in (say, metadata copied from another file) is replaced by this file's own.
+    fg.save({"w": np.ones(4, np.float32)}, path, metadata={"note": "x", CHECKSUM_KEY: '{"w":"00000000"}'})
+    _, meta = load_with_metadata(path)
+    assert meta == {"note": "x"} and load_metadata(path) == {"note": "x"}
+    raw = path.read_bytes()
+    start, _ = data_section(raw)
+    header = json.loads(raw[8:start])
+    for broken in ("not json", '{"v":"00000000"}', "[1]"):
+        header["__metadata__"][CHECKSUM_KEY] = broken
+        text = json.dumps(header).encode()
+        (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[start:])
+        with pytest.raises(ValueError, match="corrupt checksum metadata"):
+            fg.load(tmp_path / "b.safetensors")
+
+
+def write_safetensors_by_hand(path, arrays, metadata=None):
+    """The format as its specification gives it, with no checksum (as other writers make it)."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, a in arrays.items():
+        code = {"float32": "F32", "int64": "I64"}[a.dtype.name]
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.astype(a.dtype.newbyteorder("<")).tobytes())
+        offset += a.nbytes
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def test_files_without_checksums_still_load(tmp_path, rng):
+    arrays = {"w": rng.standard_normal((2, 3)).astype(np.float32), "n": np.arange(4, dtype=np.int64)}
+    write_safetensors_by_hand(tmp_path / "plain.safetensors", arrays, {"format": "pt"})
+    write_safetensors_by_hand(tmp_path / "bare.safetensors", arrays)
+    for name in ("plain", "bare"):
+        loaded, meta = load_with_metadata(tmp_path / f"{name}.safetensors")
+        for k, a in arrays.items():
+            np.testing.assert_array_equal(loaded[k].numpy(), a)
+    assert meta == {} and load_metadata(tmp_path / "plain.safetensors") == {"format": "pt"}
+
+
+def test_load_metadata_reads_the_header_only(tmp_path):
+    path = tmp_path / "m.safetensors"
+    fg.save({"w": np.ones(1000, np.float32)}, path, metadata={"k": "v"})
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-400])  # truncated data: load fails, the header is still readable
+    assert load_metadata(path) == {"k": "v"}
+    with pytest.raises(ValueError, match="truncated"):
+        fg.load(path)
+    path.write_bytes(raw[:5])
+    with pytest.raises(ValueError, match="only 5 bytes"):
+        load_metadata(path)
 
 
 def test_save_errors(tmp_path):

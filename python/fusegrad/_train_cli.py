@@ -1,8 +1,14 @@
-"""`python -m fusegrad train`: a whole training run from the command line."""
+"""`python -m fusegrad train`: a whole training run from the command line.
+
+What the user must see whatever --verbose says (nothing left to train, an interruption and what was
+saved) goes to stderr; the run's own report (the header, test figures, the files written) to stdout,
+unless --verbose 0.
+"""
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -10,9 +16,11 @@ import numpy as np
 from . import models, optim
 from .data import load_digits, load_mnist
 from .random import manual_seed
-from .train import ModelCheckpoint, Trainer
+from .train import Callback, ModelCheckpoint, Trainer
+from .train.checkpoint import read_info
 
-MNIST_TRAIN_OF_TEST_SET = 8000  # with only the MNIST test set at hand: 8,000 to train on, 2,000 to test
+MNIST_TRAIN_FRACTION_OF_TEST_SET = 0.8  # with only the MNIST test set at hand: 8,000 to train on, 2,000 to test
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
 
 
 def load_data(spec: str):
@@ -28,10 +36,15 @@ def load_data(spec: str):
         except FileNotFoundError:
             # Only the test set is there (as in ../shared/data/mnist): split it.
             x, y = load_mnist(directory, "test")
-            k = MNIST_TRAIN_OF_TEST_SET
-            return (x[:k], y[:k]), (x[k:], y[k:]), "mnist (test set split 8000/2000)"
-        return train, load_mnist(directory, "test"), "mnist"
+            k = int(len(x) * MNIST_TRAIN_FRACTION_OF_TEST_SET)
+            return (x[:k], y[:k]), (x[k:], y[k:]), "MNIST's test set split in two"
+        return train, load_mnist(directory, "test"), "MNIST"
     raise ValueError(f"--data: expected 'digits' or 'mnist:DIR', got {spec!r}")
+
+
+def data_kind(spec: str) -> str:
+    """'digits' or 'mnist': what a checkpoint must match (the MNIST directory may have moved)."""
+    return spec.split(":", 1)[0]
 
 
 def build_model(kind: str, x_shape):
@@ -45,13 +58,54 @@ def build_model(kind: str, x_shape):
     raise ValueError(f"--model cnn: no CNN for {h}x{w} images")
 
 
-def run(args) -> int:
+def check_args(args) -> None:
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
+    for flag, path in (("--save", args.save), ("--json", args.json)):
+        # Found out now rather than after the whole run.
+        directory = os.path.dirname(os.path.abspath(path)) if path else None
+        if directory and not os.path.isdir(directory):
+            raise FileNotFoundError(f"{flag} {path}: no directory {directory!r}")
+
+
+def check_resume(args) -> dict:
+    """The checkpoint's own description (header only), after checking that it was made by this
+    command for the same --model and kind of --data, before any weights are loaded."""
+    info = read_info(args.resume)
+    made_by = info["extra"]
+    if "model" not in made_by:  # a Trainer checkpoint from elsewhere: the weights will tell
+        return info
+    if made_by["model"] != args.model:
+        raise ValueError(f"--resume {args.resume}: the checkpoint holds the {made_by['model']} model "
+                         f"(trained on --data {made_by.get('data')}), not {args.model}; pass --model {made_by['model']}")
+    if data_kind(made_by.get("data", "")) != data_kind(args.data):
+        raise ValueError(f"--resume {args.resume}: the checkpoint was trained on --data {made_by.get('data')}, "
+                         f"this run asks for --data {args.data}")
+    return info
+
+
+class SamplesSeen(Callback):
+    """Counts the samples trained on, a partial epoch included."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += int((logs or {}).get("size", 0))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def run(args) -> int:
+    check_args(args)
+    resumed = check_resume(args) if args.resume else None
     (x_train, y_train), (x_test, y_test), data_name = load_data(args.data)
     epochs = args.epochs if args.epochs is not None else (15 if data_name == "digits" else 5)
     manual_seed(args.seed)
@@ -64,29 +118,61 @@ def run(args) -> int:
     if args.resume:
         trainer.load_checkpoint(args.resume)
     quiet = args.verbose == 0
-    if not quiet:
-        print(f"fusegrad train: {args.model} on {data_name} ({len(x_train)} train / {len(x_test)} test), "
-              f"{epochs} epochs, batch {args.batch_size}, device {trainer.device}"
-              + (f", resumed at epoch {trainer.epoch}" if args.resume else ""), flush=True)
-    callbacks = [ModelCheckpoint(args.save, full=True)] if args.save else []
+
+    def report_line(text):
+        if not quiet:
+            print(text, flush=True)
+
+    def note(text):
+        print(text, file=sys.stderr, flush=True)
+
+    report_line(f"fusegrad train: {args.model} on {data_name} ({len(x_train)} train / {len(x_test)} test), "
+                f"{plural(epochs, 'epoch')}, batch {args.batch_size}, device {trainer.device}"
+                + (f", resumed at epoch {trainer.epoch}" if resumed else ""))
+    checkpoint = (ModelCheckpoint(args.save, full=True, extra={"model": args.model, "data": args.data})
+                  if args.save else None)
+    samples = SamplesSeen()
+    interrupted = False
     start = time.perf_counter()
-    history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size, callbacks=callbacks,
-                          verbose=args.verbose, initial_epoch=trainer.epoch)
+    if trainer.epoch >= epochs:
+        note(f"checkpoint {args.resume} is at epoch {trainer.epoch}; nothing to train for --epochs {epochs}; "
+             "pass a larger --epochs")
+    else:
+        history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size,
+                              callbacks=[samples] + ([checkpoint] if checkpoint else []),
+                              verbose=args.verbose, initial_epoch=trainer.epoch)
+        interrupted = history.interrupted
     seconds = time.perf_counter() - start
-    trained = len(history.epoch) * len(x_train)
-    result = trainer.evaluate(x_test, y_test)
+    result = None
+    if not interrupted:  # after a Ctrl-C the user wants out, not a test pass over a half-trained model
+        try:
+            result = trainer.evaluate(x_test, y_test)
+        except KeyboardInterrupt:
+            interrupted = True
     report = {
-        "test_accuracy": round(float(result["accuracy"]), 6), "test_loss": round(float(result["loss"]), 6),
-        "epochs": trainer.epoch, "samples_per_second": round(trained / seconds, 1) if seconds > 0 else None,
+        "test_accuracy": None if result is None else round(float(result["accuracy"]), 6),
+        "test_loss": None if result is None else round(float(result["loss"]), 6),
+        "epochs": trainer.epoch,
+        "samples_per_second": round(samples.count / seconds, 1) if samples.count and seconds > 0 else None,
         "seconds": round(seconds, 3), "device": trainer.device,
     }
-    if history.interrupted:
+    if interrupted:
         report["interrupted"] = True
-    if not quiet:
-        print(f"test accuracy {report['test_accuracy']:.4f} - test loss {report['test_loss']:.4f} - "
-              f"{report['samples_per_second']} samples/s - {seconds:.1f} s"
-              + (" (interrupted)" if history.interrupted else ""))
+    if result is not None:
+        report_line(f"test accuracy {report['test_accuracy']:.4f} - test loss {report['test_loss']:.4f}"
+                    + (f" - {report['samples_per_second']} samples/s - {seconds:.1f} s" if samples.count else ""))
+    say = note if interrupted else report_line
+    if interrupted:
+        note(f"interrupted after {plural(trainer.epoch, 'completed epoch')}")
+    if checkpoint is not None:
+        if checkpoint.last_saved is not None:
+            say(f"checkpoint of epoch {checkpoint.last_saved[0]} written to {checkpoint.last_saved[1]}")
+        else:
+            say(f"no epoch completed in this run: {args.save} not written")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+        say(f"results written to {args.json}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 0 if np.isfinite(report["test_loss"]) else 1

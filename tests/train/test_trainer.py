@@ -331,29 +331,37 @@ def test_trainer_scheduler_per_epoch_and_per_step(digits):
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 6)
 
 
-def test_progress_plain_lines(digits, capsys, monkeypatch):
+def test_progress_one_line_per_epoch(digits, capsys):
     (x, y), (xt, yt) = digits
     trainer = make_trainer()
     trainer.fit(x[:128], y[:128], epochs=2, batch_size=32, validation_data=(xt[:50], yt[:50]), verbose=2)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "samples/s" in lines[1]
     assert "val_accuracy" in lines[1] and "loss:" in lines[1]
-    monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm missing: verbose=1 falls back to plain lines
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    trainer.fit(x[:128], y[:128], epochs=1, batch_size=16, verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == ProgressBar.PLAIN_LINES_PER_EPOCH + 1
-    assert lines[0].startswith("Epoch 1/1 2/8") and lines[-2].startswith("Epoch 1/1 8/8")
 
 
-def test_progress_bar_with_tqdm(digits, tmp_path):
-    pytest.importorskip("tqdm")
+def test_progress_bar_with_tqdm(digits, tmp_path, capsys):
     (x, y), _ = digits
     trainer = make_trainer()
     with open(tmp_path / "bar.txt", "w") as f:
         trainer.fit(x[:96], y[:96], epochs=2, batch_size=32, callbacks=[ProgressBar(1, file=f)])
     text = (tmp_path / "bar.txt").read_text()
     assert "Epoch 2/2" in text and "3/3" in text and "samples/s" in text and "loss" in text
+    assert "100%|" in text  # a tqdm bar, not plain lines
+    trainer.fit(x[:96], y[:96], epochs=1, batch_size=32, verbose=1)  # the default: a bar on stderr
+    captured = capsys.readouterr()
+    assert "Epoch 1/1" in captured.err and "3/3" in captured.err and captured.out == ""
+
+
+def test_progress_bar_without_tqdm_says_how_to_get_it(digits, monkeypatch):
+    (x, y), _ = digits
+    trainer = make_trainer()
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError, match="needs tqdm.*pip install tqdm"):
+        trainer.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=1)
+    assert trainer.epoch == 0  # it failed before training
+    trainer.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=2)  # plain lines need nothing
 
 
 def test_history_plot(digits, tmp_path, monkeypatch):
@@ -517,6 +525,37 @@ def test_checkpoint_errors_leave_the_trainer_unchanged(digits, tmp_path):
     with pytest.raises(ValueError, match="exp_avg"):
         target.load_checkpoint(tmp_path / "badopt.safetensors")
     unchanged()
+
+
+def test_checkpoint_carries_extra_metadata(digits, tmp_path):
+    from fusegrad.train.checkpoint import read_info
+
+    (x, y), _ = digits
+    trainer = resume_setup(0)
+    trainer.fit(x[:64], y[:64], epochs=1, verbose=0)
+    extra = {"model": "cnn", "data": "digits", "sizes": [1, 2]}
+    trainer.save_checkpoint(tmp_path / "c.safetensors", extra=extra)
+    assert read_info(tmp_path / "c.safetensors")["extra"] == extra  # from the header, nothing loaded
+    assert read_info(tmp_path / "c.safetensors")["epoch"] == 1
+    info = resume_setup(1).load_checkpoint(tmp_path / "c.safetensors")
+    assert info["extra"] == extra and info["epoch"] == 1
+    trainer.save_checkpoint(tmp_path / "plain.safetensors")
+    assert read_info(tmp_path / "plain.safetensors")["extra"] == {}
+    with pytest.raises(TypeError, match="extra must be a dict"):
+        trainer.save_checkpoint(tmp_path / "bad.safetensors", extra=["cnn"])
+    with pytest.raises(TypeError, match="cannot store"):
+        trainer.save_checkpoint(tmp_path / "bad.safetensors", extra={"x": object()})
+    assert not (tmp_path / "bad.safetensors").exists()
+    fg.save({"w": np.ones(2, np.float32)}, tmp_path / "weights.safetensors")
+    with pytest.raises(ValueError, match="not a Trainer checkpoint"):
+        read_info(tmp_path / "weights.safetensors")
+    # ModelCheckpoint passes extra into every full checkpoint, and says which epoch it wrote last
+    ckpt = ModelCheckpoint(tmp_path / "m.safetensors", full=True, extra=extra)
+    trainer.fit(x[:64], y[:64], epochs=3, verbose=0, callbacks=[ckpt], initial_epoch=trainer.epoch)
+    assert read_info(tmp_path / "m.safetensors")["extra"] == extra
+    assert ckpt.last_saved == (3, str(tmp_path / "m.safetensors"))
+    with pytest.raises(ValueError, match="full=True"):
+        ModelCheckpoint(tmp_path / "w.safetensors", extra=extra)
 
 
 def test_default_device_follows_cuda_availability():

@@ -72,7 +72,8 @@ def _tqdm():
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
+        raise ImportError("ProgressBar(verbose=1) needs tqdm, a fusegrad dependency: pip install tqdm "
+                          "(or pass verbose=2 for one plain line per epoch)") from None
     return tqdm
 
 
@@ -80,11 +81,9 @@ class ProgressBar(Callback):
     """Shows training progress.
 
     verbose=1: a tqdm bar per epoch with batches, running loss and metrics, samples/s and ETA
-    (without tqdm installed, plain lines: one every `PLAIN_LINES_PER_EPOCH`-th of the epoch).
-    verbose=2: one plain line per epoch, for logs. Lines go to `file` (stdout by default).
+    (on stderr unless `file` says otherwise, as tqdm does). verbose=2: one plain line per epoch,
+    for logs, on stdout unless `file` says otherwise.
     """
-
-    PLAIN_LINES_PER_EPOCH = 4  # without tqdm, enough lines to see progress without flooding a log
 
     def __init__(self, verbose: int = 1, file=None):
         super().__init__()
@@ -96,30 +95,24 @@ class ProgressBar(Callback):
     def _print(self, text):
         print(text, file=self.file or sys.stdout, flush=True)
 
+    def on_train_begin(self, logs=None):
+        if self.verbose == 1:
+            self._tqdm = _tqdm()  # a missing tqdm fails here, before any training
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._start, self._seen = epoch, time.perf_counter(), 0
-        self._steps = self.params.get("steps")
-        self._next_line = 1
-        tqdm = _tqdm() if self.verbose == 1 else None
-        if tqdm is not None:
-            self._bar = tqdm(total=self._steps, desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
-                             unit="batch", leave=True, file=self.file, dynamic_ncols=True)
+        self._start, self._seen = time.perf_counter(), 0
+        if self.verbose == 1:
+            self._bar = self._tqdm(total=self.params.get("steps"), unit="batch", leave=True, file=self.file,
+                                   desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}", dynamic_ncols=True)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         self._seen += int(logs.get("size", 0))
-        rate = self._seen / max(time.perf_counter() - self._start, 1e-9)
-        shown = {k: v for k, v in logs.items() if k not in ("batch", "size")}
         if self._bar is not None:
-            self._bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()}, "samples/s": f"{rate:.0f}"},
-                                  refresh=False)
+            rate = self._seen / max(time.perf_counter() - self._start, 1e-9)
+            shown = {k: f"{v:.4f}" for k, v in logs.items() if k not in ("batch", "size")}
+            self._bar.set_postfix({**shown, "samples/s": f"{rate:.0f}"}, refresh=False)
             self._bar.update(1)
-        elif self.verbose == 1 and self._steps:
-            done = batch + 1
-            if done >= self._next_line * self._steps / self.PLAIN_LINES_PER_EPOCH or done == self._steps:
-                self._next_line += 1
-                self._print(f"Epoch {self._epoch + 1}/{self.params.get('epochs')} {done}/{self._steps} - "
-                            f"{_format_logs(shown)} - {rate:.0f} samples/s")
 
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._start
@@ -214,13 +207,18 @@ class EarlyStopping(_Monitor):
 class ModelCheckpoint(_Monitor):
     """Saves the model's weights (safetensors) after each epoch, or only when `monitor` improves
     with save_best_only. `path` may hold fields such as "{epoch:02d}" or "{val_loss:.3f}".
-    full=True saves a whole Trainer checkpoint (optimizer, scheduler, RNG) instead."""
+    full=True saves a whole Trainer checkpoint (optimizer, scheduler, RNG) instead, with `extra`
+    (a dict of JSON values) in it. `saved` lists the paths written; `last_saved` is (epochs
+    completed, path) of the latest, or None."""
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 full: bool = False):
+                 full: bool = False, extra: dict | None = None):
         super().__init__(monitor, mode)
-        self.path, self.save_best_only, self.full = os.fspath(path), save_best_only, full
+        if extra is not None and not full:
+            raise ValueError("ModelCheckpoint: extra is stored only in full (Trainer) checkpoints; pass full=True")
+        self.path, self.save_best_only, self.full, self.extra = os.fspath(path), save_best_only, full, extra
         self.saved: list = []
+        self.last_saved: tuple | None = None
 
     def on_train_begin(self, logs=None):
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -234,12 +232,13 @@ class ModelCheckpoint(_Monitor):
             self.best = value
         path = self.path.format(epoch=epoch + 1, **logs)
         if self.full:
-            self.trainer.save_checkpoint(path)
+            self.trainer.save_checkpoint(path, extra=self.extra)
         else:
             from ..io import save
 
             save(self.trainer.model.state_dict(), path)
         self.saved.append(path)
+        self.last_saved = (self.trainer.epoch, path)
 
 
 class CSVLogger(Callback):

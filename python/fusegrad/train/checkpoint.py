@@ -1,13 +1,14 @@
 """The Trainer's checkpoint: model, optimizer and scheduler state, the epoch, fusegrad's RNG state,
 the shuffling seed and the loader's position, in one safetensors file (arrays as tensors, the rest
-as JSON metadata), written atomically."""
+as JSON metadata), written atomically. `extra` carries the caller's own facts along (the command
+line stores its --model and --data there), readable without loading anything: read_info(path)."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from ..io import load_with_metadata, save
+from ..io import load_metadata, load_with_metadata, save
 from ..random import default_generator
 
 FORMAT = "fusegrad.trainer/1"
@@ -21,8 +22,11 @@ def _json_default(value):
     raise TypeError(f"checkpoint: cannot store a {type(value).__name__} in the metadata")
 
 
-def save_checkpoint(trainer, path) -> None:
-    """Writes everything a Trainer needs to resume exactly to `path`."""
+def save_checkpoint(trainer, path, extra: dict | None = None) -> None:
+    """Writes everything a Trainer needs to resume exactly to `path`. extra: a dict of JSON values
+    stored beside it (load_checkpoint and read_info return it as info["extra"])."""
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"save_checkpoint: extra must be a dict, got {type(extra).__name__}")
     tensors = {"model." + k: v for k, v in trainer.model.state_dict().items()}
     opt_state = trainer.optimizer.state_dict()
     scalars = {}
@@ -41,15 +45,12 @@ def save_checkpoint(trainer, path) -> None:
         "scheduler": None if trainer.scheduler is None else {"class": type(trainer.scheduler).__name__,
                                                              "state": trainer.scheduler.state_dict()},
         "loader": None if trainer._loader is None else trainer._loader.state_dict(),
+        "extra": extra or {},
     }
     save(tensors, path, metadata={"fusegrad.trainer": json.dumps(info, default=_json_default)})
 
 
-def load_checkpoint(trainer, path) -> dict:
-    """Restores what save_checkpoint stored into `trainer`; returns the stored metadata. A corrupt
-    file raises ValueError; a checkpoint of another model (missing or unexpected weights) KeyError
-    naming them; wrong shapes ValueError naming them. On any error the trainer is left as it was."""
-    tensors, metadata = load_with_metadata(path)
+def _info(metadata: dict, path) -> dict:
     if "fusegrad.trainer" not in metadata:
         raise ValueError(f"{path}: not a Trainer checkpoint (no 'fusegrad.trainer' metadata); for saved "
                          "weights use model.load_state_dict(fusegrad.load(path))")
@@ -57,9 +58,31 @@ def load_checkpoint(trainer, path) -> dict:
         info = json.loads(metadata["fusegrad.trainer"])
         if info.get("format") != FORMAT:
             raise ValueError(f"format {info.get('format')!r}, expected {FORMAT!r}")
-        opt_info = info["optimizer"]
+        missing = [key for key in ("epoch", "seed", "rng", "optimizer") if key not in info]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        info.setdefault("extra", {})  # checkpoints written before `extra` existed
+        if not isinstance(info["extra"], dict):
+            raise ValueError("'extra' is not an object")
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: corrupt Trainer checkpoint metadata ({err})") from None
+    return info
+
+
+def read_info(path) -> dict:
+    """What a checkpoint says about itself ("epoch", "extra", "optimizer", ...), from its header
+    alone: cheap, touches no trainer, and does not verify the tensor data (load_checkpoint does)."""
+    return _info(load_metadata(path), path)
+
+
+def load_checkpoint(trainer, path) -> dict:
+    """Restores what save_checkpoint stored into `trainer`; returns the stored metadata (with
+    "extra"). A corrupt file raises ValueError; a checkpoint of another model (missing or
+    unexpected weights) KeyError naming them; wrong shapes ValueError naming them. On any error
+    the trainer is left as it was."""
+    tensors, metadata = load_with_metadata(path)
+    info = _info(metadata, path)
+    opt_info = info["optimizer"]
     if opt_info["class"] != type(trainer.optimizer).__name__:
         raise ValueError(f"{path}: the checkpoint holds {opt_info['class']} state, this trainer has "
                          f"{type(trainer.optimizer).__name__}")

@@ -281,13 +281,16 @@ class Trainer:
         return np.concatenate(outputs)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, path) -> None:
+    def save_checkpoint(self, path, extra: dict | None = None) -> None:
         """Model, optimizer and scheduler state, the epoch, fusegrad's RNG state and the shuffling
-        seed, in one safetensors file, atomically (train/checkpoint.py)."""
-        checkpoint.save_checkpoint(self, path)
+        seed, in one safetensors file, atomically (train/checkpoint.py). extra: your own dict of
+        JSON values kept beside them (returned by load_checkpoint as info["extra"], and readable
+        without loading by fusegrad.train.checkpoint.read_info(path))."""
+        checkpoint.save_checkpoint(self, path, extra)
 
     def load_checkpoint(self, path) -> dict:
         """Restores everything save_checkpoint stored; continue with fit(..., initial_epoch=trainer.epoch).
         A corrupt file raises ValueError; a checkpoint of another model KeyError naming the weights;
-        wrong shapes ValueError. On any error the trainer is left as it was. Returns the metadata."""
+        wrong shapes ValueError. On any error the trainer is left as it was. Returns the metadata
+        (info["epoch"], info["extra"], ...)."""
         return checkpoint.load_checkpoint(self, path)
