@@ -11,7 +11,7 @@
 
 namespace fusegrad::cuda::emulator {
 
-ThreadContext::ThreadContext() : arena(fiber_stack_bytes(), this) {
+ThreadContext::ThreadContext() : arena(fiber_stack_bytes(), this), thread(pthread_self()) {
   // The dynamic shared memory of every launch run by this thread: the largest a block may have,
   // followed by a guard page; a launch uses its last smem_bytes (see prepare_launch).
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));

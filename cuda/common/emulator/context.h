@@ -1,6 +1,8 @@
 // The emulator's state per OS thread (internal to the runtime): the fibers of the block being run,
 // its warps and barrier phase, its shared memory, its cp.async queues, and where a fault jumps to.
 #pragma once
+#include <pthread.h>
+
 #include <atomic>
 #include <csetjmp>
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "common/emulator/fiber.h"
+#include "common/emulator/keywords.h"
 #include "common/emulator/launch.h"
 #include "common/emulator/scheduler.h"
 
@@ -131,6 +134,7 @@ struct ThreadContext {
   const char* dynamic_name = "dynamic shared memory";
   std::unordered_map<uintptr_t, PendingWord> pending_words;  // key: address / 4
 
+  pthread_t thread;  // the OS thread this context belongs to
   sigjmp_buf fault_jump;
   FaultRecord fault{};
   std::unique_ptr<char[]> signal_stack;
@@ -138,7 +142,7 @@ struct ThreadContext {
   unsigned long long switches = 0;
 };
 
-extern __thread __attribute__((visibility("hidden"))) ThreadContext* tls_context;
+extern FG_EMU_THREAD_LOCAL ThreadContext* tls_context;
 
 // This OS thread's context, created on first use.
 ThreadContext& this_thread_context();

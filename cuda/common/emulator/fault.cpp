@@ -1,6 +1,7 @@
 // The fault handler for emulated kernels (see fault.h).
 #include "common/emulator/fault.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -60,8 +61,12 @@ void pass_on(int sig, siginfo_t* info, void* uc) {
 }
 
 void on_signal(int sig, siginfo_t* info, void* uc) {
-  auto* ctx = static_cast<ThreadContext*>(arena_owner_of(stack_pointer(uc)));
-  if (ctx == nullptr || ctx->current == nullptr) {
+  // A kernel fault has the stack pointer in a fiber stack, or (a frame too big for the stack, whose
+  // first touch hits the guard page) the faulting address in a fiber stack's guard page.
+  void* owner = arena_owner_of(stack_pointer(uc));
+  if (owner == nullptr && (sig == SIGSEGV || sig == SIGBUS)) owner = arena_owner_of(reinterpret_cast<uintptr_t>(info->si_addr));
+  auto* ctx = static_cast<ThreadContext*>(owner);
+  if (ctx == nullptr || ctx->current == nullptr || !pthread_equal(ctx->thread, pthread_self())) {
     pass_on(sig, info, uc);
     return;
   }
@@ -130,8 +135,7 @@ std::string describe_fault(const ThreadContext& ctx) {
     if (!a.live) where = "inside " + describe_allocation(a) + " (use after free)";
     else if (offset < 0) where = std::to_string(-offset) + " bytes before the start of " + describe_allocation(a);
     else if (static_cast<size_t>(offset) >= a.bytes)
-      where = "byte offset " + std::to_string(offset) + ", " + std::to_string(offset - static_cast<long long>(a.bytes)) +
-              " bytes past the end of " + describe_allocation(a);
+      where = "byte offset " + std::to_string(offset) + ", past the end of " + describe_allocation(a);
     else where = "inside " + describe_allocation(a);
     return who + access + ": " + where;
   }

@@ -31,14 +31,8 @@ fg_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $16, %rsp
-  stmxcsr 8(%rsp)
-  fnstcw (%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  fldcw (%rsp)
-  ldmxcsr 8(%rsp)
-  addq $16, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -72,21 +66,15 @@ void prepare_fiber(FiberContext& ctx, char* /*lo*/, char* hi, FiberEntry entry, 
   // (8 bytes), r15, r14, r13, r12, rbx, rbp, return address. After the final `ret` the stack
   // pointer is 16-byte aligned, as the call in fg_emu_fiber_start needs.
   const uintptr_t top = reinterpret_cast<uintptr_t>(hi) & ~uintptr_t(15);
-  uint64_t* sp = reinterpret_cast<uint64_t*>(top - 88);
-  uint32_t mxcsr = 0;
-  uint16_t fpu_cw = 0;
-  asm volatile("stmxcsr %0" : "=m"(mxcsr));
-  asm volatile("fnstcw %0" : "=m"(fpu_cw));
-  sp[0] = fpu_cw;
-  sp[1] = mxcsr;
-  sp[2] = 0;                                     // r15
-  sp[3] = 0;                                     // r14
-  sp[4] = reinterpret_cast<uint64_t>(entry);     // r13
-  sp[5] = reinterpret_cast<uint64_t>(arg);       // r12
-  sp[6] = 0;                                     // rbx
-  sp[7] = 0;                                     // rbp
-  sp[8] = reinterpret_cast<uint64_t>(&fg_emu_fiber_start);
-  sp[9] = sp[10] = 0;
+  uint64_t* sp = reinterpret_cast<uint64_t*>(top - 72);
+  sp[0] = 0;                                     // r15
+  sp[1] = 0;                                     // r14
+  sp[2] = reinterpret_cast<uint64_t>(entry);     // r13
+  sp[3] = reinterpret_cast<uint64_t>(arg);       // r12
+  sp[4] = 0;                                     // rbx
+  sp[5] = 0;                                     // rbp
+  sp[6] = reinterpret_cast<uint64_t>(&fg_emu_fiber_start);
+  sp[7] = sp[8] = 0;
   ctx.sp = sp;
 }
 

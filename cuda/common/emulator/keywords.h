@@ -25,11 +25,19 @@
 // __restrict__ is a g++ keyword already. __noinline__ is left undefined: libstdc++ spells the GNU
 // attribute that way, so the macro would break it.
 
-#define FG_EMU_BUILTIN extern __thread __attribute__((visibility("hidden")))
-FG_EMU_BUILTIN uint3 threadIdx;
-FG_EMU_BUILTIN uint3 blockIdx;
-FG_EMU_BUILTIN dim3 blockDim;
-FG_EMU_BUILTIN dim3 gridDim;
-#undef FG_EMU_BUILTIN
+// Per-OS-thread variables that kernels read on every access use the initial-exec TLS model: a
+// plain %fs-relative load, where the general model costs a __tls_get_addr call in a dlopen'ed
+// module (which halved the emulator's speed). The module then needs ~300 bytes of the loader's
+// static TLS reserve; where none is left ("cannot allocate memory in static TLS block"), build
+// with -DFG_EMU_TLS_MODEL='"global-dynamic"'.
+#ifndef FG_EMU_TLS_MODEL
+#define FG_EMU_TLS_MODEL "initial-exec"
+#endif
+#define FG_EMU_THREAD_LOCAL __thread __attribute__((visibility("hidden"), tls_model(FG_EMU_TLS_MODEL)))
+
+extern FG_EMU_THREAD_LOCAL uint3 threadIdx;
+extern FG_EMU_THREAD_LOCAL uint3 blockIdx;
+extern FG_EMU_THREAD_LOCAL dim3 blockDim;
+extern FG_EMU_THREAD_LOCAL dim3 gridDim;
 
 constexpr int warpSize = 32;

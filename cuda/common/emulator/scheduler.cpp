@@ -16,16 +16,36 @@
 #include "common/emulator/context.h"
 #include "common/emulator/error.h"
 
-__thread __attribute__((visibility("hidden"))) uint3 threadIdx;
-__thread __attribute__((visibility("hidden"))) uint3 blockIdx;
-__thread __attribute__((visibility("hidden"))) dim3 blockDim;
-__thread __attribute__((visibility("hidden"))) dim3 gridDim;
+FG_EMU_THREAD_LOCAL uint3 threadIdx;
+FG_EMU_THREAD_LOCAL uint3 blockIdx;
+FG_EMU_THREAD_LOCAL dim3 blockDim;
+FG_EMU_THREAD_LOCAL dim3 gridDim;
 
 namespace fusegrad::cuda::emulator {
 
-__thread ThreadContext* tls_context = nullptr;
+FG_EMU_THREAD_LOCAL ThreadContext* tls_context = nullptr;
 
 namespace {
+
+void enqueue(ThreadContext& ctx, uint32_t fiber) {
+  ctx.ready[ctx.ready_tail] = fiber;
+  if (++ctx.ready_tail == ctx.ready.size()) ctx.ready_tail = 0;
+}
+
+// Resumes the next ready fiber directly (one switch, not two through the scheduler), or the
+// scheduler when none is ready. Returns when `self` is resumed.
+void suspend(ThreadContext& ctx, Fiber& self) {
+  ++ctx.switches;
+  if (ctx.ready_head != ctx.ready_tail) {
+    Fiber& next = ctx.fibers[ctx.ready[ctx.ready_head]];
+    if (++ctx.ready_head == ctx.ready.size()) ctx.ready_head = 0;
+    ctx.current = &next;
+    threadIdx = next.tid;
+    switch_fiber(self.context, next.context);
+  } else {
+    switch_fiber(self.context, ctx.scheduler);
+  }
+}
 
 void fiber_main(void* arg) {
   ThreadContext& ctx = *static_cast<ThreadContext*>(arg);
@@ -33,13 +53,8 @@ void fiber_main(void* arg) {
   Fiber& f = *ctx.current;
   f.state = FiberState::exited;
   ctx.warps[f.warp].exited |= 1u << f.lane;
-  switch_fiber(f.context, ctx.scheduler);
+  suspend(ctx, f);
   __builtin_unreachable();
-}
-
-void enqueue(ThreadContext& ctx, uint32_t fiber) {
-  ctx.ready[ctx.ready_tail] = fiber;
-  if (++ctx.ready_tail == ctx.ready.size()) ctx.ready_tail = 0;
 }
 
 uint64_t mix(uint64_t x) {  // splitmix64
@@ -203,7 +218,7 @@ void warp_collective(const char* what, unsigned mask, CollectiveFn fn, const cha
   f.what = what;
   f.file = file;
   f.line = line;
-  switch_fiber(f.context, ctx.scheduler);
+  suspend(ctx, f);
 }
 
 int block_barrier(const char* what, BarrierReduce reduce, int value, const char* file, int line) {
@@ -215,7 +230,7 @@ int block_barrier(const char* what, BarrierReduce reduce, int value, const char*
   f.line = line;
   f.barrier_value = value;
   f.reduce = reduce;
-  switch_fiber(f.context, ctx.scheduler);
+  suspend(ctx, f);
   return ctx.barrier_result;
 }
 
@@ -224,6 +239,7 @@ int block_barrier(const char* what, BarrierReduce reduce, int value, const char*
   if (ctx == nullptr || ctx->current == nullptr) throw EmulatorError(message);
   ctx->failed = true;
   ctx->error = describe_current_thread() + ": " + message;
+  ++ctx->switches;
   switch_fiber(ctx->current->context, ctx->scheduler);
   __builtin_unreachable();
 }
@@ -295,9 +311,9 @@ bool run_block(ThreadContext& ctx, unsigned long long linear) {
       if (++ctx.ready_head == ctx.ready.size()) ctx.ready_head = 0;
       ctx.current = &f;
       threadIdx = f.tid;
-      switch_fiber(ctx.scheduler, f.context);
+      ++ctx.switches;
+      switch_fiber(ctx.scheduler, f.context);  // returns when no fiber is ready, or one failed
       ctx.current = nullptr;
-      ctx.switches += 2;
       if (ctx.failed) return false;
     }
     // Nobody can run: the block is done, a barrier is complete, or the block is stuck.

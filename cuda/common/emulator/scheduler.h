@@ -2,8 +2,8 @@
 // The CUDA-named intrinsics (sync_intrinsics.h, ptx.h) are thin wrappers over these.
 //
 // A block's threads are fibers on one OS thread. A thread runs until it reaches a barrier, a warp
-// collective or its end, then yields to the block scheduler (scheduler.cpp), which resumes the next
-// ready thread. Every call names its source location (file, line): all threads of a block must
+// collective or its end, then switches to the next ready thread of the block, or to the block
+// scheduler (scheduler.cpp) when none is ready. Every call names its source location (file, line): all threads of a block must
 // reach a __syncthreads at the same location, and all lanes of a collective's mask the same
 // collective at the same location, or the launch fails with an error naming both sides.
 #pragma once

@@ -370,8 +370,9 @@ __global__ void static_shared_off_by_one_kernel(float* out) {
 __global__ void dynamic_shared_kernel(float* out, int offset, bool raw_pointer) {
   FG_DYNAMIC_SHARED(float, smem);
   float* raw = smem;
-  if (raw_pointer) raw[threadIdx.x + offset] = 1.0f;
-  else smem[threadIdx.x + offset] = 1.0f;
+  const int i = static_cast<int>(threadIdx.x) + offset;
+  if (raw_pointer) raw[i] = 1.0f;
+  else smem[i] = 1.0f;
   __syncthreads();
   out[threadIdx.x] = smem[threadIdx.x];
 }

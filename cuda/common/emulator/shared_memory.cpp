@@ -13,7 +13,7 @@
 
 namespace fusegrad::cuda::emulator {
 
-__thread int tls_pending_copies = 0;
+FG_EMU_THREAD_LOCAL int tls_pending_copies = 0;
 
 namespace {
 

@@ -20,10 +20,12 @@
 #include <string>
 #include <type_traits>
 
+#include "common/emulator/keywords.h"
+
 namespace fusegrad::cuda::emulator {
 
 // Nonzero while the running block has cp.async copies in flight (set by ptx.cpp).
-extern __thread __attribute__((visibility("hidden"))) int tls_pending_copies;
+extern FG_EMU_THREAD_LOCAL int tls_pending_copies;
 
 void* allocate_static_shared(size_t bytes, const char* name, const std::string& shape);
 void release_static_shared(void* data);
