@@ -32,6 +32,12 @@ POISON32 = 0xFFFFFFFF
 FULL = 0xFFFFFFFF
 
 
+@pytest.fixture
+def rng():
+    """As tests/conftest.py's; repeated so that gpu_check.sh can run this folder without it."""
+    return np.random.default_rng(int(os.environ.get("FUSEGRAD_TEST_SEED", "0")))
+
+
 @pytest.fixture(autouse=True)
 def fixed_schedule():
     """Every test starts from schedule seed 0, so a failure replays."""
