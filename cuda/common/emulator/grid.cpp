@@ -72,6 +72,8 @@ std::string strip_parentheses(std::string name) {
 }  // namespace
 
 void run_grid(const LaunchRequest& request, const KernelBody& body) {
+  if (tls_context != nullptr && tls_context->current != nullptr)
+    fail("launches from device code (dynamic parallelism) are not emulated");
   const cudaError_t config = check_configuration(request);
   if (config != cudaSuccess) {
     set_last_error(config);

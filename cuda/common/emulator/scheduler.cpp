@@ -49,7 +49,15 @@ void suspend(ThreadContext& ctx, Fiber& self) {
 
 void fiber_main(void* arg) {
   ThreadContext& ctx = *static_cast<ThreadContext*>(arg);
-  ctx.launch->body.invoke(ctx.launch->body.closure);
+  std::string escaped;  // an exception must not unwind past this frame: nothing above it to catch it
+  try {
+    ctx.launch->body.invoke(ctx.launch->body.closure);
+  } catch (const std::exception& e) {
+    escaped = e.what();
+  } catch (...) {
+    escaped = "(not a std::exception)";
+  }
+  if (!escaped.empty()) fail("a C++ exception escaped the kernel: " + escaped);
   Fiber& f = *ctx.current;
   f.state = FiberState::exited;
   ctx.warps[f.warp].exited |= 1u << f.lane;
