@@ -13,7 +13,7 @@
 
 namespace fusegrad::cuda::emulator {
 
-#if defined(__x86_64__)
+#if FG_EMU_X86_64_SWITCH
 
 // fg_emu_switch(save_sp, load_sp): pushes the callee-saved state of the running context, stores
 // its stack pointer in *save_sp, loads load_sp and pops the other context's state.
@@ -62,9 +62,9 @@ __attribute__((visibility("hidden"))) void fg_emu_fiber_start();
 void switch_fiber(FiberContext& from, FiberContext& to) { fg_emu_switch(&from.sp, to.sp); }
 
 void prepare_fiber(FiberContext& ctx, char* /*lo*/, char* hi, FiberEntry entry, void* arg) {
-  // The frame fg_emu_switch pops, lowest address first: x87 control word (8 bytes), MXCSR
-  // (8 bytes), r15, r14, r13, r12, rbx, rbp, return address. After the final `ret` the stack
-  // pointer is 16-byte aligned, as the call in fg_emu_fiber_start needs.
+  // The frame fg_emu_switch pops, lowest address first: r15, r14, r13, r12, rbx, rbp, return
+  // address. After the final `ret` the stack pointer is 16-byte aligned, as the call in
+  // fg_emu_fiber_start needs.
   const uintptr_t top = reinterpret_cast<uintptr_t>(hi) & ~uintptr_t(15);
   uint64_t* sp = reinterpret_cast<uint64_t*>(top - 72);
   sp[0] = 0;                                     // r15

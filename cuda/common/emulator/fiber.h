@@ -1,21 +1,24 @@
 // Fibers: the emulated CUDA threads of one block, each a user-space context with its own stack,
 // switched cooperatively on one OS thread.
 //
-// On x86-64 a switch is a few instructions (fiber.cpp): it saves the six callee-saved registers,
-// MXCSR and the x87 control word on the running stack, swaps stack pointers and restores the
-// other side; no system call (ucontext's swapcontext makes a sigprocmask call on every switch).
-// Other architectures fall back to ucontext.
+// On x86-64 a switch is a few instructions (fiber.cpp): it pushes the six callee-saved registers
+// on the running stack, swaps stack pointers and pops the other side's; no system call (ucontext's
+// swapcontext makes a sigprocmask call on every switch). The floating-point control state (MXCSR,
+// x87 control word) is shared by all fibers of a thread: kernels never change it. Other
+// architectures, or -DFG_EMU_UCONTEXT, use ucontext instead.
 //
 // Stacks come from a StackArena: one reserved address range per OS thread, holding up to
 // kMaxFibers stacks, each with a PROT_NONE guard page below it so that an overflow faults
 // instead of corrupting the neighbour. The fault handler recognises a fault on a fiber by the
-// faulting stack pointer lying inside a registered arena (see fault.cpp), so it needs no
-// thread-local lookup.
+// faulting stack pointer (or, for a frame too large for the stack, the faulting address) lying
+// inside a registered arena (see fault.cpp), so it needs no thread-local lookup.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
-#if !defined(__x86_64__)
+#if defined(__x86_64__) && !defined(FG_EMU_UCONTEXT)
+#define FG_EMU_X86_64_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -27,7 +30,7 @@ using FiberEntry = void (*)(void* arg);
 
 // A suspended context: where to resume it.
 struct FiberContext {
-#if defined(__x86_64__)
+#if FG_EMU_X86_64_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t uc;
