@@ -14,6 +14,18 @@ void register_activation_cuda(py::module_& m);  // cuda/activation/activation_bi
 void register_optim_cuda(py::module_& m);       // cuda/optim/optim_bind.cu
 }  // namespace fusegrad
 
+// The same file is the emulated build's module (fusegrad._cuda_emulated, FG_EMULATED defined),
+// which adds the emulator's own functions.
+#ifndef FG_CUDA_MODULE_NAME
+#define FG_CUDA_MODULE_NAME _cuda
+#endif
+#define FG_PYBIND11_MODULE(name, variable) PYBIND11_MODULE(name, variable)
+#ifdef FG_EMULATED
+namespace fusegrad::cuda::emulator {
+void register_emulator(py::module_& m);  // cuda/common/emulator/bind.cpp
+}
+#endif
+
 using namespace fusegrad;
 
 namespace {
@@ -29,7 +41,7 @@ int device_count() {
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+FG_PYBIND11_MODULE(FG_CUDA_MODULE_NAME, m) {
   m.doc() = "fusegrad CUDA kernels";
 
   py::register_exception_translator([](std::exception_ptr p) {
@@ -59,4 +71,7 @@ PYBIND11_MODULE(_cuda, m) {
 
   register_activation_cuda(m);
   register_optim_cuda(m);
+#ifdef FG_EMULATED
+  cuda::emulator::register_emulator(m);
+#endif
 }

@@ -3,6 +3,7 @@
 // transaction. The last n % 4 elements, and operands not 16-byte aligned, take the scalar path.
 #include "activation/activation.cuh"
 #include "common/cuda_check.cuh"
+#include "common/launch.cuh"
 
 namespace fusegrad::cuda {
 namespace {
@@ -104,9 +105,8 @@ void activation_forward(Activation kind, const float* x, float* y, int64_t n, fl
   const bool vec = aligned16(x) && aligned16(y);
   const unsigned grid = grid_size(n, vec, device);
   with_activation(kind, [&](auto k) {
-    forward_kernel<decltype(k)::value><<<grid, kThreads, 0, stream>>>(x, y, n, param, vec);
+    FG_LAUNCH(forward_kernel<decltype(k)::value>, grid, kThreads, 0, stream, x, y, n, param, vec);
   });
-  FG_CUDA_CHECK_LAUNCH();
 }
 
 void activation_backward(Activation kind, const float* grad_out, const float* saved, float* dx,
@@ -116,10 +116,8 @@ void activation_backward(Activation kind, const float* grad_out, const float* sa
   const bool vec = aligned16(grad_out) && aligned16(saved) && aligned16(dx);
   const unsigned grid = grid_size(n, vec, device);
   with_activation(kind, [&](auto k) {
-    backward_kernel<decltype(k)::value><<<grid, kThreads, 0, stream>>>(grad_out, saved, dx, n, param,
-                                                                       vec);
+    FG_LAUNCH(backward_kernel<decltype(k)::value>, grid, kThreads, 0, stream, grad_out, saved, dx, n, param, vec);
   });
-  FG_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace fusegrad::cuda

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "common/cuda_check.cuh"
@@ -13,6 +14,11 @@ void throw_cuda_error(cudaError_t err, const char* what, const char* file, int l
                     std::to_string(line);
   if (err == cudaErrorMemoryAllocation) throw OutOfMemory(msg);
   throw std::runtime_error(msg);
+}
+
+void check_launch(const char* kernel, const char* file, int line) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda_error(err, (std::string("launch of ") + kernel).c_str(), file, line);
 }
 
 DeviceGuard::DeviceGuard(int device) {

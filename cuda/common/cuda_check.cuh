@@ -21,6 +21,9 @@ inline void check(cudaError_t err, const char* what, const char* file, int line)
   if (err != cudaSuccess) throw_cuda_error(err, what, file, line);
 }
 
+// After a kernel launch (FG_LAUNCH calls it): throws if the launch was rejected, naming the kernel.
+void check_launch(const char* kernel, const char* file, int line);
+
 // Makes `device` current for the scope and restores the caller's device after it.
 class DeviceGuard {
  public:

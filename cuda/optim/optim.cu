@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "common/cuda_check.cuh"
+#include "common/launch.cuh"
 #include "optim/optim.cuh"
 #include "optim/optim_scalars.h"
 
@@ -182,7 +183,7 @@ __device__ __forceinline__ double norm_term(float x, double p) {
 // Sums (or maxes) a value over the block; the result is valid in thread 0.
 template <NormKind kKind>
 __device__ double block_combine(double v) {
-  __shared__ double warp_values[kThreads / 32];
+  FG_SHARED(double, warp_values, [kThreads / 32]);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v = norm_combine<kKind>(v, __shfl_down_sync(0xffffffffu, v, off));
   if (threadIdx.x % 32 == 0) warp_values[threadIdx.x / 32] = v;
@@ -291,8 +292,7 @@ void apply_with_cap(const std::vector<const float*>* lists[kDepth], const std::v
   const int64_t fill = int64_t(blocks_per_sm(kernel, device)) * multiprocessor_count(device);
   for_each_table<kDepth, kCap>(lists, sizes, nonempty, [&](const TensorTable<kDepth, kCap>& table, int64_t chunks) {
     const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(chunks, fill)));
-    multi_tensor_kernel<Op, kDepth, kCap><<<grid, kThreads, 0, stream>>>(table, op);
-    FG_CUDA_CHECK_LAUNCH();
+    FG_LAUNCH((multi_tensor_kernel<Op, kDepth, kCap>), grid, kThreads, 0, stream, table, op);
   });
 }
 
@@ -322,8 +322,7 @@ int64_t launch_norm(const std::vector<const float*>* lists[1], const std::vector
   int64_t written = 0;
   for_each_table<1, kCap>(lists, sizes, nonempty, [&](const TensorTable<1, kCap>& table, int64_t chunks) {
     const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min({chunks, fill, int64_t(kNormBlocks)})));
-    norm_kernel<kKind, kCap><<<grid, kThreads, 0, stream>>>(table, p, workspace + written);
-    FG_CUDA_CHECK_LAUNCH();
+    FG_LAUNCH((norm_kernel<kKind, kCap>), grid, kThreads, 0, stream, table, p, workspace + written);
     written += grid;
   });
   return written;
@@ -343,8 +342,7 @@ void norm_kind_clip(const std::vector<float*>& grads, const std::vector<int64_t>
                    : launch_norm<kKind, kLargeCap>(lists, sizes, nonempty, p, workspace, stream, device);
   }
   const float max_norm_f = static_cast<float>(max_norm < 0 ? 0.0 : max_norm);
-  norm_finish_kernel<kKind><<<1, kThreads, 0, stream>>>(workspace, partials, p, max_norm_f, out);
-  FG_CUDA_CHECK_LAUNCH();
+  FG_LAUNCH(norm_finish_kernel<kKind>, 1, kThreads, 0, stream, workspace, partials, p, max_norm_f, out);
   if (max_norm >= 0 && !nonempty.empty()) {
     const std::vector<const float*>* scale_lists[1] = {&g};
     multi_tensor_apply<ScaleOp, 1>(scale_lists, sizes, ScaleOp{out + 1}, stream, device);

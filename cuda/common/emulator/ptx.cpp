@@ -1,0 +1,233 @@
+// Emulated mma.sync, ldmatrix and cp.async (see ptx.h). The fragment tables follow the PTX ISA
+// sections "Matrix Fragments for mma.m16n8k16 with floating point type", "Matrix Fragments for
+// mma.m16n8k8" (.tf32) and "Warp-level matrix load instruction: ldmatrix". With
+// groupID g = lane / 4 and threadID_in_group t = lane % 4:
+//
+//   m16n8k16 .bf16/.f16, A 16x16 (4 regs, 2 elements each, low half first): element i of the 8
+//     is at row g + 8 * ((i / 2) % 2), column 2t + (i % 2) + 8 * (i / 4)
+//   m16n8k16 B 16x8 (2 regs): element i of 4 at row (k) 2t + (i % 2) + 8 * (i / 2), column g
+//   m16n8k8 .tf32, A 16x8 (4 regs): element i at row g + 8 * (i % 2), column t + 4 * (i / 2)
+//   m16n8k8 .tf32, B 8x8 (2 regs): element i at row t + 4i, column g
+//   C and D 16x8 fp32 (4 regs, both shapes): element i at row g + 8 * (i / 2), column 2t + (i % 2)
+#include "common/emulator/ptx.h"
+
+#include <cstring>
+#include <string>
+
+#include "common/emulator/context.h"
+#include "common/emulator/low_precision.h"
+#include "common/emulator/shared_memory.h"
+
+namespace fusegrad::cuda::ptx {
+
+using namespace ::fusegrad::cuda::emulator;
+
+namespace {
+
+enum class Input { bf16, f16, tf32 };
+
+float unpack16(uint32_t reg, int half, Input in) {
+  const uint16_t bits = static_cast<uint16_t>(half ? reg >> 16 : reg & 0xFFFFu);
+  return in == Input::bf16 ? bf16_to_float(bits) : half_to_float(bits);
+}
+
+float tf32_of(uint32_t reg) { return tf32_round(bits_float(reg)); }
+
+// D = A * B + C for A (m x k), B (k x 8), C (m x 8): exact products summed in double, rounded once.
+template <int kM, int kK>
+void multiply_accumulate(const float (&a)[kM][kK], const float (&b)[kK][8], const float (&c)[kM][8], float (&d)[kM][8]) {
+  for (int i = 0; i < kM; ++i)
+    for (int j = 0; j < 8; ++j) {
+      double s = c[i][j];
+      for (int k = 0; k < kK; ++k) s += static_cast<double>(a[i][k]) * static_cast<double>(b[k][j]);
+      d[i][j] = static_cast<float>(s);
+    }
+}
+
+void gather_c(const LaneSlot* lanes, float (&c)[16][8]) {
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) c[g + 8 * (i / 2)][2 * t + i % 2] = bits_float(lanes[l].in[6 + i]);
+  }
+}
+
+void scatter_d(const float (&d)[16][8], LaneSlot* lanes) {
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) lanes[l].out[i] = float_bits(d[g + 8 * (i / 2)][2 * t + i % 2]);
+  }
+}
+
+template <Input kIn>
+void mma_m16n8k16_exchange(LaneSlot* lanes, unsigned) {
+  float a[16][16], b[16][8], c[16][8], d[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 8; ++i) a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)] = unpack16(lanes[l].in[i / 2], i % 2, kIn);
+    for (int i = 0; i < 4; ++i) b[2 * t + i % 2 + 8 * (i / 2)][g] = unpack16(lanes[l].in[4 + i / 2], i % 2, kIn);
+  }
+  gather_c(lanes, c);
+  multiply_accumulate(a, b, c, d);
+  scatter_d(d, lanes);
+}
+
+void mma_m16n8k8_tf32_exchange(LaneSlot* lanes, unsigned) {
+  float a[16][8], b[8][8], c[16][8], d[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) a[g + 8 * (i % 2)][t + 4 * (i / 2)] = tf32_of(lanes[l].in[i]);
+    for (int i = 0; i < 2; ++i) b[t + 4 * i][g] = tf32_of(lanes[l].in[4 + i]);
+  }
+  gather_c(lanes, c);
+  multiply_accumulate(a, b, c, d);
+  scatter_d(d, lanes);
+}
+
+void mma(const char* what, CollectiveFn exchange, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+         const float (&c)[4], const char* file, int line) {
+  LaneSlot& s = my_lane_slot();
+  for (int i = 0; i < 4; ++i) s.in[i] = a[i];
+  s.in[4] = b[0];
+  s.in[5] = b[1];
+  for (int i = 0; i < 4; ++i) s.in[6 + i] = float_bits(c[i]);
+  warp_collective(what, kWholeWarp, exchange, file, line);
+  for (int i = 0; i < 4; ++i) d[i] = bits_float(s.out[i]);
+}
+
+uint16_t load16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+template <int kMatrices, bool kTrans>
+void ldmatrix_exchange(LaneSlot* lanes, unsigned) {
+  for (int m = 0; m < kMatrices; ++m) {
+    const char* rows[8];
+    for (int r = 0; r < 8; ++r) {
+      rows[r] = static_cast<const char*>(lanes[8 * m + r].address);
+      check_shared_access(rows[r], 16);
+    }
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      const uint16_t lo = kTrans ? load16(rows[2 * t] + 2 * g) : load16(rows[g] + 4 * t);
+      const uint16_t hi = kTrans ? load16(rows[2 * t + 1] + 2 * g) : load16(rows[g] + 4 * t + 2);
+      lanes[l].out[m] = lo | static_cast<uint32_t>(hi) << 16;
+    }
+  }
+}
+
+template <int kMatrices, bool kTrans>
+void ldmatrix(const char* what, uint32_t* r, const void* row, const char* file, int line) {
+  const ThreadContext& ctx = *tls_context;
+  if (lane_id() < 8 * kMatrices) {
+    const char *name, *lo, *hi;
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+      fail(std::string(what) + " at " + short_location(file, line) + ": row address is not 16-byte aligned");
+    if (!find_shared_region(ctx, row, 16, &name, &lo, &hi))
+      fail(std::string(what) + " at " + short_location(file, line) +
+           ": the 16-byte row this lane names is not inside the block's shared memory");
+  }
+  LaneSlot& s = my_lane_slot();
+  s.address = row;
+  warp_collective(what, kWholeWarp, &ldmatrix_exchange<kMatrices, kTrans>, file, line);
+  for (int i = 0; i < kMatrices; ++i) r[i] = s.out[i];
+}
+
+void remove_pending(ThreadContext& ctx, const PendingCopy& c) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(c.dst);
+  for (uintptr_t w = a / 4; w < (a + static_cast<uintptr_t>(c.bytes)) / 4; ++w) {
+    auto it = ctx.pending_words.find(w);
+    if (it != ctx.pending_words.end() && --it->second.count == 0) ctx.pending_words.erase(it);
+  }
+  tls_pending_copies = !ctx.pending_words.empty();
+}
+
+}  // namespace
+
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
+                       const char* file, int line) {
+  mma("mma.sync.m16n8k16.bf16", &mma_m16n8k16_exchange<Input::bf16>, d, a, b, c, file, line);
+}
+void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
+                      const char* file, int line) {
+  mma("mma.sync.m16n8k16.f16", &mma_m16n8k16_exchange<Input::f16>, d, a, b, c, file, line);
+}
+void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
+                      const char* file, int line) {
+  mma("mma.sync.m16n8k8.tf32", &mma_m16n8k8_tf32_exchange, d, a, b, c, file, line);
+}
+
+void ldmatrix_x1(uint32_t (&r)[1], const void* row, const char* file, int line) { ldmatrix<1, false>("ldmatrix.x1", r, row, file, line); }
+void ldmatrix_x2(uint32_t (&r)[2], const void* row, const char* file, int line) { ldmatrix<2, false>("ldmatrix.x2", r, row, file, line); }
+void ldmatrix_x4(uint32_t (&r)[4], const void* row, const char* file, int line) { ldmatrix<4, false>("ldmatrix.x4", r, row, file, line); }
+void ldmatrix_x1_trans(uint32_t (&r)[1], const void* row, const char* file, int line) { ldmatrix<1, true>("ldmatrix.x1.trans", r, row, file, line); }
+void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row, const char* file, int line) { ldmatrix<2, true>("ldmatrix.x2.trans", r, row, file, line); }
+void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row, const char* file, int line) { ldmatrix<4, true>("ldmatrix.x4.trans", r, row, file, line); }
+
+void cp_async_issue(const char* what, void* smem_dst, const void* gmem_src, int bytes, int src_bytes, const char* file,
+                    int line) {
+  ThreadContext& ctx = *tls_context;
+  Fiber& f = *ctx.current;
+  const std::string at = std::string(what) + " at " + short_location(file, line) + ": ";
+  if (src_bytes < 0 || src_bytes > bytes)
+    fail(at + "src-size " + std::to_string(src_bytes) + " is outside [0, " + std::to_string(bytes) + "]");
+  if (reinterpret_cast<uintptr_t>(smem_dst) % static_cast<uintptr_t>(bytes) != 0)
+    fail(at + "the shared-memory destination is not aligned to the copy size (" + std::to_string(bytes) + " bytes)");
+  if (reinterpret_cast<uintptr_t>(gmem_src) % static_cast<uintptr_t>(bytes) != 0)
+    fail(at + "the global source is not aligned to the copy size (" + std::to_string(bytes) + " bytes)");
+  const char *name, *lo, *hi;
+  if (!find_shared_region(ctx, smem_dst, static_cast<size_t>(bytes), &name, &lo, &hi))
+    fail(at + "the " + std::to_string(bytes) + "-byte destination is not inside the block's shared memory");
+  check_shared_access(smem_dst, static_cast<size_t>(bytes));  // a copy already in flight to the same bytes
+  if (src_bytes > 0) {  // fault now, in this thread, if the source is out of bounds
+    const volatile char* s = static_cast<const volatile char*>(gmem_src);
+    (void)s[0];
+    (void)s[src_bytes - 1];
+  }
+  f.copies.push_back(PendingCopy{static_cast<char*>(smem_dst), static_cast<const char*>(gmem_src), bytes, src_bytes, file, line});
+  const uintptr_t a = reinterpret_cast<uintptr_t>(smem_dst);
+  for (uintptr_t w = a / 4; w < (a + static_cast<uintptr_t>(bytes)) / 4; ++w) {
+    PendingWord& p = ctx.pending_words[w];
+    p = PendingWord{p.count + 1, f.linear, file, line};
+  }
+  tls_pending_copies = 1;
+}
+
+void cp_async_commit() {
+  Fiber& f = *tls_context->current;
+  f.group_end.push_back(f.copies.size());
+}
+
+void cp_async_wait_group(int pending_groups) {
+  ThreadContext& ctx = *tls_context;
+  Fiber& f = *ctx.current;
+  while (f.group_end.size() - f.groups_done > static_cast<size_t>(pending_groups)) {
+    for (; f.performed < f.group_end[f.groups_done]; ++f.performed) {
+      const PendingCopy& c = f.copies[f.performed];
+      std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+      std::memset(c.dst + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+      remove_pending(ctx, c);
+    }
+    ++f.groups_done;
+  }
+  if (f.performed == f.copies.size() && f.groups_done == f.group_end.size()) {
+    f.copies.clear();
+    f.group_end.clear();
+    f.performed = f.groups_done = 0;
+  }
+}
+
+void cp_async_wait_all() {
+  cp_async_commit();
+  cp_async_wait_group(0);
+}
+
+float tf32_round(float x) {
+  uint32_t u = float_bits(x);
+  if ((u & 0x7F800000u) == 0x7F800000u) return x;  // inf and NaN unchanged
+  u = (u + 0x1000u) & 0xFFFFE000u;
+  return bits_float(u);
+}
+
+}  // namespace fusegrad::cuda::ptx
