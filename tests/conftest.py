@@ -49,3 +49,38 @@ def isa(request):
     cpu.set_isa(request.param)
     yield request.param
     cpu.set_isa(saved)
+
+
+class CudaDevice:
+    """The device a CUDA test runs on: "emulated" (the host SIMT emulator, every run) or "gpu" (a
+    real GPU through CuPy, where one is present)."""
+
+    def __init__(self, kind: str, emulation=None):
+        self.kind, self.emulation = kind, emulation
+
+    def array(self, host: np.ndarray):
+        """A device copy of a NumPy array (emulated: in a guarded emulator allocation)."""
+        if self.kind == "emulated":
+            return fusegrad._emulated.to_device(host)
+        import cupy
+
+        return cupy.asarray(host)
+
+    def host(self, x) -> np.ndarray:
+        return fusegrad._backend.to_host(x)
+
+    def kernels(self) -> list | None:
+        """The kernels launched so far in this test (emulated only; None on a GPU)."""
+        return self.emulation.kernels() if self.emulation is not None else None
+
+
+@pytest.fixture(params=[pytest.param("emulated", marks=pytest.mark.cuda_emulated),
+                        pytest.param("gpu", marks=pytest.mark.cuda)])
+def cuda_device(request):
+    """Runs a test of CUDA kernels on the emulator on every run, and on a real GPU where there is
+    one: the same assertions hold the emulator and the hardware to the same references."""
+    if request.param == "emulated":
+        with fusegrad.cuda.emulate(seed=int(os.environ.get("FUSEGRAD_TEST_SEED", "0"))) as emu:
+            yield CudaDevice("emulated", emu)
+    else:
+        yield CudaDevice("gpu")

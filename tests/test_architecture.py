@@ -13,7 +13,7 @@ PACKAGE = ROOT / "python" / "fusegrad"
 
 # Lowest floor first; a module may import from its own floor and below, never above.
 FLOORS = [
-    ("fusegrad._cpu", "fusegrad._cuda", "fusegrad._cuda_emulated", "fusegrad._backend", "fusegrad.random",
+    ("fusegrad._cpu", "fusegrad._cuda", "fusegrad._cuda_emulated", "fusegrad._emulated", "fusegrad._backend", "fusegrad.random",
      "fusegrad.cuda"),
     ("fusegrad.ops",),
     ("fusegrad.autograd",),

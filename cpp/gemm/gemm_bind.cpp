@@ -11,9 +11,12 @@ namespace py = pybind11;
 namespace fusegrad {
 namespace {
 
+// A float32 numpy.ndarray itself: subclasses (the emulated CUDA device's arrays among them) are
+// left to fusegrad.ops.matmul's dispatch.
 bool is_float32_array(const py::handle& h) {
-  return py::isinstance<py::array>(h) && py::isinstance<py::array_t<float>>(h) &&
-         py::reinterpret_borrow<py::array>(h).itemsize() == 4;
+  const auto& api = py::detail::npy_api::get();
+  return Py_TYPE(h.ptr()) == api.PyArray_Type_ &&
+         py::isinstance<py::array_t<float>>(h) && py::reinterpret_borrow<py::array>(h).itemsize() == 4;
 }
 
 // out (=|+=) act(a @ b + bias) on NumPy float32 arrays: a (M, K) or (B, M, K), b (K, N) or

@@ -97,7 +97,8 @@ Checked check_lists(const std::vector<ArgList>& lists) {
   for (size_t l = 0; l < lists.size(); ++l) {
     for (size_t i = 0; i < n; ++i) {
       py::handle h = lists[l].items[i];
-      if (!py::isinstance<py::array>(h)) return {};
+      // numpy.ndarray itself: subclasses (the emulated device's arrays) take the Python path.
+      if (Py_TYPE(h.ptr()) != py::detail::npy_api::get().PyArray_Type_) return {};
       py::array a = py::reinterpret_borrow<py::array>(h);
       const std::string name = std::string(lists[l].name) + "[" + std::to_string(i) + "]";
       require_float32(a, name.c_str());

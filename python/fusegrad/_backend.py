@@ -9,12 +9,13 @@ and moves arrays between them. Every other floor imports these helpers; none of 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _emulated
 
 # --- ISA level --------------------------------------------------------------------------------
 
@@ -76,6 +77,13 @@ def cupy_module():
     return cupy
 
 
+# --- the emulated device ----------------------------------------------------------------------------
+
+# While True (fusegrad.cuda.emulate(), or FUSEGRAD_CUDA_EMULATE=1), fusegrad.ops run their CUDA
+# kernels on the host SIMT emulator for NumPy arrays too, and "cuda" tensors live on it.
+emulating = os.environ.get("FUSEGRAD_CUDA_EMULATE", "").strip() not in ("", "0")
+
+
 # --- arrays -------------------------------------------------------------------------------------
 
 
@@ -94,14 +102,33 @@ def _is_cupy(x) -> bool:
     return type(x).__module__.startswith("cupy")
 
 
-def native(x, name: str = "x"):
-    """(array, kind): a NumPy or CuPy array sharing x's memory, and the kind to give results back as.
+def is_cupy(x) -> bool:
+    return _is_cupy(x)
 
-    kind is "numpy", "cupy" or the module of a DLPack producer (e.g. "torch") whose from_dlpack
-    turns results back. A non-array raises TypeError.
+
+def is_emulated(x) -> bool:
+    """Whether x is an array on the emulated CUDA device."""
+    return isinstance(x, _emulated.DeviceArray)
+
+
+def on_host(x) -> bool:
+    """Whether x is a host (NumPy) array that the CPU kernels take: not a CuPy array, and not an
+    array of the emulated device (which is a NumPy array underneath)."""
+    return isinstance(x, np.ndarray) and not isinstance(x, _emulated.DeviceArray)
+
+
+def native(x, name: str = "x"):
+    """(array, kind): a NumPy, CuPy or emulated-device array sharing x's memory, and the kind to
+    give results back as.
+
+    kind is "numpy", "cupy", "emulated" or the module of a DLPack producer (e.g. "torch") whose
+    from_dlpack turns results back. While emulating, a NumPy array comes back as a view on the
+    emulated device (its results are turned back into NumPy arrays). A non-array raises TypeError.
     """
     if isinstance(x, np.ndarray):
-        return x, "numpy"
+        if isinstance(x, _emulated.DeviceArray):
+            return x, "emulated"
+        return (x.view(_emulated.DeviceArray) if emulating else x), "numpy"
     if _is_cupy(x):
         return x, "cupy"
     producer = type(x).__module__.split(".")[0]
@@ -110,7 +137,7 @@ def native(x, name: str = "x"):
     if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         device_type, _ = x.__dlpack_device__()
         if device_type == 1:  # kDLCPU
-            return np.from_dlpack(x), producer
+            return native(np.from_dlpack(x), name)[0], producer
         if device_type in (2, 3):  # kDLCUDA, kDLCUDAHost
             return cupy_module().from_dlpack(x), producer
         raise TypeError(f"{name}: arrays on DLPack device type {device_type} are not supported")
@@ -120,35 +147,47 @@ def native(x, name: str = "x"):
 
 
 def to_kind(result, kind: str):
-    """Returns a NumPy/CuPy result as the caller's kind of array (zero-copy)."""
-    if kind in ("numpy", "cupy") or result is None:
+    """Returns a native result as the caller's kind of array (zero-copy)."""
+    if result is None or kind in ("cupy", "emulated"):
         return result
+    if kind == "numpy":
+        return result.view(np.ndarray) if isinstance(result, _emulated.DeviceArray) else result
     import importlib
 
+    if isinstance(result, _emulated.DeviceArray):
+        result = result.view(np.ndarray)
     return importlib.import_module(kind).from_dlpack(result)
 
 
 def device_of(x) -> str:
-    """"cpu" for a NumPy array, "cuda:N" for a CuPy array on device N."""
+    """"cpu" for a NumPy array, "cuda:N" for a CuPy array on device N ("cuda:0" for the emulated
+    device)."""
     if isinstance(x, np.ndarray):
-        return "cpu"
+        return "cuda:0" if isinstance(x, _emulated.DeviceArray) else "cpu"
     return f"cuda:{x.device.id}"
 
 
 def info(x) -> ArrayInfo:
     """Pointer, dtype, shape, strides, device and read-only flag of a native array."""
     if isinstance(x, np.ndarray):
-        return ArrayInfo(
-            x.__array_interface__["data"][0], x.dtype, x.shape, x.strides, "cpu",
-            not x.flags.writeable,
-        )
+        return ArrayInfo(x.__array_interface__["data"][0], x.dtype, x.shape, x.strides, device_of(x),
+                         not x.flags.writeable)
     return ArrayInfo(x.data.ptr, x.dtype, x.shape, x.strides, device_of(x), False)
 
 
 def array_module(x):
-    """cupy for a CuPy array, numpy for anything else (NumPy arrays and scalars): write
-    device-agnostic code once."""
+    """cupy for a CuPy array, the emulated device's stand-in for an emulated array, numpy for
+    anything else (NumPy arrays and scalars): write device-agnostic code once."""
+    if isinstance(x, _emulated.DeviceArray):
+        return _emulated.xp
     return cupy_module() if _is_cupy(x) else np
+
+
+def to_host(x) -> np.ndarray:
+    """x as a plain NumPy array: itself on the CPU, a copy from a device."""
+    if isinstance(x, np.ndarray):
+        return x.get() if isinstance(x, _emulated.DeviceArray) else x
+    return x.get()
 
 
 def stream_handle(stream) -> int:
@@ -166,8 +205,56 @@ def stream_handle(stream) -> int:
     return int(ptr)
 
 
-def is_cupy(x) -> bool:
-    return _is_cupy(x)
+def device_pointer(x) -> int:
+    """The device address of a CuPy or emulated array (0 for an empty one)."""
+    if x.size == 0:
+        return 0
+    return x.__array_interface__["data"][0] if isinstance(x, np.ndarray) else x.data.ptr
+
+
+def on_device(x):
+    """A context in which CuPy allocates on x's device (nothing to do for other arrays)."""
+    if _is_cupy(x):
+        return x.device
+    return contextlib.nullcontext()
+
+
+class DeviceCall(NamedTuple):
+    """What a CUDA kernel call needs: the compiled module, the arrays' addresses, the stream and
+    the device index."""
+
+    module: Any
+    pointers: list
+    stream: int
+    device: int
+
+
+@contextlib.contextmanager
+def device_call(arrays: list, written=(), stream=None):
+    """The module, pointers, stream and device for calling CUDA kernels on `arrays` (all on one
+    device; `written` the indices of those the kernels write).
+
+    For CuPy arrays this is just their addresses. On the emulated device, arrays outside the
+    emulator's guarded allocations (views of NumPy memory, results of NumPy arithmetic) are
+    copied into guarded ones for the call and, if written, copied back after it, so every access
+    of every kernel is checked."""
+    if not any(isinstance(a, _emulated.DeviceArray) for a in arrays):
+        module = require_cuda()
+        first = next((a for a in arrays if a is not None), None)
+        yield DeviceCall(module, [0 if a is None else device_pointer(a) for a in arrays],
+                         stream_handle(stream), first.device.id if first is not None else 0)
+        return
+    staged, copies = [], []
+    for i, a in enumerate(arrays):
+        if a is not None and not _emulated.is_guarded(a):
+            copy = _emulated.to_device(a)
+            copies.append((i, a, copy))
+            a = copy
+        staged.append(a)
+    yield DeviceCall(_emulated.require_module(), [0 if a is None else device_pointer(a) for a in staged], 0, 0)
+    for i, original, copy in copies:
+        if i in written:
+            original.view(np.ndarray)[...] = copy.view(np.ndarray)
 
 
 def as_array(data, dtype=None):
@@ -203,9 +290,14 @@ def normalise_device(device) -> str:
 
 
 def to_device(array, device: str):
-    """The array on `device` ("cpu" or "cuda:N"); a copy only when it moves."""
+    """The array on `device` ("cpu" or "cuda:N"; "cuda:0" is the emulated device while emulating);
+    a copy only when it moves."""
     if device == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
+        return to_host(array)
+    if emulating or isinstance(array, _emulated.DeviceArray):
+        if device != "cuda:0":
+            raise ValueError(f"the emulated CUDA device is cuda:0, not {device}")
+        return _emulated.xp.asarray(array)
     cupy = cupy_module()
     index = int(device.split(":")[1])
     if not isinstance(array, np.ndarray) and array.device.id == index:
@@ -215,8 +307,10 @@ def to_device(array, device: str):
 
 
 def default_device() -> str:
-    """The GPU when fusegrad can use one (the CUDA module sees a device and CuPy imports), else
-    the CPU: what Trainer and the CLI pick when no device is named."""
+    """The GPU when fusegrad can use one (the CUDA module sees a device and CuPy imports, or the
+    emulator is on), else the CPU: what Trainer and the CLI pick when no device is named."""
+    if emulating:
+        return "cuda:0"
     mod = cuda_module()
     if mod is None or mod.device_count() == 0:
         return "cpu"

@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._backend import to_host
 from .tensor import Tensor
 
 _DTYPES = {
@@ -42,11 +43,9 @@ CHECKSUM_KEY = "fusegrad.crc32"  # in __metadata__; save writes it, load checks 
 def _host_array(name, value) -> np.ndarray:
     if isinstance(value, Tensor):
         value = value.data
-    if not isinstance(value, np.ndarray):
-        if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-            value = value.get()
-        else:
-            raise TypeError(f"save: '{name}' is a {type(value).__name__}, expected a Tensor or an array")
+    if not isinstance(value, np.ndarray) and not (hasattr(value, "get") and type(value).__module__.startswith("cupy")):
+        raise TypeError(f"save: '{name}' is a {type(value).__name__}, expected a Tensor or an array")
+    value = to_host(value)
     if value.dtype.newbyteorder("=") not in _CODES:
         raise TypeError(f"save: '{name}' has dtype {value.dtype}, which safetensors cannot hold here "
                         f"(supported: {', '.join(sorted(str(d) for d in _CODES))})")

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import _backend
-from ._backend import array_module, as_array, normalise_device, to_device
+from ._backend import array_module, as_array, normalise_device, on_host, to_device, to_host
 from .autograd import engine
 from .autograd.functions.activation import Activation
 from .autograd.functions.elementwise import Abs, Add, Clamp, Div, Exp, Log, Maximum, Mul, Neg, Pow, Sqrt, Sub
@@ -70,7 +70,7 @@ class Tensor:
     # -- conversion ----------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (shared on the CPU, copied from a GPU)."""
-        return self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        return to_host(self.data)
 
     def __array__(self, dtype=None, copy=None):
         arr = self.numpy()
@@ -149,7 +149,7 @@ class Tensor:
         arr = as_array(x)
         if arr.dtype.kind == "f" or self.dtype.kind == "f":
             arr = arr.astype(self.dtype if self.dtype.kind == "f" else np.float32, copy=False)
-        if not isinstance(self.data, np.ndarray):
+        if not on_host(self.data):
             arr = to_device(arr, self.device)
         return Tensor._wrap(arr, False)
 

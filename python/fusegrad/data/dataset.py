@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .._backend import device_of, normalise_device, to_device
+from .._backend import array_module, device_of, normalise_device, on_host, to_device
 from ..random import default_generator
 from ..tensor import Tensor
 
@@ -59,7 +59,7 @@ class TensorDataset(Dataset):
     def get_batch(self, indices):
         items = []
         for a in self.arrays:
-            idx = indices if isinstance(a, np.ndarray) else to_device(indices, device_of(a))
+            idx = indices if on_host(a) else to_device(indices, device_of(a))
             items.append(a[idx])
         return items[0] if len(items) == 1 else tuple(items)
 
@@ -69,8 +69,7 @@ def _collate(samples):
     first = samples[0]
     if isinstance(first, tuple):
         return tuple(_collate([s[i] for s in samples]) for i in range(len(first)))
-    xp = np if isinstance(_native(first), np.ndarray) else __import__("cupy")
-    return xp.stack([_native(s) for s in samples])
+    return array_module(_native(first)).stack([_native(s) for s in samples])
 
 
 class DataLoader:

@@ -139,8 +139,7 @@ def nll_loss(log_probs: Tensor, target, reduction: str = "mean") -> Tensor:
     if log_probs.ndim != 2:
         raise ValueError(f"nll_loss: expected log-probabilities of shape (N, C), got {log_probs.shape}")
     labels = _labels(target, log_probs.shape[1], log_probs.shape[0])
-    picked = log_probs[np.arange(log_probs.shape[0]) if isinstance(labels, np.ndarray)
-                       else array_module(labels).arange(log_probs.shape[0]), labels]
+    picked = log_probs[array_module(labels).arange(log_probs.shape[0]), labels]
     return _reduce(-picked, reduction)
 
 

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE, TABLE
+from .._backend import on_host
 from ..tensor import Tensor
 from . import functional as F
 
@@ -93,7 +94,7 @@ class ConvActivationPool(FusedStep):
 
     def run(self, x):
         conv, activation, pool = self.modules
-        if isinstance(x, Tensor) and isinstance(x.data, np.ndarray) and x.dtype == np.float32:
+        if isinstance(x, Tensor) and on_host(x.data) and x.dtype == np.float32:
             return F.conv2d_max_pool2d(x, conv.weight, conv.bias, self.k, conv.stride, conv.padding, conv.dilation,
                                        self.kind, self.param)
         return pool(activation(conv(x)))

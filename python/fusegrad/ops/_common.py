@@ -197,9 +197,8 @@ def elementwise(cpu_kernel, cuda_kernel, inputs: dict, out, *, stream=None):
         if xp is np:
             cpu_kernel(*arrays, target)
         else:
-            cuda = _backend.require_cuda()
-            cuda_kernel(cuda, *(a.data.ptr for a in arrays), target.data.ptr, target.size,
-                        _backend.stream_handle(stream), arrays[0].device.id)
+            with _backend.device_call([*arrays, target], written=(len(arrays),), stream=stream) as call:
+                cuda_kernel(call.module, *call.pointers, target.size, call.stream, call.device)
     if target is not result:
         result[...] = target
     return out if out is not None else to_kind(result, kinds[0])

@@ -8,7 +8,7 @@ where they are.
 """
 from __future__ import annotations
 
-from .. import _cpu
+from .. import _backend, _cpu
 from .._backend import native, to_kind
 from ._common import check_dtype, check_out, check_same_device, flag
 from .activation import EPILOGUE, activation_code
@@ -48,8 +48,8 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
     # their error messages. At MLP sizes a few microseconds of Python would cost as much as the
     # product itself.
     code = _EPILOGUE_CODES.get(activation, -1) if activation is None or type(activation) is str else -1
-    if type(accumulate) is not bool:
-        code = -1  # the checked path reads or refuses it
+    if type(accumulate) is not bool or _backend.emulating:
+        code = -1  # the checked path reads or refuses it, or dispatches to the emulated device
     result = _cpu.gemm(a, b, out, bias, code, accumulate is True)
     if result is not None:
         return result

@@ -136,9 +136,9 @@ def _contiguous_lists(arrays: dict, written: set):
     return arrays, write_back
 
 
-def _run(lists: dict, written: set, cpu_fast, cpu_call, cuda_call):
+def _run(lists: dict, written: set, cpu_fast, cpu_call, cuda_call, stream=None):
     """Runs an op over checked lists: the C++ fast path for plain NumPy lists, else the full path."""
-    if lists and all(isinstance(items[0], np.ndarray) for items in lists.values()):
+    if lists and not _backend.emulating and all(type(items[0]) is np.ndarray for items in lists.values()):
         result = cpu_fast(lists)
         if result is not None and result is not False:
             return result
@@ -147,18 +147,17 @@ def _run(lists: dict, written: set, cpu_fast, cpu_call, cuda_call):
     if device == "cpu":
         result = cpu_call(arrays)
     else:
-        cuda = _backend.require_cuda()
         sizes = [int(a.size) for a in next(iter(arrays.values()))]
-        ptrs = {name: [a.data.ptr if a.size else 0 for a in items] for name, items in arrays.items()}
-        dev = int(device.split(":")[1])
-        result = cuda_call(cuda, ptrs, sizes, dev)
+        names = list(arrays)
+        flat = [a for name in names for a in arrays[name]]
+        written_at = {i for i, name in enumerate(n for n in names for _ in arrays[n]) if name in written}
+        with _backend.device_call(flat, written_at, stream) as call:
+            it = iter(call.pointers)
+            ptrs = {name: [next(it) for _ in arrays[name]] for name in names}
+            result = cuda_call(call, ptrs, sizes)
     for original, copy in write_back:
         original[...] = copy
     return result
-
-
-def _stream(stream) -> int:
-    return _backend.stream_handle(stream)
 
 
 # --- Adam / AdamW ---------------------------------------------------------------------------------
@@ -196,11 +195,11 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1=0.9, beta
         if not fast(ls):
             raise RuntimeError("adam_step: internal error, contiguous lists were refused")
 
-    def cuda(mod, ptrs, sizes, dev):
-        mod.adam_step(ptrs["params"], ptrs["grads"], ptrs["exp_avgs"], ptrs["exp_avg_sqs"], sizes, *hyper,
-                      _stream(stream), dev)
+    def cuda(call, ptrs, sizes):
+        call.module.adam_step(ptrs["params"], ptrs["grads"], ptrs["exp_avgs"], ptrs["exp_avg_sqs"], sizes, *hyper,
+                              call.stream, call.device)
 
-    _run(lists, {"params", "exp_avgs", "exp_avg_sqs"}, fast, cpu, cuda)
+    _run(lists, {"params", "exp_avgs", "exp_avg_sqs"}, fast, cpu, cuda, stream)
     return None
 
 
@@ -242,11 +241,11 @@ def sgd_step(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, da
         if not fast(ls):
             raise RuntimeError("sgd_step: internal error, contiguous lists were refused")
 
-    def cuda(mod, ptrs, sizes, dev):
-        mod.sgd_step(ptrs["params"], ptrs["grads"], ptrs.get("momentum_buffers", []), sizes, *hyper,
-                     _stream(stream), dev)
+    def cuda(call, ptrs, sizes):
+        call.module.sgd_step(ptrs["params"], ptrs["grads"], ptrs.get("momentum_buffers", []), sizes, *hyper,
+                             call.stream, call.device)
 
-    _run(lists, {"params", "momentum_buffers"}, fast, cpu, cuda)
+    _run(lists, {"params", "momentum_buffers"}, fast, cpu, cuda, stream)
     return None
 
 
@@ -306,18 +305,19 @@ def _norm_and_clip(grads, max_norm, norm_type, stream):
             raise RuntimeError("clip_grad_norm: internal error, contiguous lists were refused")
         return total
 
-    kind_of_first = native(lists["grads"][0], "grads[0]")[1]
+    first, kind_of_first = native(lists["grads"][0], "grads[0]")
 
-    def cuda(mod, ptrs, sizes, dev):
-        cp = _backend.cupy_module()
-        with cp.cuda.Device(dev):
-            workspace = cp.empty(mod.norm_workspace_size(len(sizes)), dtype=cp.float64)
-            out = cp.empty(2, dtype=cp.float32)  # [total norm, clip coefficient]
-        mod.grad_norm_clip(ptrs["grads"], sizes, p, -1.0 if max_norm is None else max_norm,
-                           workspace.data.ptr, out.data.ptr, _stream(stream), dev)
+    def cuda(call, ptrs, sizes):
+        xp = _backend.array_module(first)
+        with _backend.on_device(first):
+            workspace = xp.empty(call.module.norm_workspace_size(len(sizes)), dtype=np.float64)
+            out = xp.empty(2, dtype=np.float32)  # [total norm, clip coefficient]
+        call.module.grad_norm_clip(ptrs["grads"], sizes, p, -1.0 if max_norm is None else max_norm,
+                                   _backend.device_pointer(workspace), _backend.device_pointer(out), call.stream,
+                                   call.device)
         return to_kind(out[0], kind_of_first)
 
-    return _run(lists, written, fast, cpu, cuda)
+    return _run(lists, written, fast, cpu, cuda, stream)
 
 
 # --- flat arenas -----------------------------------------------------------------------------------

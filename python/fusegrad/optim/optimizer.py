@@ -23,7 +23,7 @@ import copy
 import numpy as np
 
 from .. import ops
-from .._backend import array_module, to_device
+from .._backend import array_module, on_host, to_device
 from ..tensor import Tensor
 
 
@@ -255,7 +255,7 @@ class Optimizer:
                         if tuple(value.shape) != p.shape:
                             raise ValueError(f"optimizer state '{name}' of parameter {index} has shape "
                                              f"{tuple(value.shape)}, the parameter has {p.shape}")
-                        value = to_device(np.asarray(value, np.float32) if isinstance(value, np.ndarray)
+                        value = to_device(np.asarray(value, np.float32) if on_host(value)
                                            else value, p.device).copy()
                     restored[name] = int(value) if name == "step" else value
                 new_state[id(p)] = restored

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from ..._backend import array_module
+from ..._backend import array_module, on_host
 from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ...ops.conv import conv_geometry
 from ..engine import Function
@@ -16,7 +16,7 @@ from ..engine import Function
 
 def _on_kernels(*arrays) -> bool:
     """True when the conv kernels take these arrays: float32 NumPy."""
-    return all(a is None or (isinstance(a, np.ndarray) and a.dtype == np.float32) for a in arrays)
+    return all(a is None or (on_host(a) and a.dtype == np.float32) for a in arrays)
 
 
 def _taps(kernel_hw, stride, dilation, out_hw):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._backend import array_module
+from ..._backend import array_module, on_host
 from ...random import default_generator
 from ..engine import Function
 
@@ -12,7 +12,7 @@ class Dropout(Function):
     def forward(self, x, p=0.5):
         keep = default_generator().random(x.shape) >= p
         mask = (keep / (1.0 - p)).astype(x.dtype)
-        if not isinstance(x, np.ndarray):
+        if not on_host(x):
             mask = array_module(x).asarray(mask)
         self.save(mask)
         return x * mask

@@ -196,7 +196,7 @@ class Module:
             values[name] = arr
         for name, arr in values.items():
             target = own[name]
-            target.data[...] = to_device(_backend.native(arr)[0] if not isinstance(arr, np.ndarray) else arr,
+            target.data[...] = to_device(arr if isinstance(arr, np.ndarray) else _backend.native(arr)[0],
                                           target.device)
         return missing, unexpected
 
