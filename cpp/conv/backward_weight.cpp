@@ -13,6 +13,22 @@
 namespace fusegrad {
 namespace FG_ISA_NS {
 namespace conv {
+namespace {
+
+// Row `ih` of image img of x (zeros outside the image) as the tiles read it: pl zero pixels
+// before it and zeros after, ld floats in all.
+void fill_padded_row(const ConvShape& s, int64_t ld, const float* x, int64_t img, int64_t ih, float* dst) {
+  const int64_t left = s.pl * s.c, len = s.w * s.c;
+  if (ih < 0 || ih >= s.h) {
+    std::memset(dst, 0, static_cast<size_t>(ld) * sizeof(float));
+    return;
+  }
+  std::memset(dst, 0, static_cast<size_t>(left) * sizeof(float));
+  std::memcpy(dst + left, x + (img * s.h + ih) * len, static_cast<size_t>(len) * sizeof(float));
+  std::memset(dst + left + len, 0, static_cast<size_t>(ld - left - len) * sizeof(float));
+}
+
+}  // namespace
 
 PatchPlan::PatchPlan(const ConvShape& s) : k(s.kh * s.kw * s.c), corner(static_cast<size_t>(k)) {
   // Input rows and columns the patches reach, padding included.
@@ -64,7 +80,7 @@ void PatchWorker::add_rows(const float* x, const float* gy, int64_t r0, int64_t 
       if (copy_.size() < static_cast<size_t>((copy_rows + input_rows) * p.ld))
         copy_.resize(static_cast<size_t>((copy_rows + input_rows) * p.ld));
       for (int64_t b = 0; b < input_rows; ++b)
-        fill_row(x, img, first + b - s.pt, copy_.data() + (copy_rows + b) * p.ld);
+        fill_padded_row(s, p.ld, x, img, first + b - s.pt, copy_.data() + (copy_rows + b) * p.ld);
       for (int64_t y = y0; y < y1; ++y) row_off_[r - r0 + y - y0] = (copy_rows + y * s.sh - first) * p.ld;
       copy_rows += input_rows;
       r += y1 - y0;
@@ -102,18 +118,6 @@ void PatchWorker::add_rows(const float* x, const float* gy, int64_t r0, int64_t 
       else narrow.fn[m - 1][v - 1](t);
     }
   }
-}
-
-void PatchWorker::fill_row(const float* x, int64_t img, int64_t ih, float* dst) const {
-  const ConvShape& s = s_;
-  const int64_t ld = plan_.ld, left = s.pl * s.c, len = s.w * s.c;
-  if (ih < 0 || ih >= s.h) {
-    std::memset(dst, 0, static_cast<size_t>(ld) * sizeof(float));
-    return;
-  }
-  std::memset(dst, 0, static_cast<size_t>(left) * sizeof(float));
-  std::memcpy(dst + left, x + (img * s.h + ih) * len, static_cast<size_t>(len) * sizeof(float));
-  std::memset(dst + left + len, 0, static_cast<size_t>(ld - left - len) * sizeof(float));
 }
 
 void add_partials(float* gw, const std::vector<float>& partials, int nthreads, int64_t size) {

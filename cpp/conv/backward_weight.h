@@ -50,9 +50,6 @@ class PatchWorker {
   void add_rows(const float* x, const float* gy, int64_t r0, int64_t r1, float* dst);
 
  private:
-  // Row `ih` of image img (zeros outside the image), with pl zero pixels before it and zeros after.
-  void fill_row(const float* x, int64_t img, int64_t ih, float* dst) const;
-
   const ConvShape& s_;
   const PatchPlan& plan_;
   std::vector<float> copy_;

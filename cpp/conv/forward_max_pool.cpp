@@ -13,9 +13,9 @@ namespace conv {
 // Forward followed by max pooling over non-overlapping pool×pool windows (stride = window, no
 // padding, PyTorch's floor rule): y (N, OH/pool, OW/pool, C_out) and indices as max_pool2d gives
 // them (positions in the conv output's OH×OW plane). The conv output never goes to memory: each
-// band of `pool` conv rows is computed into a per-thread buffer (a few KiB, still in L1/L2 when
-// it is pooled), which on a first layer saves writing and re-reading the largest tensor of the
-// network. The bias is added in the tiles (so the pooled values and their ties are exactly those
+// band of conv rows (kPoolBandBytes, whole pooled rows) is computed into a per-thread buffer still
+// in L2 when it is pooled, which on a first layer saves writing and re-reading the largest tensor
+// of the network. The bias is added in the tiles (so the pooled values and their ties are exactly those
 // of max_pool2d on the conv output); the activation is applied to the pooled values: the caller
 // guarantees it is non-decreasing, so it commutes with max.
 void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
@@ -26,9 +26,9 @@ void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, c
   const int R = plan.rows;
   // Pooled rows per band: as many as keep the band's conv rows within kPoolBandBytes.
   const int64_t conv_row_bytes = pool * s.ow * s.co * int64_t(sizeof(float));
-  const int64_t band_rows = std::clamp<int64_t>(kPoolBandBytes / conv_row_bytes, 1, pooled_h);
-  const int64_t bands_per_image = ceil_div(pooled_h, band_rows), bands = s.n * bands_per_image;
-  const int64_t max_band_pixels = band_rows * pool * s.ow;  // conv pixels in a full band
+  const int64_t band_pooled_rows = std::clamp<int64_t>(kPoolBandBytes / conv_row_bytes, 1, pooled_h);
+  const int64_t bands_per_image = ceil_div(pooled_h, band_pooled_rows), bands = s.n * bands_per_image;
+  const int64_t max_band_pixels = band_pooled_rows * pool * s.ow;  // conv pixels in a full band
   const double band_flops = plan.tile_flops() * double(ceil_div(max_band_pixels, R));
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / band_flops));
   parallel_for(bands, grain, [&](int64_t b0, int64_t b1) {
@@ -36,8 +36,9 @@ void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, c
     // The band's conv output, with room for the whole-vector stores of a partial last tile.
     std::vector<float> band_out(static_cast<size_t>((ceil_div(max_band_pixels, R) * R + 1) * s.co));
     for (int64_t bd = b0; bd < b1; ++bd) {
-      const int64_t img = bd / bands_per_image, py0 = (bd % bands_per_image) * band_rows;
-      const int64_t npy = std::min(band_rows, pooled_h - py0), band_pixels = npy * pool * s.ow;
+      // The band's pooled rows: npy of them from py0; its conv rows: npy * pool from py0 * pool.
+      const int64_t img = bd / bands_per_image, py0 = (bd % bands_per_image) * band_pooled_rows;
+      const int64_t npy = std::min(band_pooled_rows, pooled_h - py0), band_pixels = npy * pool * s.ow;
       const int64_t m_band = img * s.oh * s.ow + py0 * pool * s.ow;
       for (int64_t m = 0; m < band_pixels; m += R)
         worker.tile(x, m_band + m, static_cast<int>(std::min<int64_t>(R, band_pixels - m)), band_out.data() + m * s.co,
