@@ -16,14 +16,14 @@ namespace fusegrad {
 namespace FG_ISA_NS {
 namespace conv {
 
-constexpr int W = kVecWidth;
-constexpr int kNV = kNR / W;  // vectors per NR-column panel
+inline constexpr int W = kVecWidth;
+inline constexpr int kNV = kNR / W;  // vectors per NR-column panel
 
 // ---- threads ----------------------------------------------------------------------------------
 
 // Same reasoning as the GEMM's kThreadFlops: below ~1.8 MFLOP of work per chunk the second thread
 // costs more to wake than it saves.
-constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
+inline constexpr double kThreadFlops = 2.0 * 96 * 96 * 96;
 
 // Threads for a pass of `flops` split by hand: one per kThreadFlops, at most all of them.
 inline int threads_for(double flops) {
@@ -52,13 +52,13 @@ inline int fixed_len_index(int64_t len) {
 // on AVX-512) leave the compiler short of registers: it spilled row pointers and even a B
 // vector to the stack, measured 40% slower. Eight rows × NR columns still give 16 independent
 // accumulators (enough to hide the FMA latency) and fit the 16 general registers.
-constexpr int kConvMR = kMR < 8 ? kMR : 8;
+inline constexpr int kConvMR = kMR < 8 ? kMR : 8;
 
 // Runs of a fixed length (first layers: 3 or 9 floats per pointer) unroll the run at compile time,
 // so the row pointers are loaded once per run from the pointer table instead of living in
 // registers across a runtime loop: there, the GEMM's full MR rows fit without spills, and the
 // taller tile spreads the per-tile work (pointer table, bias, stores) over 12 rows instead of 8.
-constexpr int kFixedRunMR = kMR;
+inline constexpr int kFixedRunMR = kMR;
 
 // The wide tile: 6 rows × two NR panels (AVX-512: 6 × 64, 24 accumulators, 4 B vectors and a
 // broadcast = 29 of 32 zmm). Used when C_out (forward) or C_in (backward-input) spans two or
@@ -66,26 +66,26 @@ constexpr int kFixedRunMR = kMR;
 // loads 4 B vectors per 24 FMAs instead of 2 per 16. Only AVX-512 has the registers for it.
 // Backward-weight's patch tile uses the same shape for the same reason (4 gy vectors and 6
 // broadcasts per 24 FMAs, against 2 and 12 for the GEMM's 12 × NR).
-constexpr bool kHasWideTile = kVecWidth == 16;
-constexpr int kWideMR = 6;
-constexpr int kMaxV = kHasWideTile ? 2 * kNV : kNV;  // vectors per row of the widest tile
+inline constexpr bool kHasWideTile = kVecWidth == 16;
+inline constexpr int kWideMR = 6;
+inline constexpr int kMaxV = kHasWideTile ? 2 * kNV : kNV;  // vectors per row of the widest tile
 
-constexpr int kMaxTileRows = std::max(kConvMR, std::max(kFixedRunMR, kWideMR));
+inline constexpr int kMaxTileRows = std::max(kConvMR, std::max(kFixedRunMR, kWideMR));
 
 // ---- first layers -----------------------------------------------------------------------------
 
 // C_in up to this gets the direct forms: backward-input's gather form, and the fused backward
 // (every pass image by image, conv_kernels.backward).
-constexpr int kDirectMaxCin = 4;
+inline constexpr int kDirectMaxCin = 4;
 
 // ---- the gather tile (tiles/gather.h) ---------------------------------------------------------
 
 // Accumulators of a gather tile: 24 of the 32 zmm registers (the rest hold C_in weight vectors and
 // a gy vector), 12 of AVX2's 16. Its rows are the largest power of two with rows * C_in within that.
-constexpr int kGatherAcc = kVecWidth >= 16 ? 24 : 12;
+inline constexpr int kGatherAcc = kVecWidth >= 16 ? 24 : 12;
 
 // Bytes of the gather form's band copy of gy: with the band's outputs it stays in a core's L2.
-constexpr int64_t kGatherBandBytes = 256 << 10;
+inline constexpr int64_t kGatherBandBytes = 256 << 10;
 
 // ---- forward fused with max-pooling -----------------------------------------------------------
 
@@ -93,20 +93,20 @@ constexpr int64_t kGatherBandBytes = 256 << 10;
 // first layer is 86 KiB), or bands of it for large ones, kept within L2 with the packed weights.
 // Whole images keep the tiles running on across conv rows (a band of 2 rows of 26 pixels would
 // leave 8 of 60 tile rows idle).
-constexpr int64_t kPoolBandBytes = 256 << 10;
+inline constexpr int64_t kPoolBandBytes = 256 << 10;
 
 // ---- backward-input: which form -----------------------------------------------------------------
 
 // The chooser (backward_input.cpp) compares the useful fraction of the FMAs each form would run.
 // The scatter form adds its patch gradients into gx after the GEMM: that is counted as a tenth of
 // its time (one vector add per C_in floats against 2*C_out flops each).
-constexpr double kScatterOverhead = 0.9;
+inline constexpr double kScatterOverhead = 0.9;
 // The stride-1 form run as a forward skips the border of gx, but each border class then has only
 // a few pixels per image: its tiles take rows from several images and few taps. That counts as no
 // gain unless the interior (pixels with every tap inside gy) is at least this fraction of gx: at
 // 11% (6x6 -> 4x4) the forward ran 25% slower than the scatter form, at 48% (13x13 -> 11x11) 6%
 // faster.
-constexpr double kInteriorForForward = 0.4;
+inline constexpr double kInteriorForForward = 0.4;
 
 // ---- backward-weight --------------------------------------------------------------------------
 
@@ -114,17 +114,17 @@ constexpr double kInteriorForForward = 0.4;
 // gw passes over a whole segment with its block in registers, so the segment's gy rows and the
 // input rows under them are read once per group from L2. Half of a core's L2 leaves room for gw
 // itself (147 KiB for 3x3x64->64) and the next segment's lines.
-constexpr int64_t kPatchSegmentBytes = 512 << 10;
+inline constexpr int64_t kPatchSegmentBytes = 512 << 10;
 
 // ---- backward-bias ----------------------------------------------------------------------------
 
 // Rows of gy summed in float before they are added into the double totals of backward-bias:
 // short enough that float rounding stays at the level of a 64-term sum.
-constexpr int64_t kBiasBlock = 64;
+inline constexpr int64_t kBiasBlock = 64;
 
 // Column blocks of this many vectors: 8 of them (16 accumulators, two rows at a time) cover C_out
 // up to 128 in one pass over the rows on AVX-512, and leave registers for the loads.
-constexpr int kBiasVecs = 8;
+inline constexpr int kBiasVecs = 8;
 
 }  // namespace conv
 }  // namespace FG_ISA_NS

@@ -14,8 +14,8 @@ RunPlan plan_runs(const ConvShape& s) {
 
 std::vector<int64_t> run_offsets(const ConvShape& s, const RunPlan& run_plan) {
   // The offset splits into a row part and a column part, each computed once per (position, tap):
-  // per pixel and run this is then an add, not two range checks and a multiply (which made the
-  // table a fixed cost of 10 us per call on a 26x26 output).
+  // per pixel and run this is then an add. Two range checks and a multiply per pixel and run cost
+  // 10 us per call on a 26x26 output.
   const int64_t col_taps = run_plan.merged ? 1 : s.kw;
   std::vector<int64_t> row_part(static_cast<size_t>(s.oh * s.kh)), col_part(static_cast<size_t>(s.ow * col_taps));
   for (int64_t y = 0; y < s.oh; ++y)
