@@ -46,7 +46,8 @@ void GatherWorker::run(const float* gy, float* gx, int64_t img, int64_t band, in
     const int64_t gy_row = ih0 + p.top + b;
     if (gy_row < 0 || gy_row >= s_.oh || p.q0 >= p.q1) {
       for (int64_t plane = 0; plane < p.planes; ++plane)
-        std::memset(copy_ + plane * p.plane_floats + b * p.copy_w * W, 0, static_cast<size_t>(p.copy_w * W) * sizeof(float));
+        std::memset(copy_ + plane * p.plane_floats + b * p.copy_w * W, 0,
+                    static_cast<size_t>(p.copy_w * W) * sizeof(float));
       continue;
     }
     const float* src = gy + ((img * s_.oh + gy_row) * s_.ow + p.left) * co;

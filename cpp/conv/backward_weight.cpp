@@ -87,8 +87,10 @@ void PatchWorker::add_rows(const float* x, const float* gy, int64_t r0, int64_t 
     }
     base = copy_.data();
   }
-  static const auto narrow = make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
-  static const auto wide = make_patch_table(std::make_integer_sequence<int, kWideMR>{}, std::make_integer_sequence<int, kMaxV>{});
+  static const auto narrow =
+      make_patch_table(std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
+  static const auto wide =
+      make_patch_table(std::make_integer_sequence<int, kWideMR>{}, std::make_integer_sequence<int, kMaxV>{});
   const float* k_rows[kMaxTileRows];
   PatchTile t;
   t.k_rows = k_rows;

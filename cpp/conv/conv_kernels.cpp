@@ -4,7 +4,8 @@
 // Where things are, BLIS-style (blocking, packing, micro-tiles, then the loops around them):
 //   blocking.h                   every tunable: tile shapes, band and segment sizes, thread grain,
 //                                the backward-input cost model
-//   geometry.h/.cpp              run plans and offsets, tap sets, pixel classes, inside hulls
+//   geometry.h/.cpp              conv's packing: run plans and offsets, tap sets, pixel classes,
+//                                inside hulls, worked out once per call
 //   tiles/indirect.h             the indirect tile (forward, backward-input phases and scatter)
 //   tiles/gather.h               the gather tile (backward-input, first layers)
 //   tiles/patch.h                the patch tile (backward-weight)
@@ -25,9 +26,8 @@
 namespace fusegrad {
 namespace FG_ISA_NS {
 
-extern const ConvKernels conv_kernels{conv::conv_forward,         conv::conv_forward_max_pool,
-                                      conv::conv_backward_input,  conv::conv_backward_weight,
-                                      conv::conv_backward_bias,   conv::conv_backward};
+extern const ConvKernels conv_kernels{conv::conv_forward,        conv::conv_forward_max_pool, conv::conv_backward_input,
+                                      conv::conv_backward_weight, conv::conv_backward_bias,    conv::conv_backward};
 
 }  // namespace FG_ISA_NS
 }  // namespace fusegrad
