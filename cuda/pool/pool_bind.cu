@@ -67,8 +67,8 @@ void register_pool_cuda(py::module_& m) {
     auto* bad_count = bad ? device_ptr<unsigned long long>(bad, "bad") : nullptr;
     py::gil_scoped_release release;
     cuda::max_pool2d_backward(g, device_ptr<const float>(grad_out, "grad_out"),
-                              device_ptr<const int32_t>(indices, "indices"), device_ptr<float>(grad_input, "grad_input"),
-                              bad_count, as_stream(stream), device);
+                              device_ptr<const int32_t>(indices, "indices"),
+                              device_ptr<float>(grad_input, "grad_input"), bad_count, as_stream(stream), device);
   }, py::arg("grad_out"), py::arg("indices"), py::arg("grad_input"), py::arg("bad"), py::arg("input"),
      py::arg("window"), py::arg("stream"), py::arg("device"),
      "bad: 0, or a uint64 counter the kernel adds the indices outside their window to");

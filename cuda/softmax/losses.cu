@@ -101,7 +101,8 @@ __global__ void __launch_bounds__(kRowThreads) xent_warp_kernel(const XentArgs a
     for (int j = 0; j < kPer; ++j) {
       const int i = j * kWidth + lane;
       if (i < c)
-        a.grad[r * c + i] = bad ? static_cast<float>(kNaN) : fmaf(v[j], scale, a.offset) - (i == label ? a.at_label : 0.0f);
+        a.grad[r * c + i] =
+            bad ? static_cast<float>(kNaN) : fmaf(v[j], scale, a.offset) - (i == label ? a.at_label : 0.0f);
     }
   }
   write_partials(a, total, bad_row);
