@@ -23,6 +23,9 @@ constexpr int kThreads = 256;
 // At least 4 resident blocks (1024 threads, half the SM) to keep enough loads in flight: caps the
 // kernels at 64 registers.
 constexpr int kMinBlocks = 4;
+// Window positions a thread's loop takes per step: enough independent loads in flight to cover
+// memory latency at that occupancy (a 2x2 window is one step).
+constexpr int kUnroll = 4;
 // Global average pooling splits a plane over several blocks only down to this many pixels per
 // block: fewer, and the second pass over the partial sums costs more than the parallelism wins.
 constexpr int64_t kSplitPixels = 256;
@@ -132,17 +135,22 @@ max_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
       int32_t best[kW];
 #pragma unroll
       for (int l = 0; l < kW; ++l) m[l] = kNegInf, best[l] = static_cast<int32_t>(win.h0 * g.w + win.w0);
-      const float* row = plane + (win.h0 * g.w + win.w0) * g.c + v * kW;
-      int32_t row_pos = static_cast<int32_t>(win.h0 * g.w + win.w0);
-      for (int64_t ih = win.h0; ih < win.h1; ++ih, row += g.w * g.c, row_pos += static_cast<int32_t>(g.w)) {
-        const float* p = row;
-        for (int32_t pos = row_pos; pos < row_pos + static_cast<int32_t>(win.w1 - win.w0); ++pos, p += g.c) {
-          float a[kW];
-          load_vec<kW>(p, a);
+      // The window in row-major order as one flat loop, unrolled so that several loads are in
+      // flight per thread even for a 2x2 window.
+      const int cols = static_cast<int>(win.w1 - win.w0), count = static_cast<int>(win.h1 - win.h0) * cols;
+      const int32_t next_row = static_cast<int32_t>(g.w) - cols + 1;
+      int32_t pos = best[0];
+      const float* p = plane + int64_t(pos) * g.c + v * kW;
+      int col = 0;
+#pragma unroll kUnroll
+      for (int t = 0; t < count; ++t) {
+        float a[kW];
+        load_vec<kW>(p, a);
 #pragma unroll
-          for (int l = 0; l < kW; ++l)
-            if (a[l] > m[l] || a[l] != a[l]) m[l] = a[l], best[l] = pos;
-        }
+        for (int l = 0; l < kW; ++l)
+          if (a[l] > m[l] || a[l] != a[l]) m[l] = a[l], best[l] = pos;
+        const int32_t step = ++col == cols ? (col = 0, next_row) : 1;
+        pos += step, p += int64_t(step) * g.c;
       }
       store_vec<kW>(y + q * g.c + v * kW, m);
       if constexpr (kIndices) store_ivec<kW>(indices + q * g.c + v * kW, best);
@@ -170,27 +178,30 @@ max_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, const in
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       float acc[kW] = {};
       unsigned misplaced = 0;
-      for (int64_t oh = oh0; oh <= oh1; ++oh) {
-        for (int64_t ow = ow0; ow <= ow1; ++ow) {
-          const int64_t o = out_plane + (oh * g.ow + ow) * g.c + v * kW;
-          int32_t id[kW];
-          float gv[kW];
-          load_ivec<kW>(indices + o, id);
-          load_vec<kW>(gy + o, gv);
+      // The covering windows in output order as one flat loop (unrolled: several loads in flight).
+      const int cols = static_cast<int>(ow1 - ow0 + 1), count = max(static_cast<int>(oh1 - oh0 + 1), 0) * max(cols, 0);
+      int64_t oh = oh0, ow = ow0, o = out_plane + (oh0 * g.ow + ow0) * g.c + v * kW;
+#pragma unroll kUnroll
+      for (int t = 0; t < count; ++t) {
+        int32_t id[kW];
+        float gv[kW];
+        load_ivec<kW>(indices + o, id);
+        load_vec<kW>(gy + o, gv);
 #pragma unroll
-          for (int l = 0; l < kW; ++l)
-            if (id[l] == pos) acc[l] += gv[l];
-          if constexpr (kCheck) {
-            const Window win = window_of(g, oh, ow);
-            if (ih == win.h0 && iw == win.w0) {
+        for (int l = 0; l < kW; ++l)
+          if (id[l] == pos) acc[l] += gv[l];
+        if constexpr (kCheck) {
+          const Window win = window_of(g, oh, ow);
+          if (ih == win.h0 && iw == win.w0) {
 #pragma unroll
-              for (int l = 0; l < kW; ++l) {
-                const int64_t r = id[l] / g.w, s = id[l] % g.w;
-                misplaced += id[l] < 0 || r < win.h0 || r >= win.h1 || s < win.w0 || s >= win.w1;
-              }
+            for (int l = 0; l < kW; ++l) {
+              const int64_t r = id[l] / g.w, s = id[l] % g.w;
+              misplaced += id[l] < 0 || r < win.h0 || r >= win.h1 || s < win.w0 || s >= win.w1;
             }
           }
         }
+        const bool wrap = ++ow > ow1;
+        oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
       }
       store_vec<kW>(gx + q * g.c + v * kW, acc);
       if (kCheck && misplaced) atomicAdd(bad, static_cast<unsigned long long>(misplaced));
@@ -212,15 +223,16 @@ avg_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
     const float* plane = x + n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       float acc[kW] = {};
-      const float* row = plane + (win.h0 * g.w + win.w0) * g.c + v * kW;
-      for (int64_t ih = win.h0; ih < win.h1; ++ih, row += g.w * g.c) {
-        const float* p = row;
-        for (int64_t iw = win.w0; iw < win.w1; ++iw, p += g.c) {
-          float a[kW];
-          load_vec<kW>(p, a);
+      const int cols = static_cast<int>(win.w1 - win.w0), count = static_cast<int>(win.h1 - win.h0) * cols;
+      const float* p = plane + (win.h0 * g.w + win.w0) * g.c + v * kW;
+      int col = 0;
+#pragma unroll kUnroll
+      for (int t = 0; t < count; ++t) {
+        float a[kW];
+        load_vec<kW>(p, a);
 #pragma unroll
-          for (int l = 0; l < kW; ++l) acc[l] += a[l];
-        }
+        for (int l = 0; l < kW; ++l) acc[l] += a[l];
+        p += (++col == cols ? (col = 0, g.w - cols + 1) : 1) * g.c;
       }
 #pragma unroll
       for (int l = 0; l < kW; ++l) acc[l] *= scale;
@@ -243,14 +255,17 @@ avg_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, float* _
     const int64_t out_plane = n * g.oh * g.ow * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       float acc[kW] = {};
-      for (int64_t oh = oh0; oh <= oh1; ++oh) {
-        for (int64_t ow = ow0; ow <= ow1; ++ow) {
-          const float scale = inv_count(g, oh, ow, window_of(g, oh, ow), include_pad);
-          float gv[kW];
-          load_vec<kW>(gy + out_plane + (oh * g.ow + ow) * g.c + v * kW, gv);
+      const int cols = static_cast<int>(ow1 - ow0 + 1), count = max(static_cast<int>(oh1 - oh0 + 1), 0) * max(cols, 0);
+      int64_t oh = oh0, ow = ow0, o = out_plane + (oh0 * g.ow + ow0) * g.c + v * kW;
+#pragma unroll kUnroll
+      for (int t = 0; t < count; ++t) {
+        const float scale = inv_count(g, oh, ow, window_of(g, oh, ow), include_pad);
+        float gv[kW];
+        load_vec<kW>(gy + o, gv);
 #pragma unroll
-          for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
-        }
+        for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
+        const bool wrap = ++ow > ow1;
+        oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
       }
       store_vec<kW>(gx + q * g.c + v * kW, acc);
     }

@@ -121,6 +121,7 @@ __global__ void __launch_bounds__(kBlockThreads) xent_block_kernel(const XentArg
     const int64_t label = a.labels[r];
     const bool bad = label < 0 || label >= a.c;
     float m = kNegInf, sum_x = 0.0f, s = 0.0f;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float v[kW];
       load_vec<kW>(x + i * kW, v);
@@ -129,6 +130,7 @@ __global__ void __launch_bounds__(kBlockThreads) xent_block_kernel(const XentArg
     }
     m = block_reduce(m, Max{});
     if (a.smoothing) sum_x = block_reduce(sum_x, Sum{});
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float v[kW];
       load_vec<kW>(x + i * kW, v);
@@ -144,6 +146,7 @@ __global__ void __launch_bounds__(kBlockThreads) xent_block_kernel(const XentArg
     }
     if (a.grad == nullptr) continue;
     const float scale = a.grad_scale / s;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float v[kW];
       load_vec<kW>(x + i * kW, v);
@@ -176,6 +179,7 @@ __global__ void __launch_bounds__(kBceThreads)
 bce_kernel(const float* x, const float* t, int64_t n, float scale, float* loss, float* grad, double* partial) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x, start = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   double total = 0.0;
+#pragma unroll kUnroll
   for (int64_t v = start; v < n / kW; v += stride) {
     float xv[kW], tv[kW], lv[kW], gv[kW];
     load_vec<kW>(x + v * kW, xv);

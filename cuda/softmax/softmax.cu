@@ -110,6 +110,7 @@ softmax_block_forward(const float* x, float* y, int64_t rows, int64_t len) {
     const float* xr = x + r * len;
     float* yr = y + r * len;
     float m = kNegInf;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW];
       load_vec<kW>(xr + i * kW, a);
@@ -119,6 +120,7 @@ softmax_block_forward(const float* x, float* y, int64_t rows, int64_t len) {
     }
     m = block_reduce(m, Max{});
     float s = 0.0f;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW];
       if constexpr (kCache) load_shared<kW>(cache, i, a);
@@ -128,6 +130,7 @@ softmax_block_forward(const float* x, float* y, int64_t rows, int64_t len) {
     }
     s = block_reduce(s, Sum{});
     const float shift = kLog ? logf(s) : 1.0f / s;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW];
       if constexpr (kCache) load_shared<kW>(cache, i, a);
@@ -149,6 +152,7 @@ softmax_block_backward(const float* g, const float* y, float* dx, int64_t rows, 
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * len;
     float s = 0.0f;
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW], b[kW];
       load_vec<kW>(g + base + i * kW, a);
@@ -157,6 +161,7 @@ softmax_block_backward(const float* g, const float* y, float* dx, int64_t rows, 
       for (int l = 0; l < kW; ++l) s += kLog ? a[l] : a[l] * b[l];
     }
     s = block_reduce(s, Sum{});
+#pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW], b[kW];
       load_vec<kW>(g + base + i * kW, a);
@@ -195,14 +200,17 @@ softmax_column_forward(const float* x, float* y, int64_t outer, int64_t len, int
     const int64_t base = o * len * inner + j;
     float m = kNegInf;
     if (valid)
+#pragma unroll kUnroll
       for (int64_t k = threadIdx.y; k < len; k += blockDim.y) m = fmaxf(m, x[base + k * inner]);
     m = column_reduce(m, Max{}, part);
     float s = 0.0f;
     if (valid)
+#pragma unroll kUnroll
       for (int64_t k = threadIdx.y; k < len; k += blockDim.y) s += expf(x[base + k * inner] - m);
     s = column_reduce(s, Sum{}, part);
     const float shift = kLog ? logf(s) : 1.0f / s;
     if (valid)
+#pragma unroll kUnroll
       for (int64_t k = threadIdx.y; k < len; k += blockDim.y) {
         const float a = x[base + k * inner];
         y[base + k * inner] = kLog ? (a - m) - shift : expf(a - m) * shift;
@@ -222,12 +230,14 @@ softmax_column_backward(const float* g, const float* y, float* dx, int64_t outer
     const int64_t base = o * len * inner + j;
     float s = 0.0f;
     if (valid)
+#pragma unroll kUnroll
       for (int64_t k = threadIdx.y; k < len; k += blockDim.y) {
         const int64_t at = base + k * inner;
         s += kLog ? g[at] : g[at] * y[at];
       }
     s = column_reduce(s, Sum{}, part);
     if (valid)
+#pragma unroll kUnroll
       for (int64_t k = threadIdx.y; k < len; k += blockDim.y) {
         const int64_t at = base + k * inner;
         dx[at] = kLog ? g[at] - expf(y[at]) * s : y[at] * (g[at] - s);

@@ -21,6 +21,9 @@ constexpr int kRowThreads = 256;
 // Threads per block of the long-row kernels (a block per row): 16 warps, enough loads in flight
 // per row without making the block reductions long.
 constexpr int kBlockThreads = 512;
+// Iterations of a strided loop over global memory unrolled together: four independent loads in
+// flight per thread (16 with float4), enough to cover memory latency at these occupancies.
+constexpr int kUnroll = 4;
 
 template <int kW>
 __device__ __forceinline__ void load_vec(const float* p, float (&r)[kW]) {
