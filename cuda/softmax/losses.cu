@@ -108,9 +108,10 @@ __global__ void __launch_bounds__(kRowThreads) xent_warp_kernel(const XentArgs a
   write_partials(a, total, bad_row);
 }
 
-// Cross-entropy of long rows (C > 1024), a block per row: max (and logit sum), then the sum of
-// exponentials, then the gradient, in strided passes (float4 where rows are 16-byte aligned) with
-// block reductions between them. Thread 0 keeps the block's loss total and first bad row.
+// Cross-entropy of long rows (C > 1024), a block per row: one pass for the online statistics (max
+// and sum of exponentials, with the logit sum for smoothing), which is all the loss needs, and a
+// second for the gradient; strided over the block (float4 where rows are 16-byte aligned). Thread 0
+// keeps the block's loss total and first bad row.
 template <int kW>
 __global__ void __launch_bounds__(kBlockThreads) xent_block_kernel(const XentArgs a) {
   const int64_t vectors = a.c / kW;
@@ -120,24 +121,17 @@ __global__ void __launch_bounds__(kBlockThreads) xent_block_kernel(const XentArg
     const float* x = a.logits + r * a.c;
     const int64_t label = a.labels[r];
     const bool bad = label < 0 || label >= a.c;
-    float m = kNegInf, sum_x = 0.0f, s = 0.0f;
+    float m = kNegInf, s = 0.0f, sum_x = 0.0f;
 #pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float v[kW];
       load_vec<kW>(x + i * kW, v);
+      online_add<kW>(m, s, v);
 #pragma unroll
-      for (int l = 0; l < kW; ++l) m = fmaxf(m, v[l]), sum_x += v[l];
+      for (int l = 0; l < kW; ++l) sum_x += v[l];
     }
-    m = block_reduce(m, Max{});
+    block_merge(m, s);
     if (a.smoothing) sum_x = block_reduce(sum_x, Sum{});
-#pragma unroll kUnroll
-    for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
-      float v[kW];
-      load_vec<kW>(x + i * kW, v);
-#pragma unroll
-      for (int l = 0; l < kW; ++l) s += expf(v[l] - m);
-    }
-    s = block_reduce(s, Sum{});
     if (threadIdx.x == 0) {
       const double loss = bad ? kNaN : row_loss(a, m, s, x[label], sum_x);
       if (a.loss_rows) a.loss_rows[r] = static_cast<float>(loss);

@@ -96,11 +96,11 @@ softmax_warp_backward(const float* g, const float* y, float* dx, int64_t rows, i
   }
 }
 
-// Long rows, a block per row (grid-stride over rows): the max, the sum of exponentials and the
-// output in three passes strided over the block (float4 where rows are 16-byte aligned), each
-// reduction a block_reduce. With kCache the first pass also copies the row into shared memory and
-// the later passes read it there, so the row leaves memory once; longer rows are read again
-// (mostly from L2).
+// Long rows, a block per row (grid-stride over rows): one pass for the online statistics (max and
+// sum of exponentials together, block_merge'd), one for the output, strided over the block (float4
+// where rows are 16-byte aligned). With kCache the first pass also copies the row into shared
+// memory and the second reads it there, so the row leaves memory once; longer rows are read twice
+// (the second time partly from L2).
 template <int kW, bool kCache, bool kLog>
 __global__ void __launch_bounds__(kBlockThreads)
 softmax_block_forward(const float* x, float* y, int64_t rows, int64_t len) {
@@ -109,26 +109,15 @@ softmax_block_forward(const float* x, float* y, int64_t rows, int64_t len) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * len;
     float* yr = y + r * len;
-    float m = kNegInf;
+    float m = kNegInf, s = 0.0f;
 #pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
       float a[kW];
       load_vec<kW>(xr + i * kW, a);
       if constexpr (kCache) store_shared<kW>(cache, i, a);
-#pragma unroll
-      for (int l = 0; l < kW; ++l) m = fmaxf(m, a[l]);
+      online_add<kW>(m, s, a);
     }
-    m = block_reduce(m, Max{});
-    float s = 0.0f;
-#pragma unroll kUnroll
-    for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
-      float a[kW];
-      if constexpr (kCache) load_shared<kW>(cache, i, a);
-      else load_vec<kW>(xr + i * kW, a);
-#pragma unroll
-      for (int l = 0; l < kW; ++l) s += expf(a[l] - m);
-    }
-    s = block_reduce(s, Sum{});
+    block_merge(m, s);  // its barrier also orders the cache's writes before the reads below
     const float shift = kLog ? logf(s) : 1.0f / s;
 #pragma unroll kUnroll
     for (int64_t i = threadIdx.x; i < vectors; i += blockDim.x) {
@@ -187,27 +176,30 @@ __device__ __forceinline__ float column_reduce(float v, Op op, Part& part) {
 
 // Strided axis (inner > 1): a block takes blockDim.x consecutive columns of one outer index
 // (neighbouring threads read neighbouring floats: coalesced) and splits len over threadIdx.y, so a
-// few columns with a long axis still spread over many threads. Three passes over each thread's
-// slice, the partials meeting in shared memory after the first two.
+// few columns with a long axis still spread over many threads. Each thread gathers the online
+// statistics of its slice, the slices' pairs are merged in slice order through shared memory, and
+// a second pass writes the output: two reads of the input, not three.
 template <bool kLog>
 __global__ void __launch_bounds__(kColThreads)
 softmax_column_forward(const float* x, float* y, int64_t outer, int64_t len, int64_t inner) {
-  FG_SHARED(float, part, [kColThreads]);
+  FG_SHARED(float, part_m, [kColThreads]);
+  FG_SHARED(float, part_s, [kColThreads]);
   const int64_t col_blocks = (inner + blockDim.x - 1) / blockDim.x;
+  const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
   for (int64_t b = blockIdx.x; b < outer * col_blocks; b += gridDim.x) {
     const int64_t o = b / col_blocks, j = (b % col_blocks) * blockDim.x + threadIdx.x;
     const bool valid = j < inner;
     const int64_t base = o * len * inner + j;
-    float m = kNegInf;
+    float m = kNegInf, s = 0.0f;
     if (valid)
 #pragma unroll kUnroll
-      for (int64_t k = threadIdx.y; k < len; k += blockDim.y) m = fmaxf(m, x[base + k * inner]);
-    m = column_reduce(m, Max{}, part);
-    float s = 0.0f;
-    if (valid)
-#pragma unroll kUnroll
-      for (int64_t k = threadIdx.y; k < len; k += blockDim.y) s += expf(x[base + k * inner] - m);
-    s = column_reduce(s, Sum{}, part);
+      for (int64_t k = threadIdx.y; k < len; k += blockDim.y) online_add<1>(m, s, {x[base + k * inner]});
+    part_m[t] = m, part_s[t] = s;
+    __syncthreads();
+    m = part_m[threadIdx.x], s = part_s[threadIdx.x];
+    for (unsigned k = 1; k < blockDim.y; ++k) online_merge(m, s, part_m[k * blockDim.x + threadIdx.x],
+                                                           part_s[k * blockDim.x + threadIdx.x]);
+    __syncthreads();  // the next column block rewrites the partials
     const float shift = kLog ? logf(s) : 1.0f / s;
     if (valid)
 #pragma unroll kUnroll

@@ -94,6 +94,51 @@ __device__ __forceinline__ T block_reduce(T v, Op op) {
   return r;
 }
 
+// ---- online softmax statistics ---------------------------------------------------------------------
+// (m, s): the largest value seen and the sum of exp(x - m) over the values seen, so one pass over
+// the data gives both. In the exponents a max of -inf (nothing but -inf seen yet) counts as 0, so
+// -inf - -inf never makes a NaN; a NaN value makes s NaN, and fmaxf skips it in m, as the CPU's
+// row maximum does, so rows come out as the CPU's three-pass kernels give them (NaN included).
+
+__device__ __forceinline__ float exponent_base(float m) { return m == kNegInf ? 0.0f : m; }
+
+// Adds kW values. The sum is rescaled only when the max grows: one exponential per value.
+template <int kW>
+__device__ __forceinline__ void online_add(float& m, float& s, const float (&a)[kW]) {
+  float top = m;
+#pragma unroll
+  for (int l = 0; l < kW; ++l) top = fmaxf(top, a[l]);
+  if (top > m) s *= expf(m - top), m = top;
+  const float base = exponent_base(m);
+#pragma unroll
+  for (int l = 0; l < kW; ++l) s += expf(a[l] - base);
+}
+
+// (m, s) combined with (m2, s2).
+__device__ __forceinline__ void online_merge(float& m, float& s, float m2, float s2) {
+  const float top = fmaxf(m, m2), base = exponent_base(top);
+  s = s * expf(m - base) + s2 * expf(m2 - base);
+  m = top;
+}
+
+// (m, s) over the whole (1-D) block, returned to every thread: butterflies within each warp, then
+// every thread merges the warps' pairs in warp order (a fixed order: all threads agree). Ends with
+// a barrier, so the scratch may be reused at once.
+__device__ __forceinline__ void block_merge(float& m, float& s) {
+  FG_SHARED(float, warp_m, [32]);
+  FG_SHARED(float, warp_s, [32]);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float m2 = __shfl_xor_sync(kFullMask, m, off), s2 = __shfl_xor_sync(kFullMask, s, off);
+    online_merge(m, s, m2, s2);
+  }
+  if (threadIdx.x % 32 == 0) warp_m[threadIdx.x / 32] = m, warp_s[threadIdx.x / 32] = s;
+  __syncthreads();
+  m = warp_m[0], s = warp_s[0];
+  for (unsigned w = 1; w < blockDim.x / 32; ++w) online_merge(m, s, warp_m[w], warp_s[w]);
+  __syncthreads();
+}
+
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int N>

@@ -81,7 +81,7 @@ def logits(rng, shape, scale=3.0):
 WARP = "softmax_warp_forward"
 ROWS = [(5, 1, WARP), (4, 31, WARP), (4, 32, WARP), (3, 33, WARP), (3, 10, WARP), (2, 1023, WARP),
         (2, 1024, WARP), (2, 1025, "softmax_block_forward<1, true"), (2, 3000, "softmax_block_forward<4, true"),
-        (1, 16500, "softmax_block_forward<4, false")]
+        (1, 16384, "softmax_block_forward<4, true"), (1, 16500, "softmax_block_forward<4, false")]
 
 
 # ---- softmax / log-softmax ----------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_softmax_rows(cuda_device, rng, rows, length, kernel, log):
 
 
 AXES = [((4, 5, 6), 0), ((4, 5, 6), 1), ((3, 7, 33), 1), ((2, 40, 3), 1), ((10, 3), 0), ((1, 1, 1), 1),
-        ((37, 2), 0)]
+        ((37, 2), 0), ((300, 40), 0)]
 
 
 @pytest.mark.parametrize("shape,axis", AXES)
