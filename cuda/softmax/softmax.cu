@@ -1,8 +1,10 @@
 // Softmax and log-softmax, forward and backward, along any axis: three layouts by the shape of the
 // (outer, len, inner) view.
 //   inner == 1, len <= 1024: a row per group of lanes, held in registers (softmax_warp_*).
-//   inner == 1, len  > 1024: a row per block, strided passes and block reductions (softmax_block_*).
+//   inner == 1, len  > 1024: a row per block, block reductions between strided passes (softmax_block_*).
 //   inner  > 1:              columns along threadIdx.x, len split over threadIdx.y (softmax_column_*).
+// The forward kernels that cannot hold a row in registers gather the max and the sum of exponentials
+// in one online pass (softmax_common.cuh), so they read their input twice at most.
 #include <algorithm>
 #include <mutex>
 #include <set>
@@ -18,8 +20,8 @@ namespace {
 
 using namespace softmax_detail;
 
-// Long rows up to this many floats (64 KiB) are kept in shared memory between the passes, so they
-// are read from memory once; three such blocks still fit a Hopper SM's 228 KiB.
+// Long rows up to this many floats (64 KiB) are kept in shared memory between the two passes, so
+// they are read from memory once; three such blocks still fit a Hopper SM's 228 KiB.
 constexpr int64_t kCacheFloats = 16384;
 // Threads of a column block; columns x slices of len are chosen per shape (column_block).
 constexpr int kColThreads = 256;
