@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one command for a short spell on a GPU machine (Hopper, CUDA 13, PyTorch
-# and CuPy installed, no package registry). It builds fusegrad for the GPU it finds, runs the tests
-# marked `cuda`, runs compute-sanitizer (memcheck, racecheck) on one test per CUDA family, and runs
-# the CUDA benchmark cases against PyTorch and CuPy, writing bench/results/cuda-<gpu>-<date>.json.
-# Every step has its own time limit so that one hang cannot eat the spell; the summary at the end
-# says which steps passed. Logs go to $OUT when set (the device tool's return folder), else to
+# and CuPy installed, no package registry). In about 6-8 minutes it
+#   1. builds fusegrad for the GPU it finds (the CPU and CUDA modules; not the emulated one);
+#   2. runs the emulator's self-test kernels on the hardware against the same references the
+#      emulator is held to (PTX fragment layouts, shuffles, cp.async, launch errors);
+#   3. runs every test marked `cuda`;
+#   4. runs compute-sanitizer memcheck and racecheck on one test per CUDA family;
+#   5. runs the CUDA benchmark cases against PyTorch (cuBLAS/cuDNN) and CuPy, writing
+#      bench/results/cuda-<gpu>-<date>.json.
+# Each step has its own time limit, so one hang cannot eat the spell; the summary at the end says
+# which steps passed. Logs go to $OUT when set (the device tool's return folder), else to
 # bench/results/gpu-check-logs/.
 #
-#   bash bench/gpu_check.sh            # everything, about 5-8 minutes on an H200
-#   GPU_CHECK_STEPS="build tests" bash bench/gpu_check.sh   # a subset
+#   bash bench/gpu_check.sh                                    # everything
+#   GPU_CHECK_STEPS="build tests" bash bench/gpu_check.sh      # a subset
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 logs="${OUT:-bench/results/gpu-check-logs}"
 mkdir -p "$logs"
-steps="${GPU_CHECK_STEPS:-build tests sanitizer bench}"
+steps="${GPU_CHECK_STEPS:-build emulator tests sanitizer bench}"
 py="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 PIP_NO_INDEX=1
 summary=()
@@ -38,28 +43,48 @@ result="bench/results/cuda-${gpu}-$(date +%Y-%m-%d).json"
 
 build() {
   FUSEGRAD_CUDA_ARCHS="${FUSEGRAD_CUDA_ARCHS:-${cc:-90}}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    "$py" -m pip install --no-build-isolation --no-deps --force-reinstall . &&
+    "$py" -m pip install --no-build-isolation --no-deps --force-reinstall \
+    -Ccmake.define.FUSEGRAD_CUDA_EMULATED=OFF . &&
   (cd /tmp && "$py" -m fusegrad info)
 }
 
-# One small test per CUDA family under each compute-sanitizer tool.
+# The emulator's self-test kernels built with nvcc, checked on the GPU by tests/emulator.
+emulator() {
+  local build
+  build="$(mktemp -d)"
+  nvcc -O2 -std=c++17 -arch="sm_${cc:-90}" --expt-relaxed-constexpr -Xcompiler -fPIC -shared -I cuda -I cpp \
+    $("$py" -m pybind11 --includes) cuda/common/emulator/selftest.cu cuda/common/cuda_check.cu \
+    tests/emulator/selftest_gpu_module.cu -o "$build/fusegrad_selftest_gpu$("$py"-config --extension-suffix 2>/dev/null || echo .so)" &&
+  PYTHONPATH="$build" FUSEGRAD_SELFTEST_MODULE=fusegrad_selftest_gpu \
+    "$py" -m pytest -q -p no:cacheprovider --noconftest -rs tests/emulator
+}
+
+# One test per CUDA family under each compute-sanitizer tool: the scalar and vector paths, tails.
+SANITIZED_TESTS=(
+  "tests/activation/test_activation.py::test_cuda_strided_unaligned_and_out"
+  "tests/optim/test_optim_kernels.py::test_cuda_many_tensors_and_misaligned_views"
+  "tests/pool/test_pool_cuda.py::test_max_pool_misaligned_views_take_the_scalar_path"
+  "tests/softmax/test_softmax_cuda.py::test_cross_entropy_misaligned_long_rows"
+  "tests/gemm/test_gemm_cuda.py"
+  "tests/conv/test_conv_cuda.py"
+)
 sanitize() {
   local rc=0 tool
-  local tests="tests/test_activation.py::test_cuda_strided_unaligned_and_out"
-  tests+=" tests/test_optim_kernels.py::test_cuda_many_tensors_and_misaligned_views"
   for tool in memcheck racecheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 99 --target-processes all \
-      "$py" -m pytest -q -p no:cacheprovider -m cuda -x $tests || rc=$?
+      "$py" -m pytest -q -p no:cacheprovider -m cuda -x "${SANITIZED_TESTS[@]}" || rc=$?
   done
   return $rc
 }
 
-export -f build sanitize
+export -f build emulator sanitize
 export py cc
-step build 240 build
-step tests 150 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs tests
-step sanitizer 150 sanitize
-step bench 200 "$py" -m fusegrad bench --device cuda --json "$result"
+export SANITIZED_TESTS_LIST="${SANITIZED_TESTS[*]}"
+step build 300 build
+step emulator 150 emulator
+step tests 300 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs tests
+step sanitizer 240 'SANITIZED_TESTS=($SANITIZED_TESTS_LIST); sanitize'
+step bench 360 "$py" -m fusegrad bench --device cuda --repeat "${BENCH_REPEAT:-10}" --json "$result"
 [[ -f "$result" ]] && cp "$result" "$logs/"
 
 echo "== summary ($gpu, sm_${cc:-?})"
