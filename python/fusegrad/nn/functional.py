@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, on_host
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
@@ -113,12 +113,15 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 def _labels(target, n_classes: int, n_rows: int):
+    """The label array after checking its dtype and shape, and on the host its range. Labels on a
+    GPU are range-checked by the kernel instead (a bad row's loss is NaN), which needs no
+    device-to-host copy inside a training step."""
     labels = target.data if isinstance(target, Tensor) else target
     if labels.dtype.kind not in "iu":
         raise TypeError(f"target: expected integer class labels, got dtype {labels.dtype}")
     if labels.shape != (n_rows,):
         raise ValueError(f"target: expected shape ({n_rows},) for logits of {n_rows} rows, got {labels.shape}")
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+    if on_host(labels) and labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(f"target: labels must be in [0, {n_classes}), got values in "
                          f"[{int(labels.min())}, {int(labels.max())}]")
     return labels
