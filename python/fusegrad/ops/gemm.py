@@ -68,9 +68,7 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, prec
     return _matmul_checked(a, b, bias, activation, out, accumulate, precision, stream)
 
 
-def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", stream=None, tiles="auto"):
-    """matmul after every check; `tiles` ("auto", "large", "small") forces the CUDA kernels' tile
-    configuration, for tests."""
+def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", stream=None):
     if type(precision) is not str or precision not in PRECISIONS:
         raise ValueError(f"matmul: precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     a_arr, kind = _operand(a, "a")
@@ -105,7 +103,7 @@ def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", s
         out_arr = check_out(out, shape, device)
 
     if device != "cpu":
-        result = _matmul_cuda(a_arr, b_arr, bias_arr, out_arr, code, accumulate, precision, shape, stream, tiles)
+        result = _matmul_cuda(a_arr, b_arr, bias_arr, out_arr, code, accumulate, precision, shape, stream)
         return out if out is not None else to_kind(result, kind)
     if precision != "fp32":
         raise ValueError(f"matmul: precision={precision!r} runs on CUDA tensor cores only; the CPU GEMM computes "
@@ -117,6 +115,10 @@ def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", s
 
 
 # --- CUDA ---------------------------------------------------------------------------------------
+
+# Tile configuration of the CUDA kernels: "auto" (by size), "large" or "small"; fixed by tests to
+# cover each configuration.
+_CUDA_TILES = "auto"
 
 
 def _on_emulator(x):
@@ -131,7 +133,9 @@ def _on_emulator(x):
 def _matrix_strides(x):
     """(row, column, batch) strides in elements of a 2-D or 3-D float32 array whose matrices the
     kernels read in place (row- or column-major, any leading dimension, strides >= 0), else None.
-    The stride of a dimension of size 1 is free, and taken as 1."""
+    The stride of a dimension of size 1 is free, and taken as 1; an empty operand is never read."""
+    if x.size == 0:
+        return 1, 1, 0
     if any(s < 0 or s % 4 for s in x.strides):
         return None
     rs, cs = x.strides[-2] // 4, x.strides[-1] // 4
@@ -168,7 +172,7 @@ def _writable_in_place(out, inputs, xp) -> bool:
     return not any(x is not None and x.size and xp.may_share_memory(out, x) for x in inputs)
 
 
-def _matmul_cuda(a, b, bias, out, code, accumulate, precision, shape, stream, tiles):
+def _matmul_cuda(a, b, bias, out, code, accumulate, precision, shape, stream):
     """The product on the device of the operands (checked), into out or a new array."""
     xp = array_module(a)
     a, (a_rs, a_cs, a_bs) = _operand_for_cuda(a, xp)
@@ -189,7 +193,7 @@ def _matmul_cuda(a, b, bias, out, code, accumulate, precision, shape, stream, ti
         c_bs = target.strides[0] // 4 if len(shape) == 3 and batch > 1 else 0
         with _backend.device_call([a, b, target, bias], written=(2,), stream=stream) as call:
             call.module.gemm(*call.pointers, batch, m, n, k, a_rs, a_cs, a_bs, b_rs, b_cs, b_bs, c_rs, c_bs, code,
-                             accumulate, precision, tiles, call.stream, call.device)
+                             accumulate, precision, _CUDA_TILES, call.stream, call.device)
     if out is not None and target is not out:
         out[...] = target
     return target
