@@ -16,8 +16,9 @@ void conv_backward_input(const ConvDims& d, const float* g, const float* w, floa
   const int64_t m = d.n * d.h * d.w, n = d.ci, k = d.kh * d.kw * d.co;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
-  const DgradOperand a{d, g, d.co % 4 == 0 && conv_aligned16(g)};
-  const DgradWeightOperand b{d, w, d.co % 4 == 0 && conv_aligned16(w)};
+  const ConvIndex c = conv_index(d);
+  const DgradOperand a{c, g, d.co % 4 == 0 && conv_aligned16(g)};
+  const DgradWeightOperand b{c, w, d.co % 4 == 0 && conv_aligned16(w)};
   const Epilogue ep = conv_epilogue(dx, m, n, nullptr, Activation::none, 0.0f);
   if (conv_large_tiles(tiles, m, n, 1, device))
     FG_LAUNCH((simt_gemm_kernel<SimtLarge, DgradOperand, DgradWeightOperand>), simt_grid<SimtLarge>(m, n, 1),

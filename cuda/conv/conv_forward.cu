@@ -14,7 +14,7 @@ void conv_forward(const ConvDims& d, const float* x, const float* w, const float
   const int64_t m = d.n * d.oh * d.ow, n = d.co, k = d.kh * d.kw * d.ci;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
-  const Im2colOperand a{d, x, d.ci % 4 == 0 && conv_aligned16(x)};
+  const Im2colOperand a{conv_index(d), x, d.ci % 4 == 0 && conv_aligned16(x)};
   const StridedOperand<false> b{w, d.co, 1, 0, d.co, d.co % 4 == 0 && conv_aligned16(w)};
   const Epilogue ep = conv_epilogue(y, m, n, bias, act, act_param);
   if (conv_large_tiles(tiles, m, n, 1, device))

@@ -3,7 +3,9 @@
 //
 // An operand type provides
 //   static constexpr bool kKContig         whether the four run along k (else along l)
-//   float4 load4(z, k, l, k_end)           elements (k..k+3, l) or (k, l..l+3) of batch item z,
+//   Row row(l)                             what the loads at l need that depends on l alone,
+//                                          worked out once per thread (a thread's l is fixed)
+//   float4 load4(row, z, k, k_end)         elements (k..k+3, l) or (k, l..l+3) of batch item z,
 //                                          zeros outside [0, k_end) × [0, L)
 // and, for the cp.async mainloop (StridedOperand only),
 //   void copy4(dst, z, k, l, k_end)        the same four floats into shared memory at dst
@@ -36,10 +38,22 @@ struct StridedOperand {
     return other ? static_cast<int>(left < 0 ? 0 : left > 4 ? 4 : left) : 0;
   }
 
-  __device__ __forceinline__ float4 load4(int64_t z, int64_t k, int64_t l, int64_t k_end) const {
+  // Per thread: the address of element (0, l), and, along l, how many of l..l+3 exist.
+  struct Row {
+    const float* base;
+    int live;  // k-contiguous: 4 if l < L, else 0; l-contiguous: min(L - l, 4), at least 0
+  };
+  __device__ __forceinline__ Row row(int64_t l) const {
+    const int64_t left = extent_l - l;
+    return {p + l * sl, static_cast<int>(left <= 0 ? 0 : kKContig || left > 4 ? 4 : left)};
+  }
+
+  __device__ __forceinline__ float4 load4(const Row& row, int64_t z, int64_t k, int64_t k_end) const {
     float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const int n = count(k, l, k_end);
-    const float* q = p + z * sb + k * sk + l * sl;
+    const int64_t left_k = k_end - k;
+    const int n = kKContig ? (left_k <= 0 ? 0 : left_k >= 4 ? row.live : static_cast<int>(left_k) * (row.live > 0))
+                           : (left_k > 0 ? row.live : 0);
+    const float* q = row.base + z * sb + k * sk;
     if (vec && n == 4) return *reinterpret_cast<const float4*>(q);
     if (n > 0) r.x = q[0];
     if (n > 1) r.y = q[1];

@@ -319,3 +319,14 @@ def test_host_and_device_arrays_do_not_mix(cuda_device, rng):
         pytest.skip("while emulating, NumPy arrays are on the emulated device too")
     with pytest.raises(ValueError, match="same device"):
         ops.conv2d(cuda_device.array(rand(rng, 1, 5, 5, 2)), rand(rng, 3, 3, 2, 4))
+
+
+@pytest.mark.cuda_emulated
+def test_index_range_is_checked_before_any_launch():
+    # 2^31 output pixels: beyond the 32-bit index splits of the gathers, refused up front.
+    module = fusegrad._emulated.require_module()
+    dims = (2**31, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0)
+    module.clear_launches()
+    with pytest.raises(ValueError, match="more than the CUDA kernels index"):
+        module.conv2d_forward(16, 16, 0, 16, dims, 0, 0.0, "auto", 0, 0)
+    assert module.launches() == []
