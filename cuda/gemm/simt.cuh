@@ -20,6 +20,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "common/launch.cuh"
 #include "gemm/epilogue.cuh"
@@ -41,7 +43,8 @@ struct SimtTile {
 // warps, per SM) so that one block's barrier wait is covered by the other's FMAs.
 using SimtLarge = SimtTile<4, 2, 2, 2, 2>;
 // 64×64 tiles, 128 threads, 8×4 accumulators: four times the blocks of SimtLarge, for problems
-// whose large tiles would not fill the GPU's SMs once. Again one float4 a thread per operand.
+// whose large tiles would not fill the GPU's SMs once. Again one float4 a thread per operand;
+// four blocks per SM (again 128 registers at most).
 using SimtSmall = SimtTile<2, 2, 2, 1, 4>;
 
 // Which tile of C block `id` computes: tiles are visited in column strips kGroupM tiles tall, so
@@ -180,6 +183,9 @@ constexpr int64_t kMaxGridY = 65535;
 template <class Tile>
 inline dim3 simt_grid(int64_t m, int64_t n, int64_t items) {
   const int64_t tiles = ((m + Tile::kBM - 1) / Tile::kBM) * ((n + Tile::kBN - 1) / Tile::kBN);
+  if (tiles >= (int64_t{1} << 31))
+    throw std::invalid_argument("gemm: " + std::to_string(m) + " x " + std::to_string(n) +
+                                " is more tiles than one grid holds (2^31 - 1)");
   return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(items < kMaxGridY ? items : kMaxGridY));
 }
 
