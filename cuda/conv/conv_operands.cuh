@@ -58,7 +58,7 @@ inline ConvIndex conv_index(const ConvDims& d) {
                                   " pixels or taps x channels are more than the CUDA kernels index (2^31 - 1)");
   ConvIndex c;
   c.d = d;
-  c.ci = FastDivmod(d.ci > 0 ? d.ci : 1), c.co = FastDivmod(d.co > 0 ? d.co : 1), c.kw = FastDivmod(d.kw);
+  c.ci = FastDivmod(d.ci > 0 ? d.ci : 1), c.co = FastDivmod(d.co > 0 ? d.co : 1), c.kw = FastDivmod(d.kw > 0 ? d.kw : 1);
   c.oh = FastDivmod(d.oh > 0 ? d.oh : 1), c.ow = FastDivmod(d.ow > 0 ? d.ow : 1);
   c.h = FastDivmod(d.h > 0 ? d.h : 1), c.w = FastDivmod(d.w > 0 ? d.w : 1);
   c.sh = FastDivmod(d.sh), c.sw = FastDivmod(d.sw);

@@ -41,7 +41,7 @@ struct MmaTile {
   static constexpr int kWarpsM = kWarpsMT, kWarpsN = kWarpsNT, kTilesM = kTilesMT, kTilesN = kTilesNT;
   static constexpr int kStages = kStagesT;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  static constexpr int kBK = 32;
+  static constexpr int kBK = 32;  // four k8 mma steps per barrier; rows of 8 16-byte copies
   static constexpr int kBM = 16 * kTilesM * kWarpsM, kBN = 8 * kTilesN * kWarpsN;
   static_assert(kTilesN % 2 == 0, "B fragments are loaded two n8 tiles per ldmatrix.x4");
 };

@@ -48,8 +48,10 @@ using SimtLarge = SimtTile<4, 2, 2, 2, 2>;
 using SimtSmall = SimtTile<2, 2, 2, 1, 4>;
 
 // Which tile of C block `id` computes: tiles are visited in column strips kGroupM tiles tall, so
-// that blocks running at the same time share rows of A and columns of B in L2 (Triton's order).
-// 32-bit arithmetic: a grid has fewer than 2^31 blocks (and so tiles).
+// that blocks running at the same time share rows of A and columns of B in L2 (Triton's order and
+// its default of 8: a wave of 132-264 blocks then covers about 8 × 30 tiles, reading 8 row panels
+// of A and 30 column panels of B instead of 1 and 250). 32-bit arithmetic: a grid has fewer than
+// 2^31 blocks (and so tiles).
 constexpr int64_t kGroupM = 8;
 __device__ __forceinline__ void tile_of_block(uint32_t id, int64_t tiles_m, int64_t tiles_n, int64_t& tm, int64_t& tn) {
   const uint32_t per_group = static_cast<uint32_t>(kGroupM * tiles_n);

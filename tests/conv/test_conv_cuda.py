@@ -251,6 +251,26 @@ def test_views_out_and_numpy_while_emulating(cuda_device, rng):
         assert all(type(t) is np.ndarray for t in (gx, gw, gb))
 
 
+def test_misaligned_views_take_the_scalar_gathers(cuda_device, rng):
+    # Channels a multiple of 4, but every array one float past a 16-byte boundary: contiguous
+    # views read in place, through the element-wise gathers and stores.
+    def misaligned(host_array):
+        flat = cuda_device.array(np.concatenate([[0.0], host_array.ravel()]).astype(np.float32))
+        return flat[1:].reshape(host_array.shape)
+
+    x, wt, geo, pads = _case(rng, (2, 7, 8, 8, 12, 3, 3, 2, 1, 1))
+    b, g = rand(rng, 12), rand(rng, 2, 4, 4, 12)
+    out = misaligned(np.zeros((2, 4, 4, 12), np.float32))
+    ops.conv2d(misaligned(x), misaligned(wt), misaligned(b), out=out, **geo)
+    assert_close(out, ref_forward(x, wt, b, 2, pads, 1), 72)
+    gx = misaligned(np.zeros(x.shape, np.float32))
+    gw = misaligned(np.zeros(wt.shape, np.float32))
+    ops.conv2d_backward_input(misaligned(g), misaligned(wt), x.shape, out=gx, **geo)
+    ops.conv2d_backward_weight(misaligned(x), misaligned(g), wt.shape, out=gw, **geo)
+    assert_close(gx, ref_backward_input(g, wt, x.shape, 2, pads, 1), 108)
+    assert_close(gw, ref_backward_weight(x, g, wt.shape, 2, pads, 1), 32)
+
+
 def test_empty_sizes(cuda_device, rng):
     dev = cuda_device.array
     x, wt = dev(rand(rng, 0, 5, 5, 3)), dev(rand(rng, 3, 3, 3, 4))
@@ -259,6 +279,9 @@ def test_empty_sizes(cuda_device, rng):
     np.testing.assert_array_equal(host(gw), 0)
     np.testing.assert_array_equal(host(ops.conv2d_backward_bias(dev(rand(rng, 0, 3, 3, 4)))), 0)
     assert ops.conv2d(dev(rand(rng, 1, 5, 5, 3)), dev(rand(rng, 3, 3, 3, 0))).shape == (1, 3, 3, 0)
+    b = rand(rng, 4)  # no input channels: K = 0, the output is the bias
+    y = ops.conv2d(dev(rand(rng, 1, 5, 5, 0)), dev(rand(rng, 3, 3, 0, 4)), dev(b))
+    np.testing.assert_array_equal(host(y), np.broadcast_to(b, (1, 3, 3, 4)))
 
 
 # --- the fused conv + max-pool -------------------------------------------------------------------

@@ -226,7 +226,7 @@ def test_out_views_that_cannot_be_stored_along_rows(cuda_device, precision, rng)
 # --- batches and empty shapes -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 40])
 @pytest.mark.parametrize("dims", ["3d_3d", "3d_2d", "2d_3d"])
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_batches_and_shared_operands(cuda_device, precision, dims, batch, rng):
@@ -268,6 +268,23 @@ def test_empty_shapes(cuda_device, precision, rng):
 
 
 # --- the emulated device, and errors -----------------------------------------------------------
+
+
+@pytest.mark.cuda_emulated
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_each_kernel_under_other_thread_orders(precision, rng):
+    # Each barrier phase runs the block's threads in an order the seed picks: a missing barrier
+    # or cp.async wait shows under some of them.
+    a, b = rand(rng, 131, 70), rand(rng, 70, 129)
+    for seed in (1, 2, 3):
+        with fusegrad.cuda.emulate(seed=seed):
+            for tile in ("large", "small"):
+                gemm_ops._CUDA_TILES = tile
+                try:
+                    got = ops.matmul(a, b, precision=precision)
+                finally:
+                    gemm_ops._CUDA_TILES = "auto"
+                assert_gemm_close(got, a, b, precision)
 
 
 @pytest.mark.cuda_emulated
