@@ -12,6 +12,8 @@ namespace py = pybind11;
 namespace fusegrad {
 void register_activation_cuda(py::module_& m);  // cuda/activation/activation_bind.cu
 void register_optim_cuda(py::module_& m);       // cuda/optim/optim_bind.cu
+void register_pool_cuda(py::module_& m);        // cuda/pool/pool_bind.cu
+void register_softmax_cuda(py::module_& m);     // cuda/softmax/softmax_bind.cu
 void register_gemm_cuda(py::module_& m);        // cuda/gemm/gemm_bind.cu
 void register_conv_cuda(py::module_& m);        // cuda/conv/conv_bind.cu
 }  // namespace fusegrad
@@ -73,6 +75,8 @@ FG_PYBIND11_MODULE(FG_CUDA_MODULE_NAME, m) {
 
   register_activation_cuda(m);
   register_optim_cuda(m);
+  register_pool_cuda(m);
+  register_softmax_cuda(m);
   register_gemm_cuda(m);
   register_conv_cuda(m);
 #ifdef FG_EMULATED

@@ -17,7 +17,7 @@ void activation_forward(int code, const py::array& x, py::array& out, float para
   float* op = float_output(out, "out");
   require_same_layout(x, out, "activation");
   const int64_t n = x.size();
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_activation_kernels().forward(kind, xp, op, n, param);
 }
 
@@ -30,7 +30,7 @@ void activation_backward(int code, const py::array& grad_out, const py::array& s
   require_same_layout(grad_out, saved, "activation backward");
   require_same_layout(grad_out, out, "activation backward");
   const int64_t n = grad_out.size();
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_activation_kernels().backward(kind, gp, sp, op, n, param);
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/array_view.h"
+#include "common/threads.h"
 
 namespace fusegrad {
 namespace py = pybind11;
@@ -93,5 +94,12 @@ inline void require_disjoint(const py::array& out, std::initializer_list<const p
   for (const py::array* x : inputs)
     if (views_overlap(view_of(out), view_of(*x))) throw py::value_error(std::string(what) + ": the output overlaps an input");
 }
+
+// What every binding holds while a kernel runs: the GIL released, and the calling thread in the
+// kernels' floating-point mode (subnormals flushed: see DenormalsAreZero), both undone after.
+class KernelCall {
+  py::gil_scoped_release release_;
+  DenormalsAreZero mode_;
+};
 
 }  // namespace fusegrad

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "common/array_check.h"
 #include "common/host_memory.h"
 #include "common/isa.h"
 #include "common/probe.h"
@@ -24,9 +25,12 @@ void register_common(py::module_& m) {
   m.def("get_num_threads", &get_num_threads);
   m.def("keep_freed_memory_for_reuse", &keep_freed_memory_for_reuse,
         "Tune the C library's allocator to reuse freed large blocks (see cpp/common/host_memory.h).");
+  m.def("set_flush_denormals", &set_flush_denormals, py::arg("on"),
+        "Whether kernels flush subnormal floats to zero (default on; see cpp/common/threads.h).");
+  m.def("flush_denormals", &flush_denormals);
   m.def("probe_fma_peak", [](int64_t iterations) {
     if (iterations < 0) throw py::value_error("iterations must be >= 0");
-    py::gil_scoped_release release;
+    const KernelCall kernel_call;
     return active_probe_kernels().fma_peak(iterations);
   }, py::arg("iterations"));
 }

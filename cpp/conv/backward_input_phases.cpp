@@ -32,8 +32,10 @@ void backward_input_phases(const ConvShape& s, const float* gy, const float* w, 
   std::vector<float> gathered;
   std::vector<int64_t> gy_off;
 
-  for (int64_t phase_h = 0; phase_h < s.sh; ++phase_h) {
-    for (int64_t phase_w = 0; phase_w < s.sw; ++phase_w) {
+  // Phases past the input's size have no pixels: with a stride larger than the image (say 100000
+  // on a 1x1 input) looping over all sh × sw phases would take minutes for nothing.
+  for (int64_t phase_h = 0; phase_h < std::min(s.sh, s.h); ++phase_h) {
+    for (int64_t phase_w = 0; phase_w < std::min(s.sw, s.w); ++phase_w) {
       // The phase's input pixels: phase_rows × phase_cols of them, every sh-th row and sw-th column.
       const int64_t phase_rows = s.h > phase_h ? ceil_div(s.h - phase_h, s.sh) : 0;
       const int64_t phase_cols = s.w > phase_w ? ceil_div(s.w - phase_w, s.sw) : 0;

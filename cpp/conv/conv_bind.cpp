@@ -75,7 +75,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& bi
   const float* bp = conv_bias(bias, s.co, y, bias_arr);
   require_disjoint(y, {&x, &w}, "conv2d");
   const Activation act = activation_from_code(code);
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().forward(s, xp, wp, bp, act, yp);
 }
 
@@ -99,7 +99,7 @@ void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::o
   require_disjoint(y, {&x, &w}, "conv2d");
   const Activation act = activation_from_code(code);
   auto* ip = static_cast<int32_t*>(indices.mutable_data());
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().forward_max_pool(s, xp, wp, bp, act, act_param, pool, yp, ip);
 }
 
@@ -109,7 +109,7 @@ void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& g
   float* gxp = conv_out(gx, "grad_input");
   const ConvShape s = conv_shape(gx, w, gy, g);
   require_disjoint(gx, {&gy, &w}, "conv2d");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().backward_input(s, gyp, wp, gxp);
 }
 
@@ -119,7 +119,7 @@ void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& 
   float* gwp = conv_out(gw, "grad_weight");
   const ConvShape s = conv_shape(x, gw, gy, g);
   require_disjoint(gw, {&x, &gy}, "conv2d");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().backward_weight(s, xp, gyp, gwp);
 }
 
@@ -128,7 +128,7 @@ void conv2d_backward_bias(const py::array& gy, py::array& gb) {
   float* gbp = bias_grad(gb, gy.shape(3));
   require_disjoint(gb, {&gy}, "conv2d");
   const int64_t rows = gy.shape(0) * gy.shape(1) * gy.shape(2), co = gy.shape(3);
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().backward_bias(gyp, rows, co, gbp);
 }
 
@@ -164,7 +164,7 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
     gbp = bias_grad(a, s.co);
     claim(a);
   }
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
 }
 

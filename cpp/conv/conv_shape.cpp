@@ -14,6 +14,10 @@ std::string pair(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " +
 bool add(int64_t a, int64_t b, int64_t& r) { return !__builtin_add_overflow(a, b, &r); }
 bool mul(int64_t a, int64_t b, int64_t& r) { return !__builtin_mul_overflow(a, b, &r); }
 
+// Positions per axis of the padded input: 2^31, far past any image (a 46k x 46k x 1 float32 image
+// is already 8 GiB).
+constexpr int64_t kMaxExtent = int64_t(1) << 31;
+
 }  // namespace
 
 ConvShape conv_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t co, int64_t sh,
@@ -34,6 +38,13 @@ ConvShape conv_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, 
   if (ext_h > padded_h || ext_w > padded_w)
     throw std::invalid_argument("kernel " + pair(kh, kw) + " with dilation " + pair(dh, dw) + " spans " +
                                 pair(ext_h, ext_w) + ", larger than the padded input " + pair(padded_h, padded_w));
+  // The kernels index padded rows and build per-call tables over output positions and taps with
+  // 64-bit arithmetic on these sizes; beyond these bounds those buffers could not exist, so the
+  // call is refused here rather than failing to allocate (or overflowing) inside a kernel.
+  if (padded_h > kMaxExtent || padded_w > kMaxExtent)
+    throw std::invalid_argument("the padded input " + pair(padded_h, padded_w) + " (input " + pair(h, w) +
+                                ", padding " + pair(pt, pb) + ", " + pair(pl, pr) + ") is larger than the " +
+                                std::to_string(kMaxExtent) + " positions per axis the kernels index");
   ConvShape s;
   s.n = n, s.h = h, s.w = w, s.c = c, s.co = co, s.kh = kh, s.kw = kw;
   s.sh = sh, s.sw = sw, s.dh = dh, s.dw = dw, s.pt = pt, s.pl = pl;

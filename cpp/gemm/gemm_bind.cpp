@@ -60,7 +60,7 @@ py::object gemm(const py::handle& a_h, const py::handle& b_h, const py::handle& 
   }
   const ArrayView av = view_of(a), bv = view_of(b), ov = view_of(out);
   {
-    py::gil_scoped_release release;
+    const KernelCall kernel_call;
     gemm_strided(av, bv, ov, has_bias ? &bias_view : nullptr, act, accumulate, static_cast<GemmPath>(path));
   }
   return std::move(out);

@@ -197,7 +197,10 @@ void gemm_in_place(const Mat& x, int threads) {
     body(0, 1);
   } else {
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
+    {
+      const DenormalsAreZero mode;
+      body(omp_get_thread_num(), omp_get_num_threads());
+    }
   }
 }
 
@@ -275,7 +278,10 @@ void gemm_blocked(const Mat& x, int threads) {
     body(0, 1);
   } else {
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
+    {
+      const DenormalsAreZero mode;
+      body(omp_get_thread_num(), omp_get_num_threads());
+    }
   }
 }
 
@@ -346,7 +352,10 @@ void gemm_narrow(const Mat& x, int threads) {
     body(0, 1);
   } else {
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
+    {
+      const DenormalsAreZero mode;
+      body(omp_get_thread_num(), omp_get_num_threads());
+    }
   }
 }
 

@@ -129,7 +129,7 @@ bool adam_step(py::list params, py::list grads, py::list exp_avgs, py::list exp_
   const Checked c = check_lists(lists);
   if (c.ptrs.empty()) return false;
   const AdamScalars s = make_adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_optim_kernels().adam(s, c.ptrs[0].data(), c.ptrs[1].data(), c.ptrs[2].data(), c.ptrs[3].data(),
                               c.sizes.data(), static_cast<int64_t>(c.sizes.size()));
   return true;
@@ -147,7 +147,7 @@ bool sgd_step(py::list params, py::list grads, py::object momentum_buffers, int6
   const Checked c = check_lists(lists);
   if (c.ptrs.empty()) return false;
   const SgdScalars s = make_sgd_scalars(step, lr, momentum, dampening, nesterov, weight_decay, maximize);
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_optim_kernels().sgd(s, c.ptrs[0].data(), c.ptrs[1].data(),
                              with_buffers ? c.ptrs[2].data() : nullptr, c.sizes.data(),
                              static_cast<int64_t>(c.sizes.size()));
@@ -164,7 +164,7 @@ py::object grad_norm(py::list grads, double p, bool writable) {
   const NormKind kind = norm_kind(p);
   double power_sum;
   {
-    py::gil_scoped_release release;
+    const KernelCall kernel_call;
     power_sum = active_optim_kernels().norm_power(kind, p, const_cast<const float* const*>(c.ptrs[0].data()),
                                                   c.sizes.data(), static_cast<int64_t>(c.sizes.size()));
   }
@@ -174,7 +174,7 @@ py::object grad_norm(py::list grads, double p, bool writable) {
 bool scale_grads(py::list grads, float coef) {
   const Checked c = check_lists({{"grads", grads, true}});
   if (c.ptrs.empty()) return false;
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_optim_kernels().scale(coef, c.ptrs[0].data(), c.sizes.data(), static_cast<int64_t>(c.sizes.size()));
   return true;
 }

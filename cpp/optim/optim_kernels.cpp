@@ -61,7 +61,10 @@ int over_tensor_list(const int64_t* sizes, int64_t count, Body body) {
     run(0, 1);
   } else {
 #pragma omp parallel num_threads(threads)
-    run(omp_get_thread_num(), omp_get_num_threads());
+    {
+      const DenormalsAreZero mode;
+      run(omp_get_thread_num(), omp_get_num_threads());
+    }
   }
   return threads;
 }

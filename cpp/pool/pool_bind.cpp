@@ -35,7 +35,7 @@ void max_pool2d_forward(const py::array& x, py::array& y, const py::object& indi
   float* yp = c_float_output(y, "y");
   require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
   int32_t* ip = optional_indices(indices, s);
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_pool_kernels().max_forward(s, xp, yp, ip);
 }
 
@@ -51,7 +51,7 @@ void max_pool2d_backward(const py::array& gy, const py::array& indices, py::arra
   const auto* ip = static_cast<const int32_t*>(indices.data());
   int64_t bad;
   {
-    py::gil_scoped_release release;
+    const KernelCall kernel_call;
     bad = active_pool_kernels().max_backward(s, gyp, ip, gxp);
   }
   if (bad) throw py::value_error("max_pool2d_backward: " + std::to_string(bad) +
@@ -64,7 +64,7 @@ void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   const float* xp = c_float_input(x, "x");
   float* yp = c_float_output(y, "y");
   require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_pool_kernels().avg_forward(s, xp, yp, count_include_pad);
 }
 
@@ -74,7 +74,7 @@ void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t
   const float* gyp = c_float_input(gy, "grad_out");
   float* gxp = c_float_output(gx, "grad_input");
   require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_pool_kernels().avg_backward(s, gyp, gxp, count_include_pad);
 }
 
@@ -84,7 +84,7 @@ void global_avg_pool2d_forward(const py::array& x, py::array& y) {
   float* yp = c_float_output(y, "y");
   const int64_t n = x.shape(0), hw = x.shape(1) * x.shape(2), c = x.shape(3);
   require_shape(y, {n, c}, "y");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_pool_kernels().global_avg_forward(xp, yp, n, hw, c);
 }
 
@@ -94,7 +94,7 @@ void global_avg_pool2d_backward(const py::array& gy, py::array& gx) {
   float* gxp = c_float_output(gx, "grad_input");
   const int64_t n = gx.shape(0), hw = gx.shape(1) * gx.shape(2), c = gx.shape(3);
   require_shape(gy, {n, c}, "grad_out");
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_pool_kernels().global_avg_backward(gyp, gxp, n, hw, c);
 }
 

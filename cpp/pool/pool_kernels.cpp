@@ -86,7 +86,9 @@ inline Window window_of(const PoolShape& s, int64_t oh, int64_t ow) {
 }
 
 int64_t row_grain(const PoolShape& s) {
-  return std::max<int64_t>(1, kPoolGrain / std::max<int64_t>(1, s.ow * s.c * s.kh * s.kw));
+  // In double: a window may be 2^32 x 2^32 (its area overflows int64; the work is what the image holds).
+  const double work = std::max(1.0, double(s.ow) * double(s.c) * double(s.kh) * double(s.kw));
+  return std::max<int64_t>(1, static_cast<int64_t>(double(kPoolGrain) / work));
 }
 
 // Calls block(c0, nv, last) for the channel blocks of one pixel: nv vectors starting at channel

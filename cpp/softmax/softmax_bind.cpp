@@ -28,7 +28,7 @@ void softmax_forward(const py::array& x, py::array& y, int axis, bool log) {
   int64_t outer, len, inner;
   axis_split(x, axis, &outer, &len, &inner);
   if (x.size() == 0) return;
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_softmax_kernels().forward(xp, yp, outer, len, inner, log);
 }
 
@@ -41,7 +41,7 @@ void softmax_backward(const py::array& g, const py::array& y, py::array& dx, int
   int64_t outer, len, inner;
   axis_split(g, axis, &outer, &len, &inner);
   if (g.size() == 0) return;
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   active_softmax_kernels().backward(gp, yp, dp, outer, len, inner, log);
 }
 
@@ -68,7 +68,7 @@ double softmax_cross_entropy(const py::array& logits, const py::array& labels, f
   float* lr = optional_output(loss_rows, {n}, "loss");
   float* gp = optional_output(grad, {n, c}, "grad");
   if (n == 0) return 0.0;
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   return active_softmax_kernels().cross_entropy(xp, lp, n, c, smoothing, grad_scale, lr, gp);
 }
 
@@ -90,7 +90,7 @@ double bce_with_logits(const py::array& x, const py::array& t, float grad_scale,
   float* gp = optional_like(grad, x, "grad");
   const int64_t n = x.size();
   if (n == 0) return 0.0;
-  py::gil_scoped_release release;
+  const KernelCall kernel_call;
   return active_softmax_kernels().bce_with_logits(xp, tp, n, grad_scale, lp, gp);
 }
 

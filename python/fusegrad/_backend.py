@@ -26,6 +26,10 @@ if _requested_isa:
     except ValueError as err:
         raise RuntimeError(f"FUSEGRAD_ISA={_requested_isa!r}: {err}") from None
 
+# --- subnormals: flushed to zero by the kernels unless FUSEGRAD_FLUSH_DENORMALS=0 ------------------
+
+_cpu.set_flush_denormals(os.environ.get("FUSEGRAD_FLUSH_DENORMALS", "1").strip() != "0")
+
 # --- host memory -----------------------------------------------------------------------------
 
 # Each training step frees and reallocates the same large arrays; by default glibc maps and unmaps

@@ -629,3 +629,30 @@ def test_layout_conversions(rng):
         ops.to_nhwc(x[0])
     with pytest.raises(ValueError, match=r"this looks like NCHW: use x.transpose\(0, 2, 3, 1\)"):
         ops.conv2d(x, np.ones((3, 3, 3, 4), np.float32))
+
+
+# --- hostile geometry ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride, padding", [((1, 2**62), ((0, 0), (1, 2**62))), ((2**61, 1), ((2**61, 2**61), (0, 0))),
+                                             (1, 2**40)])
+def test_geometry_too_large_for_the_kernels_is_refused(stride, padding):
+    # Sizes whose padded rows or tables could not exist are a ValueError naming the geometry,
+    # before anything is allocated (they once segfaulted in backward-weight).
+    x, w = np.ones((1, 4, 4, 1), np.float32), np.ones((1, 3, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="positions per axis the kernels index"):
+        ops.conv2d(x, w, stride=stride, padding=padding)
+    with pytest.raises(ValueError, match="positions per axis the kernels index"):
+        ops.conv2d_backward_weight(x, np.ones((1, 4, 2, 1), np.float32), w.shape, stride=stride, padding=padding)
+
+
+def test_backward_input_with_a_stride_larger_than_the_image_is_quick():
+    # Only the stride phases that hit the image are visited: visiting all 10^18 would never end (10^10
+    # took minutes).
+    import time
+
+    start = time.perf_counter()
+    gx = ops.conv2d_backward_input(np.full((1, 1, 1, 1), 2, np.float32), np.full((1, 1, 1, 1), 3, np.float32),
+                                   (1, 1, 1, 1), stride=10**9)
+    assert gx[0, 0, 0, 0] == 6.0
+    assert time.perf_counter() - start < 5.0

@@ -652,3 +652,25 @@ def test_adam_argument_types(kwargs, error, fragment):
     args = dict(step=1, lr=0.1) | kwargs
     with pytest.raises(error, match=fragment):
         ops.adam_step(p, g, np.zeros(3, np.float32), np.zeros(3, np.float32), **args)
+
+
+# --- subnormals ------------------------------------------------------------------------------------
+
+
+def test_subnormals_are_flushed_in_the_kernels_only():
+    tiny = np.float32(1e-39)  # subnormal
+    p, g = np.ones(100, np.float32), np.zeros(100, np.float32)
+    m, v = np.full(100, tiny), np.full(100, tiny)
+    ops.adam_step(p, g, m, v, step=1, lr=0.1)
+    assert (m == 0).all()  # 0.9 * subnormal, flushed
+    # The caller's floating-point mode is restored: NumPy in this thread still keeps subnormals.
+    assert np.float32(1e-39) * np.float32(1.0) != 0
+    try:
+        fusegrad.set_flush_denormal(False)
+        m[:] = tiny
+        ops.adam_step(p, g, m, np.full(100, tiny), step=1, lr=0.1)
+        assert (m > 0).all()
+    finally:
+        fusegrad.set_flush_denormal(True)
+    with pytest.raises(TypeError, match="mode must be True or False"):
+        fusegrad.set_flush_denormal("no")

@@ -134,8 +134,39 @@ def _optimizer_case(list_name: str, sizes, device: str) -> Case:
                 note=f"optim.AdamW(flat=True).step(), {len(sizes)} tensors, {total / 1e6:g}M params")
 
 
+def _subnormal_state_case() -> Case:
+    """One AdamW step over 4M parameters whose running averages are all subnormal (what Adam's
+    state of small gradients drifts into), against the same step on normal state: with the
+    kernels flushing subnormals (fusegrad.set_flush_denormal, on by default) the two must run at
+    the same speed; without, each subnormal operand costs a microcode assist."""
+    n = 4_000_000
+
+    def stepper(scale):
+        rng = np.random.default_rng(0)
+        p = rng.standard_normal(n, dtype=np.float32)
+        g = (rng.standard_normal(n, dtype=np.float32) * scale).astype(np.float32)
+        m = np.full(n, scale, np.float32)
+        v = np.full(n, scale * scale if scale > 1e-30 else 1e-40, np.float32)
+        state = {"step": 0}
+
+        def step():
+            state["step"] += 1
+            # Refill the state so that every step sees it (the step itself would flush it).
+            m.fill(scale)
+            v.fill(1e-40 if scale < 1e-30 else scale * scale)
+            ops.adam_step(p, g, m, v, step=state["step"], lr=LR, weight_decay=WEIGHT_DECAY,
+                          decoupled_weight_decay=True)
+        return step
+
+    def setup():
+        return stepper(1e-39), {"normal_state": stepper(1e-3)}
+
+    return Case("optim/adamw_subnormal_state/4M", "optim", "cpu", "GB/s", (BYTES_PER_PARAM["adamw"] + 8) * n, setup,
+                limit="copy_GBps", note="state refilled each step (+8 bytes/param); speedup vs normal_state ~1.0")
+
+
 def cases():
-    out = []
+    out = [_subnormal_state_case()]
     for kind in ("adamw", "sgd_momentum"):
         out += [_case(kind, name, sizes, "cpu") for name, sizes in CPU_LISTS.items()]
     out.append(_optimizer_case("300t_10k", CPU_LISTS["300t_10k"], "cpu"))

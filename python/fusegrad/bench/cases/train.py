@@ -106,13 +106,15 @@ def _trainer_case(kind: str, samples: int, batch: int) -> Case:
 
     def setup():
         rng = np.random.default_rng(0)
-        shape = (samples, 8, 8, 1) if kind == "digits_cnn" else (samples, 28, 28, 1)
-        x = rng.random(shape, dtype=np.float32)
+        shape = {"digits_cnn": (8, 8, 1), "cifar_cnn": (32, 32, 3)}.get(kind, (28, 28, 1))
+        x = rng.random((samples, *shape), dtype=np.float32)
         y = rng.integers(0, 10, samples)
+        build_model = {"digits_cnn": models.digits_cnn, "cifar_cnn": models.cifar_cnn, "mnist_cnn": models.mnist_cnn,
+                       "mlp": models.mlp}[kind]
 
         def build():
             manual_seed(0)
-            return models.digits_cnn() if kind == "digits_cnn" else models.mlp()
+            return build_model()
 
         model = build()
         trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), lr=1e-3), device="cpu", seed=0)
@@ -129,4 +131,5 @@ def _trainer_case(kind: str, samples: int, batch: int) -> Case:
 
 def cases():
     return [_case("mlp", 128), _case("mlp", 32), _case("cnn", 128),
-            _trainer_case("digits_cnn", 512, 32), _trainer_case("mlp", 1024, 128)]
+            _trainer_case("digits_cnn", 512, 32), _trainer_case("mlp", 1024, 128),
+            _trainer_case("mnist_cnn", 1024, 64), _trainer_case("cifar_cnn", 1024, 64)]
