@@ -12,6 +12,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -61,7 +62,13 @@ inline ConvIndex conv_index(const ConvDims& d) {
   c.ci = FastDivmod(d.ci > 0 ? d.ci : 1), c.co = FastDivmod(d.co > 0 ? d.co : 1), c.kw = FastDivmod(d.kw > 0 ? d.kw : 1);
   c.oh = FastDivmod(d.oh > 0 ? d.oh : 1), c.ow = FastDivmod(d.ow > 0 ? d.ow : 1);
   c.h = FastDivmod(d.h > 0 ? d.h : 1), c.w = FastDivmod(d.w > 0 ? d.w : 1);
-  c.sh = FastDivmod(d.sh), c.sw = FastDivmod(d.sw);
+  // The strides divide ty = y + pt − ky·dh <= H − 1 + pt (and likewise along x): a stride past
+  // that bound gives quotient 0 and remainder ty, as the bound itself does, which keeps every
+  // divisor below 2^31 (strides may be up to 2^62).
+  const auto capped = [](int64_t stride, int64_t bound) {
+    return FastDivmod(std::max<int64_t>(1, std::min({stride, bound, limit - 1})));
+  };
+  c.sh = capped(d.sh, d.h + d.pt), c.sw = capped(d.sw, d.w + d.pl);
   return c;
 }
 

@@ -251,6 +251,21 @@ def test_views_out_and_numpy_while_emulating(cuda_device, rng):
         assert all(type(t) is np.ndarray for t in (gx, gw, gb))
 
 
+@pytest.mark.parametrize("stride", [7, 10**9, 2**40])
+def test_strides_past_the_image(cuda_device, stride, rng):
+    # One output row: only input rows hit by a tap get a gradient (the stride's divisor is capped
+    # below 2^31 inside the kernels without changing any quotient they use).
+    x, wt, g = rand(rng, 2, 5, 4, 4), rand(rng, 2, 1, 4, 3), rand(rng, 2, 1, 4, 3)
+    geo = dict(stride=(stride, 1), padding=((1, 0), (0, 0)))
+    pads = ((1, 0), (0, 0))
+    dev = cuda_device.array
+    assert_close(ops.conv2d(dev(x), dev(wt), **geo), ref_forward(x, wt, None, (stride, 1), pads, 1), 8)
+    assert_close(ops.conv2d_backward_input(dev(g), dev(wt), x.shape, **geo),
+                 ref_backward_input(g, wt, x.shape, (min(stride, 8), 1), pads, 1), 6)
+    assert_close(ops.conv2d_backward_weight(dev(x), dev(g), wt.shape, **geo),
+                 ref_backward_weight(x, g, wt.shape, (min(stride, 8), 1), pads, 1), 8)
+
+
 def test_misaligned_views_take_the_scalar_gathers(cuda_device, rng):
     # Channels a multiple of 4, but every array one float past a 16-byte boundary: contiguous
     # views read in place, through the element-wise gathers and stores.
