@@ -331,6 +331,11 @@ def test_conv2d_max_pool2d(cuda_device, case, rng):
     np.testing.assert_array_equal(host(ind), want_ind)
     pads = conv_padding(padding, (h, w), (k, k), _pair(stride), _pair(dilation))
     assert_close(conv, ref_forward(x, wt, b, stride, pads, dilation), k * k * ci)
+    # The indices route the gradient back as max_pool2d's do (cuda/pool's backward on the device).
+    g, conv_dev = dev(rand(rng, *want.shape)), dev(conv)
+    routed = ops.max_pool2d_backward(g, ind, conv.shape, pool)
+    _, pool_ind = ops.max_pool2d(conv_dev, pool, return_indices=True)
+    np.testing.assert_array_equal(host(routed), host(ops.max_pool2d_backward(g, pool_ind, conv.shape, pool)))
 
 
 def test_conv2d_max_pool2d_ties_and_nan(cuda_device, rng):
