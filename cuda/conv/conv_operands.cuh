@@ -118,6 +118,32 @@ struct Im2colOperand {
   }
 };
 
+// Forward B, K×C_out: w read as its (KH·KW·C_in) × C_out row-major matrix. The same as a
+// StridedOperand, with its row kept as a 32-bit column (C_out < 2^31), which is what kept the
+// forward kernel's SimtLarge instantiation within 128 registers.
+struct WeightOperand {
+  static constexpr bool kKContig = false;
+  const float* w;
+  int co;
+  bool vec;  // C_out % 4 == 0 and w 16-byte aligned
+
+  struct Row {
+    int col;
+  };
+  __device__ __forceinline__ Row row(int64_t col) const { return {static_cast<int>(col < co ? col : co)}; }
+  __device__ __forceinline__ float4 load4(const Row& r, int64_t, int64_t k, int64_t k_end) const {
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const int live = k < k_end ? min(co - r.col, 4) : 0;
+    const float* p = w + k * co + r.col;
+    if (vec && live == 4) return *reinterpret_cast<const float4*>(p);
+    if (live > 0) v.x = p[0];
+    if (live > 1) v.y = p[1];
+    if (live > 2) v.z = p[2];
+    if (live > 3) v.w = p[3];
+    return v;
+  }
+};
+
 // Backward-input A, K×M: element (k = (ky, kx, co), m = (img, y, x)) = g[img, oy, ox, co] where
 // oy·sh = y + pt − ky·dh (and likewise ox), 0 where that has no integer solution in range.
 struct DgradOperand {

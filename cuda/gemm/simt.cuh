@@ -119,8 +119,8 @@ simt_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, c
   constexpr int kBK = Tile::kBK, kSubM = Tile::kSubM, kSubN = Tile::kSubN;
   FG_SHARED(float, As, [2][kBK][Tile::kBM + Tile::kPad]);
   FG_SHARED(float, Bs, [2][kBK][Tile::kBN + Tile::kPad]);
-  const int64_t z = z0 + blockIdx.y;
-  const int64_t k_begin = k_split > 0 ? z * k_split : 0;
+  const uint32_t zy = blockIdx.y;  // z = z0 + zy, rebuilt where used: one register, not two
+  const int64_t k_begin = k_split > 0 ? (z0 + zy) * k_split : 0;
   const int64_t k_end = k_split > 0 && k_begin + k_split < k ? k_begin + k_split : k;
   const int64_t tiles_m = (m + Tile::kBM - 1) / Tile::kBM, tiles_n = (n + Tile::kBN - 1) / Tile::kBN;
   int64_t tm, tn;
@@ -133,8 +133,8 @@ simt_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, c
   {
     SimtTileLoad<OpA, kBK, Tile::kBM, Tile::kThreads> load_a(a, tm * Tile::kBM);
     SimtTileLoad<OpB, kBK, Tile::kBN, Tile::kThreads> load_b(b, tn * Tile::kBN);
-    load_a.load(a, z, k_begin, k_end);
-    load_b.load(b, z, k_begin, k_end);
+    load_a.load(a, z0 + zy, k_begin, k_end);
+    load_b.load(b, z0 + zy, k_begin, k_end);
     load_a.store(As[0]);
     load_b.store(Bs[0]);
     __syncthreads();
@@ -142,8 +142,8 @@ simt_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, c
     for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK, buf ^= 1) {
       const bool more = k0 + kBK < k_end;
       if (more) {  // next step's loads in flight during this step's FMAs
-        load_a.load(a, z, k0 + kBK, k_end);
-        load_b.load(b, z, k0 + kBK, k_end);
+        load_a.load(a, z0 + zy, k0 + kBK, k_end);
+        load_b.load(b, z0 + zy, k0 + kBK, k_end);
       }
 #pragma unroll
       for (int kk = 0; kk < kBK; ++kk) {
@@ -176,7 +176,7 @@ simt_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, c
   for (int i = 0; i < 4 * kSubM; ++i)
 #pragma unroll
     for (int j = 0; j < kSubN; ++j)
-      ep.store<4>(z, tm * Tile::kBM + row0 + 16 * (i / 4) + i % 4, tn * Tile::kBN + col0 + 32 * j, &acc[i][4 * j]);
+      ep.store<4>(z0 + zy, tm * Tile::kBM + row0 + 16 * (i / 4) + i % 4, tn * Tile::kBN + col0 + 32 * j, &acc[i][4 * j]);
 }
 
 // The grid of simt_gemm_kernel<Tile> for an m×n result and `items` batch items (or splits),

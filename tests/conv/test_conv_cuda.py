@@ -163,9 +163,9 @@ def test_forward_and_backward_passes(cuda_device, case, tile, tiles, rng):
     st, dil = geo["stride"], geo["dilation"]
     dev = cuda_device.array
     y = ops.conv2d(dev(x), dev(wt), dev(b), activation="relu", **geo)
-    assert ran(cuda_device) in (None, ["simt_gemm_kernel<SimtLarge, Im2colOperand, StridedOperand<false>>"
+    assert ran(cuda_device) in (None, ["simt_gemm_kernel<SimtLarge, Im2colOperand, WeightOperand>"
                                        if tile == "large" else
-                                       "simt_gemm_kernel<SimtSmall, Im2colOperand, StridedOperand<false>>"])
+                                       "simt_gemm_kernel<SimtSmall, Im2colOperand, WeightOperand>"])
     want = ref_forward(x, wt, b, st, pads, dil)
     assert_close(y, np.maximum(want, 0), wt.shape[0] * wt.shape[1] * wt.shape[2])
     g = rand(rng, *want.shape)
