@@ -14,6 +14,8 @@ void register_activation_cuda(py::module_& m);  // cuda/activation/activation_bi
 void register_optim_cuda(py::module_& m);       // cuda/optim/optim_bind.cu
 void register_pool_cuda(py::module_& m);        // cuda/pool/pool_bind.cu
 void register_softmax_cuda(py::module_& m);     // cuda/softmax/softmax_bind.cu
+void register_gemm_cuda(py::module_& m);        // cuda/gemm/gemm_bind.cu
+void register_conv_cuda(py::module_& m);        // cuda/conv/conv_bind.cu
 }  // namespace fusegrad
 
 // The same file is the emulated build's module (fusegrad._cuda_emulated, FG_EMULATED defined),
@@ -75,6 +77,8 @@ FG_PYBIND11_MODULE(FG_CUDA_MODULE_NAME, m) {
   register_optim_cuda(m);
   register_pool_cuda(m);
   register_softmax_cuda(m);
+  register_gemm_cuda(m);
+  register_conv_cuda(m);
 #ifdef FG_EMULATED
   cuda::emulator::register_emulator(m);
 #endif

@@ -8,16 +8,19 @@ padding: an int p (p on every side), a pair (ph, pw), a pair of pairs ((top, bot
 right)), "valid" (none) or "same" (TensorFlow's rule: OH = ceil(H / stride), the total padding
 split evenly with the odd pixel at the bottom/right; also for stride > 1).
 
-The kernels (cpp/conv/) are implicit GEMMs on the GEMM family's micro-tiles; see cpp/conv/conv.h.
-They run on the CPU (NumPy arrays); CUDA arrays raise ValueError.
+The kernels are implicit GEMMs: on the CPU (NumPy arrays) on the GEMM family's micro-tiles (see
+cpp/conv/conv.h), on a GPU (CuPy and other CUDA arrays) on the CUDA GEMM's SIMT mainloop (see
+cuda/conv/conv.cuh), in fp32 on both. CUDA kernels run on the caller's current CuPy stream unless
+stream= is given. Inputs of any layout are used C-contiguous (copied when they are not).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _cpu
-from .._backend import device_of, to_kind
-from ._common import cpu_output, finish_output, flag, float32_input, integer, pair, real, shape_argument
+from .. import _backend, _cpu
+from .._backend import array_module, to_kind
+from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input,
+                      integer, pair, real, shape_argument)
 from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
 from .gemm import epilogue_code
 
@@ -80,24 +83,66 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
     return oh, ow, geometry
 
 
-def _cpu_input(x, name: str, fn: str):
-    arr, kind = float32_input(x, name)
-    if device_of(arr) != "cpu":
-        raise ValueError(f"{fn}: {name} is on {device_of(arr)}, but convolution runs on the CPU only so far")
-    return arr, kind
+def _inputs(fn: str, **arrays):
+    """The native float32 arrays (None stays None), the caller's kind of the first, and their
+    common device: TypeError for another dtype, ValueError for arrays on different devices."""
+    native, kind = {}, None
+    for name, x in arrays.items():
+        if x is None:
+            native[name] = None
+            continue
+        arr, k = float32_input(x, name)
+        native[name] = arr
+        kind = kind or k
+    device = check_same_device(**{n: a for n, a in native.items() if a is not None})
+    return (*native.values(), kind, device)
 
 
-def _bias_input(bias, w_shape, fn: str):
-    """bias as a contiguous float32 CPU array of C_out elements, or None."""
-    if bias is None:
-        return None
-    ba, _ = _cpu_input(bias, "bias", fn)
-    if ba.shape != (w_shape[3],):
+def _check_bias(ba, w_shape, fn: str) -> None:
+    if ba is not None and ba.shape != (w_shape[3],):
         raise ValueError(f"{fn}: bias must have shape ({w_shape[3]},) for weight {tuple(w_shape)}, got {ba.shape}")
-    return np.ascontiguousarray(ba)
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None):
+# --- CUDA ---------------------------------------------------------------------------------------
+
+# Tile configuration of the CUDA implicit GEMMs ("auto", "large", "small") and the K splits of the
+# weight gradient (0: by size): fixed by tests to cover each configuration.
+_CUDA_TILES = "auto"
+_CUDA_WGRAD_SPLITS = 0
+
+
+def _dims(x_shape, w_shape, oh, ow, geo) -> tuple:
+    """The sizes and geometry the CUDA kernels take (cuda/conv/conv_bind.cu)."""
+    n, h, w, ci = x_shape
+    kh, kw, _, co = w_shape
+    return (n, h, w, ci, kh, kw, co, oh, ow, geo.sh, geo.sw, geo.dh, geo.dw, geo.pt, geo.pl)
+
+
+def _contiguous(xp, *arrays):
+    return [a if a is None or a.flags.c_contiguous else xp.ascontiguousarray(a) for a in arrays]
+
+
+def _device_output(xp, out, shape, device, inputs):
+    """(array the kernel writes, out's native array or None): out itself when it is C-contiguous
+    and shares no memory with an input, else a new array that finish_output copies into out."""
+    if out is None:
+        return xp.empty(shape, np.float32), None
+    arr = check_out(out, shape, device)
+    if arr.flags.c_contiguous and not any(x is not None and x.size and xp.may_share_memory(arr, x) for x in inputs):
+        return arr, arr
+    return xp.empty(shape, np.float32), arr
+
+
+def _cuda_call(kernel, arrays, written, stream, *args):
+    """Runs compiled kernel `kernel` on the arrays' addresses (after them: args, stream, device)."""
+    with _backend.device_call(arrays, written=written, stream=stream) as call:
+        getattr(call.module, kernel)(*call.pointers, *args, call.stream, call.device)
+
+
+# --- the ops ------------------------------------------------------------------------------------
+
+
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, stream=None):
     """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
 
     x (N, H, W, C_in), w (KH, KW, C_in, C_out), bias (C_out,) or None; stride and dilation an int
@@ -105,13 +150,20 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     "sigmoid", "tanh" or "silu", applied with the bias while the kernel stores the output.
     """
     fn = "conv2d"
-    xa, kind = _cpu_input(x, "x", fn)
-    wa, _ = _cpu_input(w, "w", fn)
+    xa, wa, ba, kind, device = _inputs(fn, x=x, w=w, bias=bias)
     code = epilogue_code(activation)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
-    ba = _bias_input(bias, wa.shape, fn)
+    _check_bias(ba, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
-    xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
+    if device != "cpu":
+        xp = array_module(xa)
+        xa, wa, ba = _contiguous(xp, xa, wa, ba)
+        target, result = _device_output(xp, out, shape, device, (xa, wa, ba))
+        if target.size:
+            _cuda_call("conv2d_forward", [xa, wa, ba, target], (3,), stream,
+                       _dims(xa.shape, wa.shape, oh, ow, geo), code, 0.0, _CUDA_TILES)
+        return finish_output(target, result, out, kind)
+    xa, wa, ba = (None if a is None else np.ascontiguousarray(a) for a in (xa, wa, ba))
     target, result = cpu_output(out, shape, (xa, wa, ba))
     if target.size:
         _cpu.conv2d_forward(xa, wa, ba, target, geo, code)
@@ -119,18 +171,18 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
 
 
 def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=2, activation=None,
-                      negative_slope=0.01):
+                      negative_slope=0.01, stream=None):
     """max_pool2d(act(conv2d(x, w) + bias), pool) with pool×pool windows and stride pool, as one
     kernel that never writes the convolution's output -> (y, indices), the indices those of
     max_pool2d(..., return_indices=True) on the convolution's output (N, OH, OW, C_out), so
     max_pool2d_backward(g, indices, (N, OH, OW, C_out), pool) routes the gradient back.
 
     activation: None, "relu" or "leaky_relu" (with negative_slope > 0): functions that commute
-    with max, which the kernel applies to the pooled values.
+    with max, which the kernel applies to the pooled values. On a GPU the convolution's output
+    goes to a temporary that a pooling pass reads (cuda/conv/conv_max_pool.cu).
     """
     fn = "conv2d_max_pool2d"
-    xa, kind = _cpu_input(x, "x", fn)
-    wa, _ = _cpu_input(w, "w", fn)
+    xa, wa, ba, kind, device = _inputs(fn, x=x, w=w, bias=bias)
     if activation is not None and activation not in COMMUTES_WITH_MAX:
         known = ", ".join(repr(a) for a in [None, *sorted(COMMUTES_WITH_MAX)])
         raise ValueError(f"{fn}: activation must be one of {known} (they commute with max), got {activation!r}")
@@ -141,27 +193,40 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     if pool > min(oh, ow):
         raise ValueError(f"{fn}: pool window {pool} is larger than the convolution's output {oh}x{ow}")
-    ba = _bias_input(bias, wa.shape, fn)
+    _check_bias(ba, wa.shape, fn)
     shape = (xa.shape[0], oh // pool, ow // pool, wa.shape[3])
-    xa, wa = np.ascontiguousarray(xa), np.ascontiguousarray(wa)
-    y, indices = np.empty(shape, np.float32), np.empty(shape, np.int32)
+    xp = array_module(xa)
+    xa, wa, ba = _contiguous(xp, xa, wa, ba)
+    y, indices = xp.empty(shape, np.float32), xp.empty(shape, np.int32)
     if y.size:
-        _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, geo, activation_code(activation),
-                                     float(negative_slope))
+        if device != "cpu":
+            _cuda_call("conv2d_forward_max_pool", [xa, wa, ba, y, indices], (3, 4), stream,
+                       _dims(xa.shape, wa.shape, oh, ow, geo), pool, activation_code(activation),
+                       float(negative_slope))
+        else:
+            _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, geo, activation_code(activation),
+                                         float(negative_slope))
     return to_kind(y, kind), to_kind(indices, kind)
 
 
-def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None):
+def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in)."""
     fn = "conv2d_backward_input"
-    g, kind = _cpu_input(grad_out, "grad_out", fn)
-    wa, _ = _cpu_input(w, "w", fn)
+    g, wa, kind, device = _inputs(fn, grad_out=grad_out, w=w)
     shape = shape_argument(input_shape, "input_shape", fn, 4)
     oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn)
     expected = (shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input_shape "
                          f"{shape} and weight {tuple(wa.shape)}")
+    if device != "cpu":
+        xp = array_module(g)
+        g, wa = _contiguous(xp, g, wa)
+        target, result = _device_output(xp, out, shape, device, (g, wa))
+        if target.size:
+            _cuda_call("conv2d_backward_input", [g, wa, target], (2,), stream,
+                       _dims(shape, wa.shape, oh, ow, geo), _CUDA_TILES)
+        return finish_output(target, result, out, kind)
     g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
     target, result = cpu_output(out, shape, (g, wa))
     if target.size:
@@ -169,17 +234,24 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
     return finish_output(target, result, out, kind)
 
 
-def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None):
+def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None, stream=None):
     """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in, C_out)."""
     fn = "conv2d_backward_weight"
-    xa, kind = _cpu_input(x, "x", fn)
-    g, _ = _cpu_input(grad_out, "grad_out", fn)
+    xa, g, kind, device = _inputs(fn, x=x, grad_out=grad_out)
     shape = shape_argument(weight_shape, "weight_shape", fn, 4)
     oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
                          f"{tuple(xa.shape)} and weight_shape {shape}")
+    if device != "cpu":
+        xp = array_module(xa)
+        xa, g = _contiguous(xp, xa, g)
+        target, result = _device_output(xp, out, shape, device, (xa, g))
+        if target.size:
+            _cuda_call("conv2d_backward_weight", [xa, g, target], (2,), stream,
+                       _dims(xa.shape, shape, oh, ow, geo), _CUDA_TILES, _CUDA_WGRAD_SPLITS)
+        return finish_output(target, result, out, kind)
     xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
     target, result = cpu_output(out, shape, (xa, g))
     if target.size:
@@ -187,14 +259,21 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     return finish_output(target, result, out, kind)
 
 
-def conv2d_backward_bias(grad_out, *, out=None):
+def conv2d_backward_bias(grad_out, *, out=None, stream=None):
     """The gradient of conv2d with respect to its bias: grad_out summed over N, OH, OW -> (C_out,)."""
     fn = "conv2d_backward_bias"
-    g, kind = _cpu_input(grad_out, "grad_out", fn)
+    g, kind, device = _inputs(fn, grad_out=grad_out)
     if g.ndim != 4:
         raise ValueError(f"{fn}: grad_out must be 4-D (N, OH, OW, C_out), got shape {tuple(g.shape)}")
-    g = np.ascontiguousarray(g)
     shape = (g.shape[3],)
+    if device != "cpu":
+        xp = array_module(g)
+        (g,) = _contiguous(xp, g)
+        target, result = _device_output(xp, out, shape, device, (g,))
+        if target.size:
+            _cuda_call("conv2d_backward_bias", [g, target], (1,), stream, g.size // shape[0], shape[0])
+        return finish_output(target, result, out, kind)
+    g = np.ascontiguousarray(g)
     target, result = cpu_output(out, shape, (g,))
     if target.size:
         if g.size:
@@ -205,19 +284,17 @@ def conv2d_backward_bias(grad_out, *, out=None):
 
 
 def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_grad=True, weight_grad=True,
-                    bias_grad=True, out=None):
+                    bias_grad=True, out=None, stream=None):
     """The gradients of conv2d with respect to x, w and the bias in one call -> (grad_x, grad_w,
     grad_bias), None for each not asked for (PyTorch's convolution_backward with its output mask).
 
     The numbers of conv2d_backward_input, _weight and _bias. First layers (C_in <= 4) run the
     passes image by image while the weight gradient is among them, so grad_out is read from
-    memory once instead of once per gradient. out: None, or a triple of arrays (or None) to
-    write the gradients into.
+    memory once instead of once per gradient (CPU; on a GPU the three kernels run one after
+    another). out: None, or a triple of arrays (or None) to write the gradients into.
     """
     fn = "conv2d_backward"
-    g, kind = _cpu_input(grad_out, "grad_out", fn)
-    xa, _ = _cpu_input(x, "x", fn)
-    wa, _ = _cpu_input(w, "w", fn)
+    g, xa, wa, kind, device = _inputs(fn, grad_out=grad_out, x=x, w=w)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
@@ -227,8 +304,16 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
         out = (None, None, None)
     elif not (isinstance(out, (tuple, list)) and len(out) == 3):
         raise ValueError(f"{fn}: out must be None or a triple (grad_x, grad_w, grad_bias), got {type(out).__name__}")
-    g, xa, wa = np.ascontiguousarray(g), np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     wanted = (flag(input_grad, "input_grad", fn), flag(weight_grad, "weight_grad", fn), flag(bias_grad, "bias_grad", fn))
+    if device != "cpu":
+        geometry = {"stride": (geo.sh, geo.sw), "padding": ((geo.pt, geo.pb), (geo.pl, geo.pr)),
+                    "dilation": (geo.dh, geo.dw)}
+        grads = (conv2d_backward_input(g, wa, xa.shape, out=out[0], stream=stream, **geometry) if wanted[0] else None,
+                 conv2d_backward_weight(xa, g, wa.shape, out=out[1], stream=stream, **geometry) if wanted[1] else None,
+                 conv2d_backward_bias(g, out=out[2], stream=stream) if wanted[2] else None)
+        # The passes got native arrays: give their results back as the caller's kind (out as given).
+        return tuple(r if r is None or o is not None else to_kind(r, kind) for r, o in zip(grads, out))
+    g, xa, wa = np.ascontiguousarray(g), np.ascontiguousarray(xa), np.ascontiguousarray(wa)
     shapes = (xa.shape, wa.shape, (wa.shape[3],))
     made = [cpu_output(o, shape, (g, xa, wa)) if want else (None, None)
             for want, o, shape in zip(wanted, out, shapes)]

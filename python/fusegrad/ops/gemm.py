@@ -4,12 +4,19 @@
 the activation are applied by the GEMM kernel while it stores C, not as passes over the result.
 Which operand layouts are read in place and which are copied is the compiled side's policy
 (cpp/gemm/gemm_layout.cpp): row- and column-major matrices with any leading dimension are read
-where they are.
+where they are. CUDA arrays take the same rule (cuda/gemm/), here in _matmul_cuda.
+
+precision: "fp32" (the default, fp32 FMAs everywhere), or on CUDA arrays "tf32" / "bf16": the
+tensor-core kernels, which round A and B to tf32 (10-bit mantissa) or bf16 (7-bit) and sum the
+exact products in fp32 (errors of ~3e-4 and ~3e-3 of the result's size on random data). The CPU
+GEMM computes in fp32 only and refuses the others rather than silently ignoring them.
 """
 from __future__ import annotations
 
-from .. import _backend, _cpu
-from .._backend import native, to_kind
+import numpy as np
+
+from .. import _backend, _cpu, _emulated
+from .._backend import array_module, native, to_kind
 from ._common import check_dtype, check_out, check_same_device, flag
 from .activation import EPILOGUE, activation_code
 
@@ -33,7 +40,10 @@ def _operand(x, name: str):
     return arr, kind
 
 
-def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stream=None):
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, precision="fp32", stream=None):
     """act(a @ b + bias) in float32, or out += a @ b with accumulate=True.
 
     a: (M, K) or (B, M, K); b: (K, N) or (B, K, N); a 2-D operand is shared by every item of a
@@ -41,22 +51,26 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, stre
     other layouts are copied once. bias: (N,), added to every row. activation: None, "relu",
     "gelu", "gelu_tanh", "sigmoid", "tanh" or "silu", applied after the bias. out: where to
     write the (M, N) / (B, M, N) result; with accumulate=True the product is added into out
-    (gradient accumulation), and bias/activation are not allowed.
+    (gradient accumulation), and bias/activation are not allowed. precision: "fp32", or for
+    CUDA arrays "tf32" or "bf16" (tensor cores; see the module docstring). stream: the CUDA
+    stream to run on (default: CuPy's current stream).
     """
     # The compiled side takes the common call (NumPy float32 operands that fit) in a fraction of a
     # microsecond and returns None for anything else, which then gets the full checks below and
     # their error messages. At MLP sizes a few microseconds of Python would cost as much as the
     # product itself.
     code = _EPILOGUE_CODES.get(activation, -1) if activation is None or type(activation) is str else -1
-    if type(accumulate) is not bool or _backend.emulating:
+    if type(accumulate) is not bool or _backend.emulating or type(precision) is not str or precision != "fp32":
         code = -1  # the checked path reads or refuses it, or dispatches to the emulated device
     result = _cpu.gemm(a, b, out, bias, code, accumulate is True)
     if result is not None:
         return result
-    return _matmul_checked(a, b, bias, activation, out, accumulate)
+    return _matmul_checked(a, b, bias, activation, out, accumulate, precision, stream)
 
 
-def _matmul_checked(a, b, bias, activation, out, accumulate):
+def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", stream=None):
+    if type(precision) is not str or precision not in PRECISIONS:
+        raise ValueError(f"matmul: precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     a_arr, kind = _operand(a, "a")
     b_arr, _ = _operand(b, "b")
     bias_arr = out_arr = None
@@ -89,11 +103,97 @@ def _matmul_checked(a, b, bias, activation, out, accumulate):
         out_arr = check_out(out, shape, device)
 
     if device != "cpu":
-        # The CUDA GEMM is its own piece of work (cuda/gemm/); until it lands, say so plainly.
-        raise RuntimeError(
-            "fusegrad.ops.matmul: the CUDA GEMM is not built yet; pass NumPy arrays (CPU) for now"
-        )
+        result = _matmul_cuda(a_arr, b_arr, bias_arr, out_arr, code, accumulate, precision, shape, stream)
+        return out if out is not None else to_kind(result, kind)
+    if precision != "fp32":
+        raise ValueError(f"matmul: precision={precision!r} runs on CUDA tensor cores only; the CPU GEMM computes "
+                         "in fp32 (precision='fp32')")
     result = _cpu.gemm(a_arr, b_arr, out_arr, bias_arr, code, accumulate)
     if result is None:
         raise RuntimeError(f"matmul: internal error, the kernel refused checked operands {a_arr.shape}, {b_arr.shape}")
     return out if out is not None else to_kind(result, kind)
+
+
+# --- CUDA ---------------------------------------------------------------------------------------
+
+# Tile configuration of the CUDA kernels: "auto" (by size), "large" or "small"; fixed by tests to
+# cover each configuration.
+_CUDA_TILES = "auto"
+
+
+def _on_emulator(x):
+    """x itself, or for an emulated array outside the emulator's guarded memory (a view of NumPy
+    memory while emulating) a guarded copy: device_call would stage it as a C-contiguous copy,
+    so the strides the kernel is given must be those of the copy."""
+    if x is not None and _backend.is_emulated(x) and not _emulated.is_guarded(x):
+        return _emulated.to_device(x)
+    return x
+
+
+def _matrix_strides(x):
+    """(row, column, batch) strides in elements of a 2-D or 3-D float32 array whose matrices the
+    kernels read in place (row- or column-major, any leading dimension, strides >= 0), else None.
+    The stride of a dimension of size 1 is free, and taken as 1; an empty operand is never read."""
+    if x.size == 0:
+        return 1, 1, 0
+    if any(s < 0 or s % 4 for s in x.strides):
+        return None
+    rs, cs = x.strides[-2] // 4, x.strides[-1] // 4
+    if x.shape[-1] == 1:
+        cs = 1
+    elif x.shape[-2] == 1:
+        rs = 1
+    if rs != 1 and cs != 1:
+        return None
+    bs = x.strides[0] // 4 if x.ndim == 3 and x.shape[0] > 1 else 0
+    return rs, cs, bs
+
+
+def _operand_for_cuda(x, xp):
+    x = _on_emulator(x)
+    strides = _matrix_strides(x)
+    if strides is None:  # other layouts are copied once, as on the CPU
+        x = xp.ascontiguousarray(x)
+        strides = _matrix_strides(x)
+    return x, strides
+
+
+def _writable_in_place(out, inputs, xp) -> bool:
+    """Whether the kernel can store into out itself: unit column stride, rows and batch items
+    that do not overlap, guarded memory on the emulator, and no memory shared with an input."""
+    if _backend.is_emulated(out) and not _emulated.is_guarded(out):
+        return False
+    m, n = out.shape[-2:]
+    s = out.strides
+    if any(v < 0 or v % 4 for v in s) or (n > 1 and s[-1] != 4) or (m > 1 and s[-2] < 4 * n):
+        return False
+    if out.ndim == 3 and out.shape[0] > 1 and s[0] < s[-2] * (m - 1) + 4 * n:
+        return False
+    return not any(x is not None and x.size and xp.may_share_memory(out, x) for x in inputs)
+
+
+def _matmul_cuda(a, b, bias, out, code, accumulate, precision, shape, stream):
+    """The product on the device of the operands (checked), into out or a new array."""
+    xp = array_module(a)
+    a, (a_rs, a_cs, a_bs) = _operand_for_cuda(a, xp)
+    b, (b_rs, b_cs, b_bs) = _operand_for_cuda(b, xp)
+    if bias is not None and not bias.flags.c_contiguous:
+        bias = xp.ascontiguousarray(bias)
+    if out is not None and _writable_in_place(out, (a, b, bias), xp):
+        target = out
+    else:
+        target = xp.empty(shape, np.float32)
+        if accumulate:
+            target[...] = out
+    if target.size:
+        m, n = shape[-2:]
+        k = a.shape[-1]
+        batch = shape[0] if len(shape) == 3 else 1
+        c_rs = target.strides[-2] // 4 if m > 1 else n
+        c_bs = target.strides[0] // 4 if len(shape) == 3 and batch > 1 else 0
+        with _backend.device_call([a, b, target, bias], written=(2,), stream=stream) as call:
+            call.module.gemm(*call.pointers, batch, m, n, k, a_rs, a_cs, a_bs, b_rs, b_cs, b_bs, c_rs, c_bs, code,
+                             accumulate, precision, _CUDA_TILES, call.stream, call.device)
+    if out is not None and target is not out:
+        out[...] = target
+    return target

@@ -7,6 +7,11 @@ the same data: on its default NCHW tensors ("torch") and on channels_last ones
 ("torch_channels_last"); its backward is aten.convolution_backward with all three gradients,
 the call autograd makes, and fusegrad's is its counterpart ops.conv2d_backward (the call
 nn.Conv2d makes). fusegrad writes into preallocated outputs; PyTorch allocates its own.
+
+CUDA cases: the same layers on the GPU, fusegrad's implicit GEMMs (cuda/conv/) on CuPy arrays
+against cuDNN through PyTorch on channels_last tensors (NHWC in memory, as fusegrad's), in fp32
+with TF32 off (torch.backends.cudnn.allow_tf32 = False, set in the call), bound by cuBLAS's SGEMM
+rate.
 """
 from __future__ import annotations
 
@@ -120,4 +125,65 @@ def _pool_case(tag, n, h, w, ci, co, k, pad) -> Case:
 
 def cases():
     return ([_case(*layer, backward) for backward in (False, True) for layer in LAYERS] +
-            [_pool_case(*layer) for layer in LAYERS if layer[0] in ("mnist1", "mnist2", "cifar1", "cifar2")])
+            [_pool_case(*layer) for layer in LAYERS if layer[0] in ("mnist1", "mnist2", "cifar1", "cifar2")] +
+            _cuda_cases())
+
+
+# --- CUDA ---------------------------------------------------------------------------------------
+
+CUDA_FWD_BWD = ("mnist2", "cifar2", "resnet1", "resnet2")  # the backward of the others is alike
+
+
+def _cuda_case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
+    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    flops = 2.0 * n * oh * ow * k * k * ci * co
+
+    def setup():
+        import cupy as cp
+
+        x = cp.random.standard_normal((n, h, w, ci), dtype=cp.float32)
+        wt = (cp.random.standard_normal((k, k, ci, co), dtype=cp.float32) / np.sqrt(k * k * ci)).astype(cp.float32)
+        b = cp.random.standard_normal(co, dtype=cp.float32)
+        g = cp.random.standard_normal((n, oh, ow, co), dtype=cp.float32)
+        y = cp.empty((n, oh, ow, co), cp.float32)
+        gx, gw, gb = cp.empty_like(x), cp.empty_like(wt), cp.empty_like(b)
+
+        if backward:
+            def ours():
+                ops.conv2d(x, wt, b, padding=pad, out=y)
+                return ops.conv2d_backward(g, x, wt, padding=pad, out=(gx, gw, gb))
+        else:
+            def ours():
+                return ops.conv2d(x, wt, b, padding=pad, out=y)
+
+        base = {}
+        torch = optional_import("torch")
+        if torch is not None and torch.cuda.is_available():
+            cl = torch.channels_last
+            xt = torch.from_dlpack(x).permute(0, 3, 1, 2)  # NHWC memory: already channels_last
+            wtt = torch.from_dlpack(wt).permute(3, 2, 0, 1).contiguous(memory_format=cl)
+            gt = torch.from_dlpack(g).permute(0, 3, 1, 2)
+            bt = torch.from_dlpack(b)
+            aten = torch.ops.aten
+
+            def cudnn():
+                torch.backends.cudnn.allow_tf32 = False
+                with torch.no_grad():
+                    out = torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
+                    if backward:
+                        out = aten.convolution_backward(gt, xt, wtt, [co], [1, 1], [pad, pad], [1, 1], False, [0, 0],
+                                                        1, [True, True, True])
+                return out
+
+            base["torch_channels_last"] = cudnn
+        return ours, base
+
+    kind = "fwd_bwd" if backward else "fwd"
+    return Case(f"conv/cuda_{kind}_tf32off/{tag}/{n}x{h}x{w}x{ci}->{co}_k{k}p{pad}", "conv", "cuda", "GFLOP/s",
+                flops * (3 if backward else 1), setup, limit="cublas_fp32_TFLOPs",
+                note="vs cuDNN channels_last, TF32 off")
+
+
+def _cuda_cases() -> list:
+    return ([_cuda_case(*layer, False) for layer in LAYERS] +
+            [_cuda_case(*layer, True) for layer in LAYERS if layer[0] in CUDA_FWD_BWD])

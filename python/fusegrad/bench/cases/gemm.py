@@ -2,6 +2,13 @@
 
 Work is 2·M·N·K flops per call, bound by the FMA peak. Every candidate writes into a preallocated
 output where its library allows one, so allocation is not what is measured.
+
+CUDA cases (2048-8192 squares): each precision of ops.matmul against cuBLAS through CuPy and
+PyTorch. fp32 compares with TF32 off (CuPy's default; torch.backends.cuda.matmul.allow_tf32 =
+False, set in the call): true fp32 on both sides, bound by cuBLAS's SGEMM rate. tf32 compares
+with PyTorch's TF32 cuBLAS (allow_tf32 = True). bf16 takes fp32 arrays and rounds them to bf16
+in the kernel; PyTorch's baseline multiplies bf16 tensors (half the bytes read), bound by
+cuBLAS's bf16 rate.
 """
 from __future__ import annotations
 
@@ -91,4 +98,66 @@ def cases():
                              note="one core; the limit is one core's FMA peak"))
     out += _mlp_cases()
     out.append(_bias_relu_case(128, 500, 784))
+    return out + _cuda_cases()
+
+
+# --- CUDA ---------------------------------------------------------------------------------------
+
+CUDA_SQUARES = {"fp32": (2048, 4096, 8192), "tf32": (4096, 8192), "bf16": (4096, 8192)}
+CUDA_LIMITS = {"fp32": "cublas_fp32_TFLOPs", "tf32": None, "bf16": "cublas_bf16_TFLOPs"}  # no TF32 probe
+
+
+def _torch_cuda():
+    torch = optional_import("torch")
+    return torch if torch is not None and torch.cuda.is_available() else None
+
+
+def _cuda_product_case(n: int, precision: str, *, tb: bool = False, bias_relu: bool = False) -> Case:
+    """C (n×n) = act(A·B + bias) on the GPU; tb: B is a transposed view of a row-major array."""
+
+    def setup():
+        import cupy as cp
+
+        a = cp.random.standard_normal((n, n), dtype=cp.float32)
+        b = cp.random.standard_normal((n, n), dtype=cp.float32)
+        b = b.T if tb else b
+        bias = cp.random.standard_normal(n, dtype=cp.float32) if bias_relu else None
+        act = "relu" if bias_relu else None
+        o, o2 = cp.empty((n, n), cp.float32), cp.empty((n, n), cp.float32)
+        ours = lambda: ops.matmul(a, b, bias=bias, activation=act, out=o, precision=precision)  # noqa: E731
+        base = {}
+        if precision == "fp32":
+            if bias_relu:
+                base["cupy"] = lambda: cp.maximum(cp.add(cp.matmul(a, b, out=o2), bias, out=o2), 0, out=o2)
+            else:
+                base["cupy"] = lambda: cp.matmul(a, b, out=o2)
+        torch = _torch_cuda()
+        if torch is not None:
+            ta, tb_, to = torch.from_dlpack(a), torch.from_dlpack(b), torch.from_dlpack(o2)
+            tbias = torch.from_dlpack(bias) if bias_relu else None
+            if precision == "bf16":
+                ta, tb_, to = ta.bfloat16(), tb_.bfloat16(), to.bfloat16()
+                tbias = tbias.bfloat16() if bias_relu else None
+            tf32 = precision == "tf32"
+
+            def torch_call():
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                if bias_relu:
+                    return torch.relu_(torch.addmm(tbias, ta, tb_, out=to))
+                return torch.matmul(ta, tb_, out=to)
+
+            base["torch"] = torch_call
+        return ours, base
+
+    what = "bias_relu" if bias_relu else "nt" if tb else "square"
+    name = f"gemm/cuda_{precision}{'_tf32off' if precision == 'fp32' else ''}/{what}/{n}"
+    note = {"fp32": "cuBLAS with TF32 off", "tf32": "vs cuBLAS TF32",
+            "bf16": "fp32 inputs rounded in-kernel vs torch bf16 tensors"}[precision]
+    return Case(name, "gemm", "cuda", "GFLOP/s", 2.0 * n**3, setup, limit=CUDA_LIMITS[precision], note=note)
+
+
+def _cuda_cases() -> list:
+    out = [_cuda_product_case(n, p) for p, sizes in CUDA_SQUARES.items() for n in sizes]
+    out.append(_cuda_product_case(4096, "fp32", tb=True))
+    out.append(_cuda_product_case(4096, "fp32", bias_relu=True))
     return out

@@ -1,0 +1,61 @@
+// Bindings of the CUDA GEMM (registered into _cuda by cuda/module.cu). Arrays arrive as device
+// addresses with their strides in elements; fusegrad.ops.matmul has checked dtypes, shapes,
+// devices and layouts, these checks are the last guard.
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "common/bind.cuh"
+#include "gemm/gemm.cuh"
+
+namespace py = pybind11;
+
+namespace fusegrad {
+namespace {
+
+cuda::GemmPrecision precision_of(const std::string& name) {
+  if (name == "fp32") return cuda::GemmPrecision::fp32;
+  if (name == "tf32") return cuda::GemmPrecision::tf32;
+  if (name == "bf16") return cuda::GemmPrecision::bf16;
+  throw py::value_error("precision must be 'fp32', 'tf32' or 'bf16', got '" + name + "'");
+}
+
+cuda::GemmTiles tiles_of(const std::string& name) {
+  if (name == "auto") return cuda::GemmTiles::automatic;
+  if (name == "large") return cuda::GemmTiles::large;
+  if (name == "small") return cuda::GemmTiles::small;
+  throw py::value_error("tiles must be 'auto', 'large' or 'small', got '" + name + "'");
+}
+
+}  // namespace
+
+void register_gemm_cuda(py::module_& m) {
+  m.def("gemm", [](uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t bias, int64_t batch, int64_t m_, int64_t n,
+                   int64_t k, int64_t a_rs, int64_t a_cs, int64_t a_bs, int64_t b_rs, int64_t b_cs, int64_t b_bs,
+                   int64_t c_rs, int64_t c_bs, int code, bool accumulate, const std::string& precision,
+                   const std::string& tiles, uintptr_t stream, int device) {
+    if (batch < 0 || m_ < 0 || n < 0 || k < 0) throw py::value_error("gemm: sizes must be >= 0");
+    if (batch == 0 || m_ == 0 || n == 0) return;
+    cuda::GemmArgs g;
+    g.batch = batch, g.m = m_, g.n = n, g.k = k;
+    g.a = k > 0 ? device_ptr<const float>(a, "a") : nullptr;
+    g.b = k > 0 ? device_ptr<const float>(b, "b") : nullptr;
+    g.c = device_ptr<float>(c, "c");
+    g.bias = bias != 0 ? reinterpret_cast<const float*>(bias) : nullptr;
+    g.a_rs = a_rs, g.a_cs = a_cs, g.a_bs = a_bs, g.b_rs = b_rs, g.b_cs = b_cs, g.b_bs = b_bs;
+    g.c_rs = c_rs, g.c_bs = c_bs;
+    g.act = activation_from_code(code);
+    g.accumulate = accumulate;
+    const auto p = precision_of(precision);
+    const auto t = tiles_of(tiles);
+    py::gil_scoped_release release;
+    cuda::gemm(g, p, t, as_stream(stream), device);
+  }, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("bias"), py::arg("batch"), py::arg("m"), py::arg("n"),
+     py::arg("k"), py::arg("a_rs"), py::arg("a_cs"), py::arg("a_bs"), py::arg("b_rs"), py::arg("b_cs"),
+     py::arg("b_bs"), py::arg("c_rs"), py::arg("c_bs"), py::arg("activation"), py::arg("accumulate"),
+     py::arg("precision"), py::arg("tiles"), py::arg("stream"), py::arg("device"),
+     "c (=|+=) act(a @ b + bias) on the device; strides in elements (see cuda/gemm/gemm.cuh)");
+}
+
+}  // namespace fusegrad
