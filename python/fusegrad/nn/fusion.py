@@ -3,7 +3,7 @@
 plan(named_modules) turns a list of (name, module) pairs into the steps that compute the same
 function:
   - Conv2d -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d(k) with k×k windows, stride k and no
-    padding becomes one fused conv + max-pool kernel call (float32 CPU tensors; elsewhere the three
+    padding becomes one fused conv + max-pool kernel call (float32 tensors, CPU or CUDA; elsewhere the three
     modules run in turn). The activation never decreases and is exact on ties, so it commutes
     with max and runs on the pooled tensor, a quarter of the data; the conv output is never
     written.
@@ -22,7 +22,6 @@ import re
 import numpy as np
 
 from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE, TABLE
-from .._backend import on_host
 from ..tensor import Tensor
 from . import functional as F
 
@@ -86,7 +85,7 @@ class FusedStep:
 
 
 class ConvActivationPool(FusedStep):
-    """conv -> activation -> max-pool(k) as the fused kernel where it runs (float32 CPU tensors)."""
+    """conv -> activation -> max-pool(k) as the fused kernel where it runs (float32 tensors)."""
 
     def __init__(self, owner, named, kind, param, k):
         super().__init__(owner, named)
@@ -94,7 +93,7 @@ class ConvActivationPool(FusedStep):
 
     def run(self, x):
         conv, activation, pool = self.modules
-        if isinstance(x, Tensor) and on_host(x.data) and x.dtype == np.float32:
+        if isinstance(x, Tensor) and x.dtype == np.float32:
             return F.conv2d_max_pool2d(x, conv.weight, conv.bias, self.k, conv.stride, conv.padding, conv.dilation,
                                        self.kind, self.param)
         return pool(activation(conv(x)))

@@ -1,22 +1,23 @@
 """2-D convolution over NHWC input with HWIO weights, plain and fused with max-pooling.
 
-float32 NumPy arrays run on the conv kernels. Anything else (float64 for gradient checks, CuPy
-arrays until the CUDA convolution lands) runs as KH*KW matrix products over the taps.
+float32 arrays run on the conv kernels (CPU or CUDA). Anything else (float64 for gradient
+checks) runs as KH*KW matrix products over the taps.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ... import ops
-from ..._backend import array_module, on_host
+from ..._backend import array_module, device_of
 from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ...ops.conv import conv_geometry
 from ..engine import Function
 
 
 def _on_kernels(*arrays) -> bool:
-    """True when the conv kernels take these arrays: float32 NumPy."""
-    return all(a is None or (on_host(a) and a.dtype == np.float32) for a in arrays)
+    """True when the conv kernels take these arrays: float32, all on one device."""
+    present = [a for a in arrays if a is not None]
+    return all(a.dtype == np.float32 for a in present) and len({device_of(a) for a in present}) == 1
 
 
 def _taps(kernel_hw, stride, dilation, out_hw):

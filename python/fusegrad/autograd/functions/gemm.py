@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from ..._backend import array_module, on_host
+from ..._backend import array_module, device_of
 from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ..engine import Function
 from .elementwise import unbroadcast
 
 
 def matmul_arrays(a, b, out=None, accumulate=False):
-    """a @ b on raw arrays: the fusegrad GEMM for float32 matrices and batches of them, the array
-    module's matmul for everything else (float64, vectors, broadcast batches)."""
-    if (a.dtype == np.float32 and b.dtype == np.float32 and on_host(a) and on_host(b)
+    """a @ b on raw arrays: the fusegrad GEMM (CPU or CUDA) for float32 matrices and batches of
+    them on one device, the array module's matmul for everything else (float64, vectors, broadcast
+    batches)."""
+    if (a.dtype == np.float32 and b.dtype == np.float32 and device_of(a) == device_of(b)
             and a.ndim in (2, 3) and b.ndim in (2, 3)
             and (b.ndim == 2 or (a.ndim == 3 and a.shape[0] == b.shape[0]))):
         return ops.matmul(a, b, out=out, accumulate=accumulate)
