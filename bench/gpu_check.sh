@@ -82,7 +82,7 @@ export py cc
 export SANITIZED_TESTS_LIST="${SANITIZED_TESTS[*]}"
 # Most valuable first: a spell may end early.
 step build 300 build
-step tests 240 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs tests
+step tests 240 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs --ignore=tests/emulator tests
 step bench 300 "$py" -m fusegrad bench --device cuda --repeat "${BENCH_REPEAT:-10}" --json "$result"
 [[ -f "$result" ]] && cp "$result" "$logs/"
 step emulator 120 emulator
