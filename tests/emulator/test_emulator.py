@@ -11,6 +11,7 @@ import ctypes
 import importlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -468,6 +469,52 @@ def test_broken_kernel_is_reported(name, variant, message):
         emu.selftest_broken(name, variant)
     # The process and the emulator carry on.
     assert emu.selftest_block_sum([1.0] * 64, 64, True) == [64.0]
+
+
+@emulator_only
+def test_a_stack_overflow_is_caught_with_the_stack_pointer_in_another_threads_stacks():
+    # A frame larger than the stack moves a fiber's stack pointer below its thread's fiber stacks,
+    # possibly into another OS thread's, mapped just below them (test_broken_kernel_is_reported
+    # [stack_overflow-120] crashed the full test run now and then: its 480 KiB frame reached an
+    # OpenMP worker's stacks). The fault still belongs to the thread that overflowed. Here the
+    # frame is sized to land in the other thread's stacks whatever the memory layout.
+    script = textwrap.dedent(f"""
+        import importlib, queue, threading
+        emu = importlib.import_module({MODULE!r})
+        jobs, results = queue.Queue(), queue.Queue()
+
+        def other():
+            results.put(emu.selftest_stack_address())  # this thread's fiber stacks, created
+            results.put(jobs.get()())  # and alive until the job is done
+
+        def overflow_to(target):
+            try:
+                emu.selftest_stack_overflow_to(target)
+            except emu.EmulatorError as e:
+                return "caught: " + str(e)
+            return "not caught"
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        theirs = results.get()
+        mine = emu.selftest_stack_address()
+        if mine > theirs:  # the frame grows down: the thread whose stacks lie higher overflows
+            outcome = overflow_to(theirs)
+            jobs.put(lambda: None)
+            results.get()
+        else:
+            jobs.put(lambda: overflow_to(mine))
+            outcome = results.get()
+        thread.join()
+        print(outcome)
+        print(emu.selftest_block_sum([1.0] * 64, 64, True))
+    """)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"caught: kernel stack_overflow_to_kernel .*thread \(0,0,0\): stack overflow of thread 0",
+                     proc.stdout), proc.stdout
+    assert proc.stdout.splitlines()[-1] == "[64.0]"
 
 
 @pytest.mark.parametrize("grid,block,smem,limit,error", [

@@ -3,11 +3,15 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -18,8 +22,43 @@ namespace fusegrad::cuda::emulator {
 namespace {
 
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-constexpr size_t kSignalStackBytes = 64 * 1024;
+
+// Room for the kernel's signal frame (all of the CPU's extended state: with AMX tiles in use about
+// 12 KiB) and for the handlers, ours and the ones it passes faults on to.
+size_t signal_stack_bytes() {
+  static const size_t bytes = std::max<size_t>(64 * 1024, 4 * getauxval(AT_MINSIGSTKSZ));
+  return bytes;
+}
 struct sigaction g_previous[NSIG];
+std::atomic<bool> g_log{false};  // FG_EMU_FAULT_LOG=1: each signal the handler sees, and what it decided, on stderr
+
+// Async-signal-safe logging: only write(2) and hand-made hex.
+void log_hex(char*& out, const char* label, uintptr_t v) {
+  while (*label) *out++ = *label++;
+  *out++ = '0';
+  *out++ = 'x';
+  char digits[16];
+  int n = 0;
+  do digits[n++] = "0123456789abcdef"[v & 15]; while ((v >>= 4) != 0);
+  while (n > 0) *out++ = digits[--n];
+}
+
+void log_signal(int sig, uintptr_t sp, uintptr_t addr, const void* ctx, const char* decision) {
+  if (!g_log.load(std::memory_order_relaxed)) return;
+  char buf[512];
+  char* out = buf;
+  log_hex(out, "fg-emu-fault: sig=", static_cast<uintptr_t>(sig));
+  log_hex(out, " sp=", sp);
+  log_hex(out, " addr=", addr);
+  log_hex(out, " context=", reinterpret_cast<uintptr_t>(ctx));
+  log_hex(out, " self=", reinterpret_cast<uintptr_t>(pthread_self()));
+  const char* d = " -> ";
+  while (*d) *out++ = *d++;
+  while (*decision && out < buf + sizeof buf - 2) *out++ = *decision++;
+  *out++ = '\n';
+  ssize_t ignored = write(2, buf, static_cast<size_t>(out - buf));
+  (void)ignored;
+}
 
 uintptr_t stack_pointer(const void* uc) {
   const auto* u = static_cast<const ucontext_t*>(uc);
@@ -61,16 +100,27 @@ void pass_on(int sig, siginfo_t* info, void* uc) {
 }
 
 void on_signal(int sig, siginfo_t* info, void* uc) {
-  // A kernel fault has the stack pointer in a fiber stack, or (a frame too big for the stack, whose
-  // first touch hits the guard page) the faulting address in a fiber stack's guard page.
-  void* owner = arena_owner_of(stack_pointer(uc));
-  if (owner == nullptr && (sig == SIGSEGV || sig == SIGBUS)) owner = arena_owner_of(reinterpret_cast<uintptr_t>(info->si_addr));
-  auto* ctx = static_cast<ThreadContext*>(owner);
-  if (ctx == nullptr || ctx->current == nullptr || !pthread_equal(ctx->thread, pthread_self())) {
+  // A kernel fault is a fault of this OS thread while one of its fibers runs, with the stack
+  // pointer in this thread's fiber stacks or (a frame too big for the stack, whose first touch
+  // hits a guard page) the faulting address in one of their guard pages. Only this thread's own
+  // arena counts: such a frame can move the stack pointer far below its stack, into the arena of
+  // another thread mapped just below, whose context is not running anything and must not decide.
+  auto* ctx = static_cast<ThreadContext*>(this_thread_arena_owner());
+  const uintptr_t sp = stack_pointer(uc);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  const bool memory = sig == SIGSEGV || sig == SIGBUS;
+  const char* why = nullptr;
+  if (ctx == nullptr) why = "passed on: this thread runs no kernels";
+  else if (ctx->current == nullptr) why = "passed on: no fiber of this thread is running";
+  else if (!ctx->arena.contains(sp) && !(memory && ctx->arena.guard_page_of(addr) >= 0))
+    why = "passed on: neither the stack pointer nor a guard page of this thread's fiber stacks";
+  if (why != nullptr) {
+    log_signal(sig, sp, addr, ctx, why);
     pass_on(sig, info, uc);
     return;
   }
-  ctx->fault = FaultRecord{sig, info->si_code, reinterpret_cast<uintptr_t>(info->si_addr), is_write(uc)};
+  log_signal(sig, sp, addr, ctx, "kernel fault: back to the launch");
+  ctx->fault = FaultRecord{sig, info->si_code, addr, is_write(uc)};
   siglongjmp(ctx->fault_jump, 1);
 }
 
@@ -85,6 +135,11 @@ std::string hex(uintptr_t a) {
 void install_fault_handler() {
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
+  static const bool log = [] {
+    const char* env = std::getenv("FG_EMU_FAULT_LOG");
+    return env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
+  }();
+  g_log.store(log, std::memory_order_relaxed);
   for (int sig : kSignals) {
     struct sigaction current {};
     sigaction(sig, nullptr, &current);
@@ -98,11 +153,16 @@ void install_fault_handler() {
 }
 
 void install_signal_stack(ThreadContext& ctx) {
-  ctx.signal_stack.reset(new char[kSignalStackBytes]);
+  if (!ctx.signal_stack) ctx.signal_stack.reset(new char[signal_stack_bytes()]);
   stack_t ss{};
   ss.ss_sp = ctx.signal_stack.get();
-  ss.ss_size = kSignalStackBytes;
+  ss.ss_size = signal_stack_bytes();
   sigaltstack(&ss, nullptr);
+}
+
+void ensure_signal_stack(ThreadContext& ctx) {
+  stack_t current{};
+  if (sigaltstack(nullptr, &current) == 0 && (current.ss_flags & SS_DISABLE)) install_signal_stack(ctx);
 }
 
 void remove_signal_stack(ThreadContext& ctx) {

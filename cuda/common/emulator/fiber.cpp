@@ -1,6 +1,7 @@
 // Fiber switching and fiber stacks (see fiber.h).
 #include "common/emulator/fiber.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -113,10 +114,12 @@ void prepare_fiber(FiberContext& ctx, char* lo, char* hi, FiberEntry entry, void
 
 namespace {
 
-// Every live arena, for the fault handler: a fixed array scanned without locks.
+// Every live arena and the OS thread that owns it, for the fault handler: a fixed array scanned
+// without locks. A thread's own slot is written only by that thread (its context is created and
+// destroyed on it), so the handler reads it consistently.
 constexpr int kMaxArenas = 4096;
 struct ArenaSlot {
-  std::atomic<uintptr_t> lo{0}, hi{0};
+  std::atomic<pthread_t> thread{};
   std::atomic<void*> owner{nullptr};
   std::atomic<bool> used{false};
 };
@@ -125,6 +128,18 @@ ArenaSlot g_arenas[kMaxArenas];
 size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return p;
+}
+
+// In a child of fork() only the forking thread lives on; the other threads' slots would name
+// pthread_t values that the child's new threads may be given again.
+void forget_other_threads_after_fork() {
+  const pthread_t self = pthread_self();
+  for (ArenaSlot& slot : g_arenas) {
+    if (!slot.used.load() || pthread_equal(slot.thread.load(), self)) continue;
+    slot.thread.store(pthread_t{});
+    slot.owner.store(nullptr);
+    slot.used.store(false);  // its mapping stays: the dead thread's context still refers to it
+  }
 }
 
 }  // namespace
@@ -148,12 +163,13 @@ StackArena::StackArena(size_t stack_bytes, void* owner) {
   if (p == MAP_FAILED) throw std::bad_alloc();
   base_ = static_cast<char*>(p);
   for (int i = 0; i < kMaxFibers; ++i) mprotect(base_ + stride_ * i, guard_, PROT_NONE);
+  static const int at_fork = pthread_atfork(nullptr, nullptr, &forget_other_threads_after_fork);
+  (void)at_fork;
   for (int s = 0; s < kMaxArenas; ++s) {
     bool expected = false;
     if (g_arenas[s].used.compare_exchange_strong(expected, true)) {
       g_arenas[s].owner.store(owner);
-      g_arenas[s].lo.store(reinterpret_cast<uintptr_t>(base_));
-      g_arenas[s].hi.store(reinterpret_cast<uintptr_t>(base_ + bytes_));
+      g_arenas[s].thread.store(pthread_self(), std::memory_order_release);
       slot_ = s;
       return;
     }
@@ -164,8 +180,7 @@ StackArena::StackArena(size_t stack_bytes, void* owner) {
 
 StackArena::~StackArena() {
   if (slot_ >= 0) {
-    g_arenas[slot_].lo.store(0);
-    g_arenas[slot_].hi.store(0);
+    g_arenas[slot_].thread.store(pthread_t{});
     g_arenas[slot_].owner.store(nullptr);
     g_arenas[slot_].used.store(false);
   }
@@ -179,12 +194,12 @@ int StackArena::guard_page_of(uintptr_t addr) const {
   return (addr - base) % stride_ < guard_ ? static_cast<int>(i) : -1;
 }
 
-void* arena_owner_of(uintptr_t sp) {
+void* this_thread_arena_owner() {
+  const pthread_t self = pthread_self();
   for (int s = 0; s < kMaxArenas; ++s) {
     if (!g_arenas[s].used.load(std::memory_order_acquire)) continue;
-    const uintptr_t lo = g_arenas[s].lo.load(std::memory_order_relaxed);
-    const uintptr_t hi = g_arenas[s].hi.load(std::memory_order_relaxed);
-    if (sp >= lo && sp < hi) return g_arenas[s].owner.load(std::memory_order_relaxed);
+    if (pthread_equal(g_arenas[s].thread.load(std::memory_order_acquire), self))
+      return g_arenas[s].owner.load(std::memory_order_relaxed);
   }
   return nullptr;
 }

@@ -9,9 +9,12 @@
 //
 // Stacks come from a StackArena: one reserved address range per OS thread, holding up to
 // kMaxFibers stacks, each with a PROT_NONE guard page below it so that an overflow faults
-// instead of corrupting the neighbour. The fault handler recognises a fault on a fiber by the
-// faulting stack pointer (or, for a frame too large for the stack, the faulting address) lying
-// inside a registered arena (see fault.cpp), so it needs no thread-local lookup.
+// instead of corrupting the neighbour. Each arena is registered with the OS thread that created
+// it, so the fault handler finds the faulting thread's own arena (and context) without a
+// thread-local lookup, and only then looks at the stack pointer and the faulting address (see
+// fault.cpp). Another thread's arena says nothing about this thread's fault: a fiber whose frame
+// is larger than its stack moves its stack pointer out of its own arena, possibly into one mapped
+// just below it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -45,7 +48,8 @@ void switch_fiber(FiberContext& from, FiberContext& to);
 void prepare_fiber(FiberContext& ctx, char* lo, char* hi, FiberEntry entry, void* arg);
 
 // kMaxFibers stacks of stack_bytes each, reserved at once and committed by the OS page by page
-// as they are touched. `owner` is what the fault handler is told when a fault happens on one.
+// as they are touched. Registered as the arena of the constructing OS thread, with `owner`: what
+// the fault handler is given when that thread faults.
 class StackArena {
  public:
   StackArena(size_t stack_bytes, void* owner);
@@ -57,6 +61,11 @@ class StackArena {
   char* stack_hi(int i) const { return base_ + stride_ * (i + 1); }
   // Whether addr lies in the guard page below stack i (a stack overflow of fiber i).
   int guard_page_of(uintptr_t addr) const;
+  // Whether addr lies in the arena (its stacks or their guard pages).
+  bool contains(uintptr_t addr) const {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(base_);
+    return addr >= base && addr - base < bytes_;
+  }
 
  private:
   char* base_ = nullptr;
@@ -64,8 +73,9 @@ class StackArena {
   int slot_ = -1;  // index in the global arena registry
 };
 
-// The owner of the arena holding `sp`, or null (async-signal-safe: a scan of a fixed array).
-void* arena_owner_of(uintptr_t sp);
+// The owner of the arena the calling OS thread created, or null if it has none (async-signal-safe:
+// a scan of a fixed array).
+void* this_thread_arena_owner();
 
 // Bytes of each fiber stack: FG_EMU_STACK_KIB (default 128).
 size_t fiber_stack_bytes();

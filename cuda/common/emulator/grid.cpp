@@ -37,6 +37,7 @@ void run_blocks(LaunchState& launch) {
   ThreadContext* ctx_ptr = nullptr;
   try {
     ctx_ptr = &this_thread_context();
+    ensure_signal_stack(*ctx_ptr);
     prepare_launch(*ctx_ptr, launch, launch.threads, launch.request.smem_bytes);
   } catch (const std::exception& e) {
     launch.fail(describe_launch(launch.request) + ": " + e.what());

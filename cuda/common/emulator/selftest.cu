@@ -19,6 +19,10 @@
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
 
+#ifdef FG_EMULATED
+#include <alloca.h>
+#endif
+
 namespace py = pybind11;
 
 namespace fusegrad::cuda::selftest {
@@ -427,6 +431,26 @@ __global__ void stack_overflow_kernel(float* out, int pages) {
   out[threadIdx.x] = big[0];
 }
 
+// Where each thread's stack is: the address of a local variable.
+__global__ void stack_address_kernel(unsigned long long* out) {
+  volatile char here = 0;
+  out[threadIdx.x] = reinterpret_cast<unsigned long long>(&here) + here;
+}
+
+#ifdef FG_EMULATED
+// A frame far larger than the stack, sized at run time so that it moves the stack pointer down to
+// `target`, then touched from the top down a page at a time: the first touch below the thread's
+// own stack hits its guard page while the stack pointer is at `target` (on a GPU, alloca'd local
+// memory is not a stack, so this kernel is the emulator's only).
+__global__ void stack_overflow_to_kernel(unsigned long long target, float* out) {
+  volatile char top = 0;
+  const size_t bytes = reinterpret_cast<uintptr_t>(&top) - target;
+  volatile char* big = static_cast<volatile char*>(alloca(bytes));
+  for (size_t end = bytes; end >= 4096; end -= 4096) big[end - 4096] = 1;
+  out[threadIdx.x] = big[0] + top;
+}
+#endif
+
 __global__ void divide_kernel(const int* numerator, const int* denominator, int* out) {
   out[threadIdx.x] = numerator[threadIdx.x] / denominator[threadIdx.x];
 }
@@ -662,6 +686,21 @@ void launch(std::vector<unsigned> grid, std::vector<unsigned> block, size_t smem
             out.get());
 }
 
+unsigned long long stack_address() {
+  py::gil_scoped_release release;
+  DeviceArray<unsigned long long> out(1);
+  FG_LAUNCH(stack_address_kernel, 1, 1, 0, nullptr, out.get());
+  return out.read()[0];
+}
+
+#ifdef FG_EMULATED
+void stack_overflow_to(unsigned long long target) {
+  py::gil_scoped_release release;
+  DeviceArray<float> out(1);
+  FG_LAUNCH(stack_overflow_to_kernel, 1, 1, 0, nullptr, target, out.get());
+}
+#endif
+
 // The broken kernels, by name.
 void broken(const std::string& name, int variant) {
   py::gil_scoped_release release;
@@ -719,6 +758,13 @@ void register_emulator_selftests(py::module_& m) {
   m.def("selftest_launch", &st::launch, py::arg("grid"), py::arg("block"), py::arg("smem") = 0,
         py::arg("max_dynamic_smem") = -1);
   m.def("selftest_broken", &st::broken, py::arg("name"), py::arg("variant") = 0);
+  m.def("selftest_stack_address", &st::stack_address,
+        "The address of a local variable of a 1-thread kernel launched from the calling OS thread");
+#ifdef FG_EMULATED
+  m.def("selftest_stack_overflow_to", &st::stack_overflow_to, py::arg("target"),
+        "Runs a 1-thread kernel on the calling OS thread whose frame moves its stack pointer down to "
+        "`target`, then overflows its stack");
+#endif
 }
 
 }  // namespace fusegrad::cuda::emulator
