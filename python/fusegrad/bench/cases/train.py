@@ -73,6 +73,45 @@ def _case(kind: str, batch: int) -> Case:
 
 
 
+def _cuda_case(batch: int) -> Case:
+    """The MNIST CNN step on the GPU: inputs, labels, parameters and optimizer state on the device,
+    against PyTorch eager on the same GPU (cuDNN with TF32 off, set in the call, as fusegrad's fp32
+    kernels compute in true fp32)."""
+    def setup():
+        import cupy as cp
+
+        rng = np.random.default_rng(0)
+        x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+        y = rng.integers(0, 10, batch)
+        manual_seed(0)
+        ours = _fusegrad_step(models.mnist_cnn().to("cuda"), cp.asarray(x), cp.asarray(y))
+        baselines = {}
+        torch = optional_import("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.manual_seed(0)
+            nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).cuda()
+            ty = torch.from_numpy(y).cuda()
+            for name, fmt in (("torch", torch.contiguous_format), ("torch_channels_last", torch.channels_last)):
+                model = _torch_cnn(torch).cuda().to(memory_format=fmt)
+                baselines[name] = _torch_cuda_step(torch, model, nchw.contiguous(memory_format=fmt), ty)
+        return ours, baselines
+
+    return Case(f"train/cnn_adam_step/cnn32-64/batch{batch}/cuda", "train", "cuda", "samples/s", batch, setup)
+
+
+def _torch_cuda_step(torch, model, x, y):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        torch.backends.cudnn.allow_tf32 = False
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
 # --- the Trainer's overhead ---------------------------------------------------------------------
 
 
@@ -130,6 +169,6 @@ def _trainer_case(kind: str, samples: int, batch: int) -> Case:
 
 
 def cases():
-    return [_case("mlp", 128), _case("mlp", 32), _case("cnn", 128),
+    return [_case("mlp", 128), _case("mlp", 32), _case("cnn", 128), _cuda_case(128), _cuda_case(512),
             _trainer_case("digits_cnn", 512, 32), _trainer_case("mlp", 1024, 128),
             _trainer_case("mnist_cnn", 1024, 64), _trainer_case("cifar_cnn", 1024, 64)]
