@@ -15,7 +15,34 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _cpu, _emulated
+from . import _emulated
+
+# --- OpenMP's idle threads --------------------------------------------------------------------
+
+# After a parallel region libgomp's worker threads spin before they sleep: 300,000 rounds by
+# default, a millisecond or so, so that the next kernel finds them awake. Between fusegrad's own
+# kernels that is right, but when NumPy's BLAS runs next (fusegrad called from NumPy code), the
+# spinning threads take the cores its threads need. OMP_SPIN_ROUNDS spans the gap between two
+# kernels of a training step (tens of microseconds of Python) and no more. libgomp reads
+# GOMP_SPINCOUNT once, when it is loaded, so it is set only while `_cpu` loads it, and never over
+# the user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY; PyTorch's bundled OpenMP does not see it.
+OMP_SPIN_ROUNDS = 10_000
+
+
+def _load_cpu_module():
+    ours = os.environ.get("FUSEGRAD_OMP_SPINCOUNT", str(OMP_SPIN_ROUNDS)).strip()
+    set_here = ours != "" and "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+    if set_here:
+        os.environ["GOMP_SPINCOUNT"] = ours
+    try:
+        from . import _cpu  # noqa: PLC0415
+    finally:
+        if set_here:
+            del os.environ["GOMP_SPINCOUNT"]
+    return _cpu
+
+
+_cpu = _load_cpu_module()
 
 # --- ISA level --------------------------------------------------------------------------------
 
