@@ -22,8 +22,19 @@ from .autograd.functions.softmax import Softmax
 from .random import default_generator
 
 
+class _HookHandle:
+    _next = 0
+
+    def __init__(self, table: dict):
+        self.table, self.id = table, _HookHandle._next
+        _HookHandle._next += 1
+
+    def remove(self) -> None:
+        self.table.pop(self.id, None)
+
+
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, device=None, dtype=None):
@@ -141,6 +152,21 @@ class Tensor:
             if tuple(g.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(g.shape)}, expected {self.shape}")
         engine.backward(self, g, retain_graph)
+
+    def register_post_accumulate_grad_hook(self, hook) -> _HookHandle:
+        """hook(tensor) is called during backward() right after this leaf's .grad has received its
+        final gradient of that backward (as PyTorch's hook of the same name). Returns a handle
+        whose remove() unregisters it."""
+        if self._ctx is not None:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_grad_hooks", None)
+        if hooks is None:
+            hooks = self._grad_hooks = {}
+        handle = _HookHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     # -- operators -------------------------------------------------------------------------------
     def _other(self, x) -> Tensor:

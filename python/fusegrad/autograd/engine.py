@@ -116,38 +116,93 @@ def topological_order(root) -> list:
     return order
 
 
+# Called at the end of the running (or next) backward(), then forgotten: queue_callback(fn).
+_queued_callbacks: list = []
+
+
+def queue_callback(fn) -> None:
+    """Runs fn() once, when the backward() now running (or the next one) has finished with every
+    leaf, as PyTorch's engine.queue_callback. DistributedDataParallel waits for its gradient
+    all-reduces here."""
+    _queued_callbacks.append(fn)
+
+
+def _accumulate(node, g) -> None:
+    """Adds g into leaf node's .grad, then calls the leaf's post-accumulate hooks (its gradient
+    for this backward is final: every path to it has been summed)."""
+    if isinstance(g, np.generic):  # NumPy turns 0-d results into scalars
+        g = np.asarray(g)
+    if node.grad is None:
+        # Adopt g when nothing else can see it (it owns its memory, and the only references are
+        # this function's and getrefcount's); otherwise, e.g. the same array handed to two
+        # parents by an Add, the leaf gets its own copy.
+        private = g.base is None and sys.getrefcount(g) == 3  # + the caller's popped reference
+        node.grad = node._wrap(g if private else g.copy(), False)
+    else:
+        node.grad.data += g
+    g = None
+    hooks = getattr(node, "_grad_hooks", None)
+    if hooks:
+        for hook in tuple(hooks.values()):
+            hook(node)
+
+
 def backward(root, grad, retain_graph: bool = False) -> None:
     """Propagates `grad` (an array shaped like root) from root back to every leaf that requires a
-    gradient, adding into the leaves' `.grad`."""
-    grads = {id(root): grad}
-    for node in reversed(topological_order(root)):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if isinstance(g, np.generic):  # NumPy turns 0-d results into scalars
-            g = np.asarray(g)
-        ctx = node._ctx
-        if ctx is None:  # a leaf: accumulate
-            if node.requires_grad:
-                if node.grad is None:
-                    # Adopt g when nothing else can see it (it owns its memory, and the only
-                    # references are this loop's and getrefcount's); otherwise, e.g. the same
-                    # array handed to two parents by an Add, the leaf gets its own copy.
-                    private = g.base is None and sys.getrefcount(g) == 2
-                    node.grad = node._wrap(g if private else g.copy(), False)
-                else:
-                    node.grad.data += g
-            continue
-        if ctx.freed:
-            raise RuntimeError(
-                "backward through a graph that has already been freed; call backward(retain_graph=True) "
-                "the first time to go through it again")
-        parent_grads = ctx.backward(g)
-        for parent, needs, pg in zip(ctx.parents, ctx.needs_grad, parent_grads):
-            if not needs or pg is None:
-                continue
-            key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
-        parent_grads = pg = g = None  # `grads` holds the only references (see the leaf case)
-        if not retain_graph:
-            ctx.saved, ctx.freed = (), True
+    gradient, adding into the leaves' `.grad`.
+
+    A leaf is accumulated as soon as the last op that feeds it has run (its gradient is then
+    final), not at the end: its post-accumulate hooks (Tensor.register_post_accumulate_grad_hook)
+    fire in the middle of backward, which is when DistributedDataParallel starts an all-reduce."""
+    try:
+        if root._ctx is None:  # backward of a leaf itself
+            _accumulate(root, grad)
+            return
+        order = topological_order(root)
+        # Per leaf, the number of op inputs still to deliver a gradient to it (None or not).
+        pending: dict = {}
+        for node in order:
+            if node._ctx is not None:
+                for parent, needs in zip(node._ctx.parents, node._ctx.needs_grad):
+                    if needs and parent._ctx is None and parent.requires_grad:
+                        pending[id(parent)] = pending.get(id(parent), 0) + 1
+        grads = {id(root): grad}
+        leaf_grads: dict = {}
+        for node in reversed(order):
+            ctx = node._ctx
+            if ctx is None:
+                continue  # leaves are accumulated when their last input arrives (below)
+            g = grads.pop(id(node), None)
+            if g is not None and isinstance(g, np.generic):
+                g = np.asarray(g)
+            if g is not None and ctx.freed:
+                raise RuntimeError(
+                    "backward through a graph that has already been freed; call backward(retain_graph=True) "
+                    "the first time to go through it again")
+            parent_grads = ctx.backward(g) if g is not None else (None,) * len(ctx.parents)
+            ready = []
+            for parent, needs, pg in zip(ctx.parents, ctx.needs_grad, parent_grads):
+                if not needs:
+                    continue
+                key = id(parent)
+                leaf = key in pending
+                table = leaf_grads if leaf else grads
+                if pg is not None:
+                    table[key] = pg if key not in table else table[key] + pg
+                if leaf:
+                    pending[key] -= 1
+                    if pending[key] == 0:
+                        ready.append(parent)
+            flowed, parent_grads, pg, g = g is not None, None, None, None  # the tables hold the only references
+            if flowed and not retain_graph:
+                ctx.saved, ctx.freed = (), True
+            for leaf in ready:
+                lg = leaf_grads.pop(id(leaf), None)
+                if lg is not None:
+                    _accumulate(leaf, lg)
+                lg = None
+    except BaseException:
+        _queued_callbacks.clear()  # a failed backward finishes nothing
+        raise
+    while _queued_callbacks:
+        _queued_callbacks.pop(0)()
