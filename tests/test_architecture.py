@@ -15,7 +15,7 @@ PACKAGE = ROOT / "python" / "fusegrad"
 FLOORS = [
     ("fusegrad._cpu", "fusegrad._cuda", "fusegrad._cuda_emulated", "fusegrad._emulated", "fusegrad._backend", "fusegrad.random",
      "fusegrad.cuda"),
-    ("fusegrad.ops",),
+    ("fusegrad.ops", "fusegrad.distributed"),
     ("fusegrad.autograd",),
     ("fusegrad.tensor",),
     ("fusegrad.nn",),

@@ -82,10 +82,13 @@ class DataLoader:
 
     Each `for batch in loader` is one epoch; `set_epoch(e)` picks the epoch whose order comes next
     (the Trainer sets it, so resuming at epoch e repeats nothing and skips nothing).
+
+    sampler: the indices to visit and their order instead (e.g. a DistributedSampler, which gives
+    each rank its share); it excludes shuffle=True, and set_epoch is passed on to it.
     """
 
     def __init__(self, dataset, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
-                 drop_last: bool = False, transform=None, device=None):
+                 drop_last: bool = False, transform=None, device=None, sampler=None):
         if not isinstance(dataset, Dataset):
             if isinstance(dataset, (tuple, list)):
                 dataset = TensorDataset(*dataset)
@@ -95,6 +98,12 @@ class DataLoader:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError("DataLoader: sampler and shuffle=True exclude each other (the sampler orders)")
+            if not hasattr(sampler, "__iter__") or not hasattr(sampler, "__len__"):
+                raise TypeError(f"sampler must be an iterable of indices with a length, got {type(sampler).__name__}")
+        self.sampler = sampler
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), bool(shuffle)
         self.drop_last, self.transform = bool(drop_last), transform
         self.device = None if device is None else normalise_device(device)
@@ -102,13 +111,15 @@ class DataLoader:
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "epoch": self.epoch}
@@ -125,9 +136,14 @@ class DataLoader:
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(self.epoch)
+            order = np.fromiter(self.sampler, np.int64)
+        else:
+            n = len(self.dataset)
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         self.epoch += 1
-        n = len(self.dataset)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
         gather = getattr(self.dataset, "get_batch", None)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -142,4 +158,5 @@ class DataLoader:
 
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed}"
+                + (f", sampler={self.sampler!r})" if self.sampler is not None else ")"))

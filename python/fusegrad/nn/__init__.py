@@ -1,5 +1,5 @@
 """Neural-network modules, PyTorch's names and conventions (images NHWC, conv weights HWIO)."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .modules import (
     GELU,
     GRU,
@@ -39,5 +39,5 @@ __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
-    "LSTM", "GRU", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",
+    "LSTM", "GRU", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "parallel", "utils",
 ]
