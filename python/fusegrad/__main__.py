@@ -34,6 +34,9 @@ def _add_train_parser(sub):
     p.add_argument("--save", metavar="PATH", help="write a Trainer checkpoint (safetensors) after each epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of mpirun/srun (mpirun -n 2 python -m fusegrad train "
+                        "--distributed ...); --batch-size is the global batch; only rank 0 reports and writes")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="0 silent, 1 progress bar, "
                    "2 one line per epoch (default: %(default)s)")
 

@@ -105,6 +105,12 @@ def plural(n: int, word: str) -> str:
 
 def run(args) -> int:
     check_args(args)
+    rank = 0
+    if getattr(args, "distributed", False):
+        from . import distributed  # noqa: PLC0415
+
+        distributed.init()
+        rank = distributed.get_rank()
     resumed = check_resume(args) if args.resume else None
     (x_train, y_train), (x_test, y_test), data_name = load_data(args.data)
     epochs = args.epochs if args.epochs is not None else (15 if data_name == "digits" else 5)
@@ -114,20 +120,24 @@ def run(args) -> int:
     steps = -(-len(x_train) // args.batch_size) * epochs
     scheduler = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     trainer = Trainer(model, "cross_entropy", opt, metrics=["accuracy"], device=args.device,
-                      scheduler=scheduler, scheduler_interval="step", seed=args.seed)
+                      scheduler=scheduler, scheduler_interval="step", seed=args.seed,
+                      distributed=bool(getattr(args, "distributed", False)))
+    world = trainer.world_size
     if args.resume:
         trainer.load_checkpoint(args.resume)
-    quiet = args.verbose == 0
+    quiet = args.verbose == 0 or rank != 0  # only rank 0 reports
 
     def report_line(text):
         if not quiet:
             print(text, flush=True)
 
     def note(text):
-        print(text, file=sys.stderr, flush=True)
+        if rank == 0:
+            print(text, file=sys.stderr, flush=True)
 
     report_line(f"fusegrad train: {args.model} on {data_name} ({len(x_train)} train / {len(x_test)} test), "
                 f"{plural(epochs, 'epoch')}, batch {args.batch_size}, device {trainer.device}"
+                + (f", {world} processes" if world > 1 else "")
                 + (f", resumed at epoch {trainer.epoch}" if resumed else ""))
     checkpoint = (ModelCheckpoint(args.save, full=True, extra={"model": args.model, "data": args.data})
                   if args.save else None)
@@ -153,9 +163,11 @@ def run(args) -> int:
         "test_accuracy": None if result is None else round(float(result["accuracy"]), 6),
         "test_loss": None if result is None else round(float(result["loss"]), 6),
         "epochs": trainer.epoch,
-        "samples_per_second": round(samples.count / seconds, 1) if samples.count and seconds > 0 else None,
+        "samples_per_second": round(samples.count * world / seconds, 1) if samples.count and seconds > 0 else None,
         "seconds": round(seconds, 3), "device": trainer.device,
     }
+    if world > 1:
+        report["processes"] = world
     if interrupted:
         report["interrupted"] = True
     if result is not None:
@@ -164,12 +176,12 @@ def run(args) -> int:
     say = note if interrupted else report_line
     if interrupted:
         note(f"interrupted after {plural(trainer.epoch, 'completed epoch')}")
-    if checkpoint is not None:
+    if checkpoint is not None and rank == 0:
         if checkpoint.last_saved is not None:
             say(f"checkpoint of epoch {checkpoint.last_saved[0]} written to {checkpoint.last_saved[1]}")
         else:
             say(f"no epoch completed in this run: {args.save} not written")
-    if args.json:
+    if args.json and rank == 0:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         say(f"results written to {args.json}")

@@ -45,8 +45,9 @@ def mpirun() -> tuple:
                 "beside python): pip install \".[distributed]\"")
 
 
-def run(args, n: int = 2, timeout: float = 240, threads: int = 1, env_extra=None):
-    """Runs `python tests/distributed/worker.py *args` on n ranks; the CompletedProcess."""
+def run(args, n: int = 2, timeout: float = 240, threads: int = 1, env_extra=None, module=None):
+    """Runs `python tests/distributed/worker.py *args` (or `python -m module *args`) on n ranks;
+    the CompletedProcess."""
     exe, openmpi = mpirun()
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS=str(threads),
@@ -57,7 +58,8 @@ def run(args, n: int = 2, timeout: float = 240, threads: int = 1, env_extra=None
     cmd = [exe, "-n", str(n)]
     if openmpi:
         cmd += ["--oversubscribe", "--bind-to", "none"]
-    cmd += [sys.executable, str(HERE / "worker.py"), *map(str, args)]
+    target = ["-m", module] if module else [str(HERE / "worker.py")]
+    cmd += [sys.executable, *target, *map(str, args)]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as err:

@@ -126,3 +126,15 @@ def test_sampler_partitions_the_data(tmp_path, n, drop_last):
     assert not np.array_equal(r0["epoch0"], r0["epoch1"])  # set_epoch reshuffles
     # a DataLoader at its epoch 0 sets the sampler to epoch 0
     np.testing.assert_array_equal(r0["loader"], r0["epoch0"].astype(np.float32)[:len(r0["loader"])])
+
+
+def test_cli_trains_on_two_processes_and_only_rank_0_reports(tmp_path):
+    report, ckpt = tmp_path / "r.json", tmp_path / "ck.safetensors"
+    proc = check(run(["train", "--distributed", "--epochs", "1", "--batch-size", "64", "--verbose", "2",
+                      "--json", report, "--save", ckpt], module="fusegrad", timeout=300))
+    assert proc.stdout.count("fusegrad train:") == 1 and "2 processes" in proc.stdout
+    assert proc.stdout.count("Epoch 1/1") == 1
+    import json
+    result = json.loads(report.read_text())
+    assert result["processes"] == 2 and result["epochs"] == 1 and result["test_accuracy"] > 0.2
+    assert ckpt.exists()

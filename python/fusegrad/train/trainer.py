@@ -6,10 +6,13 @@ import threading
 
 import numpy as np
 
+from .. import distributed as dist
 from .. import nn
 from .._backend import as_array, default_device, normalise_device, to_device
 from ..autograd import no_grad
 from ..data.dataset import DataLoader, TensorDataset
+from ..data.sampler import DistributedSampler
+from ..nn.parallel import DistributedDataParallel
 from ..random import default_generator
 from ..tensor import Tensor
 from . import checkpoint, losses
@@ -55,10 +58,17 @@ class Trainer:
     when one is available, else the CPU; the model is moved there. scheduler: an lr scheduler stepped
     every epoch (scheduler_interval="epoch") or every batch ("step"); it is part of checkpoints.
     seed: the shuffling seed for arrays given to fit (drawn from fusegrad's generator when None).
+
+    distributed: True trains data-parallel over fusegrad.distributed (init() is called if it was
+    not); None (default): whenever init() was called and the world has more than one process. The
+    model is wrapped in DistributedDataParallel (trainer.model stays the plain model), arrays are
+    sharded by a DistributedSampler (batch_size is then the global batch, split evenly over the
+    ranks), the epoch's loss and metrics are averaged over all ranks, and only rank 0 prints and
+    writes checkpoints. Evaluation and predict run the whole data on every rank.
     """
 
     def __init__(self, model, loss, optimizer, metrics=("accuracy",), device=None, scheduler=None,
-                 scheduler_interval: str = "epoch", seed: int | None = None):
+                 scheduler_interval: str = "epoch", seed: int | None = None, distributed: bool | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Trainer: model must be an nn.Module, got {type(model).__name__}")
         loss = losses.get(loss)
@@ -79,6 +89,18 @@ class Trainer:
         self._binary = binary
         self._make_metrics()  # fail now on an unknown name, not at the end of the first epoch
         self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
+        if distributed is None:
+            distributed = dist.is_initialized() and dist.get_world_size() > 1
+        if distributed and not dist.is_initialized():
+            dist.init()
+        self.distributed = bool(distributed)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.net = model
+        if self.distributed:
+            if seed is None:  # one shuffling order for all ranks
+                self.seed = int(dist.broadcast_object(self.seed, 0))
+            self.net = DistributedDataParallel(self.model)
         # Epochs completed by this trainer, over all fit calls; checkpoints resume from here, and the
         # shuffling order of an epoch is drawn from it, so repeated fit(epochs=1) calls see new orders.
         self.epoch = 0
@@ -102,6 +124,14 @@ class Trainer:
             return x
         if y is None:
             raise ValueError(f"{name}: y is required when x is an array (or pass a DataLoader)")
+        if self.distributed and name == "fit":
+            if batch_size % self.world_size:
+                raise ValueError(f"fit: batch_size {batch_size} (the global batch) must be a multiple of the "
+                                 f"{self.world_size} ranks")
+            dataset = TensorDataset(_native(x), _native(y))
+            sampler = DistributedSampler(dataset, self.world_size, self.rank, shuffle=shuffle, seed=self.seed)
+            return DataLoader(dataset, batch_size=batch_size // self.world_size, seed=self.seed,
+                              device=self.device, sampler=sampler)
         return DataLoader(TensorDataset(_native(x), _native(y)), batch_size=batch_size, shuffle=shuffle,
                           seed=self.seed, device=self.device)
 
@@ -123,7 +153,7 @@ class Trainer:
     def train_step(self, xb, yb):
         """One optimisation step on a batch of raw arrays; returns (output Tensor, loss Tensor)."""
         self.optimizer.zero_grad()
-        out = self.model(Tensor._wrap(xb, False))
+        out = self.net(Tensor._wrap(xb, False))
         loss = self.loss(out, yb)
         loss.backward()
         self.optimizer.step()
@@ -174,6 +204,8 @@ class Trainer:
                 raise ValueError("validation_data must be (x, y) or a DataLoader")
 
         history = History()
+        if self.rank != 0:
+            verbose = 0  # only rank 0 prints
         callbacks = list(callbacks or [])
         if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(ProgressBar(verbose))
@@ -228,6 +260,13 @@ class Trainer:
             cbs.on_train_batch_end(step, {**logs, "batch": step, "size": n})
             if interrupt.requested or self.stop_training:
                 break
+        if self.distributed:  # the epoch's figures over all ranks
+            totals = np.array([loss_sum, seen] + [v for m in metrics for v in (m.total, m.count)], np.float64)
+            totals = dist.all_reduce(totals)
+            loss_sum, seen = float(totals[0]), int(totals[1])
+            for i, m in enumerate(metrics):
+                m.total, m.count = float(totals[2 + 2 * i]), int(totals[3 + 2 * i])
+            logs = self._logs(loss_sum, seen, metrics)
         return logs
 
     @no_grad()
@@ -285,7 +324,12 @@ class Trainer:
         """Model, optimizer and scheduler state, the epoch, fusegrad's RNG state and the shuffling
         seed, in one safetensors file, atomically (train/checkpoint.py). extra: your own dict of
         JSON values kept beside them (returned by load_checkpoint as info["extra"], and readable
-        without loading by fusegrad.train.checkpoint.read_info(path))."""
+        without loading by fusegrad.train.checkpoint.read_info(path)). Distributed: every rank
+        calls it (a sharded optimizer gathers its state), rank 0 alone writes."""
+        if self.rank != 0:
+            if getattr(self.optimizer, "state_dict_is_collective", False):
+                self.optimizer.state_dict()
+            return
         checkpoint.save_checkpoint(self, path, extra)
 
     def load_checkpoint(self, path) -> dict:
