@@ -138,3 +138,32 @@ def test_cli_trains_on_two_processes_and_only_rank_0_reports(tmp_path):
     result = json.loads(report.read_text())
     assert result["processes"] == 2 and result["epochs"] == 1 and result["test_accuracy"] > 0.2
     assert ckpt.exists()
+
+
+def test_zero1_equals_plain_adamw_and_shards_its_state(tmp_path):
+    check(run(["zero", tmp_path]))
+    r0, r1 = ranks(tmp_path, "zero")
+    model = common.make_model(seed=100)
+    opt = optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    x, y = common.batches()
+    for step in range(common.STEPS):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(Tensor(x[step])), y[step]).backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(r0[name], r1[name])
+        np.testing.assert_allclose(r0[name], p.numpy(), rtol=RTOL, atol=ATOL, err_msg=name)
+    total = sum(p.data.size for p in model.parameters())
+    assert int(r0["_local_state_elements"]) == 2 * (-(-total // 2))  # two moments of half the elements
+    plain = opt.state_dict()["state"]
+    for i, s in plain.items():
+        np.testing.assert_allclose(r0[f"state/{i}/exp_avg"], s["exp_avg"], rtol=1e-4, atol=1e-7)
+    # the gathered state resumes on another world size (here: one process)
+    one = optim.ZeroRedundancyOptimizer(model.parameters(), optim.AdamW, lr=1e-3)
+    one.load_state_dict({"state": {i: {"step": common.STEPS, "exp_avg": r0[f"state/{i}/exp_avg"],
+                                       "exp_avg_sq": plain[i]["exp_avg_sq"]} for i in plain},
+                         "param_groups": opt.state_dict()["param_groups"]})
+    back = one.state_dict()["state"]
+    for i in plain:
+        np.testing.assert_array_equal(back[i]["exp_avg"], r0[f"state/{i}/exp_avg"])
+        assert back[i]["step"] == common.STEPS
