@@ -9,8 +9,9 @@
 nn.parallel.DistributedDataParallel, data.DistributedSampler and optim.ZeroRedundancyOptimizer are
 built on these.
 """
-from .collectives import Work, all_gather, all_reduce, all_reduce_scalar, barrier, broadcast, broadcast_object
+from .collectives import all_gather, all_reduce, all_reduce_scalar, barrier, broadcast, broadcast_object
 from .group import destroy, get_local_rank, get_rank, get_world_size, init, is_initialized, launcher_env
+from .work import Work
 
 __all__ = ["init", "destroy", "is_initialized", "get_rank", "get_world_size", "get_local_rank", "launcher_env",
            "barrier", "all_reduce", "broadcast", "all_gather", "broadcast_object", "all_reduce_scalar", "Work"]

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._backend import is_cupy
 from .group import require, state, wait_request
+from .work import Work
 
 OPS = ("sum", "mean", "max")
 DTYPES = (np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, np.int8)
@@ -64,26 +65,6 @@ def _check_out(array, out, name: str):
 def _mpi_op(op: str):
     from mpi4py import MPI  # noqa: PLC0415
     return MPI.MAX if op == "max" else MPI.SUM
-
-
-class Work:
-    """A collective in flight (async_op=True): wait() completes it and returns its result."""
-
-    def __init__(self, wait, result):
-        self._wait, self.result, self.done = wait, result, False
-
-    def wait(self):
-        if not self.done:
-            self._wait()
-            self.done = True
-        return self.result
-
-    def is_completed(self) -> bool:
-        """Non-blocking check (MPI_Test); drives the MPI library's progress."""
-        if self.done:
-            return True
-        test = getattr(self, "test", None)
-        return bool(test()) if test is not None else False
 
 
 def all_reduce(array, op: str = "sum", *, out=None, async_op: bool = False):

