@@ -26,6 +26,7 @@ from .._backend import device_of, native, to_kind
 from ._common import check_dtype, flag
 
 _CELLS = {"lstm": (0, 4), "gru": (1, 3)}
+_F32 = np.dtype(np.float32)
 
 
 class RnnSaved:
@@ -45,6 +46,8 @@ def _cell(mode, fn: str):
 
 
 def _cpu_float32(x, name: str, fn: str):
+    if type(x) is np.ndarray and x.dtype == _F32:  # the common case, checked in a few hundred ns
+        return x, "numpy"
     arr, kind = native(x, name)
     check_dtype(arr, name)
     if device_of(arr) != "cpu":
@@ -55,6 +58,8 @@ def _cpu_float32(x, name: str, fn: str):
 def _matrix(a, name: str, shape: tuple, fn: str):
     if a is None:
         return None
+    if type(a) is np.ndarray and a.dtype == _F32 and a.shape == shape and a.flags.c_contiguous:
+        return a
     arr, _ = _cpu_float32(a, name, fn)
     if arr.shape != shape:
         raise ValueError(f"{fn}: {name} must have shape {shape}, got {arr.shape}")
