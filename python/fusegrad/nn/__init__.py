@@ -4,6 +4,8 @@ from .modules import (
     GELU,
     GRU,
     LSTM,
+    GRUCell,
+    LSTMCell,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
@@ -39,5 +41,6 @@ __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
-    "LSTM", "GRU", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "parallel", "utils",
+    "LSTM", "GRU", "LSTMCell", "GRUCell", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init",
+    "parallel", "utils",
 ]

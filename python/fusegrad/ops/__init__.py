@@ -26,6 +26,7 @@ from .pool import (
     max_pool2d,
     max_pool2d_backward,
 )
+from .rnn import gru, lstm, rnn_backward, rnn_forward
 from .softmax import (
     bce_with_logits,
     log_softmax,
@@ -46,5 +47,6 @@ __all__ = [
     "global_avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "softmax_cross_entropy",
     "bce_with_logits",
+    "lstm", "gru", "rnn_forward", "rnn_backward",
     "to_nhwc", "to_nchw", "weight_to_hwio", "weight_to_oihw",
 ]

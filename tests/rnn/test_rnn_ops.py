@@ -1,0 +1,133 @@
+"""fusegrad.ops.rnn against a float64 NumPy reference written plainly here, on shapes around the
+GEMM's micro-tile (batch rows split between threads, hidden sizes one off a vector), and its errors."""
+import numpy as np
+import pytest
+
+from fusegrad import _cpu, ops
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def reference(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse):
+    """(T, B, I) float64 loop over time, row by row."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    y = np.zeros((T, B, H))
+    h_n, c_n = h0.copy(), c0.copy()
+    for b in range(B):
+        h, c = h0[b].copy(), c0[b].copy()
+        L = T if lengths is None else lengths[b]
+        for t in (range(L - 1, -1, -1) if reverse else range(L)):
+            gx, gh = w_ih @ x[t, b] + b_ih, w_hh @ h + b_hh
+            if mode == "lstm":
+                i, f, g, o = np.split(gx + gh, 4)
+                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+                h = _sigmoid(o) * np.tanh(c)
+            else:
+                r = _sigmoid(gx[:H] + gh[:H])
+                z = _sigmoid(gx[H:2 * H] + gh[H:2 * H])
+                n = np.tanh(gx[2 * H:] + r * gh[2 * H:])
+                h = (1 - z) * n + z * h
+            y[t, b] = h
+        h_n[b], c_n[b] = h, c
+    return y, h_n, c_n
+
+
+MR = _cpu.gemm_config()["mr"]
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (3, MR + 1, 5, 17), (7, 2 * MR - 1, 3, 33), (4, 40, 2, 16),
+                                     (0, 3, 2, 4)])
+@pytest.mark.parametrize("reverse,with_lengths", [(False, False), (True, False), (True, True), (False, True)])
+def test_against_float64_reference(mode, T, B, I, H, reverse, with_lengths, rng):
+    G = 4 if mode == "lstm" else 3
+    s = 1 / np.sqrt(H)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * s).astype(np.float32) for n in (I, H)]
+    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    h0, c0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(2)]
+    lengths = rng.integers(0, T + 1, B) if with_lengths else None
+    y, h_n, c_n, _ = ops.rnn_forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths=lengths, reverse=reverse)
+    f64 = [a.astype(np.float64) for a in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+    ry, rh, rc = reference(mode, *f64, lengths, reverse)
+    np.testing.assert_allclose(y, ry, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(h_n, rh, rtol=1e-4, atol=2e-5)
+    if mode == "lstm":
+        np.testing.assert_allclose(c_n, rc, rtol=1e-4, atol=2e-5)
+    else:
+        assert c_n is None
+
+
+def test_batch_first_and_output_views(rng):
+    x = rng.standard_normal((6, 5, 3)).astype(np.float32)  # (T, B, I)
+    w_ih, w_hh = rng.standard_normal((16, 3)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    y, h, c = ops.lstm(x, w_ih, w_hh)
+    yb, hb, cb = ops.lstm(np.ascontiguousarray(x.transpose(1, 0, 2)), w_ih, w_hh, batch_first=True)
+    np.testing.assert_allclose(yb.transpose(1, 0, 2), y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(hb, h, rtol=1e-6, atol=1e-7)
+    wide = np.full((6, 5, 8), 7.0, np.float32)  # write into the right half of a wider array
+    ops.rnn_forward("lstm", x, w_ih, w_hh, y=wide[..., 4:])
+    np.testing.assert_allclose(wide[..., 4:], y, rtol=1e-6, atol=1e-7)
+    assert np.all(wide[..., :4] == 7.0)
+    y_gru, h_gru = ops.gru(x, w_ih[:12], w_hh[:12])
+    assert y_gru.shape == (6, 5, 4) and h_gru.shape == (5, 4)
+
+
+def test_backward_matches_differences(rng):
+    """rnn_backward against float64 central differences of the reference, one weight at a time."""
+    T, B, I, H = 3, 2, 2, 3
+    x = rng.standard_normal((T, B, I))
+    w_ih, w_hh = rng.standard_normal((4 * H, I)) * 0.5, rng.standard_normal((4 * H, H)) * 0.5
+    b = rng.standard_normal(4 * H)
+    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    gy = rng.standard_normal((T, B, H))
+    f32 = [a.astype(np.float32) for a in (x, w_ih, w_hh, b, b, h0, c0)]
+    _, _, _, saved = ops.rnn_forward("lstm", *f32, lengths=[3, 1])
+    dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0 = ops.rnn_backward(saved, gy.astype(np.float32))
+    args = [x, w_ih, w_hh, b, b, h0, c0]
+
+    def loss(k, idx, eps):
+        a = [v.copy() for v in args]
+        a[k][idx] += eps
+        return (reference("lstm", *a, [3, 1], False)[0] * gy).sum()
+
+    for k, got in [(0, dx), (1, dw_ih), (2, dw_hh), (3, db_ih), (5, dh0), (6, dc0)]:
+        num = np.zeros(args[k].shape)
+        for idx in np.ndindex(args[k].shape):
+            num[idx] = (loss(k, idx, 1e-6) - loss(k, idx, -1e-6)) / 2e-6
+        np.testing.assert_allclose(got, num, rtol=1e-3, atol=1e-4, err_msg=str(k))
+    np.testing.assert_array_equal(db_ih, db_hh)
+
+
+def test_errors(rng):
+    x = np.zeros((4, 2, 3), np.float32)
+    w_ih, w_hh = np.zeros((12, 3), np.float32), np.zeros((12, 4), np.float32)
+    with pytest.raises(ValueError, match="mode must be 'lstm' or 'gru'"):
+        ops.rnn_forward("rnn", x, w_ih, w_hh)
+    with pytest.raises(TypeError, match="x: expected dtype float32, got float64"):
+        ops.gru(x.astype(np.float64), w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"x must be 3-D \(T, B, I\), got shape \(4, 2\)"):
+        ops.gru(x[..., 0], w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(4\*H, H\), got \(12, 4\)"):
+        ops.lstm(x, w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"w_ih must have shape \(12, 3\), got \(12, 2\)"):
+        ops.gru(x, w_ih[:, :2], w_hh)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\)"):
+        ops.gru(x, w_ih, w_hh, h0=np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"b_hh must have shape \(12,\)"):
+        ops.gru(x, w_ih, w_hh, b_hh=np.zeros(11, np.float32))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 4\]"):
+        ops.gru(x, w_ih, w_hh, lengths=[1, 5])
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        ops.gru(x, w_ih, w_hh, lengths=[1.0, 2.0])
+    with pytest.raises(ValueError, match="y is read-only"):
+        y = np.zeros((4, 2, 4), np.float32)
+        y.flags.writeable = False
+        ops.rnn_forward("gru", x, w_ih, w_hh, y=y)
+    with pytest.raises(TypeError, match="saved must be"):
+        ops.rnn_backward(None)
+    with pytest.raises(TypeError, match="batch_first must be True or False"):
+        ops.gru(x, w_ih, w_hh, batch_first="yes")
