@@ -1,0 +1,46 @@
+"""The root of the Tensor class: what the method mixins share (operand conversion, casts)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import as_array, on_host, to_device
+from ..autograd.functions.math import Cast
+from .promote import float_type, is_scalar, result_type
+
+
+class TensorBase:
+    __slots__ = ()
+
+    def _cast_to(self, dtype):
+        """This tensor as `dtype`: itself if it is one already, else a differentiable cast."""
+        return self if self.dtype == dtype else Cast.apply(self, dtype=np.dtype(dtype))
+
+    def _constant(self, value, dtype=None):
+        """A tensor of `value` (a scalar or array-like) on this tensor's device."""
+        arr = np.asarray(value, dtype=dtype) if dtype is not None else as_array(value)
+        if not on_host(self.data):
+            arr = to_device(arr, self.device)
+        return self._wrap(arr, False)
+
+    def _operand(self, x):
+        """A tensor, or a scalar as it is (scalars are weak in promotion); array-likes become
+        tensors (float data as float32, like fusegrad.tensor)."""
+        if isinstance(x, TensorBase) or is_scalar(x):
+            return x
+        if x is None or isinstance(x, (str, bytes, dict, set)):
+            raise TypeError(f"expected a tensor or a number, got {type(x).__name__}")
+        return self._constant(x)
+
+    def _promoted(self, *others, to_float=False):
+        """self and the others (tensors or scalars) as tensors of their common dtype (PyTorch's
+        promotion; to_float: at least the default float dtype, as for true division)."""
+        others = [self._operand(x) for x in others]
+        dtype = result_type(self.data, *(x if is_scalar(x) else x.data for x in others))
+        if to_float:
+            dtype = float_type(dtype)
+        converted = [x._cast_to(dtype) if isinstance(x, TensorBase) else self._constant(x, dtype) for x in others]
+        return (self._cast_to(dtype), *converted)
+
+
+def is_tensor(x) -> bool:
+    return isinstance(x, TensorBase)
