@@ -57,6 +57,9 @@ class TensorArith(TensorBase):
         return Add.apply(a, b if alpha == 1 else b * alpha)
 
     def sub(self, other, alpha=1):
+        if self.dtype == BOOL or isinstance(other, (bool, np.bool_)) or (is_tensor(other) and other.dtype == BOOL):
+            raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                               "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
         a, b = self._promoted(other)
         return Sub.apply(a, b if alpha == 1 else b * alpha)
 
@@ -84,13 +87,22 @@ class TensorArith(TensorBase):
     subtract = sub
 
     def floor_divide(self, other):
-        return FloorDivide.apply(*self._promoted(other))
+        return FloorDivide.apply(*self._no_bool(self._promoted(other), "div_floor"))
 
     def remainder(self, other):
-        return Remainder.apply(*self._promoted(other))
+        return Remainder.apply(*self._no_bool(self._promoted(other), "remainder"))
+
+    @staticmethod
+    def _no_bool(operands, name):
+        if operands[0].dtype == BOOL:
+            raise NotImplementedError(f"\"{name}\" not implemented for 'Bool'")
+        return operands
 
     def pow(self, exponent):
-        return Pow.apply(*self._promoted(exponent))
+        a, b = self._promoted(exponent)
+        if a.dtype == BOOL:  # x ** y on bools: x or not y
+            return self._wrap(a.data | ~b.data, False)
+        return Pow.apply(a, b)
 
     def neg(self):
         if self.dtype == BOOL:

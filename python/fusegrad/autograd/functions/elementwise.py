@@ -67,7 +67,8 @@ class Pow(Function):
     def forward(self, a, b):
         if a.dtype.kind in "iu" and b.dtype.kind in "iu" and bool((b < 0).any()):
             raise RuntimeError("Integers to negative integer powers are not allowed.")
-        out = a**b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = a**b
         self.save(a, b, out)
         return out
 

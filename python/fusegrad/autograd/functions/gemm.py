@@ -39,6 +39,8 @@ class MatMul(Function):
     def backward(self, g):
         a, b = self.saved
         xp = array_module(g)
+        if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
+            return (g * b if self.needs_grad[0] else None), (g * a if self.needs_grad[1] else None)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         g2 = g
