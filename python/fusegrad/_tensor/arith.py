@@ -70,7 +70,7 @@ class TensorArith(TensorBase):
         if rounding_mode is None:
             return Div.apply(*self._promoted(other, to_float=True))
         if rounding_mode == "floor":
-            return self.floor_divide(other)
+            return FloorDivide.apply(*self._no_bool(self._promoted(other), "div_floor"), differentiable=True)
         if rounding_mode != "trunc":
             raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                              f"'{rounding_mode}'")

@@ -22,7 +22,7 @@ DTYPE_NAMES = {
     "float32": np.float32, "float": np.float32, "float64": np.float64, "double": np.float64,
     "float16": np.float16, "half": np.float16, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
     "short": np.int16, "int32": np.int32, "int": np.int32, "int64": np.int64, "long": np.int64,
-    "bool": np.bool_,
+    "byte": np.uint8, "char": np.int8, "bool": np.bool_,
 }
 
 

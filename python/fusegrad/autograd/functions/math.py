@@ -115,9 +115,11 @@ class Remainder(Function):
 
 
 class FloorDivide(Function):
-    """floor(a / b) (torch.floor_divide rounds down since PyTorch 1.13); gradient 0."""
+    """floor(a / b) (torch.floor_divide rounds down since PyTorch 1.13). Like PyTorch, floor_divide
+    has no derivative (backward raises) while div(rounding_mode="floor") has gradient 0."""
 
-    def forward(self, a, b):
+    def forward(self, a, b, differentiable=False):
+        self.differentiable = differentiable
         xp = array_module(a)
         if a.dtype.kind in "iu" and bool((b == 0).any()):
             raise RuntimeError("ZeroDivisionError")
@@ -126,6 +128,8 @@ class FloorDivide(Function):
             return xp.floor_divide(a, b)
 
     def backward(self, g):
+        if not self.differentiable:
+            raise RuntimeError("derivative for aten::floor_divide is not implemented")
         sa, sb = self.saved
         xp = array_module(g)
         return xp.zeros(sa, g.dtype), xp.zeros(sb, g.dtype)
