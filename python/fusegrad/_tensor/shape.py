@@ -270,7 +270,7 @@ class TensorShape(TensorBase):
         idx = index.data if is_tensor(index) else array_module(self.data).asarray(index)
         if idx.ndim > 1:
             raise IndexError("index_select(): Index is supposed to be a vector")
-        check_index(idx, self.shape[d] if self.ndim else 1, d, "index_select")
+        check_index(idx, self.shape[d] if self.ndim else 1, d, "index_select", IndexError)
         return Take.apply(self if self.ndim else self.reshape(1), index=idx.reshape(-1), dim=d)
 
     def gather(self, dim, index):

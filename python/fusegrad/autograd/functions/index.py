@@ -72,12 +72,13 @@ def along(index, dim):
     return tuple(coords)
 
 
-def check_index(index, size: int, dim: int, fn: str):
+def check_index(index, size: int, dim: int, fn: str, error=RuntimeError):
+    """RuntimeError (error) as PyTorch's for a non-integer index or one outside [0, size)."""
     if index.dtype.kind not in "iu":
         raise RuntimeError(f"{fn}(): Expected dtype int64 for index, got {index.dtype}")
     if index.size and (int(index.min()) < 0 or int(index.max()) >= size):
         bad = int(index.max()) if int(index.max()) >= size else int(index.min())
-        raise RuntimeError(f"{fn}(): index {bad} is out of bounds for dimension {dim} with size {size}")
+        raise error(f"{fn}(): index {bad} is out of bounds for dimension {dim} with size {size}")
 
 
 class Gather(Function):
