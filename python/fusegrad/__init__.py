@@ -9,6 +9,7 @@ from .io import load, save
 from .random import manual_seed
 from ._tensor import functional as _functional
 from ._tensor.functional import METHODS as _METHODS
+from ._tensor.einsum import einsum
 from ._tensor.functional import as_tensor, is_tensor, nonzero, numel, where
 from ._tensor.promote import DTYPE_NAMES as _DTYPE_NAMES
 from ._tensor.reduce import MaxResult, MinResult
@@ -65,7 +66,7 @@ import numpy as _np  # noqa: E402
 globals().update({name: _np.dtype(t) for name, t in _DTYPE_NAMES.items()})
 
 __all__ = [
-    "as_tensor", "eye", "full_like", "is_tensor", "linspace", "nonzero", "numel", "where", "MaxResult", "MinResult",
+    "as_tensor", "einsum", "eye", "full_like", "is_tensor", "linspace", "nonzero", "numel", "where", "MaxResult", "MinResult",
     *_METHODS, *_DTYPE_NAMES,
     "Tensor", "__version__", "arange", "autograd", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
     "get_num_threads", "info", "set_flush_denormal", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "models", "nn", "no_grad",

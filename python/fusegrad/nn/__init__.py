@@ -23,6 +23,7 @@ from .modules import (
     LogSoftmax,
     MaxPool2d,
     Module,
+    ModuleDict,
     ModuleList,
     MSELoss,
     NLLLoss,
@@ -36,7 +37,7 @@ from .modules import (
 )
 
 __all__ = [
-    "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
+    "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
     "LSTM", "GRU", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",

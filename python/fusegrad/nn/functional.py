@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import array_module, on_host
+import numbers
+
+from .._backend import array_module, on_host, to_device
+from .._tensor.einsum import einsum
+from .._tensor.promote import check_dim, dim_arg
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
+from ..autograd.functions import shape as pad_fn
 from ..autograd.functions import softmax as softmax_fn
 from ..autograd.functions.dropout import Dropout
 from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT
@@ -85,8 +90,9 @@ def sigmoid(x: Tensor) -> Tensor: return x.sigmoid()
 def tanh(x: Tensor) -> Tensor: return x.tanh()
 def silu(x: Tensor) -> Tensor: return x.silu()
 def gelu(x: Tensor, approximate: str = "none") -> Tensor: return x.gelu(approximate)
-def softmax(x: Tensor, axis: int = -1) -> Tensor: return x.softmax(axis)
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor: return x.log_softmax(axis)
+def softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor: return x.softmax(dim_arg(dim, axis, "softmax", -1))
+def log_softmax(x: Tensor, dim: int = -1, *, axis=None) -> Tensor:
+    return x.log_softmax(dim_arg(dim, axis, "log_softmax", -1))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
@@ -117,6 +123,9 @@ def _labels(target, n_classes: int, n_rows: int):
     GPU are range-checked by the kernel instead (a bad row's loss is NaN), which needs no
     device-to-host copy inside a training step."""
     labels = target.data if isinstance(target, Tensor) else target
+    if isinstance(labels, (list, tuple)):  # a Python list of labels, as PyTorch accepts a tensor
+        labels = np.asarray(labels)
+        labels = labels.astype(np.int64) if labels.size == 0 else labels
     if labels.dtype.kind not in "iu":
         raise TypeError(f"target: expected integer class labels, got dtype {labels.dtype}")
     if labels.shape != (n_rows,):
@@ -128,12 +137,22 @@ def _labels(target, n_classes: int, n_rows: int):
 
 
 def cross_entropy(logits: Tensor, target, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """On logits (N, C) and integer labels (N,) (a tensor, an array or a list), or class
+    probabilities (N, C) as PyTorch accepts them."""
     check_reduction(reduction)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: expected logits of shape (N, C), got {logits.shape}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if isinstance(target, Tensor) and target.dtype.kind == "f":
+        if target.shape != logits.shape:
+            raise ValueError(f"cross_entropy: class-probability targets must have the logits' shape {logits.shape}, "
+                             f"got {target.shape}")
+        probs = target * (1 - label_smoothing) + label_smoothing / logits.shape[1] if label_smoothing else target
+        return _reduce(-(probs * logits.log_softmax(-1)).sum(-1), reduction)
     labels = _labels(target, logits.shape[1], logits.shape[0])
+    if not on_host(logits.data) and on_host(labels):
+        labels = to_device(labels, logits.device)
     return softmax_fn.SoftmaxCrossEntropy.apply(logits, labels=labels, reduction=reduction,
                                                 label_smoothing=float(label_smoothing))
 
@@ -142,6 +161,8 @@ def nll_loss(log_probs: Tensor, target, reduction: str = "mean") -> Tensor:
     if log_probs.ndim != 2:
         raise ValueError(f"nll_loss: expected log-probabilities of shape (N, C), got {log_probs.shape}")
     labels = _labels(target, log_probs.shape[1], log_probs.shape[0])
+    if not on_host(log_probs.data) and on_host(labels):
+        labels = to_device(labels, log_probs.device)
     picked = log_probs[array_module(labels).arange(log_probs.shape[0]), labels]
     return _reduce(-picked, reduction)
 
@@ -178,7 +199,117 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
     return softmax_fn.BCEWithLogits.apply(input, target.float(), reduction=reduction)
 
 
+# --- padding, one-hot, resizing -------------------------------------------------------------------
+
+
+def pad(x: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
+    """torch.nn.functional.pad: `pad` is (before, after) pairs from the last dimension backwards
+    (for an NHWC image, pad=(0, 0, left, right, top, bottom)); modes constant (negative pads
+    crop), reflect, replicate and circular."""
+    pad = tuple(pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(isinstance(p, numbers.Integral) for p in pad):
+        raise ValueError(f"pad: expected an even number of ints, at most 2 per dimension ({2 * x.ndim}), got {pad}")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported (constant, reflect, replicate, circular)")
+    xp = array_module(x.data)
+    out = x
+    for k in range(len(pad) // 2):
+        dim, before, after = x.ndim - 1 - k, int(pad[2 * k]), int(pad[2 * k + 1])
+        n = out.shape[dim]
+        if mode == "constant":
+            if before < 0 or after < 0:
+                out = out.narrow(dim, max(-before, 0), n - max(-before, 0) - max(-after, 0))
+            widths = [(0, 0)] * x.ndim
+            widths[dim] = (max(before, 0), max(after, 0))
+            if any(widths[dim]):
+                out = pad_fn.PadConstant.apply(out, widths=tuple(widths), value=value)
+            continue
+        if min(before, after) < 0 or (mode == "reflect" and max(before, after) >= n) or \
+                (mode == "circular" and max(before, after) > n) or n == 0:
+            raise RuntimeError(f"pad: padding ({before}, {after}) is invalid for {mode} mode on dimension {dim} "
+                               f"of size {n}")
+        positions = xp.arange(-before, n + after)
+        if mode == "reflect":
+            period = 2 * (n - 1) if n > 1 else 1
+            positions = xp.abs(positions) % period
+            positions = xp.where(positions >= n, period - positions, positions)
+        elif mode == "replicate":
+            positions = xp.clip(positions, 0, n - 1)
+        else:
+            positions = positions % n
+        out = out.index_select(dim, Tensor._wrap(positions.astype(np.int64), False))
+    return out
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot rows of integer class labels (a tensor, array or list), as PyTorch's."""
+    labels = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if labels.dtype.kind not in "iu":
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    xp = array_module(labels)
+    if labels.size and int(labels.min()) < 0:
+        raise RuntimeError("Class values must be non-negative.")
+    top = int(labels.max()) + 1 if labels.size else 0
+    if num_classes == -1:
+        if not labels.size:
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = top
+    elif top > num_classes:
+        raise RuntimeError("Class values must be smaller than num_classes.")
+    return Tensor._wrap((labels[..., None] == xp.arange(num_classes)).astype(np.int64), False)
+
+
+def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest", align_corners=None) -> Tensor:
+    """Resizes the spatial dimensions of a channels-last tensor (N, L, C) or NHWC (N, H, W, C):
+    modes nearest (PyTorch's index rule), linear and bilinear (align_corners as in PyTorch)."""
+    spatial = x.ndim - 2
+    if spatial not in (1, 2):
+        raise ValueError(f"interpolate: expected (N, L, C) or NHWC (N, H, W, C) input, got shape {x.shape}")
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise NotImplementedError(f"interpolate: mode {mode!r} is not supported (nearest, linear, bilinear)")
+    if mode != "nearest" and {"linear": 1, "bilinear": 2}[mode] != spatial:
+        raise ValueError(f"interpolate: mode {mode!r} needs a {3 if mode == 'linear' else 4}-D input, got {x.ndim}-D")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined")
+    ins = x.shape[1:1 + spatial]
+    if size is not None:
+        outs = (size,) * spatial if isinstance(size, numbers.Integral) else tuple(size)
+        scales = [n / m for n, m in zip(ins, outs)]
+    else:
+        factors = (scale_factor,) * spatial if isinstance(scale_factor, numbers.Real) else tuple(scale_factor)
+        outs = tuple(int(n * f) for n, f in zip(ins, factors))
+        scales = [1.0 / f for f in factors]
+    if len(outs) != spatial or min(outs) <= 0:
+        raise ValueError(f"interpolate: bad output size {outs} for input {x.shape}")
+    xp = array_module(x.data)
+    out = x
+    for k, (n, m, scale) in enumerate(zip(ins, outs, scales)):
+        dim = 1 + k
+        dst = np.arange(m, dtype=np.float64)
+        if mode == "nearest":
+            src = np.minimum(np.floor(dst * scale).astype(np.int64), n - 1)
+            out = out.index_select(dim, Tensor._wrap(to_device(src, out.device), False))
+            continue
+        if align_corners:
+            src = dst * ((n - 1) / (m - 1)) if m > 1 else np.zeros(m)
+        else:
+            src = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        lam = (src - i0).astype(x.dtype)
+        shape = [1] * x.ndim
+        shape[dim] = m
+        w = Tensor._wrap(to_device(lam.reshape(shape), out.device), False)
+        lo = out.index_select(dim, Tensor._wrap(to_device(i0, out.device), False))
+        hi = out.index_select(dim, Tensor._wrap(to_device(i1, out.device), False))
+        out = lo * (1 - w) + hi * w
+    return out
+
+
 __all__ = [
+    "pad", "one_hot", "interpolate", "einsum",
     "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",

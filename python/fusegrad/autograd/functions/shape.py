@@ -150,3 +150,15 @@ class ToDevice(Function):
 
     def backward(self, g):
         return (to_device(g, self.saved[0]),)
+
+
+class PadConstant(Function):
+    """a padded with `value` by `widths` ((before, after) per axis, all >= 0)."""
+
+    def forward(self, a, widths=(), value=0.0):
+        self.save(widths, a.shape)
+        return array_module(a).pad(a, widths, mode="constant", constant_values=value)
+
+    def backward(self, g):
+        widths, shape = self.saved
+        return (g[tuple(slice(b, b + n) for (b, _), n in zip(widths, shape))],)
