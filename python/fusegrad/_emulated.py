@@ -78,6 +78,8 @@ def _on_device(result):
     """Plain NumPy results of an operation on device arrays, viewed as device arrays."""
     if type(result) is np.ndarray:
         return result.view(DeviceArray)
+    if isinstance(result, np.generic):  # as CuPy: an operation on device arrays gives a 0-d array
+        return np.asarray(result).view(DeviceArray)
     if isinstance(result, tuple):
         return tuple(_on_device(r) for r in result)
     if isinstance(result, list):
@@ -205,8 +207,8 @@ class _DeviceNumpy(types.ModuleType):
         value = getattr(np, name)
         if name in ("array", "arange", "eye", "linspace", "full_like"):
             value = _made_on_host(name)
-        elif isinstance(value, types.FunctionType):
-            value = _wrapped(value)
+        elif isinstance(value, types.FunctionType) or type(value).__name__ == "_ArrayFunctionDispatcher":
+            value = _wrapped(value)  # (NumPy 2 functions such as where and broadcast_to are dispatchers)
         setattr(self, name, value)
         return value
 
