@@ -57,6 +57,44 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     return conv_fn.Conv2d.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation)
 
 
+def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding=0,
+           dilation: int = 1) -> Tensor:
+    """1-D convolution of channels-last x (N, L, C_in) with weight (K, C_in, C_out), on the 2-D
+    conv kernels (as a convolution of height 1); padding an int, "valid" or "same"."""
+    if x.ndim != 3 or weight.ndim != 3:
+        raise ValueError(f"conv1d: expected input (N, L, C_in) and weight (K, C_in, C_out), got {x.shape} and "
+                         f"{weight.shape}")
+    pad2 = padding if isinstance(padding, str) else (0, padding)
+    y = conv2d(x.unsqueeze(1), weight.unsqueeze(0), bias, (1, stride), pad2, (1, dilation))
+    return y.squeeze(1)
+
+
+def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+                     output_padding=0, dilation=1) -> Tensor:
+    """Transposed 2-D convolution of NHWC x (N, H, W, C_in) with weight (KH, KW, C_out, C_in) (the
+    HWIO weight of the convolution it transposes; PyTorch's (C_in, C_out, KH, KW) permuted by
+    (2, 3, 1, 0)); output size (H - 1) * stride - 2 * padding + dilation * (KH - 1) +
+    output_padding + 1, as PyTorch's."""
+    fn = "conv_transpose2d"
+    stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
+    ph, pw = pair(padding, "padding", fn)
+    oph, opw = pair(output_padding, "output_padding", fn)
+    if x.ndim != 4 or weight.ndim != 4 or weight.shape[3] != x.shape[3]:
+        raise ValueError(f"{fn}: expected NHWC input (N, H, W, C_in) and weight (KH, KW, C_out, C_in), got "
+                         f"{x.shape} and {weight.shape}")
+    if min(ph, pw, oph, opw) < 0 or oph >= max(stride[0], dilation[0]) or opw >= max(stride[1], dilation[1]):
+        raise ValueError(f"{fn}: output_padding must be smaller than either stride or dilation, got "
+                         f"{(oph, opw)} for stride {stride} and dilation {dilation}")
+    kh, kw = weight.shape[:2]
+    oh = (x.shape[1] - 1) * stride[0] - 2 * ph + dilation[0] * (kh - 1) + oph + 1
+    ow = (x.shape[2] - 1) * stride[1] - 2 * pw + dilation[1] * (kw - 1) + opw + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"{fn}: the output size ({oh}, {ow}) is too small for input {x.shape}")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return conv_fn.ConvTranspose2d.apply(*args, out_shape=(x.shape[0], oh, ow, weight.shape[2]), stride=stride,
+                                         pads=((ph, ph), (pw, pw)), dilation=dilation)
+
+
 def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int, stride=1, padding=0,
                       dilation=1, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:
     """max_pool2d(act(conv2d(x, weight) + bias), pool) through the fused kernel (float32 CPU
@@ -82,6 +120,49 @@ def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, count_include_pad
 
 def global_avg_pool2d(x: Tensor) -> Tensor:
     return pool_fn.GlobalAvgPool2d.apply(x)
+
+
+def adaptive_avg_pool2d(x: Tensor, output_size) -> Tensor:
+    """Average pooling of NHWC x to output_size (an int or a pair; None keeps that size) with
+    PyTorch's windows [floor(i * in / out), ceil((i + 1) * in / out)): the avg-pool kernel where
+    the sizes divide, else two products with averaging matrices (GEMMs)."""
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: expected NHWC input (N, H, W, C), got {x.shape}")
+    sizes = (output_size, output_size) if output_size is None or isinstance(output_size, numbers.Integral) \
+        else tuple(output_size)
+    oh, ow = (n if o is None else int(o) for o, n in zip(sizes, x.shape[1:3]))
+    h, w = x.shape[1:3]
+    if min(oh, ow) <= 0:
+        raise ValueError(f"adaptive_avg_pool2d: output size must be positive, got {(oh, ow)}")
+    if h % oh == 0 and w % ow == 0 and x.dtype == np.float32:
+        return avg_pool2d(x, (h // oh, w // ow), (h // oh, w // ow))
+
+    def averaging(n, m):
+        mat = np.zeros((m, n), x.dtype)
+        for i in range(m):
+            lo, hi = (i * n) // m, -(-((i + 1) * n) // m)
+            mat[i, lo:hi] = 1.0 / (hi - lo)
+        return Tensor._wrap(to_device(mat, x.device), False)
+
+    rows = averaging(h, oh) @ x.permute(1, 0, 2, 3).reshape(h, -1)          # (oh, N*W*C)
+    rows = rows.reshape(oh, x.shape[0], w, x.shape[3]).permute(2, 1, 0, 3).reshape(w, -1)
+    cols = averaging(w, ow) @ rows                                          # (ow, N*oh*C)
+    return cols.reshape(ow, x.shape[0], oh, x.shape[3]).permute(1, 2, 0, 3)
+
+
+def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalises channels-last x (N, ..., C) over each group of C / num_groups channels and all
+    positions, then scales and shifts per channel, as torch.nn.functional.group_norm on NCHW."""
+    c = x.shape[-1]
+    if x.ndim < 2 or c % num_groups:
+        raise ValueError(f"group_norm: {c} channels (the last axis) do not split into {num_groups} groups")
+    grouped = x.reshape(x.shape[0], -1, num_groups, c // num_groups)
+    centred = grouped - grouped.mean(dim=(1, 3), keepdim=True)
+    y = (centred / ((centred * centred).mean(dim=(1, 3), keepdim=True) + eps).sqrt()).reshape(x.shape)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
 
 
 def relu(x: Tensor) -> Tensor: return x.relu()
@@ -309,7 +390,7 @@ def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest", 
 
 
 __all__ = [
-    "pad", "one_hot", "interpolate", "einsum",
+    "pad", "one_hot", "interpolate", "einsum", "conv1d", "conv_transpose2d", "adaptive_avg_pool2d", "group_norm",
     "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",

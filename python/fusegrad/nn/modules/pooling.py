@@ -33,3 +33,17 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         return F.global_avg_pool2d(x)
+
+
+class AdaptiveAvgPool2d(Module):
+    """NHWC average pooling to a fixed output size (PyTorch's windows); see F.adaptive_avg_pool2d."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
