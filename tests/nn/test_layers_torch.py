@@ -91,3 +91,25 @@ def test_modules_and_their_errors():
         nn.GroupNorm(4, 6)
     with pytest.raises(ValueError):
         F.conv_transpose2d(fg.randn(1, 3, 3, 2), fg.randn(3, 3, 4, 2), output_padding=1)
+
+
+@pytest.mark.parametrize("k,s,p,hw", [(2, 2, 0, (5, 7)), (3, 2, 1, (6, 9)), (3, 3, 0, (7, 8)), (2, 1, 0, (4, 4)),
+                                      ((3, 2), (2, 3), (1, 0), (8, 7))])
+def test_max_pool_ceil_mode(k, s, p, hw):
+    x = R.standard_normal((2, *hw, 3))
+    run_both(lambda x: nn.MaxPool2d(k, s, p, ceil_mode=True)(x),
+             lambda x: torch.nn.MaxPool2d(k, s, p, ceil_mode=True)(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+             [x], np.float32, 1e-6, 1e-6)
+
+
+def test_pool_options_that_need_kernels_say_so():
+    for make in (lambda: nn.MaxPool2d(2, dilation=2), lambda: nn.AvgPool2d(2, ceil_mode=True),
+                 lambda: nn.MaxPool2d(2, return_indices=True)):
+        with pytest.raises(NotImplementedError):
+            make()
+    # a ceil-mode pool is not fused with the conv before it (the fused kernel floors)
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+    x = fg.randn(1, 7, 7, 3)
+    assert model(x).shape == (1, 3, 3, 4)
+    np.testing.assert_array_equal(model(x).numpy(), model[2](model[1](model[0](x))).numpy())

@@ -109,11 +109,41 @@ def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int,
                                        activation=activation, negative_slope=negative_slope)
 
 
-def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+def _pool_options(fn, dilation, ceil_mode, return_indices=False):
+    if pair(dilation, "dilation", fn) != (1, 1):
+        raise NotImplementedError(f"{fn}: dilation={dilation} is not supported yet (the pool kernels have no "
+                                  "dilation option)")
+    if return_indices:
+        raise NotImplementedError(f"{fn}: return_indices=True is not supported (fusegrad.ops.max_pool2d returns "
+                                  "the kernel's own indices)")
+
+
+def _ceil_extra(n, k, s, p):
+    """Rows to add after the input so a floor-mode pool gives PyTorch's ceil_mode output size."""
+    out = -(-(n + 2 * p - k) // s) + 1
+    if (out - 1) * s >= n + p:  # the last window must start inside the input or its left padding
+        out -= 1
+    return max((out - 1) * s + k - (n + 2 * p), 0)
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False) -> Tensor:
+    """Max pooling of NHWC x; ceil_mode pads the bottom and right with -inf for the last windows."""
+    _pool_options("max_pool2d", dilation, ceil_mode, return_indices)
+    if ceil_mode:
+        (kh, kw), (ph, pw) = pair(kernel_size, "kernel_size", "max_pool2d"), pair(padding, "padding", "max_pool2d")
+        sh, sw = pair(kernel_size if stride is None else stride, "stride", "max_pool2d")
+        extra_h, extra_w = _ceil_extra(x.shape[1], kh, sh, ph), _ceil_extra(x.shape[2], kw, sw, pw)
+        if extra_h or extra_w:
+            x = pad(x, (0, 0, 0, extra_w, 0, extra_h), value=float("-inf"))
     return pool_fn.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
-def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, count_include_pad=True) -> Tensor:
+def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
+    _pool_options("avg_pool2d", 1, ceil_mode)
+    if ceil_mode:
+        raise NotImplementedError("avg_pool2d: ceil_mode=True is not supported yet (the pool kernels would need "
+                                  "PyTorch's divisor for the partial last windows)")
     return pool_fn.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
                                    count_include_pad=count_include_pad)
 
