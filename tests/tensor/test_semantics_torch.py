@@ -252,3 +252,16 @@ def test_relu_backward_passes_the_gradient_at_nan():
     f = fg.tensor(x, requires_grad=True)
     f.relu().backward(g)
     np.testing.assert_array_equal(f.grad.numpy(), t.grad.numpy())
+
+
+def test_iteration_membership_format_and_std_of_a_constant():
+    assert [x.item() for x in fg.tensor([1, 2])] == [x.item() for x in torch.tensor([1, 2])]
+    with pytest.raises(TypeError):
+        list(fg.tensor(1.0))
+    assert (2 in fg.tensor([1, 2])) is True and (5 in fg.tensor([1, 2])) is False
+    assert f"{fg.tensor(2.5):.2f}" == f"{torch.tensor(2.5):.2f}" == "2.50"
+    f = fg.tensor(np.ones((2, 3)), dtype=np.float64, requires_grad=True)
+    t = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    f.std(1).sum().backward()
+    t.std(1).sum().backward()
+    same(f.grad, t.grad)

@@ -9,6 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._backend import array_module
+from ..autograd.functions.math import StdSqrt
 from ..autograd.functions.reduce import CumProd, CumSum, LogSumExp, MaxDim, MaxReduce, Norm, Prod, Sum, normalise_axes
 from .base import TensorBase, is_tensor
 from .promote import DEFAULT_INT, check_dim, dim_arg, keep_arg
@@ -54,7 +55,7 @@ class TensorReduce(TensorBase):
         return (centred * centred).sum(axes, keep_arg(keepdim, keepdims)) * (1.0 / denom if denom else float("nan"))
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
-        return self.var(dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims).sqrt()
+        return StdSqrt.apply(self.var(dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims))
 
     def _extreme(self, dim, keepdim, take_max, result):
         if is_tensor(dim):  # max(other): the elementwise maximum

@@ -306,6 +306,19 @@ class TensorShape(TensorBase):
         return Scatter.apply(self, src, index=idx, dim=d, add=add)
 
     # -- indexing --------------------------------------------------------------------------------
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __contains__(self, element) -> bool:
+        return bool((self == element).any())
+
+    def __format__(self, spec):
+        if self.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return object.__format__(self, spec) if not spec else format(str(self), spec)
+
     def __getitem__(self, index):
         index = tuple(_index_data(i) for i in index) if isinstance(index, tuple) else _index_data(index)
         first, rest = torch_index(index)

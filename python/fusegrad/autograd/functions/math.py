@@ -80,6 +80,22 @@ class Unary(Function):
             return (UNARY[name][1](array_module(g), a, out, g).astype(g.dtype, copy=False),)
 
 
+class StdSqrt(Function):
+    """sqrt of a variance, for std: its gradient is 0 where the std is 0, as in PyTorch (so a
+    constant input gets gradient 0, not NaN)."""
+
+    def forward(self, a):
+        out = array_module(a).sqrt(a)
+        self.save(out)
+        return out
+
+    def backward(self, g):
+        out = self.saved[0]
+        xp = array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (xp.where(out == 0, g.dtype.type(0), g / (2 * out)),)
+
+
 class Atan2(Function):
     def forward(self, a, b):
         self.save(a, b)
