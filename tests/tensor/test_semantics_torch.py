@@ -265,3 +265,14 @@ def test_iteration_membership_format_and_std_of_a_constant():
     f.std(1).sum().backward()
     t.std(1).sum().backward()
     same(f.grad, t.grad)
+
+
+def test_integer_scalars_wrap_and_mixed_index_assignment():
+    a, t = fg.tensor(np.array([1, 2, 250], np.uint8)), torch.tensor([1, 2, 250], dtype=torch.uint8)
+    for op in ("+ 10", "- 3", "* 300"):
+        same(eval(f"a {op}"), eval(f"t {op}"))
+    x = np.arange(24.0).reshape(2, 3, 4)
+    f, t = fg.tensor(x, dtype=np.float64), torch.tensor(x)
+    f[0, :, [1, 2]] = fg.tensor(np.array([[-1.0, -2.0]] * 3), dtype=np.float64)
+    t[0, :, [1, 2]] = torch.tensor([[-1.0, -2.0]] * 3, dtype=torch.float64)
+    same(f, t)

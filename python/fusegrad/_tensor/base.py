@@ -17,7 +17,10 @@ class TensorBase:
 
     def _constant(self, value, dtype=None):
         """A tensor of `value` (a scalar or array-like) on this tensor's device."""
-        arr = np.asarray(value, dtype=dtype) if dtype is not None else as_array(value)
+        if dtype is not None and np.dtype(dtype).kind in "iu" and isinstance(value, int):
+            arr = np.array(value).astype(dtype)  # wraps around as PyTorch does (uint8 - 1 is 255)
+        else:
+            arr = np.asarray(value, dtype=dtype) if dtype is not None else as_array(value)
         if not on_host(self.data):
             arr = to_device(arr, self.device)
         return self._wrap(arr, False)
