@@ -7,7 +7,6 @@ their arguments with PyTorch's rules. backward() hands the graph to the autograd
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

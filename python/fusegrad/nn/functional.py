@@ -8,8 +8,8 @@ import numpy as np
 import numbers
 
 from .._backend import array_module, on_host, to_device
-from .._tensor.einsum import einsum
-from .._tensor.promote import check_dim, dim_arg
+from .._tensor.einsum import einsum  # noqa: F401 - nn.functional.einsum, as in PyTorch
+from .._tensor.promote import dim_arg
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
