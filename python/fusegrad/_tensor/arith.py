@@ -26,8 +26,9 @@ def _bitwise(name):
         if a.dtype.kind not in "biu":
             raise RuntimeError(f"\"{name}\" is not implemented for tensors of dtype {a.dtype} "
                                "(bool and integer tensors only)")
-        fn = getattr(array_module(a.data), name)
-        return self._wrap(fn(b.data, a.data) if reflected else fn(a.data, b.data), False)
+        xp = array_module(a.data)
+        fn = getattr(xp, name)
+        return self._wrap(xp.asarray(fn(b.data, a.data) if reflected else fn(a.data, b.data)), False)
     return op
 
 
@@ -147,7 +148,12 @@ class TensorArith(TensorBase):
     __neg__ = neg
     __abs__ = abs
     __radd__ = lambda self, x: self._reflected(x, lambda a, b: a.add(b))  # noqa: E731
-    __rsub__ = lambda self, x: self._reflected(x, lambda a, b: a.sub(b))  # noqa: E731
+    __rsub__ = lambda self, x: self._reflected(self._no_bool_sub(x), lambda a, b: a.sub(b))  # noqa: E731
+
+    def _no_bool_sub(self, x):
+        if self.dtype == BOOL or isinstance(x, (bool, np.bool_)):
+            self.sub(x)  # raises PyTorch's error
+        return x
     __rmul__ = lambda self, x: self._reflected(x, lambda a, b: a.mul(b))  # noqa: E731
     __rtruediv__ = lambda self, x: self._reflected(x, lambda a, b: a.div(b))  # noqa: E731
     __rfloordiv__ = lambda self, x: self._reflected(x, lambda a, b: a.floor_divide(b))  # noqa: E731
@@ -173,16 +179,20 @@ class TensorArith(TensorBase):
     def __invert__(self):
         if self.dtype.kind not in "biu":
             raise RuntimeError(f"\"bitwise_not\" is not implemented for tensors of dtype {self.dtype}")
-        return self._wrap(array_module(self.data).invert(self.data), False)
+        xp = array_module(self.data)
+        return self._wrap(xp.asarray(xp.invert(self.data)), False)
 
     bitwise_not = __invert__
 
     def logical_not(self):
-        return self._wrap(self.data == 0, False)
+        return self._wrap(array_module(self.data).asarray(self.data == 0), False)
 
-    def logical_and(self, other): return self._wrap((self.data != 0) & (self._operand_data(other) != 0), False)
-    def logical_or(self, other): return self._wrap((self.data != 0) | (self._operand_data(other) != 0), False)
-    def logical_xor(self, other): return self._wrap((self.data != 0) ^ (self._operand_data(other) != 0), False)
+    def _logical(self, other, fn):
+        return self._wrap(array_module(self.data).asarray(fn(self.data != 0, self._operand_data(other) != 0)), False)
+
+    def logical_and(self, other): return self._logical(other, lambda a, b: a & b)
+    def logical_or(self, other): return self._logical(other, lambda a, b: a | b)
+    def logical_xor(self, other): return self._logical(other, lambda a, b: a ^ b)
 
     def _operand_data(self, other):
         other = self._operand(other)

@@ -8,6 +8,11 @@ from ..autograd.functions.math import Cast
 from .promote import float_type, is_scalar, result_type
 
 
+class BroadcastError(ValueError, RuntimeError):
+    """Shapes that do not broadcast: a RuntimeError as in PyTorch, and a ValueError as fusegrad's
+    other shape errors."""
+
+
 class TensorBase:
     __slots__ = ()
 
@@ -42,6 +47,13 @@ class TensorBase:
         if to_float:
             dtype = float_type(dtype)
         converted = [x._cast_to(dtype) if isinstance(x, TensorBase) else self._constant(x, dtype) for x in others]
+        shapes = [self.shape] + [x.shape for x in converted]
+        if any(s != shapes[0] for s in shapes[1:]):
+            try:
+                np.broadcast_shapes(*shapes)
+            except ValueError:
+                raise BroadcastError(f"The size of tensor a {shapes[0]} does not broadcast with the size of tensor b "
+                                     f"{shapes[1]}") from None
         return (self._cast_to(dtype), *converted)
 
 
