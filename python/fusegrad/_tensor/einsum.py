@@ -8,6 +8,7 @@ import string
 
 from ..autograd.functions.gemm import Einsum
 from .base import is_tensor
+from .promote import result_type
 
 
 def parse(equation: str, shapes) -> tuple:
@@ -53,7 +54,7 @@ def einsum(equation: str, *operands):
             if sizes.setdefault(c, n) != n and 1 not in (n, sizes[c]):
                 raise RuntimeError(f"einsum(): subscript {c} has size {n} for an operand which does not "
                                    f"broadcast with previously seen size {sizes[c]}")
-    dtype = operands[0]._promoted(*operands[1:])[0].dtype
+    dtype = result_type(*(t.data for t in operands))
     operands = [t._cast_to(dtype) for t in operands]
     if len(operands) == 2:
         product = _as_matmul(inputs, output, operands)
