@@ -17,7 +17,7 @@ FLOORS = [
      "fusegrad.cuda"),
     ("fusegrad.ops", "fusegrad.distributed"),
     ("fusegrad.autograd",),
-    ("fusegrad.tensor",),
+    ("fusegrad.tensor", "fusegrad._tensor"),
     ("fusegrad.nn",),
     ("fusegrad.optim",),
     ("fusegrad.data", "fusegrad.io"),

@@ -38,7 +38,8 @@ inline VecF activation_backward(VecF grad_out, VecF saved, VecF param) {
   if constexpr (kind == Activation::none) {
     return grad_out;
   } else if constexpr (kind == Activation::relu) {
-    return select(saved > set1(0.0f), grad_out, set1(0.0f));
+    // zero where x <= 0 (an ordered compare), so a NaN input passes its gradient as in PyTorch
+    return select(set1(0.0f) >= saved, set1(0.0f), grad_out);
   } else if constexpr (kind == Activation::leaky_relu) {
     return select(saved > set1(0.0f), grad_out, grad_out * param);
   } else if constexpr (kind == Activation::sigmoid) {

@@ -31,7 +31,7 @@ __device__ __forceinline__ float forward_one(float x, float p) {
 // `s` is x, or the forward output for sigmoid and tanh (as on the CPU).
 template <Activation kind>
 __device__ __forceinline__ float backward_one(float g, float s, float p) {
-  if constexpr (kind == Activation::relu) return s > 0.0f ? g : 0.0f;
+  if constexpr (kind == Activation::relu) return s <= 0.0f ? 0.0f : g;  // NaN passes g, as in PyTorch
   else if constexpr (kind == Activation::leaky_relu) return s > 0.0f ? g : g * p;
   else if constexpr (kind == Activation::sigmoid) return g * s * (1.0f - s);
   else if constexpr (kind == Activation::tanh) return g * (1.0f - s * s);

@@ -1,23 +1,24 @@
 """Tensor: an array (NumPy on the CPU, CuPy on a GPU) that records the ops made from it, and the
 functions that create tensors.
 
-Each op is an autograd Function (autograd/functions/); the methods here pick the Function and
-convert their arguments. backward() hands the graph to the autograd engine.
+Each op is an autograd Function (autograd/functions/); the methods, here and in the mixins of
+_tensor/ (arithmetic and math, shapes and indexing, reductions), pick the Function and convert
+their arguments with PyTorch's rules. backward() hands the graph to the autograd engine.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from . import _backend
-from ._backend import array_module, as_array, normalise_device, on_host, to_device, to_host
+from ._backend import array_module, as_array, normalise_device, to_device, to_host
+from ._tensor.arith import TensorArith
+from ._tensor.promote import DEFAULT_FLOAT, as_dtype, check_dim, dim_arg, result_type
+from ._tensor.reduce import TensorReduce
+from ._tensor.shape import TensorShape
 from .autograd import engine
 from .autograd.functions.activation import Activation
-from .autograd.functions.elementwise import Abs, Add, Clamp, Div, Exp, Log, Maximum, Mul, Neg, Pow, Sqrt, Sub
-from .autograd.functions.gemm import MatMul
-from .autograd.functions.reduce import MaxReduce, Sum, normalise_axes
-from .autograd.functions.shape import Concatenate, Index, Permute, Reshape, ToDevice
+from .autograd.functions.shape import Concatenate
 from .autograd.functions.softmax import Softmax
 from .random import default_generator
 
@@ -33,12 +34,12 @@ class _HookHandle:
         self.table.pop(self.id, None)
 
 
-class Tensor:
+class Tensor(TensorReduce, TensorShape, TensorArith):
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, device=None, dtype=None):
-        arr = as_array(data.data if isinstance(data, Tensor) else data, dtype)
+        arr = as_array(data.data if isinstance(data, Tensor) else data, None if dtype is None else as_dtype(dtype))
         if device is not None:
             arr = to_device(arr, normalise_device(device))
         if requires_grad and arr.dtype.kind != "f":
@@ -101,13 +102,6 @@ class Tensor:
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
 
-    def to(self, device) -> Tensor:
-        """This tensor on `device`; the same tensor if it is there already. Differentiable."""
-        device = normalise_device(device)
-        if device == self.device:
-            return self
-        return ToDevice.apply(self, device=device)
-
     def cpu(self) -> Tensor:
         return self.to("cpu")
 
@@ -129,11 +123,16 @@ class Tensor:
         self.data[...] = 0
         return self
 
-    def float(self) -> Tensor:
-        return self if self.dtype == np.float32 else Tensor._wrap(self.data.astype(np.float32), False)
+    def fill_(self, value) -> Tensor:
+        self.data[...] = value
+        return self
 
-    def long(self) -> Tensor:
-        return Tensor._wrap(self.data.astype(np.int64), False)
+    def clone(self) -> Tensor:
+        """A copy that stays in the graph (its gradient flows to this tensor)."""
+        return self + self._constant(0, self.dtype) if self.requires_grad else self._wrap(self.data.copy(), False)
+
+    def new_tensor(self, data, dtype=None) -> Tensor:
+        return Tensor(data, device=self.device, dtype=dtype)
 
     # -- autograd --------------------------------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
@@ -168,124 +167,6 @@ class Tensor:
         hooks[handle.id] = hook
         return handle
 
-    # -- operators -------------------------------------------------------------------------------
-    def _other(self, x) -> Tensor:
-        if isinstance(x, Tensor):
-            return x
-        arr = as_array(x)
-        if arr.dtype.kind == "f" or self.dtype.kind == "f":
-            arr = arr.astype(self.dtype if self.dtype.kind == "f" else np.float32, copy=False)
-        if not on_host(self.data):
-            arr = to_device(arr, self.device)
-        return Tensor._wrap(arr, False)
-
-    def __add__(self, x): return Add.apply(self, self._other(x))
-    def __radd__(self, x): return Add.apply(self._other(x), self)
-    def __sub__(self, x): return Sub.apply(self, self._other(x))
-    def __rsub__(self, x): return Sub.apply(self._other(x), self)
-    def __mul__(self, x): return Mul.apply(self, self._other(x))
-    def __rmul__(self, x): return Mul.apply(self._other(x), self)
-    def __truediv__(self, x): return Div.apply(self, self._other(x))
-    def __rtruediv__(self, x): return Div.apply(self._other(x), self)
-    def __pow__(self, x): return Pow.apply(self, self._other(x))
-    def __rpow__(self, x): return Pow.apply(self._other(x), self)
-    def __matmul__(self, x): return MatMul.apply(self, self._other(x))
-    def __rmatmul__(self, x): return MatMul.apply(self._other(x), self)
-    def __neg__(self): return Neg.apply(self)
-    def __getitem__(self, index):
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        return Index.apply(self, index=index)
-
-    def __setitem__(self, index, value):
-        if self.requires_grad and engine.is_grad_enabled():
-            raise RuntimeError("in-place assignment into a tensor that requires grad is not supported")
-        self.data[index] = value.data if isinstance(value, Tensor) else value
-
-    # comparisons give plain (non-differentiable) boolean tensors
-    def _compare(self, x, op):
-        return Tensor._wrap(op(self.data, self._other(x).data), False)
-
-    def __lt__(self, x): return self._compare(x, lambda a, b: a < b)
-    def __le__(self, x): return self._compare(x, lambda a, b: a <= b)
-    def __gt__(self, x): return self._compare(x, lambda a, b: a > b)
-    def __ge__(self, x): return self._compare(x, lambda a, b: a >= b)
-    def eq(self, x): return self._compare(x, lambda a, b: a == b)
-    __hash__ = object.__hash__
-
-    # -- math ------------------------------------------------------------------------------------
-    def exp(self): return Exp.apply(self)
-    def log(self): return Log.apply(self)
-    def sqrt(self): return Sqrt.apply(self)
-    def abs(self): return Abs.apply(self)
-    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
-        if min is None and max is None:
-            raise ValueError("clamp: give at least one of min and max")
-        return Clamp.apply(self, lo=min, hi=max)
-    clip = clamp
-    def maximum(self, x): return Maximum.apply(self, self._other(x), take_max=True)
-    def minimum(self, x): return Maximum.apply(self, self._other(x), take_max=False)
-
-    def sum(self, axis=None, keepdims=False): return Sum.apply(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        axes = normalise_axes(axis, self.ndim)
-        count = math.prod(self.shape[a] for a in axes)
-        return self.sum(axis=axes, keepdims=keepdims) * (1.0 / count if count else float("nan"))
-
-    def var(self, axis=None, keepdims=False, correction: int = 1):
-        axes = normalise_axes(axis, self.ndim)
-        count = math.prod(self.shape[a] for a in axes)
-        centred = self - self.mean(axis=axes, keepdims=True)
-        denom = max(count - correction, 0)
-        return (centred * centred).sum(axis=axes, keepdims=keepdims) * (1.0 / denom if denom else float("nan"))
-
-    def max(self, axis=None, keepdims=False): return MaxReduce.apply(self, axis=axis, keepdims=keepdims, take_max=True)
-    def min(self, axis=None, keepdims=False): return MaxReduce.apply(self, axis=axis, keepdims=keepdims, take_max=False)
-
-    def argmax(self, axis=None):
-        return Tensor._wrap(array_module(self.data).asarray(self.data.argmax(axis=axis)), False)
-
-    # -- shape -----------------------------------------------------------------------------------
-    def reshape(self, *shape):
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return Reshape.apply(self, shape=tuple(shape))
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1):
-        if self.ndim == 0:
-            return self.reshape(1)
-        s, e = start_dim % self.ndim, end_dim % self.ndim
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
-
-    def permute(self, *axes):
-        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"permute: {tuple(axes)} is not a permutation of {self.ndim} axes")
-        return Permute.apply(self, axes=tuple(a % self.ndim for a in axes))
-
-    def transpose(self, dim0: int = -2, dim1: int = -1):
-        axes = list(range(self.ndim))
-        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-        return self.permute(axes)
-
-    @property
-    def T(self):
-        return self.permute(tuple(reversed(range(self.ndim))))
-
-    def unsqueeze(self, axis: int):
-        axis = axis % (self.ndim + 1)
-        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
-
-    def squeeze(self, axis=None):
-        if axis is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        axis = axis % self.ndim
-        return self.reshape(self.shape[:axis] + self.shape[axis + 1:]) if self.shape[axis] == 1 else self
-
     # -- activations -------------------------------------------------------------------------
     def relu(self): return Activation.apply(self, kind="relu")
     def leaky_relu(self, negative_slope=0.01):
@@ -299,8 +180,11 @@ class Tensor:
             raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
         return Activation.apply(self, kind="gelu" if approximate == "none" else "gelu_tanh")
 
-    def softmax(self, axis=-1): return Softmax.apply(self, axis=axis)
-    def log_softmax(self, axis=-1): return Softmax.apply(self, axis=axis, log=True)
+    def softmax(self, dim=-1, *, axis=None):
+        return Softmax.apply(self, axis=check_dim(dim_arg(dim, axis, "softmax", -1), self.ndim))
+
+    def log_softmax(self, dim=-1, *, axis=None):
+        return Softmax.apply(self, axis=check_dim(dim_arg(dim, axis, "log_softmax", -1), self.ndim), log=True)
 
 
 # --- creation -------------------------------------------------------------------------------------
@@ -319,36 +203,61 @@ def _make(array, requires_grad, device) -> Tensor:
 
 
 def zeros(*shape, requires_grad=False, device=None, dtype=np.float32):
-    return _make(np.zeros(_shape(shape), dtype), requires_grad, device)
+    return _make(np.zeros(_shape(shape), as_dtype(dtype)), requires_grad, device)
 
 
 def ones(*shape, requires_grad=False, device=None, dtype=np.float32):
-    return _make(np.ones(_shape(shape), dtype), requires_grad, device)
+    return _make(np.ones(_shape(shape), as_dtype(dtype)), requires_grad, device)
 
 
-def full(shape, value, requires_grad=False, device=None, dtype=np.float32):
-    return _make(np.full(_shape((shape,)), value, dtype), requires_grad, device)
+def full(shape, value, requires_grad=False, device=None, dtype=None):
+    if dtype is None:
+        dtype = result_type(np.zeros(1, np.bool_), value)
+    return _make(np.full(_shape((shape,)), value, as_dtype(dtype)), requires_grad, device)
 
 
-def zeros_like(t: Tensor, requires_grad=False):
-    return Tensor._wrap(array_module(t.data).zeros_like(t.data), requires_grad)
+def _like(t: Tensor, fill, dtype, requires_grad):
+    xp = array_module(t.data)
+    out = xp.full(t.shape, fill, dtype=t.dtype if dtype is None else as_dtype(dtype))
+    return Tensor._wrap(out, requires_grad)
 
 
-def ones_like(t: Tensor, requires_grad=False):
-    return Tensor._wrap(array_module(t.data).ones_like(t.data), requires_grad)
+def zeros_like(t: Tensor, requires_grad=False, dtype=None):
+    return _like(t, 0, dtype, requires_grad)
 
 
-def randn(*shape, requires_grad=False, device=None):
-    return _make(default_generator().standard_normal(_shape(shape), dtype=np.float32), requires_grad, device)
+def ones_like(t: Tensor, requires_grad=False, dtype=None):
+    return _like(t, 1, dtype, requires_grad)
 
 
-def rand(*shape, requires_grad=False, device=None):
-    return _make(default_generator().random(_shape(shape), dtype=np.float32), requires_grad, device)
+def full_like(t: Tensor, fill_value, requires_grad=False, dtype=None):
+    return _like(t, fill_value, dtype, requires_grad)
 
 
-def arange(start, stop=None, step=1, device=None, dtype=None):
-    values = np.arange(start, stop, step) if stop is not None else np.arange(start)
-    return _make(values.astype(dtype) if dtype else values, False, device)
+def randn(*shape, requires_grad=False, device=None, dtype=np.float32):
+    values = default_generator().standard_normal(_shape(shape), dtype=np.float32)
+    return _make(values.astype(as_dtype(dtype), copy=False), requires_grad, device)
+
+
+def rand(*shape, requires_grad=False, device=None, dtype=np.float32):
+    values = default_generator().random(_shape(shape), dtype=np.float32)
+    return _make(values.astype(as_dtype(dtype), copy=False), requires_grad, device)
+
+
+def arange(start, end=None, step=1, device=None, dtype=None, requires_grad=False):
+    """Integers (int64) for integer arguments, else float32, unless dtype says otherwise."""
+    values = np.arange(start, end, step) if end is not None else np.arange(start)
+    if dtype is None and values.dtype.kind == "f":
+        dtype = DEFAULT_FLOAT
+    return _make(values.astype(as_dtype(dtype)) if dtype is not None else values, requires_grad, device)
+
+
+def eye(n, m=None, device=None, dtype=np.float32, requires_grad=False):
+    return _make(np.eye(n, m, dtype=as_dtype(dtype)), requires_grad, device)
+
+
+def linspace(start, end, steps, device=None, dtype=np.float32, requires_grad=False):
+    return _make(np.linspace(start, end, steps).astype(as_dtype(dtype)), requires_grad, device)
 
 
 def from_dlpack(x) -> Tensor:
@@ -357,24 +266,32 @@ def from_dlpack(x) -> Tensor:
     return Tensor._wrap(arr, False)
 
 
-def cat(tensors, axis: int = 0) -> Tensor:
+def _tensors(tensors, fn):
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat: needs at least one tensor")
-    return Concatenate.apply(*tensors, axis=axis)
+        raise ValueError(f"{fn}: needs at least one tensor")
+    if not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{fn}: expected a sequence of Tensors")
+    dtype = result_type(*(t.data for t in tensors))
+    return [t._cast_to(dtype) for t in tensors]
+
+
+def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    tensors = _tensors(tensors, "cat")
+    d = check_dim(dim_arg(dim, axis, "cat", 0), tensors[0].ndim)
+    return Concatenate.apply(*tensors, axis=d)
 
 
 concatenate = cat
 
 
-def stack(tensors, axis: int = 0) -> Tensor:
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: needs at least one tensor")
+def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    tensors = _tensors(tensors, "stack")
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
-        raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    return cat([t.unsqueeze(axis) for t in tensors], axis=axis)
+        raise RuntimeError(f"stack expects each tensor to be equal size, got {sorted(shapes)}")
+    d = check_dim(dim_arg(dim, axis, "stack", 0), tensors[0].ndim + 1)
+    return cat([t.unsqueeze(d) for t in tensors], dim=d)
 
 
 def maximum(a: Tensor, b) -> Tensor:

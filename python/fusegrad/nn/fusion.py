@@ -54,7 +54,7 @@ def _pool_size(pool):
         k = k[0]
     if (pool.stride if pool.stride is not None else k) not in (k, (k, k), [k, k]):
         return None
-    if pool.padding not in (0, (0, 0), [0, 0]):
+    if pool.padding not in (0, (0, 0), [0, 0]) or getattr(pool, "ceil_mode", False):
         return None
     return int(k)
 

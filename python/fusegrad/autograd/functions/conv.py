@@ -143,3 +143,36 @@ class Conv2dMaxPool(Function):
         g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
         gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation)
         return gx, gw, gb
+
+
+class ConvTranspose2d(Function):
+    """The transposed convolution: the gradient of conv2d with respect to its input, run on the
+    conv backward-input kernel. w is the HWIO weight of the convolution it transposes,
+    (KH, KW, C_out, C_in); out_shape is (N, H_out, W_out, C_out). Backward: conv2d of g for x,
+    the backward-weight kernel for w."""
+
+    def forward(self, x, w, b=None, out_shape=(), stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1)):
+        if _on_kernels(x, w, b):
+            y = ops.conv2d_backward_input(x, w, out_shape, stride=stride, padding=pads, dilation=dilation)
+        else:
+            y, _ = _taps_backward(x, None, w, out_shape, stride, pads, dilation, True, False)
+            y = array_module(x).ascontiguousarray(y)
+        if b is not None:
+            y = y + b
+        self.save(x, w, stride, pads, dilation)
+        return y
+
+    def backward(self, g):
+        x, w, stride, pads, dilation = self.saved
+        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        gx = gw = None
+        if _on_kernels(g, x, w):
+            geo = dict(stride=stride, padding=pads, dilation=dilation)
+            gx = ops.conv2d(g, w, **geo) if need_x else None
+            gw = ops.conv2d_backward_weight(g, x, w.shape, **geo) if need_w else None
+        else:
+            gx = _taps_forward(g, w, None, stride, pads, dilation) if need_x else None
+            gw = _taps_backward(x, g, w, g.shape, stride, pads, dilation, False, True)[1] if need_w else None
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if need_b else None
+        return gx, gw, gb

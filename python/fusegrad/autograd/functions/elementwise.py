@@ -2,6 +2,8 @@
 back to its shape."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..._backend import array_module
 from ..engine import Function
 
@@ -58,21 +60,31 @@ class Div(Function):
 
 
 class Pow(Function):
-    """a ** b for tensors a, b (a scalar exponent arrives as a 0-d tensor)."""
+    """a ** b for tensors a, b (a scalar exponent arrives as a 0-d tensor). Derivatives as in
+    PyTorch: d/da is 0 where b == 0 (so x ** 0 has gradient 0 even at x = 0); d/db is a^b ln a, 0
+    where a == 0 and b >= 0, NaN for a < 0 (the log of a negative number)."""
 
     def forward(self, a, b):
-        out = a**b
+        if a.dtype.kind in "iu" and b.dtype.kind in "iu" and bool((b < 0).any()):
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = a**b
         self.save(a, b, out)
         return out
 
     def backward(self, g):
         a, b, out = self.saved
         xp = array_module(a)
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        gb = None
+        ga = gb = None
+        if self.needs_grad[0]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d = b * a ** (b - 1)
+            ga = unbroadcast(xp.where(b == 0, xp.zeros((), g.dtype), g * d).astype(g.dtype, copy=False), a.shape)
         if self.needs_grad[1]:
-            log_a = xp.log(xp.where(a > 0, a, 1)).astype(out.dtype)  # d/db a^b = a^b ln a (a > 0)
-            gb = unbroadcast(g * out * log_a, b.shape)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d = out * xp.log(a)
+            d = xp.where((a == 0) & (b >= 0), xp.zeros((), d.dtype), d)
+            gb = unbroadcast((g * d).astype(g.dtype, copy=False), b.shape)
         return ga, gb
 
 

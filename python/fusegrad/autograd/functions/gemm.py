@@ -39,6 +39,8 @@ class MatMul(Function):
     def backward(self, g):
         a, b = self.saved
         xp = array_module(g)
+        if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
+            return (g * b if self.needs_grad[0] else None), (g * a if self.needs_grad[1] else None)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         g2 = g
@@ -83,3 +85,32 @@ class Linear(Function):
         gw = matmul_arrays(g2.T, x2) if self.needs_grad[1] else None
         gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
+
+
+class Einsum(Function):
+    """The array module's einsum on explicit subscripts ("ij,jk->ik": no ellipsis, which the
+    caller expands). Backward: each operand's gradient is the einsum of the output gradient with
+    the other operands, broadcast over the subscripts only that operand has."""
+
+    def forward(self, *arrays, inputs=(), output=""):
+        self.save(arrays, inputs, output)
+        return array_module(arrays[0]).asarray(array_module(arrays[0]).einsum(",".join(inputs) + "->" + output, *arrays))
+
+    def backward(self, g):
+        arrays, inputs, output = self.saved
+        xp = array_module(g)
+        grads = []
+        for i, (a, subs) in enumerate(zip(arrays, inputs)):
+            if not self.needs_grad[i]:
+                grads.append(None)
+                continue
+            if len(set(subs)) != len(subs):
+                raise RuntimeError(f"einsum: the gradient through repeated subscripts ({subs!r}) is not supported")
+            others = [(s, x) for j, (s, x) in enumerate(zip(inputs, arrays)) if j != i]
+            seen = set(output).union(*(set(s) for s, _ in others))
+            kept = "".join(c for c in subs if c in seen)
+            spec = ",".join([output] + [s for s, _ in others]) + "->" + kept
+            gi = xp.einsum(spec, g, *(x for _, x in others))
+            shape = [a.shape[k] if c in seen else 1 for k, c in enumerate(subs)]
+            grads.append(xp.broadcast_to(xp.asarray(gi).reshape(shape), a.shape).astype(g.dtype, copy=False))
+        return tuple(grads)

@@ -2,7 +2,10 @@
 with logits, whose kernels return the gradient with the loss so backward is one multiply."""
 from __future__ import annotations
 
+import numpy as np
+
 from ... import ops
+from ..._backend import array_module
 from ..engine import Function
 
 
@@ -10,12 +13,23 @@ class Softmax(Function):
     """softmax(a) along axis, or log_softmax with log=True."""
 
     def forward(self, a, axis=-1, log=False):
-        out = ops.log_softmax(a, axis) if log else ops.softmax(a, axis)
+        if a.dtype != np.float32:  # the kernels are float32; other dtypes (float64) on the array module
+            xp = array_module(a)
+            shifted = a - a.max(axis=axis, keepdims=True) if a.size else a
+            log_out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+            out = log_out if log else xp.exp(log_out)
+        else:
+            out = ops.log_softmax(a, axis) if log else ops.softmax(a, axis)
         self.save(out, axis, log)
         return out
 
     def backward(self, g):
         out, axis, log = self.saved
+        if out.dtype != np.float32:
+            xp = array_module(g)
+            if log:
+                return (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),)
+            return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
         return (ops.log_softmax_backward(g, out, axis) if log else ops.softmax_backward(g, out, axis),)
 
 

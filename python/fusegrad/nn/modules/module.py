@@ -8,6 +8,7 @@ import numpy as np
 
 from ... import _backend
 from ..._backend import normalise_device, to_device
+from ...autograd.engine import Function, is_grad_enabled
 from ...tensor import Tensor
 
 
@@ -31,6 +32,9 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     # -- registration --------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -205,7 +209,60 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        # NumPy (and other) arrays are converted once, as fusegrad.tensor converts them.
+        args = tuple(Tensor(a) if isinstance(a, np.ndarray) or _backend.is_cupy(a) else a for a in args)
+        hooks = self.__dict__
+        for hook in tuple(hooks.get("_forward_pre_hooks", {}).values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        backward_hooks = tuple(hooks.get("_backward_hooks", {}).values())
+        if backward_hooks:
+            args, state = _hooked_inputs(self, args, backward_hooks)
+        out = self.forward(*args, **kwargs)
+        for hook in tuple(hooks.get("_forward_hooks", {}).values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        if backward_hooks:
+            out = _hooked_output(out, state)
+        return out
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """hook(module, args) before forward; it may return new args (a tuple or one value)."""
+        return RemovableHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """hook(module, args, output) after forward; it may return a replacement output."""
+        return RemovableHandle(self._forward_hooks, hook)
+
+    def register_full_backward_hook(self, hook) -> RemovableHandle:
+        """hook(module, grad_input, grad_output) once the gradients of the module's tensor inputs
+        are known (grad_input is (None,) ... for inputs that need none; with no input needing one,
+        the hook runs when grad_output is known). It may return a tuple replacing grad_input."""
+        return RemovableHandle(self._backward_hooks, hook)
+
+    # -- size ------------------------------------------------------------------------------------------
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """How many numbers the parameters hold (trainable_only: those that require grad)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def summary(self, print_fn=print) -> str:
+        """A table of the submodules with their parameter counts and the totals (Keras's
+        model.summary()); printed with print_fn (None: not printed) and returned."""
+        rows = [(name or type(self).__name__, type(m).__name__,
+                 sum(p.numel() for p in m.parameters(recurse=False))) for name, m in self.named_modules()]
+        width = max(len(r[0]) for r in rows) + 2
+        lines = [f"{'Layer':<{width}}{'Type':<20}{'Params':>12}", "-" * (width + 32)]
+        lines += [f"{n:<{width}}{t:<20}{c:>12,}" for n, t, c in rows]
+        total, trainable = self.num_parameters(), self.num_parameters(trainable_only=True)
+        lines += ["-" * (width + 32), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def extra_repr(self) -> str:
         return ""
@@ -216,3 +273,87 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class RemovableHandle:
+    """What register_*_hook returns: remove() unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, table, hook):
+        RemovableHandle._next_id += 1
+        self.id, self._table = RemovableHandle._next_id, table
+        table[self.id] = hook
+
+    def remove(self) -> None:
+        self._table.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class _HookState:
+    def __init__(self, module, hooks, n_inputs):
+        self.module, self.hooks = module, hooks
+        self.grad_input = [None] * n_inputs
+        self.pending = 0
+        self.grad_output = None
+
+    def run(self):
+        grad_input = tuple(None if g is None else Tensor._wrap(g, False) for g in self.grad_input)
+        grad_output = tuple(None if g is None else Tensor._wrap(g, False) for g in self.grad_output)
+        for hook in self.hooks:
+            result = hook(self.module, grad_input, grad_output)
+            if result is not None:
+                grad_input = tuple(result)
+        return grad_input
+
+
+class _HookInput(Function):
+    """Identity on one tensor input of a module with backward hooks: collects its gradient; the
+    last one to arrive runs the hooks."""
+
+    def forward(self, a, state=None, position=0):
+        self.state, self.position = state, position
+        return a
+
+    def backward(self, g):
+        state = self.state
+        state.grad_input[self.position] = g
+        state.pending -= 1
+        if state.pending == 0:
+            replaced = state.run()
+            g = replaced[self.position].data if replaced[self.position] is not None else g
+        return (g,)
+
+
+class _HookOutput(Function):
+    def forward(self, a, state=None):
+        self.state = state
+        return a
+
+    def backward(self, g):
+        self.state.grad_output = (g,)
+        if self.state.pending == 0:  # no input needs a gradient: the hooks run now
+            self.state.run()
+        return (g,)
+
+
+def _hooked_inputs(module, args, hooks):
+    state = _HookState(module, hooks, len(args))
+    wrapped = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a.requires_grad and is_grad_enabled():
+            state.pending += 1
+            a = _HookInput.apply(a, state=state, position=i)
+        wrapped.append(a)
+    return tuple(wrapped), state
+
+
+def _hooked_output(out, state):
+    if isinstance(out, Tensor) and out.requires_grad:
+        return _HookOutput.apply(out, state=state)
+    return out

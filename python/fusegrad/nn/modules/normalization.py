@@ -6,6 +6,7 @@ import numpy as np
 from ..._backend import array_module
 from ...autograd import no_grad
 from ...tensor import Tensor
+from .. import functional as F
 from .module import Module, Parameter
 
 
@@ -118,3 +119,26 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalises channels-last input (N, ..., C) over groups of C / num_groups channels (the last
+    axis), with a per-channel scale and shift; PyTorch's GroupNorm for NHWC tensors."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        if affine:
+            self.weight = Parameter(np.ones(num_channels, np.float32))
+            self.bias = Parameter(np.zeros(num_channels, np.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.num_channels:
+            raise ValueError(f"GroupNorm: expected {self.num_channels} channels in the last axis, got shape {x.shape}")
+        weight, bias = (self.weight, self.bias) if self.affine else (None, None)
+        return F.group_norm(x, self.num_groups, weight, bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
