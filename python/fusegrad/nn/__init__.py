@@ -25,6 +25,7 @@ from .modules import (
     Module,
     ModuleList,
     MSELoss,
+    MultiheadAttention,
     NLLLoss,
     Parameter,
     ReLU,
@@ -33,11 +34,13 @@ from .modules import (
     SiLU,
     Softmax,
     Tanh,
+    TransformerEncoder,
+    TransformerEncoderLayer,
 )
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
-    "LSTM", "GRU", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",
+    "LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",
 ]

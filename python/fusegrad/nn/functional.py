@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import array_module, on_host
+from ..autograd.functions import attention as attention_fn
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
@@ -97,6 +98,40 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     return Dropout.apply(x, p=p)
 
 
+# --- attention ---------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None, seed: int | None = None) -> Tensor:
+    """PyTorch's F.scaled_dot_product_attention on the flash-attention kernels: query (..., L, E),
+    key and value (..., S, E) with 0-2 leading dims ((N, H, L, E) is the native layout); attn_mask
+    boolean (True = attend) or additive, broadcasting against (..., L, S). Dropout is applied
+    whenever dropout_p > 0, as in PyTorch (pass 0.0 in evaluation)."""
+    if query.ndim not in (2, 3, 4) or key.ndim != query.ndim or value.ndim != query.ndim:
+        raise ValueError(f"scaled_dot_product_attention: expected query, key, value of 2-4 dims alike, got "
+                         f"{query.shape}, {key.shape}, {value.shape}")
+    lead = 4 - query.ndim
+    shape = query.shape[:-1] + value.shape[-1:]
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+    if lead:
+        query, key, value = (t.reshape(*((1,) * lead), *t.shape) if lead == 2 else t.unsqueeze(1)
+                             for t in (query, key, value))
+        if mask is not None and mask.ndim == 3:
+            mask = mask[:, None]
+    out = attention_fn.Attention.apply(query, key, value, mask=mask, causal=is_causal, scale=scale,
+                                       dropout_p=dropout_p, seed=seed)
+    return out.reshape(*shape) if lead else out
+
+
+def multi_head_attention(query: Tensor, key: Tensor | None, value: Tensor | None, heads: int, mask=None,
+                         causal: bool = False, dropout_p: float = 0.0) -> Tensor:
+    """Attention of already projected (N, L, E) tensors split into `heads` heads, merged back to
+    (N, L, E); key=value=None: query is the packed (N, L, 3E) self-attention projection."""
+    args = (query,) if key is None else (query, key, value)
+    return attention_fn.MultiHeadAttention.apply(*args, heads=heads, packed=key is None, mask=mask, causal=causal,
+                                                 dropout_p=dropout_p)
+
+
 # --- losses ----------------------------------------------------------------------------------------
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -181,6 +216,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
 __all__ = [
     "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
+    "scaled_dot_product_attention", "multi_head_attention",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "check_reduction",
 ]

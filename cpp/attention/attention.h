@@ -1,0 +1,43 @@
+// Scaled dot-product attention, flash-attention style (the S×S score matrix is never stored):
+// the per-ISA kernel table, and the problem description shared with the bindings and CUDA.
+//
+// Layout: q (B, H, Sq, D), k and v (B, H, Sk, D), out (B, H, Sq, D), all C-contiguous float32;
+// lse (B, H, Sq) is the log-sum-exp of each query's scaled, masked scores (natural log), which
+// the backward pass uses to recompute the probabilities instead of storing them.
+//
+// Scores: s_ij = scale * q_i·k_j + mask_ij (additive, natural-log units: -inf = never attend),
+// causal: j > i never attends (PyTorch's is_causal: top-left aligned when Sq != Sk).
+// A query that attends to nothing gets out = 0, lse = -inf and zero gradients.
+// Dropout (PyTorch's semantics): out = (P ⊙ Z / (1 - p)) V with Z_ij kept iff
+// attention_keep(seed, b, h, i, j, p) (philox.h), the same on every device.
+#pragma once
+#include <cstdint>
+
+#include "common/isa.h"
+
+namespace fusegrad {
+
+struct AttentionProblem {
+  int64_t batch = 0, heads = 0, sq = 0, sk = 0, d = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  // Additive mask element (b, h, i, j) at mask[b * mask_sb + h * mask_sh + i * mask_si + j]; a
+  // stride of 0 broadcasts that axis. Null: no mask.
+  const float* mask = nullptr;
+  int64_t mask_sb = 0, mask_sh = 0, mask_si = 0;
+  float dropout_p = 0.0f;  // in [0, 1)
+  uint64_t seed = 0;
+};
+
+struct AttentionKernels {
+  // out and lse (either may be... both required) from q, k, v.
+  void (*forward)(const AttentionProblem& p, const float* q, const float* k, const float* v, float* out,
+                  float* lse);
+  // dq, dk, dv (written, not accumulated) from the forward's inputs, its out and lse, and grad_out.
+  void (*backward)(const AttentionProblem& p, const float* q, const float* k, const float* v, const float* out,
+                   const float* lse, const float* grad_out, float* dq, float* dk, float* dv);
+};
+
+FG_DECLARE_KERNEL_TABLE(AttentionKernels, attention_kernels)
+
+}  // namespace fusegrad

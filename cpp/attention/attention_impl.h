@@ -1,0 +1,172 @@
+// What the attention kernels of one ISA level share: block sizes, the exp2 they use, and the
+// per-row helpers for masks, causality and dropout. Included only by sources compiled per ISA.
+//
+// Blocks (floats; the reference CPUs have 32-48 KiB of L1d and 1-2 MiB of L2 per core):
+//   kBlockQ = 48 query rows: a multiple of every level's MR (12, 6, 4), so the microkernel runs
+//     full-height tiles; the Q rows (48×D), the score tile and the output rows stay in L1/L2.
+//   kBlockK = 128 keys (forward) / kBlockKB = 96 (backward): multiples of every NR (32, 16, 8),
+//     so a key block is a whole number of packed K^T panels. The forward score tile is
+//     48×128×4 = 24 KiB (L1); the backward keeps two such tiles (S/P and dP/dS, 2×18 KiB) and
+//     the dK, dV rows of its key block (2×96×D floats, 48 KiB at D = 64) in L1/L2. 96 is also
+//     a multiple of every MR, as the key block is the M side of the dK and dV products.
+//   A head's K (and V) is packed once per head into K^T panels: Sk×D floats, 128 KiB at
+//     S = 512, D = 64, which L2 holds while every query block of the head streams past it.
+//     This is the only O(S·D) extra memory: nothing S×S is ever allocated.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "attention/attention.h"
+#include "attention/philox.h"
+#include "common/simd.h"
+#include "gemm/microkernel.h"
+
+namespace fusegrad {
+namespace FG_ISA_NS {
+namespace attn {
+
+constexpr int kBlockQ = 48;
+constexpr int kBlockK = 128;
+constexpr int kBlockKB = 96;
+static_assert(kBlockQ % kMR == 0 && kBlockKB % kMR == 0, "query/key blocks must be whole MR tiles");
+static_assert(kBlockK % kNR == 0 && kBlockKB % kNR == 0, "key blocks must be whole packed panels");
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+alignas(64) inline const float kOnes[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+// Lanes [0, w) set.
+inline MaskF lanes_below(int w) { return load_partial(kOnes, w) > set1(0.5f); }
+
+inline VecF load_w(const float* p, int w) { return w == kVecWidth ? load(p) : load_partial(p, w); }
+inline void store_w(float* p, VecF a, int w) {
+  if (w == kVecWidth) store(p, a);
+  else store_partial(p, a, w);
+}
+
+// 2^x for x <= 0 (scores minus their running max), relative error < 2e-7: x = n + f with
+// |f| <= 1/2, 2^f by Cephes' exp2f polynomial (degree 6), scaled by 2^n in the exponent field.
+// Below -127 the result is 0 (so -inf, a masked score, gives exactly 0). NaN stays NaN.
+inline VecF exp2_nonpositive(VecF x) {
+  x = max(set1(-127.0f), x);  // max(a, b) returns b when either is NaN: a NaN x passes
+  const VecF n = round_nearest(x);
+  const VecF f = x - n;
+  VecF p = set1(1.535336188319500e-4f);
+  p = fmadd(p, f, set1(1.339887440266574e-3f));
+  p = fmadd(p, f, set1(9.618437357674640e-3f));
+  p = fmadd(p, f, set1(5.550332471162809e-2f));
+  p = fmadd(p, f, set1(2.402264791363012e-1f));
+  p = fmadd(p, f, set1(6.931472028550421e-1f));
+  p = fmadd(p, f, set1(1.0f));
+  return p * pow2_integral(n);  // n = -127 builds +0.0
+}
+
+inline float exp2_scalar(float x) {
+  alignas(64) float lanes[kVecWidth];
+  store(lanes, exp2_nonpositive(set1(x)));
+  return lanes[0];
+}
+
+// Keys [j0, j0 + n) of query i that causality allows: the first `valid` of them.
+inline int causal_valid(const AttentionProblem& p, int64_t i, int64_t j0, int n) {
+  if (!p.causal) return n;
+  const int64_t v = i - j0 + 1;
+  return v <= 0 ? 0 : (v >= n ? n : static_cast<int>(v));
+}
+
+// The additive mask row of (b, h, i), from key 0, or null.
+inline const float* mask_row(const AttentionProblem& p, int64_t b, int64_t h, int64_t i) {
+  return p.mask ? p.mask + b * p.mask_sb + h * p.mask_sh + i * p.mask_si : nullptr;
+}
+
+// s[c] = s[c] * c2 + mask[c] * log2(e) for c < n (the scores in base-2 units); returns their max.
+inline float scores_to_log2(float* s, const float* mask, int n, float c2) {
+  const VecF cv = set1(c2), l2e = set1(kLog2e);
+  VecF mx = set1(kNegInf);
+  for (int c = 0; c < n; c += kVecWidth) {
+    const int w = n - c < kVecWidth ? n - c : kVecWidth;
+    VecF t = load_w(s + c, w) * cv;
+    if (mask) t = fmadd(load_w(mask + c, w), l2e, t);
+    store_w(s + c, t, w);
+    if (w == kVecWidth) mx = max(t, mx);  // a partial last vector is done in scalars below
+  }
+  alignas(64) float lanes[kVecWidth];
+  store(lanes, mx);
+  float m = kNegInf;
+  for (int l = 0; l < kVecWidth; ++l) m = lanes[l] > m ? lanes[l] : m;
+  if (n % kVecWidth != 0) {
+    for (int c = n - n % kVecWidth; c < n; ++c) m = s[c] > m ? s[c] : m;
+  }
+  return m;
+}
+
+// Multiplies p[c] for c < n by 1/(1-p) where the dropout mask keeps (b, h, i, j0 + c), else 0.
+// j0 is a multiple of 4.
+inline void apply_dropout(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* p, int n,
+                          uint32_t thresh, float inv_keep) {
+  for (int c = 0; c < n; c += 4) {
+    const unsigned bits = philox::keep4(pr.seed, b, h, i, (j0 + c) >> 2, thresh);
+    const int e = n - c < 4 ? n - c : 4;
+    for (int r = 0; r < e; ++r) p[c + r] = (bits >> r) & 1u ? p[c + r] * inv_keep : 0.0f;
+  }
+}
+
+// The same mask as factors z (1/(1-p) or 0) for keys [j0, j0 + n).
+inline void dropout_factors(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* z, int n,
+                            uint32_t thresh, float inv_keep) {
+  for (int c = 0; c < n; ++c) z[c] = 1.0f;
+  apply_dropout(pr, b, h, i, j0, z, n, thresh, inv_keep);
+}
+
+// C[0:m, 0:n] (=|+=) A·B on the microkernel, A read in place (element (r, p) at
+// a[r * a_rs + p * a_cs]), B row-major (k × n, row stride ldb) read in place, C row stride ldc.
+inline void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  MicroTile t;
+  t.k = k;
+  t.ldb = ldb;
+  t.b_padded = false;
+  t.ldc = ldc;
+  t.load_c = accumulate;
+  for (int64_t j = 0; j < n; j += kNR) {
+    t.n = static_cast<int>(n - j < kNR ? n - j : kNR);
+    for (int64_t r = 0; r < m; r += kMR) {
+      t.m = static_cast<int>(m - r < kMR ? m - r : kMR);
+      t.a = a + r * a_rs;
+      t.b = b + j;
+      t.c = c + r * ldc + j;
+      microkernel_strided_a(t, a_rs, a_cs);
+    }
+  }
+}
+
+// S[0:m, 0:n] = A · Kt for A (m × d, row stride lda) and n keys of a head's packed K^T panels
+// (`panels` points at the panel of the first key; n <= a multiple of NR within the head).
+inline void scores_gemm(int64_t m, int64_t n, int64_t d, const float* a, int64_t lda, const float* panels, float* s,
+                        int64_t lds) {
+  MicroTile t;
+  t.k = d;
+  t.ldb = kNR;
+  t.b_padded = true;
+  t.ldc = lds;
+  for (int64_t j = 0; j < n; j += kNR) {
+    t.n = static_cast<int>(n - j < kNR ? n - j : kNR);
+    t.b = panels + j * d;
+    for (int64_t r = 0; r < m; r += kMR) {
+      t.m = static_cast<int>(m - r < kMR ? m - r : kMR);
+      t.a = a + r * lda;
+      t.c = s + r * lds + j;
+      microkernel_strided_a(t, lda, 1);
+    }
+  }
+}
+
+void forward(const AttentionProblem& p, const float* q, const float* k, const float* v, float* out, float* lse);
+void backward(const AttentionProblem& p, const float* q, const float* k, const float* v, const float* out,
+              const float* lse, const float* grad_out, float* dq, float* dk, float* dv);
+
+}  // namespace attn
+}  // namespace FG_ISA_NS
+}  // namespace fusegrad
