@@ -166,6 +166,12 @@ inline void scores_gemm(int64_t m, int64_t n, int64_t d, const float* a, int64_t
 void forward(const AttentionProblem& p, const float* q, const float* k, const float* v, float* out, float* lse);
 void backward(const AttentionProblem& p, const float* q, const float* k, const float* v, const float* out,
               const float* lse, const float* grad_out, float* dq, float* dk, float* dv);
+void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                        int64_t rows, int64_t n, float eps);
+void layer_norm_backward(const float* g, const float* x, const float* mean, const float* rstd, const float* w,
+                         float* dx, float* dw, float* db, int64_t rows, int64_t n);
+void embedding_backward(const int64_t* idx, int64_t count, const float* g, int64_t dim, float* dw, int64_t vocab,
+                        int64_t padding_idx);
 
 }  // namespace attn
 }  // namespace FG_ISA_NS

@@ -130,3 +130,83 @@ def attention_backward(grad_out, q, k, v, out, lse, *, mask=None, causal=False, 
     _cpu.attention_backward(q, k, v, m, scale, causal, dropout_p, seed, arrays["out"], arrays["lse"],
                             arrays["grad_out"], dq, dk, dv)
     return tuple(to_kind(g, kind) for g in (dq, dk, dv))
+
+
+# --- the other per-token kernels of a Transformer block ------------------------------------------------
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, *, return_stats: bool = False, out=None):
+    """LayerNorm over the last axis of float32 x: (x - mean) / sqrt(var + eps) * weight + bias
+    (biased variance, as PyTorch; weight and bias (n,) or None). With return_stats, returns
+    (y, mean, rstd), the per-row statistics (x.shape[:-1]) that layer_norm_backward takes."""
+    x, kind = float32_input(x, "x")
+    if device_of(x) != "cpu":
+        raise NotImplementedError(f"layer_norm: the kernels run on the CPU only so far; got an array on {device_of(x)}")
+    if x.ndim < 1:
+        raise ValueError("layer_norm: x must have at least one dimension")
+    n = x.shape[-1]
+    params = []
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            p, _ = float32_input(p, name)
+            if p.shape != (n,):
+                raise ValueError(f"layer_norm: {name} must have shape ({n},) for x of shape {x.shape}, got {p.shape}")
+            p = np.ascontiguousarray(p)
+        params.append(p)
+    eps = real(eps, "eps", "layer_norm", minimum=0.0)
+    x = np.ascontiguousarray(x)
+    target, result = cpu_output(out, x.shape, (x,))
+    mean = np.empty(x.shape[:-1], np.float32)
+    rstd = np.empty(x.shape[:-1], np.float32)
+    _cpu.layer_norm_forward(x, params[0], params[1], eps, target, mean.reshape(-1), rstd.reshape(-1))
+    y = finish_output(target, result, out, kind)
+    return (y, to_kind(mean, kind), to_kind(rstd, kind)) if return_stats else y
+
+
+def layer_norm_backward(grad_out, x, mean, rstd, weight=None, *, param_grads: bool = True):
+    """(dx, dweight, dbias) of layer_norm for the upstream gradient; dweight is None without a weight,
+    and both are None with param_grads=False. Parameter gradients are summed over rows in a fixed
+    order (the same bits at any thread count)."""
+    arrays = {}
+    _, kind = float32_input(grad_out, "grad_out")
+    for name, a in (("grad_out", grad_out), ("x", x), ("mean", mean), ("rstd", rstd)):
+        a, _ = float32_input(a, name)
+        if device_of(a) != "cpu":
+            raise NotImplementedError("layer_norm_backward: the kernels run on the CPU only so far")
+        arrays[name] = np.ascontiguousarray(a)
+    x, g = arrays["x"], arrays["grad_out"]
+    if g.shape != x.shape or arrays["mean"].shape != x.shape[:-1] or arrays["rstd"].shape != x.shape[:-1]:
+        raise ValueError(f"layer_norm_backward: expected grad_out {x.shape} and mean, rstd {x.shape[:-1]}, got "
+                         f"{g.shape}, {arrays['mean'].shape}, {arrays['rstd'].shape}")
+    n = x.shape[-1]
+    w = None
+    if weight is not None:
+        w, _ = float32_input(weight, "weight")
+        if w.shape != (n,):
+            raise ValueError(f"layer_norm_backward: weight must have shape ({n},), got {w.shape}")
+        w = np.ascontiguousarray(w)
+    dx = np.empty_like(x)
+    dw = np.empty(n, np.float32) if param_grads and w is not None else None
+    db = np.empty(n, np.float32) if param_grads else None
+    _cpu.layer_norm_backward(g, x, arrays["mean"].reshape(-1), arrays["rstd"].reshape(-1), w, dx, dw, db)
+    return tuple(None if a is None else to_kind(a, kind) for a in (dx, dw, db))
+
+
+def embedding_backward(indices, grad_out, num_embeddings: int, padding_idx: int | None = None):
+    """The gradient (num_embeddings, dim) of weight[indices] for grad_out (*indices.shape, dim): the
+    rows of grad_out summed by index, in a fixed order (deterministic); padding_idx's row is 0."""
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices: expected integers, got dtype {idx.dtype}")
+    g, kind = float32_input(grad_out, "grad_out")
+    if device_of(g) != "cpu":
+        raise NotImplementedError("embedding_backward: the kernels run on the CPU only so far")
+    if g.shape[:-1] != idx.shape:
+        raise ValueError(f"embedding_backward: grad_out {g.shape} does not match indices {idx.shape} + (dim,)")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_embeddings):
+        raise ValueError(f"embedding_backward: indices must be in [0, {num_embeddings})")
+    dw = np.empty((num_embeddings, g.shape[-1]), np.float32)
+    _cpu.embedding_backward(np.ascontiguousarray(idx.reshape(-1), np.int64),
+                            np.ascontiguousarray(g.reshape(-1, g.shape[-1])),
+                            -1 if padding_idx is None else int(padding_idx), dw)
+    return to_kind(dw, kind)

@@ -70,3 +70,31 @@ class MultiHeadAttention(Function):
                 grad[:, :, i] = d.transpose(0, 2, 1, 3)
             return (grad.reshape(n, length, 3 * h * hd),)
         return _merge(dq), _merge(dk), _merge(dv)
+
+
+class LayerNorm(Function):
+    """LayerNorm over the last axis on the fused kernels: forward keeps each row's mean and rstd,
+    backward is one pass for dx and deterministic row sums for the weight and bias."""
+
+    def forward(self, x, weight=None, bias=None, eps=1e-5):
+        y, mean, rstd = ops.layer_norm(x, weight, bias, eps, return_stats=True)
+        self.save(x, mean, rstd, weight, bias is not None)
+        return y
+
+    def backward(self, g):
+        x, mean, rstd, weight, has_bias = self.saved
+        dx, dw, db = ops.layer_norm_backward(g, x, mean, rstd, weight, param_grads=any(self.needs_grad[1:]))
+        grads = (dx,) + ((dw,) if weight is not None else ()) + ((db,) if has_bias else ())
+        return grads
+
+
+class Embedding(Function):
+    """weight[indices] (a row gather), and its backward as a deterministic scatter-add kernel."""
+
+    def forward(self, weight, indices=None, padding_idx=None):
+        self.save(indices, weight.shape[0], padding_idx)
+        return weight[indices]
+
+    def backward(self, g):
+        indices, rows, padding_idx = self.saved
+        return (ops.embedding_backward(indices, g, rows, padding_idx),)
