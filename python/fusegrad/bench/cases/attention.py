@@ -2,7 +2,8 @@
 forward + backward at BERT-base's head shape (B=8, H=12, S=512, D=64), causal and not, against
 PyTorch's scaled_dot_product_attention in the same run (through autograd as a user calls it, and
 as the bare aten flash-attention calls, "torch_aten"); and a BERT-base-shaped encoder layer
-(hidden 768, 12 heads, FFN 3072, S=128, B=8) forward + backward against PyTorch eager.
+(hidden 768, 12 heads, FFN 3072, S=128, B=8) forward + backward against PyTorch eager; and a
+BERT-mini fine-tuning step against transformers' (where installed).
 
 Work: GFLOP, counting the matrix products as FlashAttention's papers do: forward 4·B·H·Sq·Sk·D,
 backward 2.5× that (its five products, the recomputed scores included); causal halves both.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import nn, ops, tensor
+from ... import nn, ops, optim, tensor
 from ...random import manual_seed
 from ..case import Case, optional_import
 
@@ -105,6 +106,51 @@ def _encoder_case(batch, length, hidden, heads, ffn) -> Case:
                 "samples/s", batch, setup, threads=THREADS)
 
 
+def _bert_mini_step_case(batch, length) -> Case:
+    """One fine-tuning step (forward, loss, backward, AdamW) of BERT-mini (4 layers, hidden 256, 4
+    heads, FFN 1024) for sequence classification, against transformers' PyTorch model built from
+    the same random config and weights (eager attention and SDPA both)."""
+    def setup():
+        from ...models import BertConfig, BertForSequenceClassification
+
+        cfg = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   intermediate_size=1024, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
+        rng = np.random.default_rng(0)
+        ids = rng.integers(1, cfg["vocab_size"], (batch, length))
+        mask = np.ones((batch, length), np.int64)
+        mask[: batch // 2, length * 3 // 4:] = 0
+        labels = rng.integers(0, 2, batch)
+        manual_seed(0)
+        ours_model = BertForSequenceClassification(BertConfig(**cfg))
+        opt = optim.AdamW(ours_model.parameters(), lr=2e-5)
+
+        def ours():
+            opt.zero_grad()
+            ours_model(ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+        base = {}
+        torch, transformers = optional_import("torch"), optional_import("transformers")
+        if torch is not None and transformers is not None:
+            tids, tmask, tlabels = (torch.from_numpy(a) for a in (ids, mask, labels))
+            state = {k: torch.from_numpy(v.numpy().copy()) for k, v in ours_model.state_dict().items()}
+            for impl in ("sdpa", "eager"):
+                model = transformers.BertForSequenceClassification(
+                    transformers.BertConfig(**cfg, attn_implementation=impl))
+                model.load_state_dict(state, strict=False)
+                model.train()
+                topt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+
+                def step(model=model, topt=topt):
+                    topt.zero_grad()
+                    model(tids, attention_mask=tmask, labels=tlabels).loss.backward()
+                    topt.step()
+                base["transformers" if impl == "sdpa" else "transformers_eager"] = step
+        return ours, base
+
+    return Case(f"attention/bert_mini_finetune_step/s{length}_b{batch}", "attention", "cpu", "samples/s", batch,
+                setup, threads=THREADS)
+
+
 def cases():
     return [
         _attention_case(8, 12, 512, 64, False, False),
@@ -112,4 +158,5 @@ def cases():
         _attention_case(8, 12, 512, 64, False, True),
         _attention_case(8, 12, 512, 64, True, True),
         _encoder_case(8, 128, 768, 12, 3072),
+        _bert_mini_step_case(32, 128),
     ]
