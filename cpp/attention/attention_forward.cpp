@@ -32,6 +32,7 @@ void query_block(const AttentionProblem& p, int64_t b, int64_t h, int64_t i0, in
   const uint32_t thresh = philox::threshold(p.dropout_p);
   const float inv_keep = 1.0f / (1.0f - p.dropout_p);
   float m[kBlockQ], l[kBlockQ];
+  alignas(64) float z[kBlockK];
   for (int r = 0; r < mq; ++r) m[r] = kNegInf, l[r] = 0.0f;
   float* o = out + i0 * d;
   std::memset(o, 0, sizeof(float) * mq * d);
@@ -77,7 +78,7 @@ void query_block(const AttentionProblem& p, int64_t b, int64_t h, int64_t i0, in
         m[r] = m_new;
       }
       l[r] += reduce_add(sum);
-      if (dropout) apply_dropout(p, b, h, i, j0, sr, valid, thresh, inv_keep);
+      if (dropout) apply_dropout(p, b, h, i, j0, sr, valid, thresh, inv_keep, z);
     }
     small_gemm(mq, d, nk, s, kBlockK, 1, v + j0 * d, d, o, d, true);
   }

@@ -102,22 +102,97 @@ inline float scores_to_log2(float* s, const float* mask, int n, float c2) {
   return m;
 }
 
-// Multiplies p[c] for c < n by 1/(1-p) where the dropout mask keeps (b, h, i, j0 + c), else 0.
-// j0 is a multiple of 4.
-inline void apply_dropout(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* p, int n,
-                          uint32_t thresh, float inv_keep) {
-  for (int c = 0; c < n; c += 4) {
-    const unsigned bits = philox::keep4(pr.seed, b, h, i, (j0 + c) >> 2, thresh);
-    const int e = n - c < 4 ? n - c : 4;
-    for (int r = 0; r < e; ++r) p[c + r] = (bits >> r) & 1u ? p[c + r] * inv_keep : 0.0f;
+// Philox4x32-10 (philox.h) of kPhiloxLanes consecutive counters (j4_0 + lane, i, h, b), all
+// lanes at once: with AVX-512 or AVX2 the 32×32→64-bit products are vpmuludq on the even and
+// the odd lanes, so 32 counters cost about as much as two scalar ones. out[w][lane] is word w.
+constexpr int kPhiloxLanes = 32;
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__)
+using PhiloxVec = __m512i;
+constexpr int kPhiloxWidth = 16;
+inline PhiloxVec pv_set1(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+inline PhiloxVec pv_xor(PhiloxVec a, PhiloxVec b) { return _mm512_xor_si512(a, b); }
+// (hi, lo) 32-bit halves of the 64-bit products a * m, lane by lane.
+inline void pv_mulhilo(PhiloxVec a, PhiloxVec m, PhiloxVec* hi, PhiloxVec* lo) {
+  const __m512i even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+inline PhiloxVec pv_iota(uint32_t base) {
+  return _mm512_add_epi32(pv_set1(base), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+inline void pv_store(uint32_t* p, PhiloxVec a) { _mm512_storeu_si512(p, a); }
+#else
+using PhiloxVec = __m256i;
+constexpr int kPhiloxWidth = 8;
+inline PhiloxVec pv_set1(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+inline PhiloxVec pv_xor(PhiloxVec a, PhiloxVec b) { return _mm256_xor_si256(a, b); }
+inline void pv_mulhilo(PhiloxVec a, PhiloxVec m, PhiloxVec* hi, PhiloxVec* lo) {
+  const __m256i even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+inline PhiloxVec pv_iota(uint32_t base) {
+  return _mm256_add_epi32(pv_set1(base), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline void pv_store(uint32_t* p, PhiloxVec a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
+#endif
+
+inline void philox_lanes(uint64_t seed, uint32_t j4_0, uint32_t i, uint32_t h, uint32_t b,
+                         uint32_t out[4][kPhiloxLanes]) {
+  const PhiloxVec m0 = pv_set1(philox::kMul0), m1 = pv_set1(philox::kMul1);
+  for (int l0 = 0; l0 < kPhiloxLanes; l0 += kPhiloxWidth) {
+    PhiloxVec c0 = pv_iota(j4_0 + static_cast<uint32_t>(l0)), c1 = pv_set1(i), c2 = pv_set1(h), c3 = pv_set1(b);
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int r = 0; r < 10; ++r) {
+      PhiloxVec hi0, lo0, hi1, lo1;
+      pv_mulhilo(c0, m0, &hi0, &lo0);
+      pv_mulhilo(c2, m1, &hi1, &lo1);
+      c0 = pv_xor(pv_xor(hi1, c1), pv_set1(k0));
+      c2 = pv_xor(pv_xor(hi0, c3), pv_set1(k1));
+      c1 = lo1;
+      c3 = lo0;
+      k0 += philox::kWeyl0;
+      k1 += philox::kWeyl1;
+    }
+    pv_store(out[0] + l0, c0);
+    pv_store(out[1] + l0, c1);
+    pv_store(out[2] + l0, c2);
+    pv_store(out[3] + l0, c3);
+  }
+}
+#else
+inline void philox_lanes(uint64_t seed, uint32_t j4_0, uint32_t i, uint32_t h, uint32_t b,
+                         uint32_t out[4][kPhiloxLanes]) {
+  for (int l = 0; l < kPhiloxLanes; ++l) {
+    uint32_t c[4] = {j4_0 + static_cast<uint32_t>(l), i, h, b};
+    philox::philox4x32_10(c, seed);
+    for (int w = 0; w < 4; ++w) out[w][l] = c[w];
+  }
+}
+#endif
+
+// z[c] for c < n: 1/(1-p) where the dropout mask keeps (b, h, i, j0 + c), else 0. j0 is a multiple of 4.
+inline void dropout_factors(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* z, int n,
+                            uint32_t thresh, float inv_keep) {
+  alignas(64) uint32_t words[4][kPhiloxLanes];
+  for (int c = 0; c < n; c += 4 * kPhiloxLanes) {
+    philox_lanes(pr.seed, static_cast<uint32_t>((j0 + c) >> 2), static_cast<uint32_t>(i), static_cast<uint32_t>(h),
+                 static_cast<uint32_t>(b), words);
+    const int e_end = n - c < 4 * kPhiloxLanes ? n - c : 4 * kPhiloxLanes;
+    for (int e = 0; e < e_end; ++e) z[c + e] = words[e & 3][e >> 2] >= thresh ? inv_keep : 0.0f;
   }
 }
 
-// The same mask as factors z (1/(1-p) or 0) for keys [j0, j0 + n).
-inline void dropout_factors(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* z, int n,
-                            uint32_t thresh, float inv_keep) {
-  for (int c = 0; c < n; ++c) z[c] = 1.0f;
-  apply_dropout(pr, b, h, i, j0, z, n, thresh, inv_keep);
+// Multiplies p[c] for c < n by the dropout factors of (b, h, i, j0 + c); z: n floats of scratch.
+inline void apply_dropout(const AttentionProblem& pr, int64_t b, int64_t h, int64_t i, int64_t j0, float* p, int n,
+                          uint32_t thresh, float inv_keep, float* z) {
+  dropout_factors(pr, b, h, i, j0, z, n, thresh, inv_keep);
+  for (int c = 0; c < n; c += kVecWidth) {
+    const int w = n - c < kVecWidth ? n - c : kVecWidth;
+    store_w(p + c, load_w(p + c, w) * load_w(z + c, w), w);
+  }
 }
 
 // C[0:m, 0:n] (=|+=) A·B on the microkernel, A read in place (element (r, p) at

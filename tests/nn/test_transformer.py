@@ -153,3 +153,12 @@ def test_errors():
         m(x, x, x, key_padding_mask=np.zeros((2, 4), bool))
     with pytest.raises(ValueError, match="activation"):
         nn.TransformerEncoderLayer(8, 2, activation="swish")
+
+
+def test_linear_gelu_in_the_gemm_store_when_nothing_needs_a_gradient(rng):
+    layer = nn.Linear(12, 7)
+    x = Tensor(rng.standard_normal((3, 5, 12)).astype(np.float32))
+    with_graph = layer(x, activation="gelu").numpy()
+    with fusegrad.no_grad():
+        fused = layer(x, activation="gelu").numpy()
+    np.testing.assert_allclose(fused, with_graph, rtol=1e-5, atol=1e-6)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from .._backend import array_module, on_host
+from ..autograd import is_grad_enabled
 from ..autograd.functions import attention as attention_fn
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
 from ..autograd.functions import softmax as softmax_fn
 from ..autograd.functions.dropout import Dropout
-from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT
+from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ..ops.conv import conv_geometry
 from ..ops._common import pair
 from ..tensor import Tensor
@@ -34,6 +36,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features but weight is {weight.shape} (out, in)")
     if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if (activation in EPILOGUE and all(t.dtype == np.float32 for t in tensors)
+                and not (is_grad_enabled() and any(t.requires_grad for t in tensors))):
+            # Nothing to differentiate (inference): the activation (e.g. GELU) runs in the GEMM's store.
+            y = ops.matmul(x.data.reshape(-1, x.shape[-1]), weight.data.T, bias=None if bias is None else bias.data,
+                           activation=activation)
+            return Tensor._wrap(y.reshape(*x.shape[:-1], weight.shape[0]))
         return _activate(linear(x, weight, bias), activation, negative_slope)
     args = (x, weight) if bias is None else (x, weight, bias)
     return gemm_fn.Linear.apply(*args, activation=activation, param=negative_slope)
