@@ -145,3 +145,29 @@ def test_errors(rng):
         ops.attention_backward(o, q, k, v, o, lse, dropout_p=0.2)
     with pytest.raises(ValueError, match="lse must have shape"):
         ops.attention_backward(o, q, k, v, o, lse[..., :2])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_backward_is_the_same_at_any_thread_count(rng, causal):
+    # One head and more threads than heads takes the two-pass schedule; it must give the bits of
+    # the one-pass schedule that one thread takes.
+    import fusegrad
+
+    q, k, v = make(rng, (1, 1, 301, 290, 24))
+    out, lse = ops.attention(q, k, v, causal=causal, dropout_p=0.2, seed=5, return_lse=True)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    cpu = fusegrad._backend._cpu
+    saved = cpu.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            cpu.set_num_threads(threads)
+            results.append(ops.attention_backward(g, q, k, v, out, lse, causal=causal, dropout_p=0.2, seed=5))
+    finally:
+        cpu.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+    keep = ref.philox_keep(5, (1, 1, 301, 290), 0.2)
+    for got, expected in zip(results[1], ref.attention_grad(g, q, k, v, None, causal, keep=keep, p=0.2)):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=2e-4)
