@@ -87,3 +87,16 @@ def test_transformers_reads_our_checkpoint(rng, hf_model, tmp_path):
     with torch.no_grad():
         want = back(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
     np.testing.assert_allclose(ours(ids, attention_mask=mask).logits.numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_tokenizer_from_vocab_txt(tmp_path):
+    pytest.importorskip("tokenizers")
+    from fusegrad.models.bert import encode_batch, load_tokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "great", "##ly"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    ids, mask, types = encode_batch(load_tokenizer(tmp_path), ["The film was great", "greatly"], max_length=16)
+    assert ids.tolist() == [[2, 5, 6, 7, 8, 3], [2, 8, 9, 3, 0, 0]]
+    assert mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]] and types.shape == ids.shape
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        load_tokenizer(tmp_path / "nowhere")
