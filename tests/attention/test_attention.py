@@ -9,10 +9,10 @@ from fusegrad import ops
 import attention_reference as ref
 from attention_reference import make, make_mask
 
-# (B, H, Sq, Sk, D): ones, primes, one below/above the 48-query and 96/128-key blocks and the
+# (B, H, Sq, Sk, D): ones, primes, one below/above the 48-query and 96/256-key blocks and the
 # 12/32 micro-tile, D not a multiple of any vector width, D = 256.
 SHAPES = [(1, 1, 1, 1, 1), (2, 3, 17, 29, 13), (1, 2, 47, 129, 64), (1, 1, 49, 97, 33), (2, 1, 5, 200, 256),
-          (1, 2, 130, 3, 7), (1, 1, 1, 95, 16)]
+          (1, 2, 130, 3, 7), (1, 1, 1, 95, 16), (1, 1, 50, 257, 20), (1, 1, 97, 255, 8)]
 MASKS = ["none", "key_padding", "full_bool", "additive", "square_2d", "causal", "causal_padding"]
 
 
