@@ -38,7 +38,7 @@ void query_block(const AttentionProblem& p, int64_t b, int64_t h, int64_t i0, in
   std::memset(o, 0, sizeof(float) * mq * d);
   const int64_t j_end = p.causal ? std::min(p.sk, i0 + mq) : p.sk;
   for (int64_t j0 = 0; j0 < j_end; j0 += kBlockK) {
-    const int nk = static_cast<int>(std::min<int64_t>(kBlockK, p.sk - j0));
+    const int nk = static_cast<int>(std::min<int64_t>(kBlockK, j_end - j0));  // causal: no key after the block's last query
     scores_gemm(mq, nk, d, q + i0 * d, d, kt + j0 * d, s, kBlockK);
     for (int r = 0; r < mq; ++r) {
       const int64_t i = i0 + r;
