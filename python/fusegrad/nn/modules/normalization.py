@@ -116,9 +116,9 @@ class LayerNorm(Module):
         if x.dtype == np.float32 and on_host(x.data):  # the fused kernel, over the flattened trailing axes
             n = int(np.prod(self.normalized_shape))
             flat = x if k == 1 else x.reshape(*x.shape[:x.ndim - k], n)
-            params = (self.weight.reshape(n), self.bias.reshape(n)) if self.elementwise_affine else ()
-            if k == 1 and self.elementwise_affine:
-                params = (self.weight, self.bias)
+            params = ()
+            if self.elementwise_affine:
+                params = (self.weight, self.bias) if k == 1 else (self.weight.reshape(n), self.bias.reshape(n))
             y = attention_fn.LayerNorm.apply(flat, *params, eps=self.eps)
             return y if k == 1 else y.reshape(*x.shape)
         axes = tuple(range(x.ndim - k, x.ndim))
