@@ -13,6 +13,7 @@ void register_gemm(py::module_& m);        // gemm/gemm_bind.cpp
 void register_conv(py::module_& m);        // conv/conv_bind.cpp
 void register_optim(py::module_& m);       // optim/optim_bind.cpp
 void register_rnn(py::module_& m);         // rnn/rnn_bind.cpp
+void register_attention(py::module_& m);   // attention/attention_bind.cpp
 }  // namespace fusegrad
 
 PYBIND11_MODULE(_cpu, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_cpu, m) {
   fusegrad::register_conv(m);
   fusegrad::register_optim(m);
   fusegrad::register_rnn(m);
+  fusegrad::register_attention(m);
 }

@@ -123,6 +123,18 @@ def test_finetune():
     assert r["pretrained_accuracy"] >= 0.8 and r["finetuned_accuracy"] >= 0.7
 
 
+@pytest.mark.usefixtures("protocol")
+def test_bert_finetune():
+    r = run("bert_finetune", "--epochs", "3", "--limit", "600")
+    assert r["trainable"] == 41 and r["accuracy"] >= 0.8
+
+
+@pytest.mark.usefixtures("protocol")
+def test_bert_finetune_frozen_encoder():
+    r = run("bert_finetune", "--epochs", "1", "--limit", "200", "--freeze-encoder")
+    assert r["trainable"] == 4 and np.isfinite(r["loss"])  # the pooler and the classifier head
+
+
 def test_cifar10_binary_reader(tmp_path):
     from fusegrad.data import load_cifar10
 

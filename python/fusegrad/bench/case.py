@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "train", "interop")
+FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop")
 
 
 @dataclass

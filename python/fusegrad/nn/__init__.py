@@ -32,6 +32,7 @@ from .modules import (
     ModuleDict,
     ModuleList,
     MSELoss,
+    MultiheadAttention,
     NLLLoss,
     Parameter,
     ReLU,
@@ -40,12 +41,15 @@ from .modules import (
     SiLU,
     Softmax,
     Tanh,
+    TransformerEncoder,
+    TransformerEncoderLayer,
 )
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AdaptiveAvgPool2d", "GroupNorm", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
-    "LSTM", "GRU", "LSTMCell", "GRUCell", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional",
+    "LSTM", "GRU", "LSTMCell", "GRUCell", "MultiheadAttention",
+    "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional",
     "init", "parallel", "utils",
 ]

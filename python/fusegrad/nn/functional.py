@@ -3,20 +3,23 @@ Functions on the fused kernels: linear with its bias and activation in the GEMM'
 its own, cross-entropy as one pass of softmax + loss + gradient."""
 from __future__ import annotations
 
-import numpy as np
-
 import numbers
 
+import numpy as np
+
+from .. import ops
 from .._backend import array_module, on_host, to_device
 from .._tensor.einsum import einsum  # noqa: F401 - nn.functional.einsum, as in PyTorch
 from .._tensor.promote import dim_arg
+from ..autograd import is_grad_enabled
+from ..autograd.functions import attention as attention_fn
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
 from ..autograd.functions import pool as pool_fn
 from ..autograd.functions import shape as pad_fn
 from ..autograd.functions import softmax as softmax_fn
 from ..autograd.functions.dropout import Dropout
-from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT
+from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ..ops.conv import conv_geometry
 from ..ops._common import pair
 from ..tensor import Tensor
@@ -38,6 +41,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features but weight is {weight.shape} (out, in)")
     if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if (activation in EPILOGUE and all(t.dtype == np.float32 for t in tensors)
+                and not (is_grad_enabled() and any(t.requires_grad for t in tensors))):
+            # Nothing to differentiate (inference): the activation (e.g. GELU) runs in the GEMM's store.
+            y = ops.matmul(x.data.reshape(-1, x.shape[-1]), weight.data.T, bias=None if bias is None else bias.data,
+                           activation=activation)
+            return Tensor._wrap(y.reshape(*x.shape[:-1], weight.shape[0]))
         return _activate(linear(x, weight, bias), activation, negative_slope)
     args = (x, weight) if bias is None else (x, weight, bias)
     return gemm_fn.Linear.apply(*args, activation=activation, param=negative_slope)
@@ -212,6 +222,40 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if not training or p == 0.0:
         return x
     return Dropout.apply(x, p=p)
+
+
+# --- attention ---------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None, seed: int | None = None) -> Tensor:
+    """PyTorch's F.scaled_dot_product_attention on the flash-attention kernels: query (..., L, E),
+    key and value (..., S, E) with 0-2 leading dims ((N, H, L, E) is the native layout); attn_mask
+    boolean (True = attend) or additive, broadcasting against (..., L, S). Dropout is applied
+    whenever dropout_p > 0, as in PyTorch (pass 0.0 in evaluation)."""
+    if query.ndim not in (2, 3, 4) or key.ndim != query.ndim or value.ndim != query.ndim:
+        raise ValueError(f"scaled_dot_product_attention: expected query, key, value of 2-4 dims alike, got "
+                         f"{query.shape}, {key.shape}, {value.shape}")
+    lead = 4 - query.ndim
+    shape = query.shape[:-1] + value.shape[-1:]
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+    if lead:
+        query, key, value = (t.reshape(*((1,) * lead), *t.shape) if lead == 2 else t.unsqueeze(1)
+                             for t in (query, key, value))
+        if mask is not None and mask.ndim == 3:
+            mask = mask[:, None]
+    out = attention_fn.Attention.apply(query, key, value, mask=mask, causal=is_causal, scale=scale,
+                                       dropout_p=dropout_p, seed=seed)
+    return out.reshape(*shape) if lead else out
+
+
+def multi_head_attention(query: Tensor, key: Tensor | None, value: Tensor | None, heads: int, mask=None,
+                         causal: bool = False, dropout_p: float = 0.0) -> Tensor:
+    """Attention of already projected (N, L, E) tensors split into `heads` heads, merged back to
+    (N, L, E); key=value=None: query is the packed (N, L, 3E) self-attention projection."""
+    args = (query,) if key is None else (query, key, value)
+    return attention_fn.MultiHeadAttention.apply(*args, heads=heads, packed=key is None, mask=mask, causal=causal,
+                                                 dropout_p=dropout_p)
 
 
 # --- losses ----------------------------------------------------------------------------------------
@@ -423,6 +467,7 @@ __all__ = [
     "pad", "one_hot", "interpolate", "einsum", "conv1d", "conv_transpose2d", "adaptive_avg_pool2d", "group_norm",
     "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
+    "scaled_dot_product_attention", "multi_head_attention",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "check_reduction",
 ]

@@ -1,5 +1,7 @@
 """The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
 from .gemm import matmul
+from .attention import attention, attention_backward, embedding_backward, layer_norm, layer_norm_backward
+from .attention import draw_seed as attention_draw_seed
 from .activation import (
     gelu,
     gelu_backward,
@@ -38,6 +40,8 @@ from .softmax import (
 
 __all__ = [
     "matmul",
+    "attention", "attention_backward", "attention_draw_seed", "layer_norm", "layer_norm_backward",
+    "embedding_backward",
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward", "silu_backward",
     "gelu_backward",

@@ -1,8 +1,11 @@
-"""Embedding: a lookup table of rows."""
+"""Embedding: a lookup table of rows; on the CPU its backward is the deterministic scatter-add
+kernel (ops.embedding_backward)."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..._backend import on_host
+from ...autograd.functions import attention as attention_fn
 from ...tensor import Tensor
 from .. import init
 from .module import Module, Parameter
@@ -26,6 +29,9 @@ class Embedding(Module):
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
             raise ValueError(f"Embedding: indices must be in [0, {self.num_embeddings}), got values in "
                              f"[{int(idx.min())}, {int(idx.max())}]")
+        if self.weight.dtype == np.float32 and on_host(self.weight.data):  # the scatter-add kernel backward
+            pad = None if self.padding_idx is None else self.padding_idx % self.num_embeddings
+            return attention_fn.Embedding.apply(self.weight, indices=idx, padding_idx=pad)
         out = self.weight[idx]
         if self.padding_idx is not None and self.weight.requires_grad:
             keep = (idx != self.padding_idx)[..., None].astype(np.float32)  # no gradient to the padding row

@@ -1,10 +1,12 @@
-"""Batch and layer normalisation, composed from Tensor ops (autograd derives their backward)."""
+"""Batch and layer normalisation. LayerNorm of float32 CPU tensors runs on the fused kernels
+(ops.layer_norm); the rest is composed from Tensor ops (autograd derives their backward)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..._backend import array_module
+from ..._backend import array_module, on_host
 from ...autograd import no_grad
+from ...autograd.functions import attention as attention_fn
 from ...tensor import Tensor
 from .. import functional as F
 from .module import Module, Parameter
@@ -112,6 +114,14 @@ class LayerNorm(Module):
         k = len(self.normalized_shape)
         if x.shape[x.ndim - k:] != self.normalized_shape:
             raise ValueError(f"LayerNorm{self.normalized_shape}: input's trailing shape is {x.shape[x.ndim - k:]}")
+        if x.dtype == np.float32 and on_host(x.data):  # the fused kernel, over the flattened trailing axes
+            n = int(np.prod(self.normalized_shape))
+            flat = x if k == 1 else x.reshape(*x.shape[:x.ndim - k], n)
+            params = ()
+            if self.elementwise_affine:
+                params = (self.weight, self.bias) if k == 1 else (self.weight.reshape(n), self.bias.reshape(n))
+            y = attention_fn.LayerNorm.apply(flat, *params, eps=self.eps)
+            return y if k == 1 else y.reshape(*x.shape)
         axes = tuple(range(x.ndim - k, x.ndim))
         centred = x - x.mean(axis=axes, keepdims=True)
         y = centred / ((centred * centred).mean(axis=axes, keepdims=True) + self.eps).sqrt()

@@ -1,0 +1,212 @@
+"""Scaled dot-product attention on float32 (B, H, S, D) arrays, PyTorch's layout and semantics
+(torch.nn.functional.scaled_dot_product_attention), flash-attention style: the (Sq, Sk) score
+matrix is never materialised; the forward saves the log-sum-exp of each query's scores, from
+which attention_backward recomputes the probabilities block by block (cpp/attention/).
+
+    out = softmax(q @ k^T * scale + mask) @ v
+
+mask: boolean (True = attend, as in PyTorch) or additive float32, broadcasting against
+(B, H, Sq, Sk) (e.g. key padding (B, 1, 1, Sk), or a full (Sq, Sk) / (B or 1, H or 1, Sq, Sk)).
+causal=True lets query i attend to keys j <= i (top-left aligned when Sq != Sk, as PyTorch's
+is_causal); it combines with a mask. A query that may attend to nothing gets zeros (and lse -inf).
+
+Dropout runs inside the kernel: each probability is kept with probability 1 - dropout_p (and
+scaled by 1 / (1 - dropout_p)) by a counter-based generator (Philox4x32-10, keyed by `seed` and
+(b, h, i, j); cpp/attention/philox.h), so the same seed gives the same mask on every device and
+in the backward pass. With dropout_p > 0 and seed=None a seed is drawn from fusegrad's generator;
+pass it explicitly (see draw_seed) to be able to run attention_backward.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import _cpu
+from .._backend import device_of, native, to_kind
+from ..random import default_generator
+from ._common import check_dtype, check_same_device, cpu_output, finish_output, flag, float32_input, real
+
+
+def draw_seed() -> int:
+    """A 64-bit dropout seed from fusegrad's generator (fusegrad.manual_seed makes it repeatable)."""
+    return int(default_generator().integers(0, 2**63 - 1))
+
+
+def _qkv(q, k, v, fn: str):
+    (q, kind), (k, _), (v, _) = (float32_input(a, n) for a, n in ((q, "q"), (k, "k"), (v, "v")))
+    device = check_same_device(q=q, k=k, v=v)
+    if device != "cpu":
+        raise NotImplementedError(f"{fn}: the attention kernels run on the CPU only so far; got arrays on {device}")
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"{fn}: q, k, v must be 4-D (B, H, S, D), got shapes {q.shape}, {k.shape}, {v.shape}")
+    b, h, _, d = q.shape
+    if k.shape[:2] != (b, h) or k.shape[3] != d or v.shape != k.shape:
+        raise ValueError(f"{fn}: expected q (B, H, Sq, D) and k, v (B, H, Sk, D) with the same B, H, D, got "
+                         f"q {q.shape}, k {k.shape}, v {v.shape}")
+    return [np.ascontiguousarray(a) for a in (q, k, v)], kind
+
+
+def _mask(mask, q_shape, sk: int, fn: str):
+    """The mask as a float32 additive array of 4 dimensions, each 1 or full, keys unit-strided."""
+    if mask is None:
+        return None
+    m = native(mask, "mask")[0] if hasattr(mask, "dtype") else np.asarray(mask)
+    if device_of(m) != "cpu":
+        raise ValueError(f"{fn}: mask is on {device_of(m)} but q, k, v are on the CPU")
+    if m.dtype != np.bool_ and m.dtype != np.float32:
+        raise TypeError(f"mask: expected dtype bool or float32, got {m.dtype}")
+    full = (q_shape[0], q_shape[1], q_shape[2], sk)
+    if m.ndim > 4 or any(s not in (1, f) for s, f in zip(m.shape[::-1], full[::-1])):
+        raise ValueError(f"{fn}: mask of shape {m.shape} does not broadcast to (B, H, Sq, Sk) = {full}")
+    m = m.reshape((1,) * (4 - m.ndim) + m.shape)
+    if m.dtype == np.bool_:
+        m = np.where(m, np.float32(0), np.float32(-np.inf))
+    if m.shape[3] != sk:
+        m = np.broadcast_to(m, m.shape[:3] + (sk,))
+    if (sk > 1 and m.strides[3] != 4) or any(st < 0 for st in m.strides):
+        m = np.ascontiguousarray(m)
+    return m
+
+
+def _options(causal, scale, dropout_p, seed, d: int, fn: str):
+    causal = flag(causal, "causal", fn)
+    scale = 1.0 / math.sqrt(d) if scale is None and d > 0 else (1.0 if scale is None else real(scale, "scale", fn))
+    dropout_p = real(dropout_p, "dropout_p", fn, minimum=0.0)
+    if dropout_p >= 1.0:
+        raise ValueError(f"{fn}: dropout_p must be in [0, 1), got {dropout_p}")
+    if seed is None:
+        seed = draw_seed() if dropout_p > 0 else 0
+    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**64:
+        raise TypeError(f"{fn}: seed must be an int in [0, 2**64), got {seed!r}")
+    return causal, scale, dropout_p, int(seed)
+
+
+def attention(q, k, v, *, mask=None, causal=False, scale=None, dropout_p=0.0, seed=None, return_lse=False, out=None):
+    """softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k and v (B, H, Sk, D); scale defaults to
+    1/sqrt(D). Returns out (B, H, Sq, D), or (out, lse) with lse (B, H, Sq) when return_lse."""
+    (q, k, v), kind = _qkv(q, k, v, "attention")
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    m = _mask(mask, q.shape, sk, "attention")
+    causal, scale, dropout_p, seed = _options(causal, scale, dropout_p, seed, d, "attention")
+    target, result = cpu_output(out, q.shape, (q, k, v))
+    lse = np.empty((b, h, sq), np.float32)
+    if d == 0 and b * h * sq:  # no features: every score is the mask alone
+        s = np.zeros((b, h, sq, sk), np.float32) + (0 if m is None else m)
+        if causal:
+            s = np.where(np.tril(np.ones((sq, sk), bool)), s, -np.inf)
+        with np.errstate(divide="ignore"):
+            lse[...] = np.log(np.exp(s).sum(axis=-1))
+    else:
+        _cpu.attention_forward(q, k, v, m, scale, causal, dropout_p, seed, target, lse)
+    o = finish_output(target, result, out, kind)
+    return (o, to_kind(lse, kind)) if return_lse else o
+
+
+def attention_backward(grad_out, q, k, v, out, lse, *, mask=None, causal=False, scale=None, dropout_p=0.0,
+                       seed=None):
+    """(dq, dk, dv) of attention(q, k, v, ...) for the upstream gradient grad_out, given the forward's
+    out and lse (attention(..., return_lse=True)) and the same mask, causal, scale, dropout_p and
+    seed."""
+    (q, k, v), kind = _qkv(q, k, v, "attention_backward")
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    arrays = {}
+    for name, a, shape in (("grad_out", grad_out, q.shape), ("out", out, q.shape), ("lse", lse, (b, h, sq))):
+        a, _ = float32_input(a, name)
+        check_dtype(a, name)
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"attention_backward: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+        if device_of(a) != "cpu":
+            raise ValueError(f"attention_backward: {name} is on {device_of(a)} but q is on the CPU")
+        arrays[name] = np.ascontiguousarray(a)
+    m = _mask(mask, q.shape, sk, "attention_backward")
+    if seed is None and not (isinstance(dropout_p, numbers.Real) and dropout_p == 0):
+        raise ValueError("attention_backward: dropout needs the seed the forward pass used")
+    causal, scale, dropout_p, seed = _options(causal, scale, dropout_p, seed, d, "attention_backward")
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    _cpu.attention_backward(q, k, v, m, scale, causal, dropout_p, seed, arrays["out"], arrays["lse"],
+                            arrays["grad_out"], dq, dk, dv)
+    return tuple(to_kind(g, kind) for g in (dq, dk, dv))
+
+
+# --- the other per-token kernels of a Transformer block ------------------------------------------------
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, *, return_stats: bool = False, out=None):
+    """LayerNorm over the last axis of float32 x: (x - mean) / sqrt(var + eps) * weight + bias
+    (biased variance, as PyTorch; weight and bias (n,) or None). With return_stats, returns
+    (y, mean, rstd), the per-row statistics (x.shape[:-1]) that layer_norm_backward takes."""
+    x, kind = float32_input(x, "x")
+    if device_of(x) != "cpu":
+        raise NotImplementedError(f"layer_norm: the kernels run on the CPU only so far; got an array on {device_of(x)}")
+    if x.ndim < 1:
+        raise ValueError("layer_norm: x must have at least one dimension")
+    n = x.shape[-1]
+    params = []
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            p, _ = float32_input(p, name)
+            if p.shape != (n,):
+                raise ValueError(f"layer_norm: {name} must have shape ({n},) for x of shape {x.shape}, got {p.shape}")
+            p = np.ascontiguousarray(p)
+        params.append(p)
+    eps = real(eps, "eps", "layer_norm", minimum=0.0)
+    x = np.ascontiguousarray(x)
+    target, result = cpu_output(out, x.shape, (x,))
+    mean = np.empty(x.shape[:-1], np.float32)
+    rstd = np.empty(x.shape[:-1], np.float32)
+    _cpu.layer_norm_forward(x, params[0], params[1], eps, target, mean.reshape(-1), rstd.reshape(-1))
+    y = finish_output(target, result, out, kind)
+    return (y, to_kind(mean, kind), to_kind(rstd, kind)) if return_stats else y
+
+
+def layer_norm_backward(grad_out, x, mean, rstd, weight=None, *, param_grads: bool = True):
+    """(dx, dweight, dbias) of layer_norm for the upstream gradient; dweight is None without a weight,
+    and both are None with param_grads=False. Parameter gradients are summed over rows in a fixed
+    order (the same bits at any thread count)."""
+    arrays = {}
+    _, kind = float32_input(grad_out, "grad_out")
+    for name, a in (("grad_out", grad_out), ("x", x), ("mean", mean), ("rstd", rstd)):
+        a, _ = float32_input(a, name)
+        if device_of(a) != "cpu":
+            raise NotImplementedError("layer_norm_backward: the kernels run on the CPU only so far")
+        arrays[name] = np.ascontiguousarray(a)
+    x, g = arrays["x"], arrays["grad_out"]
+    if g.shape != x.shape or arrays["mean"].shape != x.shape[:-1] or arrays["rstd"].shape != x.shape[:-1]:
+        raise ValueError(f"layer_norm_backward: expected grad_out {x.shape} and mean, rstd {x.shape[:-1]}, got "
+                         f"{g.shape}, {arrays['mean'].shape}, {arrays['rstd'].shape}")
+    n = x.shape[-1]
+    w = None
+    if weight is not None:
+        w, _ = float32_input(weight, "weight")
+        if w.shape != (n,):
+            raise ValueError(f"layer_norm_backward: weight must have shape ({n},), got {w.shape}")
+        w = np.ascontiguousarray(w)
+    dx = np.empty_like(x)
+    dw = np.empty(n, np.float32) if param_grads and w is not None else None
+    db = np.empty(n, np.float32) if param_grads else None
+    _cpu.layer_norm_backward(g, x, arrays["mean"].reshape(-1), arrays["rstd"].reshape(-1), w, dx, dw, db)
+    return tuple(None if a is None else to_kind(a, kind) for a in (dx, dw, db))
+
+
+def embedding_backward(indices, grad_out, num_embeddings: int, padding_idx: int | None = None):
+    """The gradient (num_embeddings, dim) of weight[indices] for grad_out (*indices.shape, dim): the
+    rows of grad_out summed by index, in a fixed order (deterministic); padding_idx's row is 0."""
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices: expected integers, got dtype {idx.dtype}")
+    g, kind = float32_input(grad_out, "grad_out")
+    if device_of(g) != "cpu":
+        raise NotImplementedError("embedding_backward: the kernels run on the CPU only so far")
+    if g.shape[:-1] != idx.shape:
+        raise ValueError(f"embedding_backward: grad_out {g.shape} does not match indices {idx.shape} + (dim,)")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_embeddings):
+        raise ValueError(f"embedding_backward: indices must be in [0, {num_embeddings})")
+    dw = np.empty((num_embeddings, g.shape[-1]), np.float32)
+    _cpu.embedding_backward(np.ascontiguousarray(idx.reshape(-1), np.int64),
+                            np.ascontiguousarray(g.reshape(-1, g.shape[-1])),
+                            -1 if padding_idx is None else int(padding_idx), dw)
+    return to_kind(dw, kind)
