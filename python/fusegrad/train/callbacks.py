@@ -53,6 +53,11 @@ class CallbackList:
             cb.set_trainer(trainer)
             cb.set_params(params)
 
+    def overrides(self, hook: str) -> bool:
+        """Whether any callback does something on `hook` (the per-batch ones are skipped, logs and
+        all, when none does: a small model's step is a millisecond)."""
+        return any(getattr(type(cb), hook) is not getattr(Callback, hook) for cb in self.callbacks)
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)

@@ -247,19 +247,23 @@ class Trainer:
         loss_sum, seen = 0.0, 0
         logs: dict = {}
         cbs.on_epoch_begin(epoch, {})
+        batch_begin, batch_end = cbs.overrides("on_train_batch_begin"), cbs.overrides("on_train_batch_end")
         for step, batch in enumerate(loader):
             xb, yb = self._batch(batch)
             n = int(xb.shape[0])
-            cbs.on_train_batch_begin(step, {"batch": step, "size": n})
+            if batch_begin:
+                cbs.on_train_batch_begin(step, {"batch": step, "size": n})
             out, loss = self.train_step(xb, yb)
             loss_sum += float(loss.item()) * n
             seen += n
             for m in metrics:
                 m.update(out.data, yb)
-            logs = self._logs(loss_sum, seen, metrics)
-            cbs.on_train_batch_end(step, {**logs, "batch": step, "size": n})
+            if batch_end:
+                cbs.on_train_batch_end(step, {**self._logs(loss_sum, seen, metrics), "batch": step, "size": n})
             if interrupt.requested or self.stop_training:
                 break
+        if seen:
+            logs = self._logs(loss_sum, seen, metrics)
         if self.distributed:  # the epoch's figures over all ranks
             totals = np.array([loss_sum, seen] + [v for m in metrics for v in (m.total, m.count)], np.float64)
             totals = dist.all_reduce(totals)
