@@ -111,6 +111,17 @@ def test_gelu_tails_keep_relative_precision():
     check(ops.gelu(x), REF["gelu"][0](x.astype(np.float64)), rtol=2e-5, atol=0)
 
 
+def test_relu_backward_passes_the_gradient_at_nan_on_cpu_and_cuda(cuda_device):
+    # PyTorch's rule: the gradient is zeroed where x <= 0 only, so a NaN input passes it through.
+    # 4099 elements: the CUDA kernel's vector body and its scalar tail.
+    x = np.tile(np.array([np.nan, -1.0, 0.0, -0.0, 2.0, -np.nan], np.float32), 700)[:4099]
+    g = np.arange(1, 4100, dtype=np.float32)
+    expected = np.where(x <= 0, 0.0, g).astype(np.float32)
+    np.testing.assert_array_equal(ops.relu_backward(g, x), expected)
+    got = cuda_device.host(ops.relu_backward(cuda_device.array(g), cuda_device.array(x)))
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_relu_propagates_nan():
     y = ops.relu(np.array([np.nan, -1.0, 2.0], np.float32))
     assert np.isnan(y[0]) and y[1] == 0 and y[2] == 2
