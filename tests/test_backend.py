@@ -112,6 +112,29 @@ def test_unknown_isa_is_a_clear_error_at_import():
     assert "FUSEGRAD_ISA='sse9'" in r.stderr and "expected generic, avx2 or avx512" in r.stderr
 
 
+def test_cpu_features_are_reported_and_can_be_switched_off():
+    from fusegrad import _cpu
+
+    supported = _cpu.supported_cpu_features()
+    assert set(_cpu.cpu_features()) == {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    assert set(fusegrad.info()["cpu_features"]) <= set(supported)
+    for name in supported:
+        _cpu.set_cpu_feature(name, False)
+        try:
+            assert not _cpu.cpu_features()[name]
+        finally:
+            _cpu.set_cpu_feature(name, True)
+    unsupported = set(_cpu.cpu_features()) - set(supported)
+    for name in unsupported:
+        with pytest.raises(ValueError, match="not supported"):
+            _cpu.set_cpu_feature(name, True)
+    with pytest.raises(ValueError, match="unknown CPU feature"):
+        _cpu.set_cpu_feature("avx1024", False)
+    r = run_python("import fusegrad; print(fusegrad.info()['cpu_features'])",
+                   FUSEGRAD_DISABLE_CPU_FEATURES=",".join(supported))
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
 def test_native_and_info_of_numpy():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::2]
     arr, kind = _backend.native(x)

@@ -18,6 +18,21 @@ void register_common(py::module_& m) {
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The active ISA level.");
   m.def("best_isa", [] { return std::string(isa_name(best_supported_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+  m.def("cpu_features", [] {
+    py::dict features;
+    for (int i = 0; i < kCpuFeatureCount; ++i)
+      features[cpu_feature_name(CpuFeature(i))] = cpu_feature_usable(CpuFeature(i));
+    return features;
+  }, "The low-precision CPU features: name -> usable now (supported, enabled, avx512 level active).");
+  m.def("supported_cpu_features", [] {
+    py::list names;
+    for (int i = 0; i < kCpuFeatureCount; ++i)
+      if (cpu_feature_supported(CpuFeature(i))) names.append(cpu_feature_name(CpuFeature(i)));
+    return names;
+  });
+  m.def("set_cpu_feature", [](const std::string& name, bool enabled) {
+    set_cpu_feature_enabled(cpu_feature_from_name(name), enabled);
+  }, py::arg("name"), py::arg("enabled"));
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     set_num_threads(n);

@@ -1,9 +1,15 @@
 #include "common/isa.h"
 
+#include <array>
 #include <stdexcept>
+
+#include <atomic>
 
 #if FG_X86
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstdint>
 #endif
 
@@ -32,11 +38,46 @@ Isa detect() {
   if (avx2 && fma) return Isa::avx2;
   return Isa::generic;
 }
+
+// Linux hands out the AMX tile state only to processes that ask (arch_prctl ARCH_REQ_XCOMP_PERM
+// for XFEATURE_XTILEDATA); without it the first tile instruction raises SIGILL.
+bool request_amx_permission() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+std::array<bool, kCpuFeatureCount> detect_features() {
+  std::array<bool, kCpuFeatureCount> has{};
+  unsigned a, b, c, d;
+  if (detect() != Isa::avx512 || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return has;
+  const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25), amx_bf16 = d & (1u << 22);
+  has[int(CpuFeature::avx512_vnni)] = c & (1u << 11);
+  unsigned a1 = 0, b1, c1, d1;
+  if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) has[int(CpuFeature::avx512_bf16)] = a1 & (1u << 5);
+  const bool os_saves_tiles = (read_xcr0() & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
+  if (amx_tile && os_saves_tiles && (amx_int8 || amx_bf16) && request_amx_permission()) {
+    has[int(CpuFeature::amx_int8)] = amx_int8;
+    has[int(CpuFeature::amx_bf16)] = amx_bf16;
+  }
+  return has;
+}
 #else
 Isa detect() { return Isa::generic; }
+std::array<bool, kCpuFeatureCount> detect_features() { return {}; }
 #endif
 
 Isa g_active = best_supported_isa();
+
+const std::array<bool, kCpuFeatureCount>& supported_features() {
+  static const std::array<bool, kCpuFeatureCount> has = detect_features();
+  return has;
+}
+
+std::array<std::atomic<bool>, kCpuFeatureCount> g_feature_enabled{true, true, true, true};
 
 }  // namespace
 
@@ -70,6 +111,36 @@ Isa isa_from_name(const std::string& name) {
   if (name == "avx2") return Isa::avx2;
   if (name == "avx512") return Isa::avx512;
   throw std::invalid_argument("unknown ISA level '" + name + "'; expected generic, avx2 or avx512");
+}
+
+bool cpu_feature_supported(CpuFeature feature) { return supported_features()[int(feature)]; }
+
+bool cpu_feature_usable(CpuFeature feature) {
+  return active_isa() == Isa::avx512 && supported_features()[int(feature)] &&
+         g_feature_enabled[int(feature)].load(std::memory_order_relaxed);
+}
+
+void set_cpu_feature_enabled(CpuFeature feature, bool enabled) {
+  if (enabled && !cpu_feature_supported(feature))
+    throw std::invalid_argument(std::string("CPU feature '") + cpu_feature_name(feature) +
+                                "' is not supported by this CPU/OS");
+  g_feature_enabled[int(feature)].store(enabled, std::memory_order_relaxed);
+}
+
+const char* cpu_feature_name(CpuFeature feature) {
+  switch (feature) {
+    case CpuFeature::avx512_vnni: return "avx512_vnni";
+    case CpuFeature::avx512_bf16: return "avx512_bf16";
+    case CpuFeature::amx_int8: return "amx_int8";
+    default: return "amx_bf16";
+  }
+}
+
+CpuFeature cpu_feature_from_name(const std::string& name) {
+  for (int i = 0; i < kCpuFeatureCount; ++i)
+    if (name == cpu_feature_name(CpuFeature(i))) return CpuFeature(i);
+  throw std::invalid_argument("unknown CPU feature '" + name +
+                              "'; expected avx512_vnni, avx512_bf16, amx_int8 or amx_bf16");
 }
 
 }  // namespace fusegrad

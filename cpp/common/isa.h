@@ -18,6 +18,22 @@ void set_active_isa(Isa isa);      // throws std::invalid_argument if unsupporte
 const char* isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);  // throws std::invalid_argument on unknown names
 
+// Extensions of the avx512 level used only by the low-precision kernels (int8 and bf16 in gemm and
+// conv), which pick their best path per call from these rather than being compiled per level:
+// the files that use them are compiled once, with their own flags (CMakeLists.txt). A feature is
+// usable when the CPU and OS support it (AMX also needs the kernel's permission, requested once
+// through arch_prctl), the active level is avx512, and it has not been switched off; tests switch
+// the faster ones off to cover every path the machine has, and FUSEGRAD_DISABLE_CPU_FEATURES
+// (comma-separated names) does it at import.
+enum class CpuFeature : int { avx512_vnni = 0, avx512_bf16 = 1, amx_int8 = 2, amx_bf16 = 3 };
+constexpr int kCpuFeatureCount = 4;
+
+bool cpu_feature_supported(CpuFeature feature);
+bool cpu_feature_usable(CpuFeature feature);
+void set_cpu_feature_enabled(CpuFeature feature, bool enabled);  // throws if enabling an unsupported one
+const char* cpu_feature_name(CpuFeature feature);
+CpuFeature cpu_feature_from_name(const std::string& name);       // throws std::invalid_argument
+
 // Picks one of three tables. On builds for non-x86 machines only the generic table exists, and
 // callers pass it three times (FG_X86 = 0).
 template <class Table>

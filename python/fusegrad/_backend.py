@@ -53,6 +53,13 @@ if _requested_isa:
     except ValueError as err:
         raise RuntimeError(f"FUSEGRAD_ISA={_requested_isa!r}: {err}") from None
 
+# Low-precision CPU features (VNNI, AVX-512 BF16, AMX) a user or test wants left unused.
+for _feature in filter(None, (f.strip().lower() for f in os.environ.get("FUSEGRAD_DISABLE_CPU_FEATURES", "").split(","))):
+    try:
+        _cpu.set_cpu_feature(_feature, False)
+    except ValueError as err:
+        raise RuntimeError(f"FUSEGRAD_DISABLE_CPU_FEATURES: {err}") from None
+
 # --- subnormals: flushed to zero by the kernels unless FUSEGRAD_FLUSH_DENORMALS=0 ------------------
 
 _cpu.set_flush_denormals(os.environ.get("FUSEGRAD_FLUSH_DENORMALS", "1").strip() != "0")

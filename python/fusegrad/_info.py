@@ -12,6 +12,7 @@ def info() -> dict:
         "version": _cpu.__version__,
         "isa": _cpu.isa(),
         "best_isa": _cpu.best_isa(),
+        "cpu_features": [name for name, usable in _cpu.cpu_features().items() if usable],
         "num_threads": _cpu.get_num_threads(),
         "malloc_tuned": _backend.malloc_tuned,
         "cuda_built": _backend.cuda_built(),
