@@ -34,7 +34,8 @@ PER_CHANNEL = (ReLU, LeakyReLU, GELU, Sigmoid, Tanh, SiLU, Dropout, Identity, Ma
 def prune_channels(model: Sequential, amount, norm: int = 1) -> Sequential:
     """A smaller copy of `model` (an nn.Sequential CNN such as models.mnist_cnn or cifar_cnn)
     in which each Conv2d keeps only its output channels whose filters have the largest Ln norm
-    (norm 1 or 2, over the filter's KH x KW x C_in weights; the bias is not counted).
+    (norm 1 or 2, over the filter's KH x KW x C_in weights, of the input channels it keeps
+    once the conv before it has been pruned; the bias is not counted).
 
     amount: the channels each conv loses, a fraction in [0, 1] (round(amount * C_out)) or a
     count. The layers after the conv follow: a BatchNorm2d keeps those channels' parameters and
