@@ -13,7 +13,7 @@ import copy
 
 import numpy as np
 
-from ..._backend import array_module
+from ..._backend import to_device, to_host
 from ..modules.activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
 from ..modules.container import Sequential
 from ..modules.conv import Conv2d
@@ -101,30 +101,34 @@ def _readers(layers, i):
 
 def _strongest(conv, amount, norm, index):
     """The sorted indices of the output channels to keep: those of the largest filter norms."""
-    w = conv.weight.data
-    xp = array_module(w)
-    a = xp.abs(w.astype(np.float64)).reshape(-1, w.shape[3])
-    scores = a.sum(axis=0) if norm == 1 else xp.sqrt((a * a).sum(axis=0))
+    w = to_host(conv.weight.data)  # a few numbers per channel: ranked on the host
+    a = np.abs(w.astype(np.float64)).reshape(-1, w.shape[3])
+    scores = a.sum(axis=0) if norm == 1 else np.sqrt((a * a).sum(axis=0))
     count = count_to_prune(amount, conv.out_channels)
     if count >= conv.out_channels:
         raise ValueError(f"prune_channels: amount={amount} would remove all {conv.out_channels} channels of layer "
                          f"{index} (Conv2d)")
-    return xp.sort(xp.argsort(-scores, kind="stable")[:conv.out_channels - count])
+    return np.sort(np.argsort(-scores, kind="stable")[:conv.out_channels - count])
+
+
+def _on(indices, tensor):
+    """Host indices moved to the tensor's device, to index its array there."""
+    return to_device(indices, tensor.device)
 
 
 def _conv_slice(conv, out_keep=None, in_keep=None):
     """A new Conv2d with the kept output channels (filters and bias) and/or input channels."""
     w = conv.weight.data
     if in_keep is not None:
-        w = w[:, :, in_keep, :]
+        w = w[:, :, _on(in_keep, conv.weight), :]
     if out_keep is not None:
-        w = w[..., out_keep]
+        w = w[..., _on(out_keep, conv.weight)]
     has_bias = conv.bias is not None
     new = Conv2d(w.shape[2], w.shape[3], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                  bias=has_bias, activation=conv.activation)
     new.weight = Parameter(w.copy(), requires_grad=conv.weight.requires_grad)
     if has_bias:
-        bias = conv.bias.data if out_keep is None else conv.bias.data[out_keep]
+        bias = conv.bias.data if out_keep is None else conv.bias.data[_on(out_keep, conv.bias)]
         new.bias = Parameter(bias.copy(), requires_grad=conv.bias.requires_grad)
     return new
 
@@ -134,10 +138,10 @@ def _batch_norm_slice(bn, keep):
     for name in ("weight", "bias"):
         if bn.affine:
             old = getattr(bn, name)
-            setattr(new, name, Parameter(old.data[keep].copy(), requires_grad=old.requires_grad))
+            setattr(new, name, Parameter(old.data[_on(keep, old)], requires_grad=old.requires_grad))
     if bn.track_running_stats:
-        new.running_mean.data = bn.running_mean.data[keep].copy()
-        new.running_var.data = bn.running_var.data[keep].copy()
+        new.running_mean.data = bn.running_mean.data[_on(keep, bn.running_mean)]
+        new.running_var.data = bn.running_var.data[_on(keep, bn.running_var)]
         new.num_batches_tracked.data = bn.num_batches_tracked.data.copy()
     return new
 
@@ -147,11 +151,11 @@ def _linear_slice(linear, keep, channels, index):
     if linear.in_features % channels:
         raise ValueError(f"prune_channels: layer {index} Linear has {linear.in_features} input features, not a "
                          f"multiple of the {channels} channels before it")
-    xp = array_module(linear.weight.data)
     positions = linear.in_features // channels  # H * W after Flatten, 1 after GlobalAvgPool2d
-    columns = (xp.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
+    columns = (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
     new = Linear(len(columns), linear.out_features, bias=linear.bias is not None, activation=linear.activation)
-    new.weight = Parameter(linear.weight.data[:, columns].copy(), requires_grad=linear.weight.requires_grad)
+    weight = linear.weight
+    new.weight = Parameter(weight.data[:, _on(columns, weight)], requires_grad=weight.requires_grad)
     if linear.bias is not None:
         new.bias = Parameter(linear.bias.data.copy(), requires_grad=linear.bias.requires_grad)
     return new

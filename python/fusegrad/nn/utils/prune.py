@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from ..._backend import array_module
+from ..._backend import to_device, to_host
 from ...random import default_generator
 from ...tensor import Tensor
 from ..modules.module import Module, Parameter
@@ -33,9 +33,8 @@ from .channel_pruning import prune_channels  # noqa: F401 - part of this namespa
 
 def _norms(t, n, dim: int):
     """The Ln norm of each slice of t along `dim` (over all its other axes), as torch.norm(p=n)."""
-    xp = array_module(t)
     axes = tuple(a for a in range(t.ndim) if a != dim)
-    a = xp.abs(t.astype(np.float64))
+    a = np.abs(t.astype(np.float64))
     if n == "fro":
         n = 2
     if not isinstance(n, numbers.Real) or isinstance(n, bool):
@@ -51,8 +50,9 @@ def _norms(t, n, dim: int):
 
 # -- methods: each computes a mask from a tensor and the mask it starts from ---------------------
 class BasePruningMethod:
-    """A way to compute a mask. Once applied, the method object is the module's forward pre-hook
-    that sets `<name> = <name>_orig * <name>_mask`."""
+    """A way to compute a mask (on the host: NumPy arrays in and out, whatever the module's
+    device; the mask buffer then goes where the tensor is). Once applied, the method object is
+    the module's forward pre-hook that sets `<name> = <name>_orig * <name>_mask`."""
 
     PRUNING_TYPE = "unstructured"  # "unstructured", "structured" or "global" (how masks compose)
     _tensor_name: str
@@ -83,20 +83,20 @@ class BasePruningMethod:
         # Scored by the values in use: orig * mask when pruned before (recomputed, not the copy
         # the last forward left, which predates the last optimizer step).
         current = getattr(module, name) if old is None else old.apply_mask(module).detach()
-        scores = current.data if importance_scores is None else _array(importance_scores)
+        scores = to_host(current.data if importance_scores is None else _array(importance_scores))
         if scores.shape != current.shape:
             raise ValueError(f"importance_scores of shape {scores.shape} must match {name} of shape {current.shape}")
         if old is None:
-            default_mask = array_module(current.data).ones_like(current.data)
+            default_mask = np.ones(current.shape, current.dtype)
         else:
-            default_mask = getattr(module, name + "_mask").data.copy()
+            default_mask = to_host(getattr(module, name + "_mask").data).copy()
         mask = method.compute_mask(scores, default_mask)  # raises before the module is touched
         if old is None:
             orig = module._parameters.pop(name)
             module._parameters[name + "_orig"] = orig
         else:
             del module._forward_pre_hooks[old_key]
-        module.register_buffer(name + "_mask", Tensor._wrap(mask.astype(current.dtype, copy=False)))
+        module.register_buffer(name + "_mask", Tensor._wrap(to_device(mask.astype(current.dtype), current.device)))
         setattr(module, name, method.apply_mask(module))
         module.register_forward_pre_hook(method)
         return method
@@ -168,8 +168,7 @@ class L1Unstructured(BasePruningMethod):
         count = _count_to_prune(self.amount, t.size)
         mask = default_mask.copy()
         if count:
-            xp = array_module(t)
-            mask.reshape(-1)[xp.argsort(xp.abs(t).reshape(-1), kind="stable")[:count]] = 0
+            mask.reshape(-1)[np.argsort(np.abs(t).reshape(-1), kind="stable")[:count]] = 0
         return mask
 
 
@@ -185,7 +184,7 @@ class RandomUnstructured(BasePruningMethod):
         mask = default_mask.copy()
         if count:
             chosen = default_generator().permutation(t.size)[:count]
-            mask.reshape(-1)[array_module(t).asarray(chosen)] = 0
+            mask.reshape(-1)[chosen] = 0
         return mask
 
 
@@ -209,9 +208,8 @@ class LnStructured(BasePruningMethod):
         norms = _norms(t, self.n, dim)
         if count == 0:
             return default_mask
-        xp = array_module(t)
-        keep = xp.argsort(-norms, kind="stable")[:t.shape[dim] - count]  # the largest norms stay
-        mask = xp.zeros_like(default_mask)
+        keep = np.argsort(-norms, kind="stable")[:t.shape[dim] - count]  # the largest norms stay
+        mask = np.zeros_like(default_mask)
         mask[tuple(keep if a == dim else slice(None) for a in range(t.ndim))] = 1
         return mask * default_mask
 
@@ -227,12 +225,13 @@ class CustomFromMask(BasePruningMethod):
     def compute_mask(self, t, default_mask):
         if self.mask.shape != default_mask.shape:
             raise ValueError(f"mask of shape {self.mask.shape} must match the tensor's shape {default_mask.shape}")
-        return default_mask * array_module(default_mask).asarray(self.mask).astype(default_mask.dtype)
+        return default_mask * self.mask.astype(default_mask.dtype)
 
 
 # -- the functions ---------------------------------------------------------------------------------
 def _array(x):
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    """The array of a Tensor, a NumPy or CuPy array, or a nested list."""
+    return x.data if isinstance(x, Tensor) else x if hasattr(x, "shape") else np.asarray(x)
 
 
 def _check_target(module, name):
@@ -276,7 +275,7 @@ def ln_structured(module: Module, name: str, amount, n, dim: int, importance_sco
 
 def custom_from_mask(module: Module, name: str, mask) -> Module:
     """Prunes module.<name> where `mask` (an array or Tensor of its shape) is 0."""
-    CustomFromMask.apply(module, name, _array(mask))
+    CustomFromMask.apply(module, name, to_host(_array(mask)))
     return module
 
 
@@ -295,11 +294,11 @@ def global_unstructured(parameters, pruning_method=L1Unstructured, importance_sc
         return
     importance_scores = importance_scores or {}
     tensors = [getattr(module, name) for module, name in parameters]
-    xp = array_module(tensors[0].data)
-    scores = xp.concatenate([_array(importance_scores.get((m, n), t)).reshape(-1)
+    scores = np.concatenate([to_host(_array(importance_scores.get((m, n), t))).reshape(-1)
                              for (m, n), t in zip(parameters, tensors)])
-    masks = xp.concatenate([(getattr(m, n + "_mask").data if _pruning_hook(m, n)[1] is not None
-                             else xp.ones_like(t.data)).reshape(-1) for (m, n), t in zip(parameters, tensors)])
+    masks = np.concatenate([(to_host(getattr(m, n + "_mask").data) if _pruning_hook(m, n)[1] is not None
+                             else np.ones(t.shape, t.dtype)).reshape(-1)
+                            for (m, n), t in zip(parameters, tensors)])
     method = pruning_method(**kwargs)
     if method.PRUNING_TYPE != "unstructured":
         raise TypeError(f'Only "unstructured" PRUNING_TYPE supported for the `pruning_method`. Found method '
