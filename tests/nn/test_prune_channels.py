@@ -137,3 +137,21 @@ def test_errors():
     wrong = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(ValueError, match="not a multiple of the 4 channels"):
         prune.prune_channels(wrong, 0.5)
+
+
+@pytest.mark.cuda_emulated
+def test_on_the_emulated_gpu_masks_and_channels_stay_on_the_device():
+    cpu = nn.Sequential(nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 3)).eval()
+    x = R.standard_normal((2, 4, 4, 2)).astype(np.float32)
+    expected_small = prune.prune_channels(cpu, 0.5)(x).numpy()
+    plain = copy.deepcopy(cpu)
+    prune.l1_unstructured(cpu[4], "weight", 0.5)
+    expected_masked = cpu(x).numpy()
+    with fg.cuda.emulate():
+        small = prune.prune_channels(copy.deepcopy(plain).to("cuda"), 0.5)
+        assert all(p.device == "cuda:0" for p in small.parameters())
+        np.testing.assert_allclose(small(fg.tensor(x, device="cuda")).numpy(), expected_small, rtol=1e-4, atol=1e-5)
+        gpu = copy.deepcopy(cpu).to("cuda")  # weight_orig and weight_mask move with the module
+        prune.l1_unstructured(gpu[0], "weight", 0)  # pruning on the device: the mask is made there
+        assert gpu[0].weight_mask.device == gpu[4].weight_mask.device == "cuda:0"
+        np.testing.assert_allclose(gpu(fg.tensor(x, device="cuda")).numpy(), expected_masked, rtol=1e-4, atol=1e-5)
