@@ -100,6 +100,10 @@ def test_repeated_pruning_applies_to_the_unpruned_entries():
     dropped_now = np.abs(layer.weight_orig.numpy())[(first == 1) & (layer.weight_mask.numpy() == 0)]
     assert kept.min() > dropped_now.max()
     assert len(layer._forward_pre_hooks) == 1 and len(next(iter(layer._forward_pre_hooks.values()))) == 2
+    with pytest.raises(ValueError, match="smaller than the number"):
+        prune.l1_unstructured(layer, "weight", 41)
+    hook = next(iter(layer._forward_pre_hooks.values()))
+    assert len(hook) == 2 and zeros(layer) == 30  # the failed pruning left no trace
 
 
 def test_ln_structured_prunes_whole_output_channels_of_a_conv():

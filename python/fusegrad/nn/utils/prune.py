@@ -29,8 +29,6 @@ from ._amount import count_to_prune as _count_to_prune
 from .channel_pruning import prune_channels  # noqa: F401 - part of this namespace
 
 
-
-
 def _norms(t, n, dim: int):
     """The Ln norm of each slice of t along `dim` (over all its other axes), as torch.norm(p=n)."""
     axes = tuple(a for a in range(t.ndim) if a != dim)
@@ -76,10 +74,8 @@ class BasePruningMethod:
         method = cls(*args, **kwargs)
         method._tensor_name = name
         old_key, old = _pruning_hook(module, name)
-        if old is not None:
-            container = old if isinstance(old, PruningContainer) else PruningContainer(old)
-            container.add_pruning_method(method)
-            method = container
+        if old is not None:  # a new container, so that a failure below leaves the old one as it was
+            method = PruningContainer(*(old if isinstance(old, PruningContainer) else (old,)), method)
         # Scored by the values in use: orig * mask when pruned before (recomputed, not the copy
         # the last forward left, which predates the last optimizer step).
         current = getattr(module, name) if old is None else old.apply_mask(module).detach()
