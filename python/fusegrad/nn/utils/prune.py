@@ -153,35 +153,36 @@ class Identity(BasePruningMethod):
         return default_mask
 
 
-class L1Unstructured(BasePruningMethod):
+class _Unstructured(BasePruningMethod):
+    """Prunes `amount` entries, those that choose(t, count) names (indices into t flattened)."""
+
+    def __init__(self, amount):
+        _check_amount(amount)
+        self.amount = amount
+
+    def choose(self, t, count):
+        raise NotImplementedError
+
+    def compute_mask(self, t, default_mask):
+        count = _count_to_prune(self.amount, t.size)
+        mask = default_mask.copy()
+        if count:
+            mask.reshape(-1)[self.choose(t, count)] = 0
+        return mask
+
+
+class L1Unstructured(_Unstructured):
     """Prunes the `amount` entries of smallest absolute value."""
 
-    def __init__(self, amount):
-        _check_amount(amount)
-        self.amount = amount
-
-    def compute_mask(self, t, default_mask):
-        count = _count_to_prune(self.amount, t.size)
-        mask = default_mask.copy()
-        if count:
-            mask.reshape(-1)[np.argsort(np.abs(t).reshape(-1), kind="stable")[:count]] = 0
-        return mask
+    def choose(self, t, count):
+        return np.argsort(np.abs(t).reshape(-1), kind="stable")[:count]
 
 
-class RandomUnstructured(BasePruningMethod):
+class RandomUnstructured(_Unstructured):
     """Prunes `amount` entries chosen at random (fusegrad's generator: fusegrad.manual_seed)."""
 
-    def __init__(self, amount):
-        _check_amount(amount)
-        self.amount = amount
-
-    def compute_mask(self, t, default_mask):
-        count = _count_to_prune(self.amount, t.size)
-        mask = default_mask.copy()
-        if count:
-            chosen = default_generator().permutation(t.size)[:count]
-            mask.reshape(-1)[chosen] = 0
-        return mask
+    def choose(self, t, count):
+        return default_generator().permutation(t.size)[:count]
 
 
 class LnStructured(BasePruningMethod):
