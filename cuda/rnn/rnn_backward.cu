@@ -14,7 +14,7 @@ namespace fusegrad::cuda {
 namespace {
 using namespace rnn_detail;
 
-// What a backward step kernel reads and writes (see RnnBackwardIo for the layouts).
+// What a backward step kernel reads and writes (layouts in cpp/rnn/rnn_problem.h).
 struct StepBackward {
   int64_t steps, batch, hidden, x_ts, x_bs, dy_ts, dy_bs;
   bool reverse;
@@ -29,65 +29,70 @@ struct StepBackward {
   float* dhg;          // (T, B, G H)
 };
 
-// A row past its length at step s: its state passed through unchanged, so does the gradient (dh,
-// dc untouched); no gate gradient at this step (dhg row s) nor at the padding time t = s (dxg).
-__device__ __forceinline__ void skip_step(const StepBackward& a, int64_t s, int64_t b, int64_t j, int gates) {
-  const int64_t H = a.hidden;
-  float* dx_row = a.dxg + (s * a.x_ts + b * a.x_bs) * gates * H + j;
-  float* dh_row = a.dhg + (s * a.batch + b) * gates * H + j;
-  for (int k = 0; k < gates; ++k) dx_row[k * H] = 0.0f, dh_row[k * H] = 0.0f;
-}
-
-// LSTM step backward, a thread per (b, j), from the saved i f g o and c:
-//   dh_t = dh + dy, dc_t = dh_t o (1 - tanh^2 c) + dc;  di = dc_t g i (1 - i), df = dc_t c_prev f (1 - f),
-//   dg = dc_t i (1 - g^2), do = dh_t tanh(c) o (1 - o);  carried: dc = dc_t f, dh = 0 (+ the GEMM).
-__global__ void __launch_bounds__(kStepThreads) lstm_backward_step(StepBackward a, int64_t s) {
-  const int64_t H = a.hidden, B = a.batch, n = B * H, stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const int64_t b = e / H, j = e - b * H, len = row_length(a.lengths, b, a.steps);
-    if (s >= len) {
-      skip_step(a, s, b, j, 4);
-      continue;
-    }
-    const int64_t t = time_of(a.reverse, s, len);
-    const float* g4 = a.gates + (s * B + b) * 4 * H + j;
+// The LSTM cell's backward at (b, j) of step s, time t, from the saved i f g o and c (dh includes dy):
+//   dc_t = dh o (1 - tanh^2 c) + dc;  di = dc_t g i (1 - i), df = dc_t c_prev f (1 - f),
+//   dg = dc_t i (1 - g^2), do = dh tanh(c) o (1 - o);  carried: dc = dc_t f, dh = 0 (+ the GEMM).
+struct Lstm {
+  static constexpr int kGates = 4;
+  __device__ static void step(const StepBackward& a, int64_t s, int64_t t, int64_t b, int64_t j, int64_t e,
+                              float dh) {
+    const int64_t H = a.hidden, n = a.batch * H;
+    const float* g4 = a.gates + (s * a.batch + b) * 4 * H + j;
     const float i = g4[0], f = g4[H], g = g4[2 * H], o = g4[3 * H];
     const float tc = tanhf(a.cs[(s + 1) * n + e]);
-    const float dh = a.dh[e] + (a.dy ? a.dy[t * a.dy_ts + b * a.dy_bs + j] : 0.0f);
     const float dc = dh * o * (1.0f - tc * tc) + a.dc[e];
     const float di = dc * g * i * (1.0f - i), df = dc * a.cs[s * n + e] * f * (1.0f - f);
     const float dg = dc * i * (1.0f - g * g), d_o = dh * tc * o * (1.0f - o);
     a.dc[e] = dc * f;
     a.dh[e] = 0.0f;
     float* dx_row = a.dxg + (t * a.x_ts + b * a.x_bs) * 4 * H + j;
-    float* dh_row = a.dhg + (s * B + b) * 4 * H + j;
-    dx_row[0] = dh_row[0] = di, dx_row[H] = dh_row[H] = df;
-    dx_row[2 * H] = dh_row[2 * H] = dg, dx_row[3 * H] = dh_row[3 * H] = d_o;
+    float* dh_row = a.dhg + (s * a.batch + b) * 4 * H + j;
+    dx_row[0] = dh_row[0] = di;
+    dx_row[H] = dh_row[H] = df;
+    dx_row[2 * H] = dh_row[2 * H] = dg;
+    dx_row[3 * H] = dh_row[3 * H] = d_o;
   }
-}
+};
 
-// GRU step backward, a thread per (b, j), from the saved r z n and hn = W_hn h + b_hn:
-//   dh_t = dh + dy;  dz = dh_t (h_prev - n) z (1 - z), dn = dh_t (1 - z)(1 - n^2), dr = dn hn r (1 - r);
-//   dhg's n gate is dn r (the gradient of hn); carried: dh = dh_t z (+ the GEMM).
-__global__ void __launch_bounds__(kStepThreads) gru_backward_step(StepBackward a, int64_t s) {
-  const int64_t H = a.hidden, B = a.batch, n = B * H, stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const int64_t b = e / H, j = e - b * H, len = row_length(a.lengths, b, a.steps);
-    if (s >= len) {
-      skip_step(a, s, b, j, 3);
-      continue;
-    }
-    const int64_t t = time_of(a.reverse, s, len);
-    const float* g4 = a.gates + (s * B + b) * 4 * H + j;
+// The GRU cell's backward at (b, j) of step s, time t, from the saved r z n and hn = W_hn h + b_hn:
+//   dz = dh (h_prev - n) z (1 - z), dn = dh (1 - z)(1 - n^2), dr = dn hn r (1 - r);
+//   dhg's n gate is dn r (the gradient of hn); carried: dh = dh z (+ the GEMM).
+struct Gru {
+  static constexpr int kGates = 3;
+  __device__ static void step(const StepBackward& a, int64_t s, int64_t t, int64_t b, int64_t j, int64_t e,
+                              float dh) {
+    const int64_t H = a.hidden, n = a.batch * H;
+    const float* g4 = a.gates + (s * a.batch + b) * 4 * H + j;
     const float r = g4[0], z = g4[H], nn = g4[2 * H], hn = g4[3 * H];
-    const float dh = a.dh[e] + (a.dy ? a.dy[t * a.dy_ts + b * a.dy_bs + j] : 0.0f);
     const float dz = dh * (a.hs[s * n + e] - nn) * z * (1.0f - z);
     const float dn = dh * (1.0f - z) * (1.0f - nn * nn), dr = dn * hn * r * (1.0f - r);
     a.dh[e] = dh * z;
     float* dx_row = a.dxg + (t * a.x_ts + b * a.x_bs) * 3 * H + j;
-    float* dh_row = a.dhg + (s * B + b) * 3 * H + j;
-    dx_row[0] = dh_row[0] = dr, dx_row[H] = dh_row[H] = dz;
+    float* dh_row = a.dhg + (s * a.batch + b) * 3 * H + j;
+    dx_row[0] = dh_row[0] = dr;
+    dx_row[H] = dh_row[H] = dz;
     dx_row[2 * H] = dn, dh_row[2 * H] = dn * r;
+  }
+};
+
+// Step s of the backward, before its dh GEMM: a thread per (b, j), grid-stride, j fastest. A row
+// past its length: its state passed through step s unchanged, so does the gradient (dh, dc
+// untouched); no gate gradient at this step (dhg row s) nor at the padding time t = s (dxg row),
+// which over the steps s >= len zeroes exactly the padding times [len, T).
+template <class Cell>
+__global__ void __launch_bounds__(kStepThreads) backward_step(StepBackward a, int64_t s) {
+  constexpr int G = Cell::kGates;
+  const int64_t H = a.hidden, n = a.batch * H, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const int64_t b = e / H, j = e - b * H, len = row_length(a.lengths, b, a.steps);
+    if (s < len) {
+      const int64_t t = time_of(a.reverse, s, len);
+      Cell::step(a, s, t, b, j, e, a.dh[e] + (a.dy ? a.dy[t * a.dy_ts + b * a.dy_bs + j] : 0.0f));
+      continue;
+    }
+    float* dx_row = a.dxg + (s * a.x_ts + b * a.x_bs) * G * H + j;
+    float* dh_row = a.dhg + (s * a.batch + b) * G * H + j;
+    for (int k = 0; k < G; ++k) dx_row[k * H] = 0.0f, dh_row[k * H] = 0.0f;
   }
 }
 
@@ -117,7 +122,8 @@ void launch_column_sums(const float* a, int64_t rows, int64_t cols, float* out, 
 
 }  // namespace
 
-void rnn_backward(const RnnProblem& p, const RnnBackwardIo& io, cudaStream_t stream, int device) {
+void rnn_backward(const RnnProblem& p, const RnnBackwardIo& io, float* dxg, float* dhg, cudaStream_t stream,
+                  int device) {
   const int64_t T = p.steps, B = p.batch, I = p.input, H = p.hidden, GH = rnn_gates(p.cell) * H, TB = T * B;
   const bool lstm = p.cell == RnnCell::lstm;
   if (H <= 0) return;
@@ -126,22 +132,22 @@ void rnn_backward(const RnnProblem& p, const RnnBackwardIo& io, cudaStream_t str
     copy_or_zero(io.dh0, io.dh_n, B * H, stream);  // dh0 and dc0 carry the gradients back through time
     if (lstm) copy_or_zero(io.dc0, io.dc_n, B * H, stream);
     const StepBackward a{T, B, H, p.x_ts, p.x_bs, io.dy_ts, io.dy_bs, p.reverse, p.lengths, io.gates, io.hs,
-                         io.cs, io.dy, io.dh0, io.dc0, io.dxg, io.dhg};
+                         io.cs, io.dy, io.dh0, io.dc0, dxg, dhg};
     const unsigned grid = grid_for(B * H, kStepThreads, device);
     for (int64_t s = T - 1; s >= 0; --s) {
-      if (lstm) FG_LAUNCH(lstm_backward_step, grid, kStepThreads, 0, stream, a, s);
-      else FG_LAUNCH(gru_backward_step, grid, kStepThreads, 0, stream, a, s);
+      if (lstm) FG_LAUNCH(backward_step<Lstm>, grid, kStepThreads, 0, stream, a, s);
+      else FG_LAUNCH(backward_step<Gru>, grid, kStepThreads, 0, stream, a, s);
       // dh_{s-1} += dhg_s W_hh (W_hh is G H × H, row-major).
-      gemm_f32(B, H, GH, io.dhg + s * B * GH, GH, 1, p.w_hh, H, 1, io.dh0, H, nullptr, true, stream, device);
+      gemm_f32(B, H, GH, dhg + s * B * GH, GH, 1, p.w_hh, H, 1, io.dh0, H, nullptr, true, stream, device);
     }
   }
-  if (io.dx && TB > 0) gemm_f32(TB, I, GH, io.dxg, GH, 1, p.w_ih, I, 1, io.dx, I, nullptr, false, stream, device);
-  gemm_f32(GH, I, TB, io.dxg, 1, GH, p.x, I, 1, io.dw_ih, I, nullptr, false, stream, device);    // dxg^T x
-  gemm_f32(GH, H, TB, io.dhg, 1, GH, io.hs, H, 1, io.dw_hh, H, nullptr, false, stream, device);  // dhg^T h_prev
-  if (io.db_ih) launch_column_sums(io.dxg, TB, GH, io.db_ih, stream);
+  if (io.dx && TB > 0) gemm_f32(TB, I, GH, dxg, GH, 1, p.w_ih, I, 1, io.dx, I, nullptr, false, stream, device);
+  gemm_f32(GH, I, TB, dxg, 1, GH, p.x, I, 1, io.dw_ih, I, nullptr, false, stream, device);    // dxg^T x
+  gemm_f32(GH, H, TB, dhg, 1, GH, io.hs, H, 1, io.dw_hh, H, nullptr, false, stream, device);  // dhg^T h_prev
+  if (io.db_ih) launch_column_sums(dxg, TB, GH, io.db_ih, stream);
   if (io.db_hh) {
     if (lstm && io.db_ih) copy_or_zero(io.db_hh, io.db_ih, GH, stream);  // the same gradients for the LSTM
-    else launch_column_sums(io.dhg, TB, GH, io.db_hh, stream);
+    else launch_column_sums(dhg, TB, GH, io.db_hh, stream);
   }
 }
 

@@ -26,13 +26,13 @@ T* optional(uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-cuda::RnnProblem problem(int cell, int64_t steps, int64_t batch, int64_t input, int64_t hidden, bool reverse,
+RnnProblem problem(int cell, int64_t steps, int64_t batch, int64_t input, int64_t hidden, bool reverse,
                          bool batch_first, uintptr_t x, uintptr_t w_ih, uintptr_t w_hh, uintptr_t lengths) {
   if (cell != 0 && cell != 1) throw py::value_error("rnn: cell must be 0 (LSTM) or 1 (GRU)");
   if (steps < 0 || batch < 0 || input < 1 || hidden < 1)
     throw py::value_error("rnn: steps and batch must be >= 0, input and hidden sizes >= 1");
-  cuda::RnnProblem p;
-  p.cell = static_cast<cuda::RnnCell>(cell);
+  RnnProblem p;
+  p.cell = static_cast<RnnCell>(cell);
   p.steps = steps, p.batch = batch, p.input = input, p.hidden = hidden, p.reverse = reverse;
   p.x_ts = batch_first ? 1 : batch;
   p.x_bs = batch_first ? steps : 1;
@@ -51,12 +51,12 @@ void register_rnn_cuda(py::module_& m) {
                           uintptr_t b_ih, uintptr_t b_hh, uintptr_t h0, uintptr_t c0, uintptr_t lengths, uintptr_t y,
                           uintptr_t h_n, uintptr_t c_n, uintptr_t gates, uintptr_t hs, uintptr_t cs, uintptr_t xg,
                           uintptr_t hg, uintptr_t stream, int device) {
-    cuda::RnnProblem p = problem(cell, steps, batch, input, hidden, reverse, batch_first, x, w_ih, w_hh, lengths);
+    RnnProblem p = problem(cell, steps, batch, input, hidden, reverse, batch_first, x, w_ih, w_hh, lengths);
     p.b_ih = optional<const float>(b_ih);
     p.b_hh = optional<const float>(b_hh);
     if (batch == 0) return;
     const bool lstm = cell == 0, run = steps > 0;
-    cuda::RnnForwardOut o;
+    RnnForwardOut o;
     o.h0 = optional<const float>(h0);
     o.c0 = lstm ? optional<const float>(c0) : nullptr;
     o.y = needed<float>(y, "y", run);
@@ -64,14 +64,14 @@ void register_rnn_cuda(py::module_& m) {
     o.h_n = device_ptr<float>(h_n, "h_n");
     o.gates = needed<float>(gates, "gates", run);
     o.hs = device_ptr<float>(hs, "hs");
-    o.xg = needed<float>(xg, "xg", run);
-    o.hg = needed<float>(hg, "hg", run);
     if (lstm) {
       o.c_n = device_ptr<float>(c_n, "c_n");
       o.cs = device_ptr<float>(cs, "cs");
     }
+    float* xg_p = needed<float>(xg, "xg", run);
+    float* hg_p = needed<float>(hg, "hg", run);
     py::gil_scoped_release release;
-    cuda::rnn_forward(p, o, as_stream(stream), device);
+    cuda::rnn_forward(p, o, xg_p, hg_p, as_stream(stream), device);
   }, py::arg("cell"), py::arg("steps"), py::arg("batch"), py::arg("input"), py::arg("hidden"), py::arg("reverse"),
      py::arg("batch_first"), py::arg("y_ts"), py::arg("y_bs"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
      py::arg("b_ih"), py::arg("b_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("h_n"),
@@ -86,9 +86,9 @@ void register_rnn_cuda(py::module_& m) {
                            uintptr_t dh_n, uintptr_t dc_n, uintptr_t dx, uintptr_t dw_ih, uintptr_t dw_hh,
                            uintptr_t db_ih, uintptr_t db_hh, uintptr_t dh0, uintptr_t dc0, uintptr_t dxg,
                            uintptr_t dhg, uintptr_t stream, int device) {
-    const cuda::RnnProblem p = problem(cell, steps, batch, input, hidden, reverse, batch_first, x, w_ih, w_hh, lengths);
+    const RnnProblem p = problem(cell, steps, batch, input, hidden, reverse, batch_first, x, w_ih, w_hh, lengths);
     const bool lstm = cell == 0, run = steps * batch > 0;
-    cuda::RnnBackwardIo io;
+    RnnBackwardIo io;
     io.gates = needed<const float>(gates, "gates", run);
     io.hs = needed<const float>(hs, "hs", batch > 0);
     io.cs = lstm ? needed<const float>(cs, "cs", run) : nullptr;
@@ -103,10 +103,10 @@ void register_rnn_cuda(py::module_& m) {
     io.db_hh = optional<float>(db_hh);
     io.dh0 = needed<float>(dh0, "dh0", batch > 0);
     io.dc0 = lstm ? needed<float>(dc0, "dc0", batch > 0) : nullptr;
-    io.dxg = needed<float>(dxg, "dxg", run);
-    io.dhg = needed<float>(dhg, "dhg", run);
+    float* dxg_p = needed<float>(dxg, "dxg", run);
+    float* dhg_p = needed<float>(dhg, "dhg", run);
     py::gil_scoped_release release;
-    cuda::rnn_backward(p, io, as_stream(stream), device);
+    cuda::rnn_backward(p, io, dxg_p, dhg_p, as_stream(stream), device);
   }, py::arg("cell"), py::arg("steps"), py::arg("batch"), py::arg("input"), py::arg("hidden"), py::arg("reverse"),
      py::arg("batch_first"), py::arg("dy_ts"), py::arg("dy_bs"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"),
      py::arg("lengths"), py::arg("gates"), py::arg("hs"), py::arg("cs"), py::arg("dy"), py::arg("dh_n"),

@@ -72,8 +72,8 @@ def test_lengths_on_the_emulated_gpu_equal_the_cpu_kernels(module_cls, kwargs):
     with fg.cuda.emulate() as emu:
         gpu_loss, gpu_grads = _run(module_cls, "cuda", x, [], lengths=lengths, **kwargs)
         names = emu.kernels()
-    mode = "lstm" if module_cls is nn.LSTM else "gru"
-    assert f"{mode}_forward_step" in names and f"{mode}_backward_step" in names  # the kernels, not a fallback
+    cell = "Lstm" if module_cls is nn.LSTM else "Gru"
+    assert f"forward_step<{cell}>" in names and f"backward_step<{cell}>" in names  # the kernels, not a fallback
     np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-4)
     for a, b in zip(gpu_grads, cpu_grads):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
