@@ -231,7 +231,10 @@ def rnn_backward(saved: RnnSaved, dy=None, dh_n=None, dc_n=None, *, need_dx=True
             call.module.rnn_backward(s.cell, steps, batch, s.x.shape[2], hidden, s.reverse, s.batch_first,
                                      *(_element_strides(dy) if dy is not None else (0, 0)), *call.pointers,
                                      call.stream, call.device)
-    return tuple(None if a is None else to_kind(a, s.kind) for a in (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0))
+    grads = (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0)
+    if s.kind == "numpy" and device == "cpu":
+        return grads
+    return tuple(None if a is None else to_kind(a, s.kind) for a in grads)
 
 
 def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, lengths=None, reverse=False, batch_first=False,
