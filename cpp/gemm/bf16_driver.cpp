@@ -1,0 +1,201 @@
+// The loop nest of the bf16 GEMM's fast paths (bf16_gemm.h), one template over the path's traits:
+// its row panel height MR, the K step its kernel consumes, its packing and its blocks.
+//
+// Both operands are packed whole before any product (the threads split the panels), since
+// rounding fp32 to bf16 needs a pass over every element anyway; the blocks then only choose
+// which slices of the packed operands stay in which cache:
+//   pc over K by KC     one K block of every panel
+//    ic over M by MC    A block MC×KC in the core's L2, re-read by every B micro-panel
+//     jr over N by 32   B micro-panel KC×32 in L1, reused by every A micro-panel of the block
+//      ir over MC by MR the kernel streams the A micro-panel from L2
+// Threads split M in whole panels (each core keeps its A block in its own L2 and both read the
+// shared B) unless M has fewer panels than threads; then they split N.
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "common/threads.h"
+#include "gemm/bf16_kernels.h"
+
+namespace fusegrad {
+namespace isa_avx512_ext {
+namespace {
+
+// Blocks, from the Sapphire/Emerald Rapids core: 48 KiB L1d, 2 MiB L2.
+//   AVX-512 BF16 (12×32 tile): KC = 512 makes the B micro-panel 512 × 32 × 2 B = 32 KiB, which
+//   stays in L1 while the 12-row A micro-panels (12 KiB) stream past; MC = 240 makes the A block
+//   240 × 512 × 2 B = 240 KiB, an eighth of L2. C is loaded and stored once per KC = 512 K steps
+//   (256 pair steps of 24 dot products each), which costs nothing measurable.
+//   AMX (32×32 tile): per 32-deep K step the kernel loads 2 A + 2 B tiles (4 KiB) for 4
+//   tdpbf16ps of 16 cycles each. KC = 256 keeps the B micro-panel (16 KiB) and the A micro-panel
+//   (16 KiB) both in L1, so tile loads rarely wait on L2; MC = 512 makes the A block 256 KiB.
+//   Larger KC halves the C traffic but pushes the A micro-panel out to L2 (measured slower).
+struct Avx512Path {
+  static constexpr int kMR = kBf16MRAvx512, kKStep = 2;
+  static constexpr int64_t kKC = 512, kMC = 240;
+  static void pack_a(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
+    bf16_pack_a_pairs(x, base, m, k, kp, dst);
+  }
+  static const uint16_t* a_at(const uint16_t* panel, int64_t pc) { return panel + pc * kMR; }
+  static void begin() {}
+  static void end() {}
+  static void kernel(const Bf16Tile& t) { bf16_microkernel_avx512(t); }
+};
+
+struct AmxPath {
+  static constexpr int kMR = kBf16MRAmx, kKStep = kAmxK;
+  static constexpr int64_t kKC = 256, kMC = 512;
+  static void pack_a(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
+    bf16_pack_a_rows(x, base, m, k, kp, dst);
+  }
+  static const uint16_t* a_at(const uint16_t* panel, int64_t pc) { return panel + pc; }
+  static void begin() { bf16_amx_configure(); }
+  static void end() { bf16_amx_release(); }
+  static void kernel(const Bf16Tile& t) { bf16_microkernel_amx(t); }
+};
+
+static_assert(AmxPath::kKC % kAmxK == 0 && AmxPath::kMC % AmxPath::kMR == 0, "whole tiles per block");
+static_assert(Avx512Path::kKC % 2 == 0 && Avx512Path::kMC % Avx512Path::kMR == 0, "whole tiles per block");
+
+// Below this many flops per GEMM one thread does it all (as the fp32 GEMM: a team start costs
+// about what a core does in 0.2 MFLOP of fp32, less still of bf16).
+constexpr double kThreadFlops = 2.0 * 64 * 64 * 64;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// A 64-byte aligned buffer of bf16 that grows and is reused by later calls on the same thread.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { std::free(data_); }
+  uint16_t* get(int64_t elements) {
+    if (elements > size_) {
+      std::free(data_);
+      data_ = nullptr;
+      size_ = 0;
+      const int64_t bytes = round_up(std::max<int64_t>(elements, 1) * 2, 4096);
+      data_ = static_cast<uint16_t*>(std::aligned_alloc(64, static_cast<size_t>(bytes)));
+      if (!data_) throw std::bad_alloc();
+      size_ = bytes / 2;
+    }
+    return data_;
+  }
+
+ private:
+  uint16_t* data_ = nullptr;
+  int64_t size_ = 0;
+};
+
+struct Workspace {
+  Buffer a, b;
+};
+
+Workspace& workspace() {
+  static thread_local Workspace w;
+  return w;
+}
+
+const void* element(const Bf16Operand& x, int64_t item, int64_t i, int64_t j) {
+  const int64_t size = x.bf16 ? 2 : 4;
+  return static_cast<const char*>(x.data) + (item * x.bs + i * x.rs + j * x.cs) * size;
+}
+
+template <class P>
+void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
+  const int64_t m = p.m, n = p.n, k = p.k;
+  const int64_t kp = round_up(k, P::kKStep);
+  const int64_t mp = ceil_div(m, P::kMR), np = ceil_div(n, kBf16NR);
+  // Allocated by the calling thread before the team starts, so a failure is a bad_alloc here
+  // (MemoryError in Python), never an exception inside OpenMP.
+  Workspace& ws = workspace();
+  uint16_t* apack = ws.a.get(mp * P::kMR * kp);
+  uint16_t* bpack = ws.b.get(np * kBf16NR * kp);
+  // K blocks of equal size in whole K steps, so K = KC + 1 is not one block and a sliver.
+  const int64_t kc_max = round_up(ceil_div(kp, ceil_div(kp, P::kKC)), P::kKStep);
+  constexpr int64_t kMCPanels = P::kMC / P::kMR;
+  float* c = p.c + item * p.c_bs;
+
+  auto body = [&](int tid, int nt) {
+    {  // Pack this thread's share of the panels of A and of B.
+      const int64_t a0 = mp * tid / nt, a1 = mp * (tid + 1) / nt;
+      if (a1 > a0)
+        P::pack_a(p.a, element(p.a, item, a0 * P::kMR, 0), std::min(m, a1 * P::kMR) - a0 * P::kMR, k, kp,
+                  apack + a0 * P::kMR * kp);
+      const int64_t b0 = np * tid / nt, b1 = np * (tid + 1) / nt;
+      if (b1 > b0)
+        bf16_pack_b(p.b, element(p.b, item, 0, b0 * kBf16NR), k, std::min(n, b1 * kBf16NR) - b0 * kBf16NR, kp,
+                    bpack + b0 * kBf16NR * kp);
+      if (nt > 1) {
+#pragma omp barrier
+      }
+    }
+    const bool split_m = mp >= nt;
+    const int64_t i_begin = split_m ? mp * tid / nt : 0, i_end = split_m ? mp * (tid + 1) / nt : mp;
+    const int64_t j_begin = split_m ? 0 : np * tid / nt, j_end = split_m ? np : np * (tid + 1) / nt;
+    if (i_begin >= i_end || j_begin >= j_end) return;
+    P::begin();
+    Bf16Tile t;
+    t.lda = kp;
+    t.ldc = p.c_rs;
+    t.act_param = p.act_param;
+    for (int64_t pc = 0; pc < kp; pc += kc_max) {
+      t.k = std::min(kc_max, kp - pc);
+      const bool last = pc + t.k >= kp;
+      t.load_c = p.accumulate || pc > 0;
+      t.act = last ? p.act : Activation::none;
+      for (int64_t ic = i_begin; ic < i_end; ic += kMCPanels) {
+        const int64_t ic_end = std::min(i_end, ic + kMCPanels);
+        for (int64_t jp = j_begin; jp < j_end; ++jp) {
+          const int64_t j = jp * kBf16NR;
+          t.n = static_cast<int>(std::min<int64_t>(kBf16NR, n - j));
+          t.b = bpack + jp * kBf16NR * kp + pc * kBf16NR;
+          t.bias = last && p.bias ? p.bias + j : nullptr;
+          for (int64_t ip = ic; ip < ic_end; ++ip) {
+            const int64_t i = ip * P::kMR;
+            t.m = static_cast<int>(std::min<int64_t>(P::kMR, m - i));
+            t.a = P::a_at(apack + ip * P::kMR * kp, pc);
+            t.c = c + i * p.c_rs + j;
+            P::kernel(t);
+          }
+        }
+      }
+    }
+    P::end();
+  };
+
+  if (threads <= 1) {
+    body(0, 1);
+  } else {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
+template <class P>
+void gemm_bf16(const Bf16GemmProblem& p) {
+  if (p.batch <= 0 || p.m <= 0 || p.n <= 0) return;
+  const double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
+  const int threads = get_num_threads();
+  if (p.batch > 1 && threads > 1 && flops < kThreadFlops && flops * p.batch >= kThreadFlops) {
+    // Many small products: one per thread at a time, each on its own thread's buffers.
+    const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(flops, 1.0)));
+    parallel_for(p.batch, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t i = b0; i < b1; ++i) gemm_item<P>(p, i, 1);
+    });
+    return;
+  }
+  const int per_item = flops >= kThreadFlops ? threads : 1;
+  for (int64_t i = 0; i < p.batch; ++i) gemm_item<P>(p, i, per_item);
+}
+
+}  // namespace
+
+void gemm_bf16_avx512(const Bf16GemmProblem& p) { gemm_bf16<Avx512Path>(p); }
+void gemm_bf16_amx(const Bf16GemmProblem& p) { gemm_bf16<AmxPath>(p); }
+
+}  // namespace isa_avx512_ext
+}  // namespace fusegrad
