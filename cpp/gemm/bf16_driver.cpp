@@ -27,12 +27,19 @@ namespace {
 //   stays in L1 while the 12-row A micro-panels (12 KiB) stream past; MC = 240 makes the A block
 //   240 × 512 × 2 B = 240 KiB, an eighth of L2. C is loaded and stored once per KC = 512 K steps
 //   (256 pair steps of 24 dot products each), which costs nothing measurable.
-//   AMX (32×32 tile): per 32-deep K step the kernel loads 2 A + 2 B tiles (4 KiB) for 4
-//   tdpbf16ps of 16 cycles each. KC = 256 keeps the B micro-panel (16 KiB) and the A micro-panel
-//   (16 KiB) both in L1, so tile loads rarely wait on L2; MC = 512 makes the A block 256 KiB.
-//   Larger KC halves the C traffic but pushes the A micro-panel out to L2 (measured slower).
+//   AMX (32×32 tile): the four accumulator tiles stay in tile registers over K blocks of up to
+//   KC = 4096, so C is loaded and stored once per 4096 of depth. Reloading C tiles per K block
+//   was the first limit measured: C rows lie a power-of-two stride apart for the usual sizes
+//   (conflict misses) and have left every cache between two visits; with KC = 256 tile loads of C
+//   took a fifth of the time at n = 1024. The A block is then sized by bytes, not rows: MC rows
+//   with MC × KC × 2 B <= kABlockBytes = 1 MiB, half the 2 MiB L2, re-read from L2 by every B
+//   micro-panel (KC × 32, streamed from L3 and reused by the MC / 32 A micro-panels). Per 32-deep
+//   step the kernel reads 4 KiB of tiles for 4 tdpbf16ps (16 cycles each at full rate): about
+//   64 B per cycle from L2 at peak, which L2 cannot sustain, so the AMX path runs at a fraction
+//   of its 1024 flops per cycle (measured 2.9 TFLOP/s per core with tiles in registers).
 struct Avx512Path {
   static constexpr int kMR = kBf16MRAvx512, kKStep = 2;
+  static constexpr int64_t kABlockBytes = 1 << 30;  // MC alone bounds it (240 × 512 × 2 B)
   static constexpr int64_t kKC = 512, kMC = 240;
   static void pack_a(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
     bf16_pack_a_pairs(x, base, m, k, kp, dst);
@@ -45,9 +52,10 @@ struct Avx512Path {
 
 struct AmxPath {
   static constexpr int kMR = kBf16MRAmx, kKStep = kAmxK;
-  static constexpr int64_t kKC = 256, kMC = 512;
+  static constexpr int64_t kABlockBytes = 1 << 20;
+  static constexpr int64_t kKC = 4096, kMC = 512;
   static void pack_a(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
-    bf16_pack_a_rows(x, base, m, k, kp, dst);
+    bf16_pack_a_tiles(x, base, m, k, kp, dst);
   }
   static const uint16_t* a_at(const uint16_t* panel, int64_t pc) { return panel + pc; }
   static void begin() { bf16_amx_configure(); }
@@ -116,7 +124,7 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
   uint16_t* bpack = ws.b.get(np * kBf16NR * kp);
   // K blocks of equal size in whole K steps, so K = KC + 1 is not one block and a sliver.
   const int64_t kc_max = round_up(ceil_div(kp, ceil_div(kp, P::kKC)), P::kKStep);
-  constexpr int64_t kMCPanels = P::kMC / P::kMR;
+  const int64_t kMCPanels = std::max<int64_t>(1, std::min(P::kMC, P::kABlockBytes / (2 * kc_max)) / P::kMR);
   float* c = p.c + item * p.c_bs;
 
   auto body = [&](int tid, int nt) {
@@ -139,7 +147,6 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
     if (i_begin >= i_end || j_begin >= j_end) return;
     P::begin();
     Bf16Tile t;
-    t.lda = kp;
     t.ldc = p.c_rs;
     t.act_param = p.act_param;
     for (int64_t pc = 0; pc < kp; pc += kc_max) {

@@ -18,8 +18,11 @@
 //             (columns 0..15 at offset 0, 16..31 at offset 64, row stride 128 bytes).
 //   A, avx512 path  MR = 12 rows per panel, element (r, p) at panel[(p / 2) * 24 + 2 * r + p % 2]:
 //             each pair step is the 12 dwords the kernel broadcasts.
-//   A, amx path     32 rows per panel, row-major with row stride kp (K padded to 32): two 16-row
-//             A tiles per 32-deep K step, read by tileloadd with a stride of kp * 2 bytes.
+//   A, amx path     32 rows per panel, K padded to 32, each 32-deep K step stored as its two
+//             16-row A tiles of 16 × 64 bytes, one after the other: element (r, p) at
+//             panel[(p / 32) * 1024 + (r / 16) * 512 + (r % 16) * 32 + p % 32]. Every tile load then
+//             reads 1 KiB of consecutive lines (a row-major panel would put the 16 rows of a tile
+//             a power-of-two stride apart, into the same L1 set, for K a multiple of 2048).
 #pragma once
 #include <cstdint>
 #include <cstring>

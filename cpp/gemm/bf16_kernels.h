@@ -20,8 +20,8 @@ constexpr int kAmxK = 32;          // K per tile step: 16 rows of 64 bytes = 32 
 // Packs rows [0, m) x depth [0, k) of operand x (pointers already at its first element) into
 // ceil(m / 12) pair panels (bf16_gemm.h), depth zero-padded to kp (even), rows past m zero.
 void bf16_pack_a_pairs(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst);
-// The same into ceil(m / 32) row panels of 32 × kp (kp a multiple of 32).
-void bf16_pack_a_rows(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst);
+// The same into ceil(m / 32) tile panels of 32 × kp (kp a multiple of 32; bf16_gemm.h).
+void bf16_pack_a_tiles(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst);
 // Depth [0, k) x columns [0, n) of B into ceil(n / 32) VNNI-2 panels of kp × 32.
 void bf16_pack_b(const Bf16Operand& x, const void* base, int64_t k, int64_t n, int64_t kp, uint16_t* dst);
 
@@ -31,7 +31,6 @@ void bf16_pack_b(const Bf16Operand& x, const void* base, int64_t k, int64_t n, i
 struct Bf16Tile {
   int64_t k = 0;
   const uint16_t* a = nullptr;
-  int64_t lda = 0;  // row panels (AMX): the panel's row stride in elements (kp)
   const uint16_t* b = nullptr;
   float* c = nullptr;
   int64_t ldc = 0;

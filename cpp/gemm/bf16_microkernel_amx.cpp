@@ -71,19 +71,19 @@ void bf16_microkernel_amx(const Bf16Tile& t) {
     _tile_zero(kC10);
     _tile_zero(kC11);
   }
-  const int64_t a_stride = t.lda * 2;
-  const uint16_t* a0 = t.a;
-  const uint16_t* a1 = t.a + 16 * t.lda;
+  const uint16_t* a = t.a;
   const uint16_t* b = t.b;
+  constexpr int kATile = kTileRows * kAmxK;  // elements of one A tile
   for (int64_t p = 0; p < t.k; p += kAmxK) {
-    _tile_loadd(kA0, a0 + p, a_stride);
+    _tile_loadd(kA0, a, kTileBytes);
     _tile_loadd(kB0, b, 2 * kTileBytes);
     _tile_loadd(kB1, b + 32, 2 * kTileBytes);
     _tile_dpbf16ps(kC00, kA0, kB0);
     _tile_dpbf16ps(kC01, kA0, kB1);
-    _tile_loadd(kA1, a1 + p, a_stride);
+    _tile_loadd(kA1, a + kATile, kTileBytes);
     _tile_dpbf16ps(kC10, kA1, kB0);
     _tile_dpbf16ps(kC11, kA1, kB1);
+    a += 2 * kATile;
     b += kAmxK * kBf16NR;  // 16 pair rows of 32 columns
   }
   if (direct) {

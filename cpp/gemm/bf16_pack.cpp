@@ -87,22 +87,30 @@ void pack_a_pairs(const T* a, int64_t rs, int64_t cs, int64_t m, int64_t k, int6
 }
 
 template <class T>
-void pack_a_rows(const T* a, int64_t rs, int64_t cs, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
-  constexpr int MR = kBf16MRAmx;
+void pack_a_tiles(const T* a, int64_t rs, int64_t cs, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
+  constexpr int MR = kBf16MRAmx, kTile = 16 * kAmxK;  // one A tile: 16 rows of 32 bf16
+  const int64_t steps = kp / kAmxK;
   for (int64_t i0 = 0; i0 < m; i0 += MR, dst += MR * kp) {
     const int live = static_cast<int>(std::min<int64_t>(MR, m - i0));
     const T* src = a + i0 * rs;
+    if (live < MR || k < kp || (rs == 1 && cs != 1)) std::memset(dst, 0, sizeof(uint16_t) * MR * kp);
     if (rs == 1 && cs != 1) {
-      std::memset(dst, 0, sizeof(uint16_t) * MR * kp);
-      for (int64_t p = 0; p < k; ++p)
-        for (int r = 0; r < live; ++r) dst[r * kp + p] = to_bf16(src[r + p * cs]);
+      // Column-major A: each k step is `live` consecutive elements.
+      for (int64_t p = 0; p < k; ++p) {
+        uint16_t* d = dst + (p / kAmxK) * 2 * kTile + p % kAmxK;
+        for (int r = 0; r < live; ++r) d[(r / 16) * kTile + (r % 16) * kAmxK] = to_bf16(src[r + p * cs]);
+      }
       continue;
     }
     for (int r = 0; r < live; ++r) {
-      convert_line(src + r * rs, cs, k, dst + r * kp);
-      std::memset(dst + r * kp + k, 0, sizeof(uint16_t) * (kp - k));
+      const T* row = src + r * rs;
+      uint16_t* d = dst + (r / 16) * kTile + (r % 16) * kAmxK;
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t p = s * kAmxK;
+        if (p >= k) break;
+        convert_line(row + p * cs, cs, std::min<int64_t>(kAmxK, k - p), d + s * 2 * kTile);
+      }
     }
-    std::memset(dst + live * kp, 0, sizeof(uint16_t) * (MR - live) * kp);
   }
 }
 
@@ -148,8 +156,8 @@ void bf16_pack_a_pairs(const Bf16Operand& x, const void* base, int64_t m, int64_
   with_element_type(x, base, [&](auto a) { pack_a_pairs(a, x.rs, x.cs, m, k, kp, dst); });
 }
 
-void bf16_pack_a_rows(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
-  with_element_type(x, base, [&](auto a) { pack_a_rows(a, x.rs, x.cs, m, k, kp, dst); });
+void bf16_pack_a_tiles(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
+  with_element_type(x, base, [&](auto a) { pack_a_tiles(a, x.rs, x.cs, m, k, kp, dst); });
 }
 
 void bf16_pack_b(const Bf16Operand& x, const void* base, int64_t k, int64_t n, int64_t kp, uint16_t* dst) {
