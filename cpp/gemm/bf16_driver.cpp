@@ -3,14 +3,14 @@
 //
 // Both operands are packed whole before any product (the threads split the panels), since
 // rounding fp32 to bf16 needs a pass over every element anyway; the blocks then only choose
-// which slices of the packed operands stay in which cache:
-//   pc over K by KC     one K block of every panel
-//    ic over M by MC    A block MC×KC in the core's L2, re-read by every B micro-panel
-//     jr over N by 32   B micro-panel KC×32 in L1, reused by every A micro-panel of the block
-//      ir over MC by MR the kernel streams the A micro-panel from L2
-// Threads split M in whole panels (each core keeps its A block in its own L2 and both read the
-// shared B) unless M has fewer panels than threads; then they split N.
+// which slices of the packed operands stay in which cache. A unit of work is one block of MC rows
+// times a group of B micro-panels:
+//   pc over K by KC     one K block of the unit's panels
+//    jr over the group  B micro-panel KC×32, reused by every A micro-panel of the block
+//     ir over MC by MR  A block MC×KC in the core's L2, re-read by every B micro-panel
+// Threads take packing items and units from shared counters; see gemm_item.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -65,6 +65,14 @@ struct AmxPath {
 
 static_assert(AmxPath::kKC % kAmxK == 0 && AmxPath::kMC % AmxPath::kMR == 0, "whole tiles per block");
 static_assert(Avx512Path::kKC % 2 == 0 && Avx512Path::kMC % Avx512Path::kMR == 0, "whole tiles per block");
+
+// Units of work per thread (see gemm_item): enough that a thread slowed down by a neighbour on
+// its core leaves a small remainder, few enough that each unit still reuses its A block across
+// several B micro-panels.
+constexpr int64_t kUnitsPerThread = 8;
+// Panels packed per work item: about 64-128 KiB of packed data, long enough to amortise the
+// atomic increment, short enough to balance.
+constexpr int64_t kPackPanels = 2;
 
 // Below this many flops per GEMM one thread does it all (as the fp32 GEMM: a team start costs
 // about what a core does in 0.2 MFLOP of fp32, less still of bf16).
@@ -127,35 +135,48 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
   const int64_t kMCPanels = std::max<int64_t>(1, std::min(P::kMC, P::kABlockBytes / (2 * kc_max)) / P::kMR);
   float* c = p.c + item * p.c_bs;
 
-  auto body = [&](int tid, int nt) {
-    {  // Pack this thread's share of the panels of A and of B.
-      const int64_t a0 = mp * tid / nt, a1 = mp * (tid + 1) / nt;
-      if (a1 > a0)
+  // Work is handed out through atomic counters rather than split in advance: on a shared machine
+  // a thread that loses its core for a while then delays only the items it holds, not a fixed
+  // half of the product (measured on 2 busy cores: the static split's time was the slower
+  // thread's, often 3-4 times the best). Packing goes by kPackPanels panels per item; the product
+  // by units of one A block (MC rows) times a group of B micro-panels, each unit running all of
+  // K, so the K blocks of a C tile are summed in order by one thread.
+  const int64_t ic_blocks = ceil_div(mp, kMCPanels);
+  const int64_t groups = std::max<int64_t>(1, std::min(np, ceil_div(kUnitsPerThread * threads, ic_blocks)));
+  const int64_t group_panels = ceil_div(np, groups);
+  const int64_t units = ic_blocks * ceil_div(np, group_panels);
+  const int64_t a_items = ceil_div(mp, kPackPanels), b_items = ceil_div(np, kPackPanels);
+  std::atomic<int64_t> next_pack{0}, next_unit{0};
+
+  auto body = [&](int nt) {
+    for (int64_t it; (it = next_pack.fetch_add(1, std::memory_order_relaxed)) < a_items + b_items;) {
+      if (it < a_items) {
+        const int64_t a0 = it * kPackPanels, a1 = std::min(mp, a0 + kPackPanels);
         P::pack_a(p.a, element(p.a, item, a0 * P::kMR, 0), std::min(m, a1 * P::kMR) - a0 * P::kMR, k, kp,
                   apack + a0 * P::kMR * kp);
-      const int64_t b0 = np * tid / nt, b1 = np * (tid + 1) / nt;
-      if (b1 > b0)
+      } else {
+        const int64_t b0 = (it - a_items) * kPackPanels, b1 = std::min(np, b0 + kPackPanels);
         bf16_pack_b(p.b, element(p.b, item, 0, b0 * kBf16NR), k, std::min(n, b1 * kBf16NR) - b0 * kBf16NR, kp,
                     bpack + b0 * kBf16NR * kp);
-      if (nt > 1) {
-#pragma omp barrier
       }
     }
-    const bool split_m = mp >= nt;
-    const int64_t i_begin = split_m ? mp * tid / nt : 0, i_end = split_m ? mp * (tid + 1) / nt : mp;
-    const int64_t j_begin = split_m ? 0 : np * tid / nt, j_end = split_m ? np : np * (tid + 1) / nt;
-    if (i_begin >= i_end || j_begin >= j_end) return;
-    P::begin();
+    if (nt > 1) {
+#pragma omp barrier
+    }
+    bool begun = false;
     Bf16Tile t;
     t.ldc = p.c_rs;
     t.act_param = p.act_param;
-    for (int64_t pc = 0; pc < kp; pc += kc_max) {
-      t.k = std::min(kc_max, kp - pc);
-      const bool last = pc + t.k >= kp;
-      t.load_c = p.accumulate || pc > 0;
-      t.act = last ? p.act : Activation::none;
-      for (int64_t ic = i_begin; ic < i_end; ic += kMCPanels) {
-        const int64_t ic_end = std::min(i_end, ic + kMCPanels);
+    for (int64_t u; (u = next_unit.fetch_add(1, std::memory_order_relaxed)) < units;) {
+      if (!begun) P::begin();
+      begun = true;
+      const int64_t ic = (u / groups) * kMCPanels, ic_end = std::min(mp, ic + kMCPanels);
+      const int64_t j_begin = (u % groups) * group_panels, j_end = std::min(np, j_begin + group_panels);
+      for (int64_t pc = 0; pc < kp; pc += kc_max) {
+        t.k = std::min(kc_max, kp - pc);
+        const bool last = pc + t.k >= kp;
+        t.load_c = p.accumulate || pc > 0;
+        t.act = last ? p.act : Activation::none;
         for (int64_t jp = j_begin; jp < j_end; ++jp) {
           const int64_t j = jp * kBf16NR;
           t.n = static_cast<int>(std::min<int64_t>(kBf16NR, n - j));
@@ -171,14 +192,14 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
         }
       }
     }
-    P::end();
+    if (begun) P::end();
   };
 
   if (threads <= 1) {
-    body(0, 1);
+    body(1);
   } else {
 #pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());
+    body(omp_get_num_threads());
   }
 }
 
