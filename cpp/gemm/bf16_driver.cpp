@@ -17,6 +17,7 @@
 
 #include "common/threads.h"
 #include "gemm/bf16_kernels.h"
+#include "gemm/gemm_batch.h"
 
 namespace fusegrad {
 namespace isa_avx512_ext {
@@ -73,10 +74,6 @@ constexpr int64_t kUnitsPerThread = 8;
 // Panels packed per work item: about 64-128 KiB of packed data, long enough to amortise the
 // atomic increment, short enough to balance.
 constexpr int64_t kPackPanels = 2;
-
-// Below this many flops per GEMM one thread does it all (as the fp32 GEMM: a team start costs
-// about what a core does in 0.2 MFLOP of fp32, less still of bf16).
-constexpr double kThreadFlops = 2.0 * 64 * 64 * 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -206,18 +203,8 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
 template <class P>
 void gemm_bf16(const Bf16GemmProblem& p) {
   if (p.batch <= 0 || p.m <= 0 || p.n <= 0) return;
-  const double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
-  const int threads = get_num_threads();
-  if (p.batch > 1 && threads > 1 && flops < kThreadFlops && flops * p.batch >= kThreadFlops) {
-    // Many small products: one per thread at a time, each on its own thread's buffers.
-    const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(flops, 1.0)));
-    parallel_for(p.batch, grain, [&](int64_t b0, int64_t b1) {
-      for (int64_t i = b0; i < b1; ++i) gemm_item<P>(p, i, 1);
-    });
-    return;
-  }
-  const int per_item = flops >= kThreadFlops ? threads : 1;
-  for (int64_t i = 0; i < p.batch; ++i) gemm_item<P>(p, i, per_item);
+  for_each_gemm(p.batch, 2.0 * double(p.m) * double(p.n) * double(p.k),
+                [&](int64_t i, int threads) { gemm_item<P>(p, i, threads); });
 }
 
 }  // namespace

@@ -1,31 +1,17 @@
 // The epilogue of the bf16 micro-tiles: (C +) product (+ bias), then the activation, while the
-// tile is still in L1. The activation is a second pass over the stored tile (at most 32×32 floats)
-// so the kernels are instantiated per tile shape only, not per shape and activation.
-#include "activation/activation_math.h"
+// tile is still in L1. The activation is a second pass over the stored tile (at most 32×32 floats),
+// the fp32 microkernel's, so the kernels are instantiated per tile shape only.
 #include "common/simd.h"
 #include "gemm/bf16_kernels.h"
+#include "gemm/microkernel_impl.h"  // the fp32 kernel's activation pass over a stored tile
 
 namespace fusegrad {
 namespace isa_avx512_ext {
-namespace {
-
-template <Activation kind>
-void activate_rows(float* c, int64_t ldc, int m, int n, float param) {
-  const VecF pv = set1(param);
-  for (int r = 0; r < m; ++r) {
-    float* row = c + r * ldc;
-    int j = 0;
-    for (; j + kVecWidth <= n; j += kVecWidth) store(row + j, activation_forward<kind>(load(row + j), pv));
-    if (j < n) store_partial(row + j, activation_forward<kind>(load_partial(row + j, n - j), pv), n - j);
-  }
-}
-
-}  // namespace
 
 void bf16_activate(const Bf16Tile& t) {
   with_activation(t.act, [&](auto k) {
     if constexpr (decltype(k)::value != Activation::none)
-      activate_rows<decltype(k)::value>(t.c, t.ldc, t.m, t.n, t.act_param);
+      ukernel::activate_tile<decltype(k)::value>(t.c, t.ldc, t.m, t.n, t.act_param);
   });
 }
 
