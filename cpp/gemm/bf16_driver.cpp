@@ -58,7 +58,8 @@ struct AmxPath {
   static void pack_a(const Bf16Operand& x, const void* base, int64_t m, int64_t k, int64_t kp, uint16_t* dst) {
     bf16_pack_a_tiles(x, base, m, k, kp, dst);
   }
-  static const uint16_t* a_at(const uint16_t* panel, int64_t pc) { return panel + pc; }
+  // Each 32-deep step of a tile panel holds its 32 rows: depth pc starts at pc * 32 elements.
+  static const uint16_t* a_at(const uint16_t* panel, int64_t pc) { return panel + pc * kMR; }
   static void begin() { bf16_amx_configure(); }
   static void end() { bf16_amx_release(); }
   static void kernel(const Bf16Tile& t) { bf16_microkernel_amx(t); }
@@ -71,6 +72,10 @@ static_assert(Avx512Path::kKC % 2 == 0 && Avx512Path::kMC % Avx512Path::kMR == 0
 // its core leaves a small remainder, few enough that each unit still reuses its A block across
 // several B micro-panels.
 constexpr int64_t kUnitsPerThread = 8;
+// A C of at least this many bytes is larger than the L2 of both cores together (2 × 2 MiB), so
+// its full tiles are written with streaming stores (the AMX kernel), sparing the read of each
+// line before it is overwritten; a smaller C is likely read again soon by the caller, from cache.
+constexpr int64_t kStreamCBytes = 8 << 20;
 // Panels packed per work item: about 64-128 KiB of packed data, long enough to amortise the
 // atomic increment, short enough to balance.
 constexpr int64_t kPackPanels = 2;
@@ -164,6 +169,7 @@ void gemm_item(const Bf16GemmProblem& p, int64_t item, int threads) {
     Bf16Tile t;
     t.ldc = p.c_rs;
     t.act_param = p.act_param;
+    t.stream_c = m * n * 4 >= kStreamCBytes;
     for (int64_t u; (u = next_unit.fetch_add(1, std::memory_order_relaxed)) < units;) {
       if (!begun) P::begin();
       begun = true;

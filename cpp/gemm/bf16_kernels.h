@@ -39,6 +39,7 @@ struct Bf16Tile {
   const float* bias = nullptr;
   Activation act = Activation::none;
   float act_param = 0.0f;
+  bool stream_c = false;  // C is too large to stay in cache: the AMX kernel may store around it
 };
 
 void bf16_microkernel_avx512(const Bf16Tile& t);

@@ -53,7 +53,10 @@ void bf16_amx_configure() {
   _tile_loadconfig(&cfg);
 }
 
-void bf16_amx_release() { _tile_release(); }
+void bf16_amx_release() {
+  _mm_sfence();  // the streaming stores of C are visible before the thread reports done
+  _tile_release();
+}
 
 void bf16_microkernel_amx(const Bf16Tile& t) {
   // A full tile without bias or activation goes straight between C and the tile registers;
@@ -86,7 +89,7 @@ void bf16_microkernel_amx(const Bf16Tile& t) {
     a += 2 * kATile;
     b += kAmxK * kBf16NR;  // 16 pair rows of 32 columns
   }
-  if (direct) {
+  if (direct && t.load_c) {
     _tile_stored(kC00, t.c, c_stride);
     _tile_stored(kC01, t.c + 16, c_stride);
     _tile_stored(kC10, t.c + 16 * t.ldc, c_stride);
@@ -99,6 +102,15 @@ void bf16_microkernel_amx(const Bf16Tile& t) {
   _tile_stored(kC01, block + 16, kBlockStride);
   _tile_stored(kC10, block + 16 * kBf16NR, kBlockStride);
   _tile_stored(kC11, block + 16 * kBf16NR + 16, kBlockStride);
+  if (direct && t.stream_c && (reinterpret_cast<uintptr_t>(t.c) & 63) == 0 && (t.ldc & 15) == 0) {
+    // A C tile written once and not read, of a C too large to stay in cache: streaming stores
+    // skip reading its lines from memory first (read-for-ownership).
+    for (int r = 0; r < kBf16MRAmx; ++r) {
+      _mm512_stream_ps(t.c + r * t.ldc, _mm512_load_ps(block + r * kBf16NR));
+      _mm512_stream_ps(t.c + r * t.ldc + 16, _mm512_load_ps(block + r * kBf16NR + 16));
+    }
+    return;
+  }
   bf16_store_block(block, kBf16NR, t);
 }
 

@@ -60,9 +60,9 @@ def rand(rng, *shape):
 
 
 # Edges of every path's tiles and blocks: MR 12 and 32 rows, NR 32 columns, K odd (pairs), K past
-# the AMX's 32-deep steps and KC = 256 / 512 blocks.
+# the AMX's 32-deep steps and the K blocks (AVX-512 BF16 512, AMX 4096), C summed over them.
 SHAPES = [(1, 1, 1), (1, 7, 3), (5, 3, 1), (12, 32, 2), (13, 33, 31), (31, 17, 33), (32, 32, 32), (33, 31, 65),
-          (11, 64, 257), (40, 50, 513), (70, 97, 1030)]
+          (11, 64, 257), (40, 50, 513), (70, 97, 1030), (33, 40, 4129), (32, 64, 8200)]
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
@@ -83,6 +83,17 @@ def test_large_and_threaded(bf16_path, rng, threads):
         check(ops.matmul(a, b, precision="bf16"), a, b)
     finally:
         _cpu.set_num_threads(before)
+
+
+def test_large_result_and_the_streaming_store(bf16_path, rng):
+    # C of 1472² floats (8.3 MiB) is past the size from which the AMX path writes full tiles with
+    # streaming stores; edges and a second K block (accumulated) ride along.
+    a, b = rand(rng, 1472, 70), rand(rng, 70, 1472)
+    check(ops.matmul(a, b, precision="bf16"), a, b)
+    a2, b2 = rand(rng, 1440, 4100), rand(rng, 4100, 1470)[:, :1470]
+    out = np.full((1440, 1470), np.nan, np.float32)
+    ops.matmul(a2, b2, out=out, precision="bf16")
+    check(out, a2, b2)
 
 
 def test_the_inputs_are_rounded_to_bf16(bf16_path):
