@@ -50,7 +50,7 @@ void convert_line(const T* src, int64_t step, int64_t count, uint16_t* dst) {
   for (int64_t p = 0; p < count; ++p) dst[p] = to_bf16(src[p * step]);
 }
 
-// Thread-local staging line for the pair panels (one row of A, kp bf16).
+// Thread-local staging line: one row of A or column of B, kp bf16.
 uint16_t* staging(int64_t elements) {
   static thread_local std::vector<uint16_t> line;
   if (static_cast<int64_t>(line.size()) < elements) line.resize(static_cast<size_t>(elements));
@@ -65,9 +65,12 @@ void pack_a_pairs(const T* a, int64_t rs, int64_t cs, int64_t m, int64_t k, int6
     const T* src = a + i0 * rs;
     if (live < MR || k < kp) std::memset(dst, 0, sizeof(uint16_t) * MR * kp);
     if (rs == 1 && cs != 1) {
-      // Column-major A: each k step is `live` consecutive elements.
-      for (int64_t p = 0; p < k; ++p)
-        for (int r = 0; r < live; ++r) dst[(p >> 1) * 2 * MR + 2 * r + (p & 1)] = to_bf16(src[r + p * cs]);
+      // Column-major A: each k step is `live` consecutive elements, converted as one vector.
+      alignas(64) uint16_t step[32];
+      for (int64_t p = 0; p < k; ++p) {
+        _mm512_store_si512(step, load32(src + p * cs, live));
+        for (int r = 0; r < live; ++r) dst[(p >> 1) * 2 * MR + 2 * r + (p & 1)] = step[r];
+      }
       continue;
     }
     // Row by row through a staging line: each row converted unit-stride, then its dword pairs
@@ -95,10 +98,12 @@ void pack_a_tiles(const T* a, int64_t rs, int64_t cs, int64_t m, int64_t k, int6
     const T* src = a + i0 * rs;
     if (live < MR || k < kp || (rs == 1 && cs != 1)) std::memset(dst, 0, sizeof(uint16_t) * MR * kp);
     if (rs == 1 && cs != 1) {
-      // Column-major A: each k step is `live` consecutive elements.
+      // Column-major A: each k step is `live` consecutive elements, converted as one vector.
+      alignas(64) uint16_t step[32];
       for (int64_t p = 0; p < k; ++p) {
+        _mm512_store_si512(step, load32(src + p * cs, live));
         uint16_t* d = dst + (p / kAmxK) * 2 * kTile + p % kAmxK;
-        for (int r = 0; r < live; ++r) d[(r / 16) * kTile + (r % 16) * kAmxK] = to_bf16(src[r + p * cs]);
+        for (int r = 0; r < live; ++r) d[(r / 16) * kTile + (r % 16) * kAmxK] = step[r];
       }
       continue;
     }
@@ -137,10 +142,21 @@ void pack_b(const T* b, int64_t rs, int64_t cs, int64_t k, int64_t n, int64_t kp
       }
       continue;
     }
-    // Column-major (a transposed view) or any strides: column by column along K.
-    std::memset(dst, 0, sizeof(uint16_t) * NR * kp);
-    for (int j = 0; j < live; ++j)
-      for (int64_t p = 0; p < k; ++p) dst[(p >> 1) * 2 * NR + 2 * j + (p & 1)] = to_bf16(src[p * rs + j * cs]);
+    // Column-major (a transposed view, as a Linear layer's weight.T) or any strides: column by
+    // column, each converted along K into a staging line (vector code where K is unit-stride),
+    // then its dword pairs spread NR dwords apart.
+    if (live < NR) std::memset(dst, 0, sizeof(uint16_t) * NR * kp);
+    uint16_t* line = staging(kp);
+    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
+    for (int j = 0; j < live; ++j) {
+      convert_line(src + j * cs, rs, k, line);
+      std::memset(line + k, 0, sizeof(uint16_t) * (kp - k));
+      for (int64_t q = 0; q < kp / 2; ++q) {
+        uint32_t pair;
+        std::memcpy(&pair, line + 2 * q, 4);
+        d32[q * NR + j] = pair;
+      }
+    }
   }
 }
 
