@@ -33,8 +33,8 @@ Bf16Operand operand(const ArrayView& x) {
 // A bf16 value as the fast paths' instructions read it: subnormals count as zero.
 float bf16_value(uint16_t h) { return (h & 0x7f80u) == 0 ? float_from_bf16(h & 0x8000u) : float_from_bf16(h); }
 
-// The operand's matrices (rows × cols each) rounded to bf16 and held in fp32, row-major in
-// `buffer`; returns the (row, batch) strides of the copy through rs / bs.
+// The operand's matrices (rows × cols each; one when it is shared across the batch) rounded to
+// bf16 and held in fp32, row-major and one after another in `buffer`.
 const float* rounded_copy(const Bf16Operand& x, int64_t batch, int64_t rows, int64_t cols, std::vector<float>& buffer) {
   const int64_t items = x.bs == 0 ? 1 : batch;
   buffer.resize(static_cast<size_t>(items * rows * cols));
