@@ -131,6 +131,9 @@ def test_batched(bf16_path, rng):
     big = rand(rng, 3, 130, 70)
     w = rand(rng, 70, 90)
     check(ops.matmul(big, w, precision="bf16"), big, w)
+    # Many small products: spread one per thread, each on that thread's packing buffers.
+    many_a, many_b = rand(rng, 300, 17, 15), rand(rng, 300, 15, 33)
+    check(ops.matmul(many_a, many_b, precision="bf16"), many_a, many_b)
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "tanh", "sigmoid"])
