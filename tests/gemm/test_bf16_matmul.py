@@ -226,6 +226,10 @@ def test_bfloat16_arrays_need_precision_bf16():
         ops.matmul(b.T, b, bias=np.ones(5, ml_dtypes.bfloat16), precision="bf16")
     with pytest.raises(TypeError, match="out: expected dtype float32, got bfloat16"):
         ops.matmul(a, b, out=np.zeros((3, 5), ml_dtypes.bfloat16), precision="bf16")
+    # The CUDA kernels read float32 only: a bf16 array on a CUDA device (here the emulated one) is refused.
+    from fusegrad import _emulated
+    with pytest.raises(TypeError, match="a: expected dtype float32, got bfloat16"):
+        ops.matmul(a.view(_emulated.DeviceArray), b.view(_emulated.DeviceArray), precision="bf16")
 
 
 def test_compiled_guard_refuses_bad_arguments():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend, _cpu, _emulated
-from .._backend import array_module, native, to_kind
+from .._backend import array_module, device_of, native, to_kind
 from ._common import check_dtype, check_out, check_same_device, flag
 from .activation import EPILOGUE, activation_code
 
@@ -44,7 +44,7 @@ def is_bf16_array(x) -> bool:
 
 def _operand(x, name: str, precision: str = "fp32"):
     arr, kind = native(x, name)
-    if is_bf16_array(arr):
+    if is_bf16_array(arr) and device_of(arr) == "cpu":  # the CUDA kernels read float32 only
         if precision != "bf16":
             raise TypeError(f"{name}: dtype bfloat16 is taken only with precision='bf16' (got precision="
                             f"{precision!r}); expected float32")
