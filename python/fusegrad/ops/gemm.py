@@ -6,17 +6,21 @@ Which operand layouts are read in place and which are copied is the compiled sid
 (cpp/gemm/gemm_layout.cpp): row- and column-major matrices with any leading dimension are read
 where they are. CUDA arrays take the same rule (cuda/gemm/), here in _matmul_cuda.
 
-precision: "fp32" (the default, fp32 FMAs everywhere), or on CUDA arrays "tf32" / "bf16": the
-tensor-core kernels, which round A and B to tf32 (10-bit mantissa) or bf16 (7-bit) and sum the
-exact products in fp32 (errors of ~3e-4 and ~3e-3 of the result's size on random data). The CPU
-GEMM computes in fp32 only and refuses the others rather than silently ignoring them.
+precision: "fp32" (the default, fp32 FMAs everywhere), "bf16" on both devices, or "tf32" on CUDA
+arrays. tf32/bf16 round A and B to tf32 (10-bit mantissa) or bf16 (7-bit, round to nearest even)
+and sum the exact products in fp32 (errors of ~3e-4 and ~3e-3 of the result's size on random
+data); C, bias and the epilogue stay fp32. On CUDA they run on tensor cores. On the CPU, bf16 runs
+on AMX-BF16 tiles where the CPU has them, else on AVX-512 BF16 (vdpbf16ps), else rounds the
+operands and runs the fp32 kernel (cpp/gemm/bf16_gemm.h); `bf16_path()` says which. With
+precision="bf16" a CPU operand may also be an `ml_dtypes.bfloat16` array, used as it is. The CPU
+refuses tf32 rather than silently computing something else.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _backend, _cpu, _emulated
-from .._backend import array_module, native, to_kind
+from .._backend import array_module, device_of, native, to_kind
 from ._common import check_dtype, check_out, check_same_device, flag
 from .activation import EPILOGUE, activation_code
 
@@ -32,9 +36,20 @@ def epilogue_code(activation) -> int:
 _EPILOGUE_CODES = {None: activation_code(None), **{name: activation_code(name) for name in EPILOGUE}}
 
 
-def _operand(x, name: str):
+def is_bf16_array(x) -> bool:
+    """Whether x is a NumPy array of ml_dtypes.bfloat16 (found by its dtype's name, so fusegrad
+    needs ml_dtypes only where its arrays are passed in)."""
+    return isinstance(x, np.ndarray) and x.dtype.name == "bfloat16" and x.dtype.itemsize == 2
+
+
+def _operand(x, name: str, precision: str = "fp32"):
     arr, kind = native(x, name)
-    check_dtype(arr, name)
+    if is_bf16_array(arr) and device_of(arr) == "cpu":  # the CUDA kernels read float32 only
+        if precision != "bf16":
+            raise TypeError(f"{name}: dtype bfloat16 is taken only with precision='bf16' (got precision="
+                            f"{precision!r}); expected float32")
+    else:
+        check_dtype(arr, name)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name}: expected a 2-D (M, K)/(K, N) or 3-D batched array, got shape {arr.shape}")
     return arr, kind
@@ -51,8 +66,9 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, prec
     other layouts are copied once. bias: (N,), added to every row. activation: None, "relu",
     "gelu", "gelu_tanh", "sigmoid", "tanh" or "silu", applied after the bias. out: where to
     write the (M, N) / (B, M, N) result; with accumulate=True the product is added into out
-    (gradient accumulation), and bias/activation are not allowed. precision: "fp32", or for
-    CUDA arrays "tf32" or "bf16" (tensor cores; see the module docstring). stream: the CUDA
+    (gradient accumulation), and bias/activation are not allowed. precision: "fp32", "bf16" (a and b
+    rounded to bf16, or given as ml_dtypes.bfloat16 arrays on the CPU; fp32 sums and result), or
+    for CUDA arrays "tf32" (see the module docstring). stream: the CUDA
     stream to run on (default: CuPy's current stream).
     """
     # The compiled side takes the common call (NumPy float32 operands that fit) in a fraction of a
@@ -71,8 +87,8 @@ def matmul(a, b, *, bias=None, activation=None, out=None, accumulate=False, prec
 def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", stream=None):
     if type(precision) is not str or precision not in PRECISIONS:
         raise ValueError(f"matmul: precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    a_arr, kind = _operand(a, "a")
-    b_arr, _ = _operand(b, "b")
+    a_arr, kind = _operand(a, "a", precision)
+    b_arr, _ = _operand(b, "b", precision)
     bias_arr = out_arr = None
     if bias is not None:
         bias_arr, _ = native(bias, "bias")
@@ -105,13 +121,49 @@ def _matmul_checked(a, b, bias, activation, out, accumulate, precision="fp32", s
     if device != "cpu":
         result = _matmul_cuda(a_arr, b_arr, bias_arr, out_arr, code, accumulate, precision, shape, stream)
         return out if out is not None else to_kind(result, kind)
+    if precision == "bf16":
+        return _matmul_bf16_cpu(a_arr, b_arr, bias_arr, out_arr, code, accumulate, shape, out, kind)
     if precision != "fp32":
         raise ValueError(f"matmul: precision={precision!r} runs on CUDA tensor cores only; the CPU GEMM computes "
-                         "in fp32 (precision='fp32')")
+                         "in fp32 or bf16 (precision='fp32' or 'bf16')")
     result = _cpu.gemm(a_arr, b_arr, out_arr, bias_arr, code, accumulate)
     if result is None:
         raise RuntimeError(f"matmul: internal error, the kernel refused checked operands {a_arr.shape}, {b_arr.shape}")
     return out if out is not None else to_kind(result, kind)
+
+
+# --- bf16 on the CPU -----------------------------------------------------------------------------
+
+
+def bf16_path() -> str:
+    """The path matmul(precision="bf16") takes on the CPU now: "amx_bf16", "avx512_bf16" or
+    "generic" (see the module docstring; fusegrad._cpu.set_cpu_feature switches the fast ones off)."""
+    return _cpu.gemm_bf16_path()
+
+
+def _bf16_kernel_operand(x):
+    """x as the bf16 kernel takes it: float32, or bfloat16 as its uint16 bits; any strides of
+    whole elements are read in place (the packing rounds and rearranges anyway)."""
+    if any(s % x.itemsize for s, d in zip(x.strides, x.shape) if d > 1):
+        x = np.ascontiguousarray(x)
+    return x.view(np.uint16) if is_bf16_array(x) else x
+
+
+def _matmul_bf16_cpu(a, b, bias, out_arr, code, accumulate, shape, out, kind):
+    inputs = [x for x in (a, b, bias) if x is not None]
+    if out_arr is not None and out_arr.flags.c_contiguous and not any(np.may_share_memory(out_arr, x) for x in inputs):
+        target = out_arr
+    else:
+        target = np.empty(shape, np.float32)
+        if accumulate:
+            target[...] = out_arr
+    if bias is not None and not bias.flags.c_contiguous:
+        bias = np.ascontiguousarray(bias)
+    if target.size:
+        _cpu.gemm_bf16(_bf16_kernel_operand(a), _bf16_kernel_operand(b), target, bias, code, accumulate)
+    if out_arr is not None and target is not out_arr:
+        out_arr[...] = target
+    return out if out is not None else to_kind(target, kind)
 
 
 # --- CUDA ---------------------------------------------------------------------------------------
