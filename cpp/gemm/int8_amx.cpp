@@ -27,7 +27,7 @@ constexpr int64_t kTileK = 64;  // bytes of depth per A tile row / groups × 4 p
 //            1M multiply-adds.
 //   MC 256:  rows of A packed together (256 × K bytes, 1 MiB at K = 4096) stay in the 2 MiB L2.
 //   NC 256:  columns of the int32 scratch block (256 × 256 × 4 = 256 KiB, in L2).
-constexpr int64_t kKC = 1024, kMC = 256, kNC = 256;
+constexpr int64_t kKC = 512, kMC = 256, kNC = 256;
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;

@@ -102,7 +102,8 @@ void int8_gemm(const Int8GemmProblem& p) {
   const int64_t mc = std::min(kt.mc, round_up(m, mr));
   const int64_t mb = ceil_div(m, mc);
   const double macs = double(m) * double(n) * double(std::max<int64_t>(k, 1));
-  int threads = macs < kThreadMacs ? 1 : get_num_threads();
+  int threads = macs < kThreadMacs ? 1 : p.max_threads > 0 ? std::min(p.max_threads, get_num_threads())
+                                                            : get_num_threads();
   // Narrower column blocks when there are too few tasks to give every thread two (e.g. a batch
   // of 32 rows through a Linear layer: one row block).
   int64_t nc = std::min(kt.nc, round_up(n, nr));

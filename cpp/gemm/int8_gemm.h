@@ -128,6 +128,7 @@ struct Int8GemmProblem {
   int64_t ldo = 0;
   Int8Epilogue epilogue;
   Int8Path path = Int8Path::automatic;
+  int max_threads = 0;  // at most this many threads (0: fusegrad's setting)
 };
 
 void int8_gemm(const Int8GemmProblem& p);
