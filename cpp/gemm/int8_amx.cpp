@@ -27,7 +27,7 @@ constexpr int64_t kTileK = 64;  // bytes of depth per A tile row / groups × 4 p
 //            1M multiply-adds.
 //   MC 256:  rows of A packed together (256 × K bytes, 1 MiB at K = 4096) stay in the 2 MiB L2.
 //   NC 256:  columns of the int32 scratch block (256 × 256 × 4 = 256 KiB, in L2).
-constexpr int64_t kKC = 512, kMC = 256, kNC = 256;
+constexpr int64_t kKC = 512, kMC = 512, kNC = 256;
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;
@@ -67,16 +67,15 @@ void tile(const Int8Tile& t) {
     if (NT > 1) _tile_zero(3);
   }
   const uint8_t* a = t.a;
-  const int64_t lda = t.kc;
   const int8_t* b0 = t.b;
   const int8_t* b1 = t.b + t.b_stride;
-  for (int64_t p = 0; p < t.kc; p += kTileK) {
-    _tile_loadd(4, a + p, lda);
+  for (int64_t p = 0; p < t.kc; p += kTileK, a += kMR * kTileK) {
+    _tile_loadd(4, a, kTileK);
     _tile_loadd(6, b0 + p * 16, 64);
     if (NT > 1) _tile_loadd(7, b1 + p * 16, 64);
     _tile_dpbusd(0, 4, 6);
     if (NT > 1) _tile_dpbusd(1, 4, 7);
-    _tile_loadd(5, a + 16 * lda + p, lda);
+    _tile_loadd(5, a + 16 * kTileK, kTileK);
     _tile_dpbusd(2, 5, 6);
     if (NT > 1) _tile_dpbusd(3, 5, 7);
   }
@@ -96,7 +95,7 @@ void microkernel(const Int8Tile& t) {
 }  // namespace
 
 extern const Int8Kernels int8_amx_kernels{
-    "amx", kMR, kNR, kTileK, kKC, kMC, kNC, pack_a_rows<kMR>, microkernel, epilogue, thread_begin,
+    "amx", kMR, kNR, kTileK, kKC, kMC, kNC, pack_a_tiles<kMR>, microkernel, epilogue, thread_begin,
     thread_end};
 
 }  // namespace FG_ISA_NS

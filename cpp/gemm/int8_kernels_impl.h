@@ -1,5 +1,5 @@
 // Pieces every int8 path shares, compiled into each path's own file with that file's flags: the
-// two A packings and the requantizing epilogue. They live in an unnamed namespace so each file
+// A packings and the requantizing epilogue (AVX-512 intrinsics where the file has them). They live in an unnamed namespace so each file
 // keeps its own copy (an inline function compiled with -mavx512vnni must never stand in for the
 // generic level's).
 #pragma once
@@ -7,6 +7,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "gemm/int8_gemm.h"
 
@@ -39,16 +43,22 @@ void pack_a_interleaved(const uint8_t* a, int64_t lda, int rows, int64_t k, int6
   }
 }
 
-// A micro-panel as MR plain rows of kc_pad bytes (an AMX A tile reads 16 of them, 64 bytes each).
+// A micro-panel as consecutive AMX A tiles: per 64 bytes of depth, MR rows × 64 bytes, so each
+// tile load reads 1 KiB of contiguous memory, in the order the kernel consumes it.
 template <int MR>
-void pack_a_rows(const uint8_t* a, int64_t lda, int rows, int64_t k, int64_t kc_pad, uint8_t* dst) {
-  for (int r = 0; r < MR; ++r) {
-    uint8_t* d = dst + r * kc_pad;
-    if (r < rows) {
-      std::memcpy(d, a + r * lda, k);
-      std::memset(d + k, 0, kc_pad - k);
-    } else {
-      std::memset(d, 0, kc_pad);
+void pack_a_tiles(const uint8_t* a, int64_t lda, int rows, int64_t k, int64_t kc_pad, uint8_t* dst) {
+  constexpr int64_t kStep = 64;
+  for (int64_t p0 = 0; p0 < kc_pad; p0 += kStep) {
+    uint8_t* d = dst + p0 * MR;
+    const int64_t live = std::max<int64_t>(0, std::min(kStep, k - p0));
+    for (int r = 0; r < MR; ++r, d += kStep) {
+      const int64_t n = r < rows ? live : 0;
+      if (n == kStep) {
+        std::memcpy(d, a + r * lda + p0, kStep);  // the common case: one 64-byte copy
+      } else {
+        if (n) std::memcpy(d, a + r * lda + p0, n);
+        std::memset(d + n, 0, kStep - n);
+      }
     }
   }
 }
@@ -60,54 +70,110 @@ template <> struct OutType<Int8Out::f32> { using T = float; };
 template <> struct OutType<Int8Out::u8> { using T = uint8_t; static constexpr float lo = 0.0f, hi = 255.0f; };
 template <> struct OutType<Int8Out::s8> { using T = int8_t; static constexpr float lo = -128.0f, hi = 127.0f; };
 
-// One row, written so the compiler vectorises it (the branches are template arguments).
-template <Int8Out kOut, bool kRelu, bool kBias>
-void epilogue_row(const int32_t* acc, int64_t n, typename OutType<kOut>::T* out, const Int8Epilogue& e,
-                  const int32_t* colsum, const float* scale, const float* bias) {
+// Columns whose epilogue factors are prepared at once (3 KiB on the stack), then applied to every
+// row of the block: the zero-point correction zp · colsum[n] (so no row multiplies it again) and,
+// for a requantized output, scale and bias already divided by out_scale (multiplied by its
+// inverse), so a value is one multiply-add away from rounding.
+constexpr int64_t kEpilogueCols = 256;
+
+struct ColumnFactors {
+  alignas(64) int32_t corr[kEpilogueCols];
+  alignas(64) float scale[kEpilogueCols];
+  alignas(64) float bias[kEpilogueCols];
+};
+
+void prepare_columns(const Int8Epilogue& e, int64_t col0, int64_t n, ColumnFactors& f) {
   const uint32_t zp = static_cast<uint32_t>(e.a_zero_point);
+  const bool requant = e.out == Int8Out::u8 || e.out == Int8Out::s8;
   for (int64_t j = 0; j < n; ++j) {
-    // acc and zp·colsum may each wrap int32 while their difference, the true sum, fits: unsigned
-    // arithmetic wraps by definition and the cast back gives that difference.
-    const int32_t c = static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - zp * static_cast<uint32_t>(colsum[j]));
+    // zp·colsum may wrap int32 while acc − zp·colsum, the true sum, fits: unsigned arithmetic
+    // wraps by definition, and the row kernels subtract the same way.
+    f.corr[j] = static_cast<int32_t>(zp * static_cast<uint32_t>(e.colsum[col0 + j]));
+    if (e.out == Int8Out::s32) continue;
+    const float scale = e.scale[col0 + j], bias = e.bias ? e.bias[col0 + j] : 0.0f;
+    f.scale[j] = requant ? scale * e.inv_out_scale : scale;
+    f.bias[j] = requant ? bias * e.inv_out_scale : bias;
+  }
+}
+
+inline int32_t corrected(int32_t acc, int32_t corr) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) - static_cast<uint32_t>(corr));
+}
+
+#if defined(__AVX512F__)
+// One row, 16 columns a step, the last step masked. Requantized values are clamped to the
+// output range (less the zero point) in float before rounding, so out-of-range values never reach
+// the float-to-int conversion, which would turn them into INT_MIN.
+template <Int8Out kOut, bool kRelu>
+void epilogue_row(const int32_t* acc, int64_t n, typename OutType<kOut>::T* out, const Int8Epilogue& e,
+                  const ColumnFactors& f) {
+  __m512 lo = _mm512_setzero_ps(), hi = lo;
+  __m512i zp = _mm512_setzero_si512();
+  if constexpr (kOut == Int8Out::u8 || kOut == Int8Out::s8) {
+    lo = _mm512_set1_ps(OutType<kOut>::lo - static_cast<float>(e.out_zero_point));
+    hi = _mm512_set1_ps(OutType<kOut>::hi - static_cast<float>(e.out_zero_point));
+    zp = _mm512_set1_epi32(e.out_zero_point);
+  }
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 mask = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+    const __m512i c = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mask, acc + j), _mm512_load_si512(f.corr + j));
     if constexpr (kOut == Int8Out::s32) {
-      out[j] = kRelu ? std::max(c, 0) : c;
+      _mm512_mask_storeu_epi32(out + j, mask, kRelu ? _mm512_max_epi32(c, _mm512_setzero_si512()) : c);
     } else {
-      float v = static_cast<float>(c) * scale[j];
-      if constexpr (kBias) v += bias[j];
-      if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), _mm512_load_ps(f.scale + j), _mm512_load_ps(f.bias + j));
+      if constexpr (kRelu) v = _mm512_max_ps(v, _mm512_setzero_ps());
       if constexpr (kOut == Int8Out::f32) {
-        out[j] = v;
+        _mm512_mask_storeu_ps(out + j, mask, v);
       } else {
-        float q = std::nearbyint(v * e.inv_out_scale) + static_cast<float>(e.out_zero_point);
-        q = std::min(std::max(q, OutType<kOut>::lo), OutType<kOut>::hi);
-        out[j] = static_cast<typename OutType<kOut>::T>(static_cast<int32_t>(q));
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);  // round half to even
+        if constexpr (kOut == Int8Out::u8) _mm512_mask_cvtusepi32_storeu_epi8(out + j, mask, q);
+        else _mm512_mask_cvtsepi32_storeu_epi8(out + j, mask, q);
       }
     }
   }
 }
+#else
+template <Int8Out kOut, bool kRelu>
+void epilogue_row(const int32_t* acc, int64_t n, typename OutType<kOut>::T* out, const Int8Epilogue& e,
+                  const ColumnFactors& f) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t c = corrected(acc[j], f.corr[j]);
+    if constexpr (kOut == Int8Out::s32) {
+      out[j] = kRelu ? std::max(c, 0) : c;
+    } else {
+      float v = static_cast<float>(c) * f.scale[j] + f.bias[j];
+      if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;
+      if constexpr (kOut == Int8Out::f32) {
+        out[j] = v;
+      } else {
+        const float zp = static_cast<float>(e.out_zero_point);
+        v = std::min(std::max(v, OutType<kOut>::lo - zp), OutType<kOut>::hi - zp);
+        out[j] = static_cast<typename OutType<kOut>::T>(static_cast<int32_t>(std::nearbyint(v)) + e.out_zero_point);
+      }
+    }
+  }
+}
+#endif
 
-template <Int8Out kOut, bool kRelu, bool kBias>
+template <Int8Out kOut, bool kRelu>
 void epilogue_block(const int32_t* acc, int64_t ldacc, int64_t m, int64_t n, void* out, int64_t ldo,
                     const Int8Epilogue& e, int64_t col0) {
   using T = typename OutType<kOut>::T;
-  T* o = static_cast<T*>(out);
-  const float* scale = e.scale ? e.scale + col0 : nullptr;
-  const float* bias = e.bias ? e.bias + col0 : nullptr;
-  for (int64_t i = 0; i < m; ++i)
-    epilogue_row<kOut, kRelu, kBias>(acc + i * ldacc, n, o + i * ldo, e, e.colsum + col0, scale, bias);
+  ColumnFactors f;
+  for (int64_t j0 = 0; j0 < n; j0 += kEpilogueCols) {
+    const int64_t cols = std::min(kEpilogueCols, n - j0);
+    prepare_columns(e, col0 + j0, cols, f);
+    for (int64_t i = 0; i < m; ++i)
+      epilogue_row<kOut, kRelu>(acc + i * ldacc + j0, cols, static_cast<T*>(out) + i * ldo + j0, e, f);
+  }
 }
 
 template <Int8Out kOut>
 void epilogue_for(const int32_t* acc, int64_t ldacc, int64_t m, int64_t n, void* out, int64_t ldo,
                   const Int8Epilogue& e, int64_t col0) {
-  const bool bias = e.bias != nullptr && kOut != Int8Out::s32;
-  if (e.relu) {
-    if (bias) epilogue_block<kOut, true, true>(acc, ldacc, m, n, out, ldo, e, col0);
-    else epilogue_block<kOut, true, false>(acc, ldacc, m, n, out, ldo, e, col0);
-  } else {
-    if (bias) epilogue_block<kOut, false, true>(acc, ldacc, m, n, out, ldo, e, col0);
-    else epilogue_block<kOut, false, false>(acc, ldacc, m, n, out, ldo, e, col0);
-  }
+  if (e.relu) epilogue_block<kOut, true>(acc, ldacc, m, n, out, ldo, e, col0);
+  else epilogue_block<kOut, false>(acc, ldacc, m, n, out, ldo, e, col0);
 }
 
 void epilogue(const int32_t* acc, int64_t ldacc, int64_t m, int64_t n, void* out, int64_t ldo,
