@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -124,12 +125,28 @@ void int8_gemm(const Int8GemmProblem& p) {
   }
   const int64_t out_size = int8_out_size(p.epilogue.out);
 
-  auto body = [&](int tid, int nt) {
+  // Each thread works through its own contiguous share of the tasks (so consecutive tasks share
+  // its packed A block), then takes what is left of the others' shares: on a busy machine a thread
+  // that the OS set aside for a while no longer holds up the whole product.
+  const std::unique_ptr<std::atomic<int64_t>[]> cursor(new std::atomic<int64_t>[threads]);
+  for (int t = 0; t < threads; ++t) cursor[t].store(tasks * t / threads, std::memory_order_relaxed);
+  // (Shares are those of the threads asked for; should OpenMP give fewer, the missing ones' shares
+  // are simply taken by the others.)
+  const auto next_task = [&](int tid) -> int64_t {
+    for (int i = 0; i < threads; ++i) {
+      const int owner = (tid + i) % threads;
+      const int64_t task = cursor[owner].fetch_add(1, std::memory_order_relaxed);
+      if (task < tasks * (owner + 1) / threads) return task;
+    }
+    return -1;
+  };
+
+  auto body = [&](int tid) {
     if (kt.thread_begin) kt.thread_begin();
     uint8_t* apack = apacks[tid];
     int32_t* scratch = scratches[tid];
     int64_t packed_ib = -1;
-    for (int64_t task = tasks * tid / nt; task < tasks * (tid + 1) / nt; ++task) {
+    for (int64_t task; (task = next_task(tid)) >= 0;) {
       const int64_t ib = task / nb, jb = task % nb;
       const int64_t ic = ib * mc, rows = std::min(mc, m - ic);
       const int64_t jc = jb * nc, cols = std::min(nc, n - jc);
@@ -167,12 +184,12 @@ void int8_gemm(const Int8GemmProblem& p) {
   };
 
   if (threads <= 1) {
-    body(0, 1);
+    body(0);
   } else {
 #pragma omp parallel num_threads(threads)
     {
       const DenormalsAreZero mode;
-      body(omp_get_thread_num(), omp_get_num_threads());
+      body(omp_get_thread_num());
     }
   }
 }
