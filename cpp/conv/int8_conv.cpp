@@ -3,9 +3,8 @@
 // in cache while the GEMM packs it, padding taps filled with the input zero point so they stand
 // for a real 0. Compiled once: the gather is memcpy/memset of whole channel runs, and the GEMM
 // picks its own path.
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <vector>
@@ -70,7 +69,7 @@ void int8_conv2d(const Int8ConvProblem& p) {
   // Each thread gathers its own blocks of rows and multiplies them on its own (one parallel region
   // for the whole convolution: a fork and join per block would cost more than the block's work at
   // CNN layer sizes, and far more on a busy machine). Blocks come in a multiple of the thread
-  // count, so every thread gets the same number.
+  // count, so on a quiet machine every thread gets the same number.
   const double macs = double(rows) * double(s.co) * double(std::max<int64_t>(k, 1));
   const int threads = macs < kThreadMacs ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(
                                                    get_num_threads(), ceil_div(rows, kMinGatherRows))));
@@ -79,14 +78,16 @@ void int8_conv2d(const Int8ConvProblem& p) {
   const int64_t block = ceil_div(rows, count);
   std::vector<std::vector<uint8_t>> buffers(threads);
   for (auto& b : buffers) b.resize(static_cast<size_t>(block * k));
-  // The GEMM may allocate its per-thread workspace on first use: an exception must not leave an
-  // OpenMP region, so the first one is kept and rethrown after it.
+  // Threads take blocks in turn from a shared counter, so a thread the OS sets aside for a while
+  // holds up no other. The GEMM may allocate its per-thread workspace on first use: an exception
+  // must not leave an OpenMP region, so the first one is kept and rethrown after it.
+  std::atomic<int64_t> next{0};
   std::exception_ptr error;
-  auto body = [&](int tid, int nt) {
+  run_on_threads(threads, [&](int tid) {
     try {
       Int8GemmProblem t = g;
       t.max_threads = 1;
-      for (int64_t r = block * tid; r < rows; r += block * nt) {
+      for (int64_t r; (r = next.fetch_add(1, std::memory_order_relaxed) * block) < rows;) {
         t.m = std::min(block, rows - r);
         gather_rows(p, r, t.m, buffers[tid].data(), k);
         t.a = buffers[tid].data();
@@ -98,16 +99,7 @@ void int8_conv2d(const Int8ConvProblem& p) {
 #pragma omp critical(fusegrad_int8_conv_error)
       if (!error) error = std::current_exception();
     }
-  };
-  if (threads <= 1) {
-    body(0, 1);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const DenormalsAreZero mode;
-      body(omp_get_thread_num(), omp_get_num_threads());
-    }
-  }
+  });
   if (error) std::rethrow_exception(error);
 }
 

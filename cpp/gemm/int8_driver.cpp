@@ -8,8 +8,6 @@
 //     pc: KC deep; B is pre-packed, so a micro-tile's B block is read where it lies        -> L1
 //      jr by NR, ir by MR: the microkernel into the scratch block (added to it after pc = 0)
 //    then the epilogue turns the scratch block into the caller's output type while it is in L2.
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -183,15 +181,7 @@ void int8_gemm(const Int8GemmProblem& p) {
     if (kt.thread_end) kt.thread_end();
   };
 
-  if (threads <= 1) {
-    body(0);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const DenormalsAreZero mode;
-      body(omp_get_thread_num());
-    }
-  }
+  run_on_threads(threads, body);
 }
 
 }  // namespace fusegrad
