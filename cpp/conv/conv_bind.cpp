@@ -174,7 +174,7 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
 // (N, OH, OW, C_out) of int32 / float32 / uint8 / int8 (its dtype picks the epilogue).
 void int8_conv2d_forward(const py::array& x, const Int8PackedWeight& w, int64_t kh, int64_t kw, py::array& out,
                          const Geometry& g, int32_t x_zero_point, const py::object& scale, const py::object& bias,
-                         bool relu, float inv_out_scale, int32_t out_zero_point, int path) {
+                         int activation, float inv_out_scale, int32_t out_zero_point, int path) {
   if (x.dtype().kind() != 'u' || x.itemsize() != 1) throw py::type_error("x: expected dtype uint8");
   if (x.ndim() != 4 || !is_c_contiguous(x)) throw py::value_error("x: must be a C-contiguous 4-D array");
   if (out.ndim() != 4 || !is_c_contiguous(out)) throw py::value_error("out: must be a C-contiguous 4-D array");
@@ -188,7 +188,7 @@ void int8_conv2d_forward(const py::array& x, const Int8PackedWeight& w, int64_t 
   require_disjoint(out, {&x}, "quantized_conv2d");
   py::array scale_holder, bias_holder;
   Int8ConvProblem p;
-  p.epilogue = int8_epilogue(out, w, x_zero_point, scale, bias, relu, inv_out_scale, out_zero_point, scale_holder,
+  p.epilogue = int8_epilogue(out, w, x_zero_point, scale, bias, activation, inv_out_scale, out_zero_point, scale_holder,
                              bias_holder);
   if (path < 0 || path > 3) throw py::value_error("path: must be 0, 1, 2 or 3");
   p.s = s;
@@ -225,7 +225,7 @@ void register_conv(py::module_& m) {
         py::arg("geometry"), py::arg("activation"), py::arg("act_param") = 0.0f);
   m.def("int8_conv2d_forward", &int8_conv2d_forward, py::arg("x").noconvert(), py::arg("w"), py::arg("kh"),
         py::arg("kw"), py::arg("out").noconvert(), py::arg("geometry"), py::arg("x_zero_point"), py::arg("scale"),
-        py::arg("bias"), py::arg("relu"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("path") = 0);
+        py::arg("bias"), py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("path") = 0);
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(), py::arg("w").noconvert(),
         py::arg("grad_input").noconvert(), py::arg("geometry"));
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(), py::arg("grad_out").noconvert(),

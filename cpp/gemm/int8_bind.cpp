@@ -37,7 +37,7 @@ Int8Path path_from_code(int code) {
 }
 
 void int8_gemm_call(const py::array& a, const Int8PackedWeight& w, py::array& out, int32_t a_zero_point,
-                    const py::object& scale, const py::object& bias, bool relu, float inv_out_scale,
+                    const py::object& scale, const py::object& bias, int activation, float inv_out_scale,
                     int32_t out_zero_point, int path) {
   require_dtype(a, 'u', 1, "a", "uint8");
   if (a.ndim() != 2 || a.shape(1) != w.k) throw py::value_error("a: must be (M, K) with K the weight's");
@@ -52,7 +52,7 @@ void int8_gemm_call(const py::array& a, const Int8PackedWeight& w, py::array& ou
   require_disjoint(out, {&a}, "quantized_matmul");
   py::array scale_holder, bias_holder;
   Int8GemmProblem p;
-  p.epilogue = int8_epilogue(out, w, a_zero_point, scale, bias, relu, inv_out_scale, out_zero_point, scale_holder,
+  p.epilogue = int8_epilogue(out, w, a_zero_point, scale, bias, activation, inv_out_scale, out_zero_point, scale_holder,
                              bias_holder);
   p.m = m;
   p.a = static_cast<const uint8_t*>(a.data());
@@ -79,7 +79,7 @@ void register_int8_gemm(py::module_& m) {
   m.def("int8_max_k", [] { return kInt8MaxK; }, "The deepest K whose int32 sums are exact.");
   m.def("int8_pack_weight", &pack_weight, py::arg("b"), "Packs an int8 (K, N) array (any strides).");
   m.def("int8_gemm", &int8_gemm_call, py::arg("a"), py::arg("w"), py::arg("out"), py::arg("a_zero_point"),
-        py::arg("scale"), py::arg("bias"), py::arg("relu"), py::arg("inv_out_scale"), py::arg("out_zero_point"),
+        py::arg("scale"), py::arg("bias"), py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"),
         py::arg("path") = 0,
         "out = epilogue(a @ w) for uint8 a (M, K); out's dtype (int32, float32, uint8, int8) picks the epilogue "
         "(cpp/gemm/int8_gemm.h). path: 0 automatic, 1 generic, 2 vnni, 3 amx.");

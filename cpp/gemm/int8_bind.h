@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "activation/activation.h"
 #include "common/array_check.h"
 #include "gemm/int8_gemm.h"
 
@@ -33,9 +34,10 @@ inline const float* int8_vector(const py::object& x, int64_t n, const char* name
   return static_cast<const float*>(holder.data());
 }
 
-// The epilogue for `out` (its dtype picks the output type) and a packed weight of n columns.
+// The epilogue for `out` (its dtype picks the output type) and a packed weight of n columns;
+// activation: a code of the activation table (none or relu).
 inline Int8Epilogue int8_epilogue(const py::array& out, const Int8PackedWeight& w, int32_t a_zero_point,
-                                  const py::object& scale, const py::object& bias, bool relu, float inv_out_scale,
+                                  const py::object& scale, const py::object& bias, int activation, float inv_out_scale,
                                   int32_t out_zero_point, py::array& scale_holder, py::array& bias_holder) {
   Int8Epilogue e;
   e.out = int8_out_type(out);
@@ -47,7 +49,10 @@ inline Int8Epilogue int8_epilogue(const py::array& out, const Int8PackedWeight& 
   if ((e.out == Int8Out::s32) != (e.scale == nullptr))
     throw py::value_error("scale: needed exactly when the output is not int32");
   if (e.out == Int8Out::s32 && e.bias) throw py::value_error("bias: an int32 output takes no bias");
-  e.relu = relu;
+  const Activation act = activation_from_code(activation);
+  if (act != Activation::none && act != Activation::relu)
+    throw py::value_error("activation: the int8 epilogue applies none or relu");
+  e.relu = act == Activation::relu;
   e.inv_out_scale = inv_out_scale;
   e.out_zero_point = out_zero_point;
   return e;

@@ -126,12 +126,12 @@ def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_z
                          f"got a packed {packed.shape} matrix")
     oh, ow, geo = conv_geometry(xa.shape, packed.kernel_shape, stride, padding, dilation, fn)
     kh, kw, _, co = packed.kernel_shape
-    zp, dtype, scale, bias, relu, inv, out_zp = requant_args(
+    zp, dtype, scale, bias, act, inv, out_zp = requant_args(
         fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w")
     xa = np.ascontiguousarray(xa)
     target, result = int8_output(out, (xa.shape[0], oh, ow, co), dtype, (xa,), fn)
     if target.size:
-        _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, relu, inv, out_zp,
+        _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, act, inv, out_zp,
                                  gemm_ops._INT8_PATH)
     return finish_output(target, result, out, kind)
 

@@ -291,11 +291,12 @@ def _zero_point(value, name: str, fn: str, lo: int, hi: int) -> int:
 def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale,
                  out_zero_point, a_name: str = "a", b_name: str = "b"):
     """The checked epilogue of an int8 product with N output channels: (a_zero_point, out dtype,
-    scale vector or None, bias or None, relu, inverse out scale, out zero point)."""
+    scale vector or None, bias or None, activation code (none or relu), inverse out scale, out zero
+    point)."""
     a_zp = _zero_point(a_zero_point, f"{a_name}_zero_point", fn, 0, 255)
     if activation not in (None, "relu"):
         raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
-    relu = activation == "relu"
+    act = epilogue_code(activation)
     if (a_scale is None) != (b_scale is None):
         raise ValueError(f"{fn}: give both {a_name}_scale and {b_name}_scale (a real result) or neither "
                          "(the exact int32 product)")
@@ -305,7 +306,7 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
                              "without them the result is the exact int32 product")
         if bias is not None or out_scale is not None:
             raise ValueError(f"{fn}: bias and out_scale need {a_name}_scale and {b_name}_scale")
-        return a_zp, np.dtype(np.int32), None, None, relu, 1.0, 0
+        return a_zp, np.dtype(np.int32), None, None, act, 1.0, 0
     a_scale = _positive(a_scale, f"{a_name}_scale", fn)
     if isinstance(b_scale, (numbers.Real, np.generic)) and not isinstance(b_scale, (bool, np.bool_)):
         b_vec = np.full(n, _positive(b_scale, f"{b_name}_scale", fn), np.float64)
@@ -331,7 +332,7 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
     if dtype == np.float32:
         if out_scale is not None:
             raise ValueError(f"{fn}: out_scale is for out_dtype uint8 or int8; the float32 result is not requantized")
-        return a_zp, dtype, scale, bias, relu, 1.0, 0
+        return a_zp, dtype, scale, bias, act, 1.0, 0
     if out_scale is None:
         raise ValueError(f"{fn}: out_dtype={dtype.name} needs out_scale (and out_zero_point)")
     inv = np.float32(1.0 / _positive(out_scale, "out_scale", fn))
@@ -340,7 +341,7 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
     if bias is not None and not np.all(np.isfinite(bias)):
         raise ValueError(f"{fn}: bias must be finite for a requantized output")
     out_zp = _zero_point(out_zero_point, "out_zero_point", fn, *_OUT_RANGES[dtype])
-    return a_zp, dtype, scale, bias, relu, float(inv), out_zp
+    return a_zp, dtype, scale, bias, act, float(inv), out_zp
 
 
 def int8_output(out, shape: tuple, dtype, inputs, fn: str):
@@ -382,7 +383,7 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
     k, n = w.shape
     if a_arr.shape[-1] != k:
         raise ValueError(f"{fn}: inner sizes differ: a {a_arr.shape} has K = {a_arr.shape[-1]}, b is (K, N) = {w.shape}")
-    a_zp, dtype, scale, bias, relu, inv, out_zp = requant_args(
+    a_zp, dtype, scale, bias, act, inv, out_zp = requant_args(
         fn, n, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale, out_zero_point)
     shape = a_arr.shape[:-1] + (n,)
     target, result = int8_output(out, shape, dtype, (a_arr,), fn)
@@ -390,7 +391,7 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
         rows = a_arr.reshape(int(np.prod(a_arr.shape[:-1])), k)
         if (k > 1 and rows.strides[1] != 1) or (rows.shape[0] > 1 and rows.strides[0] < k):
             rows = np.ascontiguousarray(rows)
-        _cpu.int8_gemm(rows, w.packed, target.reshape(-1, n), a_zp, scale, bias, relu, inv, out_zp, _INT8_PATH)
+        _cpu.int8_gemm(rows, w.packed, target.reshape(-1, n), a_zp, scale, bias, act, inv, out_zp, _INT8_PATH)
     return finish_output(target, result, out, kind)
 
 
