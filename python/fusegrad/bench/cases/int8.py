@@ -11,6 +11,9 @@ Linear (torch.ops.quantized.linear on prepacked weights) with the fbgemm and one
 requantize to quint8 (a quarter of our output bytes). NumPy has no fast integer product (no BLAS),
 so it is left out.
 
+gemm/int8_vnni/<n>, conv/int8_vnni/<layer>: the same on the AVX-512 VNNI path, forced, on machines
+whose automatic choice is AMX.
+
 conv/int8/<layer>: u8 NHWC × s8 HWIO, per-channel scales, bias, relu, uint8 output (a conv layer
 of a quantized CNN). Baselines: fusegrad_fp32 (ops.conv2d with bias and relu) and PyTorch's
 quantized conv2d on a channels-last input (its fast layout) with each engine.
@@ -22,7 +25,8 @@ import warnings
 
 import numpy as np
 
-from ... import ops
+from ... import _cpu, ops
+from ...ops import gemm as gemm_ops
 from ..case import Case, optional_import
 
 SQUARES = (1024, 2048, 4096)
@@ -55,7 +59,22 @@ def _engine_call(torch, engine, fn):
     return call
 
 
-def _gemm_case(n: int) -> Case:
+# int8 path codes (ops.gemm._INT8_PATH): 0 the best the CPU has, 2 AVX-512 VNNI.
+AUTOMATIC, VNNI = 0, 2
+
+
+def _on_path(path: int, fn):
+    """fn run on one int8 path (the VNNI cases on a machine whose automatic choice is AMX)."""
+    def call():
+        saved, gemm_ops._INT8_PATH = gemm_ops._INT8_PATH, path
+        try:
+            return fn()
+        finally:
+            gemm_ops._INT8_PATH = saved
+    return call
+
+
+def _gemm_case(n: int, path: int = AUTOMATIC) -> Case:
     def setup():
         rng = np.random.default_rng(0)
         a = rng.integers(0, 256, (n, n), dtype=np.uint8)
@@ -65,8 +84,8 @@ def _gemm_case(n: int) -> Case:
         w = ops.pack_quantized_weight(b)
         out = np.empty((n, n), np.float32)
         af, bf, of = a.astype(np.float32), b.astype(np.float32), np.empty((n, n), np.float32)
-        ours = lambda: ops.quantized_matmul(a, w, a_scale=0.02, a_zero_point=128, b_scale=w_scale,  # noqa: E731
-                                            bias=bias, out=out)
+        ours = _on_path(path, lambda: ops.quantized_matmul(a, w, a_scale=0.02, a_zero_point=128, b_scale=w_scale,
+                                                           bias=bias, out=out))
         base = {"fusegrad_fp32": lambda: ops.matmul(af, bf, bias=bias, out=of)}
         torch = optional_import("torch")
         for engine in _torch_engines(torch):
@@ -81,11 +100,11 @@ def _gemm_case(n: int) -> Case:
                 torch, engine, lambda xq=xq, packed=packed: torch.ops.quantized.linear(xq, packed, 0.5, 0))
         return ours, base
 
-    return Case(f"gemm/int8/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup,
-                note=f"u8×s8 prepacked, fp32 out; int8 path: {_path_name()}")
+    return Case(f"gemm/{_variant(path)}/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup,
+                note=f"u8×s8 prepacked, fp32 out; int8 path: {_path_name(path)}")
 
 
-def _conv_case(name, n, h, w_, ci, co, k, pad) -> Case:
+def _conv_case(name, n, h, w_, ci, co, k, pad, path: int = AUTOMATIC) -> Case:
     def setup():
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (n, h, w_, ci), dtype=np.uint8)
@@ -95,9 +114,9 @@ def _conv_case(name, n, h, w_, ci, co, k, pad) -> Case:
         packed = ops.pack_quantized_weight(w)
         out = np.empty((n, h, w_, co), np.uint8)
         xf, wf, of = x.astype(np.float32), w.astype(np.float32), np.empty((n, h, w_, co), np.float32)
-        ours = lambda: ops.quantized_conv2d(x, packed, padding=pad, x_scale=0.02, x_zero_point=128,  # noqa: E731
-                                            w_scale=w_scale, bias=bias, activation="relu", out_dtype=np.uint8,
-                                            out_scale=0.1, out=out)
+        ours = _on_path(path, lambda: ops.quantized_conv2d(x, packed, padding=pad, x_scale=0.02, x_zero_point=128,
+                                                           w_scale=w_scale, bias=bias, activation="relu",
+                                                           out_dtype=np.uint8, out_scale=0.1, out=out))
         base = {"fusegrad_fp32": lambda: ops.conv2d(xf, wf, bias, padding=pad, activation="relu", out=of)}
         torch = optional_import("torch")
         for engine in _torch_engines(torch):
@@ -114,14 +133,21 @@ def _conv_case(name, n, h, w_, ci, co, k, pad) -> Case:
         return ours, base
 
     work = 2.0 * n * h * w_ * co * k * k * ci
-    return Case(f"conv/int8/{name}", "conv", "cpu", "GOP/s", work, setup,
-                note=f"u8 NHWC, relu, u8 out; int8 path: {_path_name()}")
+    return Case(f"conv/{_variant(path)}/{name}", "conv", "cpu", "GOP/s", work, setup,
+                note=f"u8 NHWC, relu, u8 out; int8 path: {_path_name(path)}")
 
 
-def _path_name() -> str:
-    from ... import _cpu
-    return _cpu.int8_gemm_path(0)["name"]
+def _path_name(path: int) -> str:
+    return (_cpu.int8_gemm_path(path) or _cpu.int8_gemm_path(AUTOMATIC))["name"]
+
+
+def _variant(path: int) -> str:
+    return "int8" if path == AUTOMATIC else "int8_vnni"
 
 
 def cases():
-    return [_gemm_case(n) for n in SQUARES] + [_conv_case(*c) for c in CONVS]
+    out = [_gemm_case(n) for n in SQUARES] + [_conv_case(*c) for c in CONVS]
+    # Where the automatic choice is AMX, the VNNI path is measured too (forced).
+    if _path_name(AUTOMATIC) == "amx" and _cpu.int8_gemm_path(VNNI) is not None:
+        out += [_gemm_case(n, VNNI) for n in SQUARES[:2]] + [_conv_case(*CONVS[1], path=VNNI)]
+    return out
