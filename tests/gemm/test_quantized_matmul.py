@@ -79,8 +79,9 @@ def test_float_output_scales_bias_relu(int8_path, threads, rng):
             assert got.dtype == np.float32
             want = real_result(exact(a, b, 100), 0.05 * np.asarray(b_scale, np.float64), bias, relu)
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * np.abs(want).max())
-    got = ops.quantized_matmul(a, b, a_scale=0.5, b_scale=0.25)
-    np.testing.assert_allclose(got, exact(a, b) * 0.125, rtol=1e-6)
+    for b_scale in (0.25, np.float32(0.25), np.array(0.25)):
+        got = ops.quantized_matmul(a, b, a_scale=np.float32(0.5), b_scale=b_scale)
+        np.testing.assert_allclose(got, exact(a, b) * 0.125, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])

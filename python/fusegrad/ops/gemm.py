@@ -308,6 +308,8 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
             raise ValueError(f"{fn}: bias and out_scale need {a_name}_scale and {b_name}_scale")
         return a_zp, np.dtype(np.int32), None, None, act, 1.0, 0
     a_scale = _positive(a_scale, f"{a_name}_scale", fn)
+    if isinstance(b_scale, np.ndarray) and b_scale.ndim == 0:
+        b_scale = b_scale[()]  # a 0-d array is a number
     if isinstance(b_scale, (numbers.Real, np.generic)) and not isinstance(b_scale, (bool, np.bool_)):
         b_vec = np.full(n, _positive(b_scale, f"{b_name}_scale", fn), np.float64)
     else:
