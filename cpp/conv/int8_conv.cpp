@@ -33,10 +33,19 @@ void gather_rows(const Int8ConvProblem& p, int64_t row0, int64_t rows, uint8_t* 
     const int64_t row = row0 + r;
     const int64_t ow = row % s.ow, oh = (row / s.ow) % s.oh, n = row / (s.ow * s.oh);
     uint8_t* d = dst + r * k;
+    const int64_t iw0 = ow * s.sw - s.pl;
+    // With dilation 1 a window row lies whole inside the image away from its left and right
+    // edges: its KW taps are then one contiguous run of KW·C bytes.
+    const bool whole_rows = s.dw == 1 && iw0 >= 0 && iw0 + s.kw <= s.w;
     for (int64_t kh = 0; kh < s.kh; ++kh) {
       const int64_t ih = oh * s.sh - s.pt + kh * s.dh;
+      if (whole_rows && ih >= 0 && ih < s.h) {
+        std::memcpy(d, p.x + ((n * s.h + ih) * s.w + iw0) * s.c, s.kw * s.c);
+        d += s.kw * s.c;
+        continue;
+      }
       for (int64_t kw = 0; kw < s.kw; ++kw, d += s.c) {
-        const int64_t iw = ow * s.sw - s.pl + kw * s.dw;
+        const int64_t iw = iw0 + kw * s.dw;
         if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) std::memset(d, p.x_zero_point, s.c);
         else std::memcpy(d, p.x + ((n * s.h + ih) * s.w + iw) * s.c, s.c);
       }
