@@ -111,6 +111,11 @@ void int8_gemm(const Int8GemmProblem& p) {
   const int64_t nb = ceil_div(n, nc), tasks = mb * nb;
   threads = static_cast<int>(std::min<int64_t>(threads, tasks));
 
+  // Depth blocks of KC, the last one taking up to a quarter of KC more rather than leaving a thin
+  // block (K = 576 on AMX: one block, not 512 + 64, whose partial sums would go to the scratch
+  // block and back for one step of depth). Every block but the last is a whole KC, so packed A
+  // blocks start at pc · mc_pad.
+  const auto depth_block = [&](int64_t pc) { return k4 - pc <= kt.kc + kt.kc / 4 ? k4 - pc : kt.kc; };
   const int64_t mc_pad = round_up(mc, mr), nc_pad = round_up(nc, nr);
   const int64_t depth = k4 == 0 ? 0 : round_up(k4, kt.k_align);  // all depth blocks, padded
   auto& ws = workers();
@@ -149,9 +154,10 @@ void int8_gemm(const Int8GemmProblem& p) {
       const int64_t ic = ib * mc, rows = std::min(mc, m - ic);
       const int64_t jc = jb * nc, cols = std::min(nc, n - jc);
       if (ib != packed_ib) {
-        for (int64_t pc = 0; pc < k4; pc += kt.kc) {
-          const int64_t kc_pad = round_up(std::min(kt.kc, k4 - pc), kt.k_align);
-          const int64_t k_real = std::min(kt.kc, k - pc);
+        for (int64_t pc = 0, kc; pc < k4; pc += kc) {
+          kc = depth_block(pc);
+          const int64_t kc_pad = round_up(kc, kt.k_align);
+          const int64_t k_real = std::min(kc, k - pc);
           for (int64_t ir = 0; ir < rows; ir += mr)
             kt.pack_a(p.a + (ic + ir) * p.lda + pc, p.lda, static_cast<int>(std::min(mr, rows - ir)), k_real,
                       kc_pad, apack + pc * mc_pad + ir * kc_pad);
@@ -162,8 +168,9 @@ void int8_gemm(const Int8GemmProblem& p) {
       Int8Tile t;
       t.b_stride = w.panel_bytes();
       t.ldc = nc_pad;
-      for (int64_t pc = 0; pc < k4; pc += kt.kc) {
-        t.kc = round_up(std::min(kt.kc, k4 - pc), kt.k_align);
+      for (int64_t pc = 0, kc; pc < k4; pc += kc) {
+        kc = depth_block(pc);
+        t.kc = round_up(kc, kt.k_align);
         t.load_c = pc > 0;
         for (int64_t jr = 0; jr < cols; jr += nr) {
           t.nv = static_cast<int>(ceil_div(std::min(nr, cols - jr), kInt8PanelCols));
