@@ -11,6 +11,8 @@ Linear (torch.ops.quantized.linear on prepacked weights) with the fbgemm and one
 requantize to quint8 (a quarter of our output bytes). NumPy has no fast integer product (no BLAS),
 so it is left out.
 
+gemm/int8_1thread/1024: the same on one core (every library at one thread).
+
 gemm/int8_vnni/<n>, conv/int8_vnni/<layer>: the same on the AVX-512 VNNI path, forced, on machines
 whose automatic choice is AMX.
 
@@ -74,7 +76,7 @@ def _on_path(path: int, fn):
     return call
 
 
-def _gemm_case(n: int, path: int = AUTOMATIC) -> Case:
+def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None) -> Case:
     def setup():
         rng = np.random.default_rng(0)
         a = rng.integers(0, 256, (n, n), dtype=np.uint8)
@@ -100,7 +102,8 @@ def _gemm_case(n: int, path: int = AUTOMATIC) -> Case:
                 torch, engine, lambda xq=xq, packed=packed: torch.ops.quantized.linear(xq, packed, 0.5, 0))
         return ours, base
 
-    return Case(f"gemm/{_variant(path)}/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup,
+    variant = _variant(path) + ("_1thread" if threads == 1 else "")
+    return Case(f"gemm/{variant}/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup, threads=threads,
                 note=f"u8×s8 prepacked, fp32 out; int8 path: {_path_name(path)}")
 
 
@@ -146,7 +149,7 @@ def _variant(path: int) -> str:
 
 
 def cases():
-    out = [_gemm_case(n) for n in SQUARES] + [_conv_case(*c) for c in CONVS]
+    out = [_gemm_case(n) for n in SQUARES] + [_gemm_case(1024, threads=1)] + [_conv_case(*c) for c in CONVS]
     # Where the automatic choice is AMX, the VNNI path is measured too (forced).
     if _path_name(AUTOMATIC) == "amx" and _cpu.int8_gemm_path(VNNI) is not None:
         out += [_gemm_case(n, VNNI) for n in SQUARES[:2]] + [_conv_case(*CONVS[1], path=VNNI)]
