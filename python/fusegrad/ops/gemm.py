@@ -13,6 +13,7 @@ GEMM computes in fp32 only and refuses the others rather than silently ignoring 
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -319,9 +320,9 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
         if b_vec.shape != (n,):
             raise ValueError(f"{fn}: {b_name}_scale must be a number or have shape ({n},) (one per output channel), "
                              f"got {b_vec.shape}")
-        if not (np.all(np.isfinite(b_vec)) and np.all(b_vec > 0)):
+        if not ((b_vec > 0).all() and (b_vec < np.inf).all()):  # NaN fails the first
             raise ValueError(f"{fn}: {b_name}_scale must be finite and > 0")
-    scale = (a_scale * b_vec.astype(np.float64)).astype(np.float32)
+    scale = (b_vec * np.float64(a_scale)).astype(np.float32)  # the product in float64, rounded once
     dtype = np.dtype(np.float32 if out_dtype is None else out_dtype)
     if dtype not in (np.float32, np.uint8, np.int8):
         raise ValueError(f"{fn}: out_dtype must be float32, uint8 or int8 with scales, got {dtype.name}")
@@ -340,7 +341,7 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
     inv = np.float32(1.0 / _positive(out_scale, "out_scale", fn))
     if not np.isfinite(inv):
         raise ValueError(f"{fn}: out_scale {out_scale} is too small")
-    if bias is not None and not np.all(np.isfinite(bias)):
+    if bias is not None and not np.isfinite(bias).all():
         raise ValueError(f"{fn}: bias must be finite for a requantized output")
     out_zp = _zero_point(out_zero_point, "out_zero_point", fn, *_OUT_RANGES[dtype])
     return a_zp, dtype, scale, bias, act, float(inv), out_zp
@@ -390,7 +391,7 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
     shape = a_arr.shape[:-1] + (n,)
     target, result = int8_output(out, shape, dtype, (a_arr,), fn)
     if target.size:
-        rows = a_arr.reshape(int(np.prod(a_arr.shape[:-1])), k)
+        rows = a_arr.reshape(math.prod(a_arr.shape[:-1]), k)
         if (k > 1 and rows.strides[1] != 1) or (rows.shape[0] > 1 and rows.strides[0] < k):
             rows = np.ascontiguousarray(rows)
         _cpu.int8_gemm(rows, w.packed, target.reshape(-1, n), a_zp, scale, bias, act, inv, out_zp, _INT8_PATH)

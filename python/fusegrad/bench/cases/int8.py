@@ -11,7 +11,11 @@ Linear (torch.ops.quantized.linear on prepacked weights) with the fbgemm and one
 requantize to quint8 (a quarter of our output bytes). NumPy has no fast integer product (no BLAS),
 so it is left out.
 
-gemm/int8_1thread/1024: the same on one core (every library at one thread).
+gemm/int8_u8out/<n>: the same requantized to uint8 (out_scale, out_zero_point), the output
+PyTorch's quantized Linear gives: the like-for-like comparison with it (an fp32 output writes four
+times the bytes).
+
+gemm/int8_1thread/1024, gemm/int8_u8out_1thread/1024: on one core (every library at one thread).
 
 gemm/int8_vnni/<n>, conv/int8_vnni/<layer>: the same on the AVX-512 VNNI path, forced, on machines
 whose automatic choice is AMX.
@@ -76,7 +80,7 @@ def _on_path(path: int, fn):
     return call
 
 
-def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None) -> Case:
+def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None, requant: bool = False) -> Case:
     def setup():
         rng = np.random.default_rng(0)
         a = rng.integers(0, 256, (n, n), dtype=np.uint8)
@@ -86,8 +90,13 @@ def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None) -> Cas
         w = ops.pack_quantized_weight(b)
         out = np.empty((n, n), np.float32)
         af, bf, of = a.astype(np.float32), b.astype(np.float32), np.empty((n, n), np.float32)
+        if requant:  # uint8 out, as PyTorch's quantized Linear gives
+            out = np.empty((n, n), np.uint8)
+            extra = dict(out_dtype=np.uint8, out_scale=0.5)
+        else:
+            extra = {}
         ours = _on_path(path, lambda: ops.quantized_matmul(a, w, a_scale=0.02, a_zero_point=128, b_scale=w_scale,
-                                                           bias=bias, out=out))
+                                                           bias=bias, out=out, **extra))
         base = {"fusegrad_fp32": lambda: ops.matmul(af, bf, bias=bias, out=of)}
         torch = optional_import("torch")
         for engine in _torch_engines(torch):
@@ -102,9 +111,9 @@ def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None) -> Cas
                 torch, engine, lambda xq=xq, packed=packed: torch.ops.quantized.linear(xq, packed, 0.5, 0))
         return ours, base
 
-    variant = _variant(path) + ("_1thread" if threads == 1 else "")
+    variant = _variant(path) + ("_u8out" if requant else "") + ("_1thread" if threads == 1 else "")
     return Case(f"gemm/{variant}/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup, threads=threads,
-                note=f"u8×s8 prepacked, fp32 out; int8 path: {_path_name(path)}")
+                note=f"u8×s8 prepacked, {'u8' if requant else 'fp32'} out; int8 path: {_path_name(path)}")
 
 
 def _conv_case(name, n, h, w_, ci, co, k, pad, path: int = AUTOMATIC) -> Case:
@@ -149,7 +158,9 @@ def _variant(path: int) -> str:
 
 
 def cases():
-    out = [_gemm_case(n) for n in SQUARES] + [_gemm_case(1024, threads=1)] + [_conv_case(*c) for c in CONVS]
+    out = [_gemm_case(n) for n in SQUARES] + [_gemm_case(n, requant=True) for n in SQUARES[:2]]
+    out += [_gemm_case(1024, threads=1), _gemm_case(1024, threads=1, requant=True)]
+    out += [_conv_case(*c) for c in CONVS]
     # Where the automatic choice is AMX, the VNNI path is measured too (forced).
     if _path_name(AUTOMATIC) == "amx" and _cpu.int8_gemm_path(VNNI) is not None:
         out += [_gemm_case(n, VNNI) for n in SQUARES[:2]] + [_conv_case(*CONVS[1], path=VNNI)]
