@@ -6,7 +6,9 @@
 //
 // Register tile 32 × 32: the 8 tile registers hold 2 × 2 accumulator tiles, 2 A tiles and 2 B
 // tiles, so each A and B tile loaded is used twice. Every tile is 16 rows × 64 bytes, one
-// configuration for the whole kernel, loaded once per thread per call (thread_begin).
+// configuration for the whole kernel, loaded once per thread per call (thread_begin). A panels are
+// packed as consecutive 1 KiB tiles (pack_a_tiles), zero past K, so the B rows a last tile reads
+// past K (the next panel's, or the weight's slack) are multiplied by zeros.
 #include <immintrin.h>
 
 #include <cstdint>
