@@ -72,16 +72,19 @@ void tile(const Int8Tile& t) {
     _tile_zero(2);
     if (NT > 1) _tile_zero(3);
   }
+  // A packed: consecutive tiles, 64 bytes a row; in place: rows lda apart, 64 bytes further a step.
+  const int64_t lda = t.lda > 0 ? t.lda : kTileK;
+  const int64_t step = t.lda > 0 ? kTileK : kMR * kTileK;
   const uint8_t* a = t.a;
   const int8_t* b0 = t.b;
   const int8_t* b1 = t.b + t.b_stride;
-  for (int64_t p = 0; p < t.kc; p += kTileK, a += kMR * kTileK) {
-    _tile_loadd(4, a, kTileK);
+  for (int64_t p = 0; p < t.kc; p += kTileK, a += step) {
+    _tile_loadd(4, a, lda);
     _tile_loadd(6, b0 + p * 16, 64);
     if (NT > 1) _tile_loadd(7, b1 + p * 16, 64);
     _tile_dpbusd(0, 4, 6);
     if (NT > 1) _tile_dpbusd(1, 4, 7);
-    _tile_loadd(5, a + 16 * kTileK, kTileK);
+    _tile_loadd(5, a + 16 * lda, lda);
     _tile_dpbusd(2, 5, 6);
     if (NT > 1) _tile_dpbusd(3, 5, 7);
   }
@@ -101,7 +104,7 @@ void microkernel(const Int8Tile& t) {
 }  // namespace
 
 extern const Int8Kernels int8_amx_kernels{
-    "amx", kMR, kNR, kTileK, kKC, kMC, kNC, pack_a_tiles<kMR>, microkernel, epilogue, thread_begin,
+    "amx", kMR, kNR, kTileK, kKC, kMC, kNC, true, pack_a_tiles<kMR>, microkernel, epilogue, thread_begin,
     thread_end};
 
 }  // namespace FG_ISA_NS

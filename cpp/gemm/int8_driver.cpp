@@ -113,9 +113,19 @@ void int8_gemm(const Int8GemmProblem& p) {
 
   // Depth blocks of KC, the last one taking up to a quarter of KC more rather than leaving a thin
   // block (K = 576 on AMX: one block, not 512 + 64, whose partial sums would go to the scratch
-  // block and back for one step of depth). Every block but the last is a whole KC, so packed A
-  // blocks start at pc · mc_pad.
-  const auto depth_block = [&](int64_t pc) { return k4 - pc <= kt.kc + kt.kc / 4 ? k4 - pc : kt.kc; };
+  // block and back for one step of depth). Every block but the last is whole k_align granules
+  // (padded to itself), so packed A blocks start at pc · mc_pad.
+  // Reading A in place, a last block that is not whole granules is split: its whole part read in
+  // place, the rest (under k_align) packed.
+  const bool a_in_place = kt.reads_rows && nb == 1;
+  const auto depth_block = [&](int64_t pc) {
+    const int64_t size = k4 - pc <= kt.kc + kt.kc / 4 ? k4 - pc : kt.kc;
+    return a_in_place && size % kt.k_align && size > kt.k_align ? size / kt.k_align * kt.k_align : size;
+  };
+  // Whether micro-panel rows [ir, ir + MR) of depth block [pc, pc + kc) are read in place.
+  const auto in_place = [&](int64_t pc, int64_t kc, int64_t rows_left) {
+    return a_in_place && kc % kt.k_align == 0 && pc + kc <= k && rows_left >= mr;
+  };
   const int64_t mc_pad = round_up(mc, mr), nc_pad = round_up(nc, nr);
   const int64_t depth = k4 == 0 ? 0 : round_up(k4, kt.k_align);  // all depth blocks, padded
   auto& ws = workers();
@@ -159,8 +169,9 @@ void int8_gemm(const Int8GemmProblem& p) {
           const int64_t kc_pad = round_up(kc, kt.k_align);
           const int64_t k_real = std::min(kc, k - pc);
           for (int64_t ir = 0; ir < rows; ir += mr)
-            kt.pack_a(p.a + (ic + ir) * p.lda + pc, p.lda, static_cast<int>(std::min(mr, rows - ir)), k_real,
-                      kc_pad, apack + pc * mc_pad + ir * kc_pad);
+            if (!in_place(pc, kc, rows - ir))
+              kt.pack_a(p.a + (ic + ir) * p.lda + pc, p.lda, static_cast<int>(std::min(mr, rows - ir)), k_real,
+                        kc_pad, apack + pc * mc_pad + ir * kc_pad);
         }
         packed_ib = ib;
       }
@@ -176,7 +187,9 @@ void int8_gemm(const Int8GemmProblem& p) {
           t.nv = static_cast<int>(ceil_div(std::min(nr, cols - jr), kInt8PanelCols));
           t.b = w.panel((jc + jr) / kInt8PanelCols) + pc * kInt8PanelCols;
           for (int64_t ir = 0; ir < rows; ir += mr) {
-            t.a = apack + pc * mc_pad + ir * t.kc;
+            const bool here = in_place(pc, kc, rows - ir);
+            t.a = here ? p.a + (ic + ir) * p.lda + pc : apack + pc * mc_pad + ir * t.kc;
+            t.lda = here ? p.lda : 0;
             t.c = scratch + ir * nc_pad + jr;
             kt.microkernel(t);
           }

@@ -69,7 +69,8 @@ struct Int8Epilogue {
 
 // One call of a path's microkernel: a full MR × (16 · nv) int32 tile of the scratch block C.
 struct Int8Tile {
-  const uint8_t* a = nullptr;  // the path's packed A micro-panel (MR rows, depth kc)
+  const uint8_t* a = nullptr;  // the path's packed A micro-panel (MR rows, depth kc), or with
+  int64_t lda = 0;             // lda > 0 (reads_rows paths) A itself, rows lda bytes apart
   const int8_t* b = nullptr;   // first B panel of the tile, already at this depth block
   int64_t b_stride = 0;        // bytes from one 16-column panel to the next
   int64_t kc = 0;              // depth of this block, a multiple of the path's k_align
@@ -85,6 +86,10 @@ struct Int8Kernels {
   int mr, nr;          // nr a multiple of 16
   int64_t k_align;     // packed A depth granule (4, or 64 for an AMX tile row)
   int64_t kc, mc, nc;  // depth block, rows of A per packed block, columns per scratch block
+  // The microkernel can read A's rows in place (Int8Tile::lda): the driver does so where packing
+  // would not pay, i.e. where a row block meets a single column block (N <= NC, e.g. the C_out of
+  // a convolution), for panels of MR whole rows and depth blocks of whole k_align granules.
+  bool reads_rows;
   // Packs rows [0, rows) × depth [0, k) of A (element (i, p) at a[i * lda + p]) into one
   // micro-panel of depth kc_pad (>= k, zero-filled), rows past `rows` up to MR zero-filled.
   void (*pack_a)(const uint8_t* a, int64_t lda, int rows, int64_t k, int64_t kc_pad, uint8_t* dst);

@@ -40,7 +40,7 @@ void microkernel(const Int8Tile& t) {
 }  // namespace
 
 extern const Int8Kernels int8_generic_kernels{
-    "generic", kMR, kNR, kInt8KGroup, kKC, kMC, kNC, pack_a_interleaved<kMR>, microkernel, epilogue,
+    "generic", kMR, kNR, kInt8KGroup, kKC, kMC, kNC, false, pack_a_interleaved<kMR>, microkernel, epilogue,
     nullptr, nullptr};
 
 }  // namespace FG_ISA_NS

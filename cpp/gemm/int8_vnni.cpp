@@ -73,7 +73,7 @@ void microkernel(const Int8Tile& t) {
 }  // namespace
 
 extern const Int8Kernels int8_vnni_kernels{
-    "vnni", kMR, kNR, kInt8KGroup, kKC, kMC, kNC, pack_a_interleaved<kMR>, microkernel, epilogue,
+    "vnni", kMR, kNR, kInt8KGroup, kKC, kMC, kNC, false, pack_a_interleaved<kMR>, microkernel, epilogue,
     nullptr, nullptr};
 
 }  // namespace FG_ISA_NS
