@@ -13,9 +13,7 @@ function:
     one pass less over memory, and autograd keeps only the output.
 A module takes part by its class declaring `fusion_role` ("linear", "conv", "max_pool",
 "activation") in its own body; a subclass that does not declare it again is left alone, since it
-may compute something else. A layer is fused only when it has no activation of its own, and no
-module with forward hooks is fused: its hooks must see its own input and output (observers of
-fusegrad.quantization.prepare rely on it).
+may compute something else. A layer is fused only when it has no activation of its own.
 """
 from __future__ import annotations
 
@@ -29,11 +27,7 @@ from . import functional as F
 
 
 def role(module) -> str | None:
-    """The fusion role its class declares in its own body, or None (also for a module with forward
-    hooks, which then runs on its own)."""
-    hooks = module.__dict__
-    if hooks.get("_forward_pre_hooks") or hooks.get("_forward_hooks"):
-        return None
+    """The fusion role its class declares in its own body, or None."""
     return type(module).__dict__.get("fusion_role")
 
 
