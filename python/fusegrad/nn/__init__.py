@@ -22,6 +22,7 @@ from .modules import (
     GlobalAvgPool2d,
     GroupNorm,
     Identity,
+    KLDivLoss,
     L1Loss,
     LayerNorm,
     LeakyReLU,
@@ -50,6 +51,6 @@ __all__ = [
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AdaptiveAvgPool2d", "GroupNorm", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
     "LSTM", "GRU", "LSTMCell", "GRUCell", "MultiheadAttention",
-    "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional",
-    "init", "parallel", "quantized", "utils",
+    "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss",
+    "functional", "init", "parallel", "quantized", "utils",
 ]

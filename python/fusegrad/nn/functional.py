@@ -354,6 +354,23 @@ def binary_cross_entropy_with_logits(input: Tensor, target, reduction: str = "me
     return softmax_fn.BCEWithLogits.apply(input, target.float(), reduction=reduction)
 
 
+def kl_div(input: Tensor, target, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
+    """PyTorch's KL divergence loss: input holds log-probabilities, target probabilities (or
+    log-probabilities with log_target=True); pointwise target * (log target - input), taking
+    0 * log 0 as 0. reduction "batchmean" (sum / batch size) is the true KL divergence per
+    sample; "mean" averages over every element, as PyTorch's does."""
+    if reduction not in ("mean", "batchmean", "sum", "none"):
+        raise ValueError(f"kl_div: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+    target = _same_shape(input, target, "kl_div")
+    if log_target:
+        pointwise = target.exp() * (target - input)
+    else:  # log of 1 where target is 0, so that term is 0 * (0 - input) (torch.xlogy's rule)
+        pointwise = target * (target.where(target.data != 0, 1.0).log() - input)
+    if reduction == "batchmean":
+        return pointwise.sum() / (input.shape[0] if input.ndim else 1)
+    return pointwise.mean() if reduction == "mean" else pointwise.sum() if reduction == "sum" else pointwise
+
+
 # --- padding, one-hot, resizing -------------------------------------------------------------------
 
 
@@ -469,5 +486,5 @@ __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "scaled_dot_product_attention", "multi_head_attention",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits", "check_reduction",
+    "binary_cross_entropy_with_logits", "kl_div", "check_reduction",
 ]

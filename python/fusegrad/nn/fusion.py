@@ -13,7 +13,8 @@ function:
     one pass less over memory, and autograd keeps only the output.
 A module takes part by its class declaring `fusion_role` ("linear", "conv", "max_pool",
 "activation") in its own body; a subclass that does not declare it again is left alone, since it
-may compute something else. A layer is fused only when it has no activation of its own.
+may compute something else. A layer is fused only when it has no activation of its own, and
+only when the modules whose forward the fused call skips have no hooks.
 """
 from __future__ import annotations
 
@@ -113,9 +114,16 @@ class LayerActivation(FusedStep):
         return layer(x, activation=self.kind)
 
 
+def _hooked(modules) -> bool:
+    """Whether any of the modules has hooks: a fused kernel call would skip them (a pruned layer's
+    forward pre-hook is what recomputes its weight from weight_orig * weight_mask)."""
+    return any(m.__dict__.get(table) for m in modules
+               for table in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks"))
+
+
 def _conv_activation_pool(owner, named, i):
     items = [m for _, m in named[i:i + 3]]
-    if len(items) < 3 or role(items[0]) != "conv" or items[0].activation is not None:
+    if len(items) < 3 or role(items[0]) != "conv" or items[0].activation is not None or _hooked(items):
         return None
     found, k = _activation_of(items[1]), _pool_size(items[2])
     if found is None or k is None or found[0] not in COMMUTES_WITH_MAX:
@@ -125,7 +133,8 @@ def _conv_activation_pool(owner, named, i):
 
 def _layer_activation(owner, named, i):
     items = [m for _, m in named[i:i + 2]]
-    if len(items) < 2 or role(items[0]) not in ("linear", "conv") or items[0].activation is not None:
+    if len(items) < 2 or role(items[0]) not in ("linear", "conv") or items[0].activation is not None \
+            or _hooked(items[1:]):
         return None
     found = _activation_of(items[1])
     if found is None or (role(items[0]) == "conv" and found[0] not in EPILOGUE):

@@ -1,4 +1,4 @@
-"""Training: the Trainer (fit / evaluate / predict), callbacks and metrics."""
+"""Training: the Trainer (fit / evaluate / predict), callbacks, metrics and distillation."""
 from . import metrics
 from .callbacks import (
     Callback,
@@ -11,10 +11,11 @@ from .callbacks import (
 )
 from .metrics import Accuracy, BinaryAccuracy, MeanAbsoluteError, MeanSquaredError, Metric, TopKAccuracy
 from .._backend import default_device
+from .distill import DistillationTrainer, Distiller, distillation_loss
 from .trainer import Trainer
 
 __all__ = [
     "Trainer", "default_device", "Callback", "History", "ProgressBar", "EarlyStopping", "ModelCheckpoint",
     "CSVLogger", "LearningRateScheduler", "Metric", "Accuracy", "TopKAccuracy", "BinaryAccuracy",
-    "MeanSquaredError", "MeanAbsoluteError", "metrics",
+    "MeanSquaredError", "MeanAbsoluteError", "metrics", "Distiller", "DistillationTrainer", "distillation_loss",
 ]

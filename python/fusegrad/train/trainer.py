@@ -153,13 +153,19 @@ class Trainer:
     def train_step(self, xb, yb):
         """One optimisation step on a batch of raw arrays; returns (output Tensor, loss Tensor)."""
         self.optimizer.zero_grad()
-        out = self.net(Tensor._wrap(xb, False))
-        loss = self.loss(out, yb)
+        inputs = Tensor._wrap(xb, False)
+        out = self.net(inputs)
+        loss = self.training_loss(out, inputs, yb)
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         return out, loss
+
+    def training_loss(self, out, inputs, yb):
+        """The loss train_step minimises: loss(output, targets); a subclass may also use the
+        inputs (DistillationTrainer runs its teacher on them)."""
+        return self.loss(out, yb)
 
     def fit(self, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_data=None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks=None, verbose: int = 1,

@@ -49,3 +49,20 @@ class BCELoss(_Loss):
 class BCEWithLogitsLoss(_Loss):
     def forward(self, input, target):  # noqa: A002
         return F.binary_cross_entropy_with_logits(input, target, self.reduction)
+
+
+class KLDivLoss(_Loss):
+    """KL divergence of log-probability inputs from targets (F.kl_div): reduction "mean",
+    "batchmean" (the KL divergence per sample; what distillation uses), "sum" or "none"."""
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False):
+        super().__init__()  # then the reduction check of kl_div's own list, which adds "batchmean"
+        if reduction not in ("mean", "batchmean", "sum", "none"):
+            raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input, target):  # noqa: A002
+        return F.kl_div(input, target, self.reduction, self.log_target)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, log_target={self.log_target}"

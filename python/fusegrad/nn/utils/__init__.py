@@ -1,8 +1,9 @@
-"""Gradient utilities."""
+"""Gradient utilities (clip_grad_norm_) and pruning (nn.utils.prune)."""
 from __future__ import annotations
 
-from .. import ops
-from ..tensor import Tensor
+from ... import ops
+from ...tensor import Tensor
+from . import prune  # noqa: F401 - nn.utils.prune, as in PyTorch
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0):
