@@ -22,7 +22,8 @@ from .._backend import array_module, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input,
                       integer, pair, real, shape_argument)
 from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
-from .gemm import epilogue_code
+from . import gemm as gemm_ops
+from .gemm import as_quantized_weight, cpu_only, epilogue_code, int8_output, requant_args
 
 
 def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
@@ -101,6 +102,38 @@ def _inputs(fn: str, **arrays):
 def _check_bias(ba, w_shape, fn: str) -> None:
     if ba is not None and ba.shape != (w_shape[3],):
         raise ValueError(f"{fn}: bias must have shape ({w_shape[3]},) for weight {tuple(w_shape)}, got {ba.shape}")
+
+
+def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_zero_point=0, w_scale=None,
+                     bias=None, activation=None, out_dtype=None, out_scale=None, out_zero_point=0, out=None):
+    """The int8 convolution: uint8 NHWC x (N, H, W, C_in) with int8 HWIO w (KH, KW, C_in, C_out),
+    or w packed once by pack_quantized_weight(w) (a QuantizedWeight with its kernel_shape).
+
+    Padding positions hold x_zero_point, the quantized real 0. The epilogue is quantized_matmul's
+    (fusegrad.ops.gemm): no scales, the exact int32 sums of (x − x_zero_point) · w; with x_scale
+    and w_scale (a number or (C_out,) per output channel), x_scale · w_scale · sums + bias, relu,
+    as float32 or with out_dtype=np.uint8 / np.int8 requantized with out_scale, out_zero_point.
+    It runs as an im2col of blocks of output pixels and the int8 GEMM; a 1×1 convolution of stride
+    1 without padding multiplies the image in place. CPU arrays only.
+    """
+    fn = "quantized_conv2d"
+    xa, kind = cpu_only(x, "x", fn)
+    if xa.dtype != np.uint8:
+        raise TypeError(f"x: expected dtype uint8, got {xa.dtype}")
+    packed = as_quantized_weight(w, fn)
+    if packed.kernel_shape is None:
+        raise ValueError(f"{fn}: w must be a 4-D HWIO (KH, KW, C_in, C_out) weight or one packed from it, "
+                         f"got a packed {packed.shape} matrix")
+    oh, ow, geo = conv_geometry(xa.shape, packed.kernel_shape, stride, padding, dilation, fn)
+    kh, kw, _, co = packed.kernel_shape
+    zp, dtype, scale, bias, relu, inv, out_zp = requant_args(
+        fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w")
+    xa = np.ascontiguousarray(xa)
+    target, result = int8_output(out, (xa.shape[0], oh, ow, co), dtype, (xa,), fn)
+    if target.size:
+        _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, relu, inv, out_zp,
+                                 gemm_ops._INT8_PATH)
+    return finish_output(target, result, out, kind)
 
 
 # --- CUDA ---------------------------------------------------------------------------------------
