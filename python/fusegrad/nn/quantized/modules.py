@@ -109,7 +109,7 @@ class Linear(_QuantizedLayer):
     def forward(self, x):
         a = self._operand(x)
         if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data.T)
+            self._packed = ops.pack_quantized_weight(self.weight.data, layout="nk")
         lead = a.shape[:-1]
         y = ops.quantized_matmul(a.data.reshape(-1, a.shape[-1]), self._packed, a_scale=a.scale,
                                  a_zero_point=a.zero_point, b_scale=self.weight_scale.data, **self._epilogue())
@@ -142,7 +142,7 @@ class Conv2d(_QuantizedLayer):
     def forward(self, x):
         a = self._operand(x)
         if self._packed is None:
-            self._packed = ops.pack_quantized_conv_weight(self.weight.data)
+            self._packed = ops.pack_quantized_weight(self.weight.data)
         y = ops.quantized_conv2d(a.data, self._packed, stride=self.stride, padding=self.padding,
                                  dilation=self.dilation, x_scale=a.scale, x_zero_point=a.zero_point,
                                  w_scale=self.weight_scale.data, **self._epilogue())
@@ -207,7 +207,7 @@ class DynamicLinear(Module):
     def forward(self, x):
         data = (x.data if isinstance(x, Tensor) else np.asarray(x, np.float32))
         if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data.T)
+            self._packed = ops.pack_quantized_weight(self.weight.data, layout="nk")
         scale, zero_point = choose_qparams(data.min(initial=0.0), data.max(initial=0.0))
         lead = data.shape[:-1]
         y = ops.quantized_matmul(quantize(data, scale, zero_point).reshape(-1, data.shape[-1]), self._packed,
