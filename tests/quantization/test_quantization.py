@@ -240,3 +240,18 @@ def test_modules_with_forward_hooks_are_not_fused():
     model[0].register_forward_hook(lambda m, args, out: seen.append(out.shape))
     model(_images(1))
     assert seen == [(1, 6, 6, 2)]
+
+
+def test_quantized_models_copy_and_pickle():
+    import copy
+    import pickle
+
+    fg.manual_seed(6)
+    q = quantization.convert(_calibrated(models.digits_cnn(), [_images(8)]))
+    x = _images(3, seed=2)
+    expected = q(x).numpy()  # packs the weights
+    for clone in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+        assert np.array_equal(clone(x).numpy(), expected)
+    dynamic = quantization.quantize_dynamic(models.mlp(64, (16,), 10))
+    dynamic(x.reshape(3, 64))
+    assert np.array_equal(copy.deepcopy(dynamic)(x.reshape(3, 64)).numpy(), dynamic(x.reshape(3, 64)).numpy())

@@ -38,7 +38,29 @@ def _scalar(value, dtype) -> np.ndarray:
     return np.array([value], dtype)
 
 
-class _QuantizedLayer(Module):
+class _PackedWeightLayer(Module):
+    """A module with an int8 `weight` buffer and the kernel's packed copy of it, made on first use
+    and dropped when the weight changes (load_state_dict) or the module is copied or pickled
+    (the packed panels are a compiled object: they are rebuilt from the weight)."""
+
+    _packed = None
+    pack_layout = "kn"
+
+    def packed_weight(self):
+        if self._packed is None:
+            self._packed = ops.pack_quantized_weight(self.weight.data, layout=self.pack_layout)
+        return self._packed
+
+    def _reset_derived_state(self) -> None:
+        self._packed = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_packed", None)
+        return state
+
+
+class _QuantizedLayer(_PackedWeightLayer):
     """What Linear and Conv2d share: int8 weight + per-channel scales, float bias, the calibrated
     input and output quantization, and the packed weight derived from them."""
 
@@ -55,7 +77,6 @@ class _QuantizedLayer(Module):
         self.register_buffer("input_zero_point", _scalar(0, np.int32))
         self.register_buffer("output_scale", _scalar(1.0, np.float32))
         self.register_buffer("output_zero_point", _scalar(0, np.int32))
-        self._packed = None
 
     def set_quantization(self, weight_q, weight_scale, bias, input_qparams, output_qparams) -> None:
         self.weight.data[...] = weight_q
@@ -65,9 +86,6 @@ class _QuantizedLayer(Module):
         self.input_scale.data[0], self.input_zero_point.data[0] = input_qparams
         self.output_scale.data[0], self.output_zero_point.data[0] = output_qparams
         self._reset_derived_state()
-
-    def _reset_derived_state(self) -> None:
-        self._packed = None  # the weight changed (load_state_dict calls this too)
 
     def _operand(self, x) -> QuantizedTensor:
         if isinstance(x, QuantizedTensor):
@@ -93,6 +111,8 @@ class _QuantizedLayer(Module):
 class Linear(_QuantizedLayer):
     """int8 y = x @ W.T + b (weight (out_features, in_features) int8, as the float Linear's)."""
 
+    pack_layout = "nk"
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation=None,
                  quantized_output: bool = False):
         super().__init__((out_features, in_features), out_features, bias, activation, quantized_output)
@@ -108,10 +128,8 @@ class Linear(_QuantizedLayer):
 
     def forward(self, x):
         a = self._operand(x)
-        if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data, layout="nk")
         lead = a.shape[:-1]
-        y = ops.quantized_matmul(a.data.reshape(-1, a.shape[-1]), self._packed, a_scale=a.scale,
+        y = ops.quantized_matmul(a.data.reshape(-1, a.shape[-1]), self.packed_weight(), a_scale=a.scale,
                                  a_zero_point=a.zero_point, b_scale=self.weight_scale.data, **self._epilogue())
         return self._result(y.reshape(*lead, self.out_features))
 
@@ -141,9 +159,7 @@ class Conv2d(_QuantizedLayer):
 
     def forward(self, x):
         a = self._operand(x)
-        if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data)
-        y = ops.quantized_conv2d(a.data, self._packed, stride=self.stride, padding=self.padding,
+        y = ops.quantized_conv2d(a.data, self.packed_weight(), stride=self.stride, padding=self.padding,
                                  dilation=self.dilation, x_scale=a.scale, x_zero_point=a.zero_point,
                                  w_scale=self.weight_scale.data, **self._epilogue())
         return self._result(y)
@@ -178,9 +194,11 @@ class MaxPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class DynamicLinear(Module):
+class DynamicLinear(_PackedWeightLayer):
     """Linear with int8 weights whose float input is quantized per call from its own range (PyTorch's
     dynamic quantization): no calibration, float32 output."""
+
+    pack_layout = "nk"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation=None):
         super().__init__()
@@ -190,7 +208,6 @@ class DynamicLinear(Module):
         self.register_buffer("weight", np.zeros((out_features, in_features), np.int8))
         self.register_buffer("weight_scale", np.ones(out_features, np.float32))
         self.register_buffer("bias", np.zeros(out_features, np.float32) if bias else None)
-        self._packed = None
 
     @classmethod
     def from_float(cls, linear):
@@ -201,16 +218,11 @@ class DynamicLinear(Module):
             q.bias.data[...] = linear.bias.data
         return q
 
-    def _reset_derived_state(self) -> None:
-        self._packed = None
-
     def forward(self, x):
         data = (x.data if isinstance(x, Tensor) else np.asarray(x, np.float32))
-        if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data, layout="nk")
         scale, zero_point = choose_qparams(data.min(initial=0.0), data.max(initial=0.0))
         lead = data.shape[:-1]
-        y = ops.quantized_matmul(quantize(data, scale, zero_point).reshape(-1, data.shape[-1]), self._packed,
+        y = ops.quantized_matmul(quantize(data, scale, zero_point).reshape(-1, data.shape[-1]), self.packed_weight(),
                                  a_scale=scale, a_zero_point=zero_point, b_scale=self.weight_scale.data,
                                  bias=None if self.bias is None else self.bias.data, activation=self.activation)
         return Tensor(y.reshape(*lead, self.out_features))
