@@ -1,7 +1,7 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
 import builtins as _builtins
 
-from . import _backend, autograd, cuda, data, models, nn, ops, optim, train
+from . import _backend, autograd, cuda, data, models, nn, ops, optim, quantization, train
 from ._cpu import __version__
 from ._info import info
 from .autograd import autocast, enable_grad, is_autocast_enabled, is_grad_enabled, no_grad

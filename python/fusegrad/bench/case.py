@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop")
+FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop",
+            "quantization")
 
 
 @dataclass
