@@ -20,11 +20,16 @@
 
 namespace fusegrad::cuda {
 
+// With groups G (PyTorch's groups=), ci and co are one group's channels: x has G·ci channels, y
+// G·co, w is (KH, KW, ci, G·co), and group g reads channels [g·ci, (g+1)·ci) of x and writes
+// [g·co, (g+1)·co) of y. Forward and backward-input run the groups as the GEMM's batch items
+// (one launch); backward-weight runs them one after another (its batch items are K splits).
 struct ConvDims {
   int64_t n = 0, h = 0, w = 0, ci = 0;  // x
   int64_t kh = 0, kw = 0, co = 0;       // w (KH, KW, C_in, C_out)
   int64_t oh = 0, ow = 0;               // y
   int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t groups = 1;
 };
 
 // Tile choice for the implicit GEMMs: by size, or forced (tests cover both).
@@ -47,5 +52,9 @@ void conv_max_pool(const float* conv, float* y, int32_t* indices, int64_t n, int
 
 // out[i] = Σ_s parts[s·len + i] for s < splits: the split-K sums, in a fixed order.
 void sum_splits(const float* parts, float* out, int64_t splits, int64_t len, cudaStream_t stream, int device);
+// out (rows, groups·width) = parts (groups, rows, width) interleaved: the per-group weight
+// gradients into one HWIO array.
+void merge_groups(const float* parts, float* out, int64_t groups, int64_t rows, int64_t width, cudaStream_t stream,
+                  int device);
 
 }  // namespace fusegrad::cuda
