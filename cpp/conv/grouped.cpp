@@ -1,12 +1,15 @@
 // The grouped-convolution driver (grouped.h): regroup, run each group on the ungrouped kernels,
-// interleave back. Compiled once: it only moves data and calls the active ISA's table.
+// interleave back; depthwise convolutions (one input channel a group) go to their own kernels
+// (depthwise.h) instead. Compiled once: it only moves data and calls the active ISA's tables.
 #include "conv/grouped.h"
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "activation/activation.h"
 #include "common/threads.h"
+#include "conv/depthwise.h"
 
 namespace fusegrad {
 namespace {
@@ -41,6 +44,12 @@ std::vector<float> buffer(int64_t n) { return std::vector<float>(static_cast<siz
 
 void grouped_conv_forward(const ConvKernels& k, const ConvShape& s, int64_t groups, const float* x, const float* w,
                           const float* bias, Activation act, float* y) {
+  if (s.c == 1) {
+    active_depthwise_kernels().forward(s, groups, x, w, bias, y);
+    const int64_t size = s.n * s.oh * s.ow * groups * s.co;
+    if (act != Activation::none) active_activation_kernels().forward(act, y, y, size, 0.0f);
+    return;
+  }
   const int64_t pixels = s.n * s.h * s.w, out_pixels = s.n * s.oh * s.ow, depth = s.kh * s.kw * s.c;
   std::vector<float> xs = buffer(groups * pixels * s.c), ws = buffer(groups * depth * s.co),
                      ys = buffer(groups * out_pixels * s.co);
@@ -57,6 +66,11 @@ void grouped_conv_backward(const ConvKernels& k, const ConvShape& s, int64_t gro
   const int64_t pixels = s.n * s.h * s.w, out_pixels = s.n * s.oh * s.ow, depth = s.kh * s.kw * s.c;
   // The bias gradient does not see the groups: column sums of gy.
   if (gb) k.backward_bias(gy, out_pixels, groups * s.co, gb);
+  if (s.c == 1) {
+    if (gx) active_depthwise_kernels().backward_input(s, groups, gy, w, gx);
+    if (gw) active_depthwise_kernels().backward_weight(s, groups, x, gy, gw);
+    return;
+  }
   if (!gx && !gw) return;
   std::vector<float> gys = buffer(groups * out_pixels * s.co), ws, xs, gxs, gws;
   split_groups(gy, out_pixels, groups, s.co, gys.data());

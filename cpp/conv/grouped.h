@@ -6,7 +6,8 @@
 // pixel's channels as one contiguous run. So the driver regroups once per call: one pass turns x,
 // gy and w into group-major copies (G, ..., C/G), every group runs as an ordinary convolution on
 // its slice, and one pass interleaves the results back. Each array is read and written once per
-// call whatever G is. groups = 1 never comes here: the bindings call the table directly.
+// call whatever G is. Depthwise convolutions (C_in/G = 1) run on their own kernels instead
+// (depthwise.h). groups = 1 never comes here: the bindings call the table directly.
 #pragma once
 #include <cstdint>
 

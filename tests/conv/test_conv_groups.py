@@ -96,11 +96,23 @@ def test_grouped_cpu_reads_views_and_writes_out(rng):
     assert_close(out, want, 18)
 
 
-def test_grouped_empty_batch(rng):
-    x, wt = rand(rng, 0, 5, 5, 4), rand(rng, 3, 3, 2, 6)
-    assert ops.conv2d(x, wt, groups=2).shape == (0, 3, 3, 6)
-    gw = ops.conv2d_backward_weight(x, np.zeros((0, 3, 3, 6), np.float32), wt.shape, groups=2)
+@pytest.mark.parametrize("cig", [2, 1])  # the regrouping driver; the depthwise kernels
+def test_grouped_empty_batch(rng, cig):
+    x, wt = rand(rng, 0, 5, 5, 4), rand(rng, 3, 3, cig, 6 if cig == 2 else 8)
+    groups = 4 // cig
+    y = ops.conv2d(x, wt, groups=groups)
+    assert y.shape == (0, 3, 3, wt.shape[3])
+    gw = ops.conv2d_backward_weight(x, np.zeros(y.shape, np.float32), wt.shape, groups=groups)
     assert gw.shape == wt.shape and not gw.any()
+
+
+@pytest.mark.parametrize("activation", ["gelu", "sigmoid"])
+def test_depthwise_applies_the_activation(rng, activation):
+    # The depthwise kernels have no store epilogue: the activation runs as a pass over y.
+    x, wt, b = rand(rng, 2, 6, 6, 5), rand(rng, 3, 3, 1, 5), rand(rng, 5)
+    plain = ops.conv2d(x, wt, b, padding=1, groups=5)
+    want = ops.activation.forward(activation, plain)
+    np.testing.assert_allclose(ops.conv2d(x, wt, b, padding=1, groups=5, activation=activation), want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("tile", ["large", "small"])

@@ -11,8 +11,9 @@ nn.Conv2d makes). fusegrad writes into preallocated outputs; PyTorch allocates i
 Grouped cases ("conv/grouped/...", "conv/depthwise/..."): ResNeXt- and MobileNet-style layers
 with groups=G; work counts C_in/G input channels per output channel. fusegrad regroups each array
 once per call and runs each group on the ungrouped kernels (cpp/conv/grouped.h), which suits
-grouped layers with tens of channels a group; depthwise layers (one channel a group) get no
-kernel of their own, so their case measures how far that is from PyTorch's depthwise kernels.
+grouped layers with tens of channels a group (a few channels a group leave the micro-tiles mostly
+empty); depthwise layers (one channel a group) run on direct kernels along the channel vector
+(cpp/conv/depthwise.h).
 
 CUDA cases: the same layers on the GPU, fusegrad's implicit GEMMs (cuda/conv/) on CuPy arrays
 against cuDNN through PyTorch on channels_last tensors (NHWC in memory, as fusegrad's), in fp32
