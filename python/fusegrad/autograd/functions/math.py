@@ -1,5 +1,5 @@
 """Elementwise math beyond arithmetic: a table of unary functions (forward and derivative side by
-side), atan2, remainder and floor division, and dtype casts. Derivatives follow PyTorch's: the
+side), atan2, remainder, fmod and floor division, and dtype casts. Derivatives follow PyTorch's: the
 step functions (floor, ceil, round, trunc, sign) and floor division have gradient 0."""
 from __future__ import annotations
 
@@ -127,6 +127,28 @@ class Remainder(Function):
         if self.needs_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 gb = unbroadcast(-g * xp.floor(a / b), b.shape)
+        return unbroadcast(g, a.shape), gb
+
+
+class Fmod(Function):
+    """a - trunc(a / b) * b: the sign of the dividend, as C's fmod and torch.fmod. Gradients
+    (PyTorch's): 1 for a, -trunc(a / b) for b."""
+
+    def forward(self, a, b):
+        xp = array_module(a)
+        if a.dtype.kind in "iu" and bool((b == 0).any()):
+            raise RuntimeError("ZeroDivisionError")
+        self.save(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.fmod(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = array_module(g)
+        gb = None
+        if self.needs_grad[1]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gb = unbroadcast(-g * xp.trunc(a / b), b.shape)
         return unbroadcast(g, a.shape), gb
 
 
