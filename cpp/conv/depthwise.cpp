@@ -46,6 +46,20 @@ inline void madd_reduce(float* __restrict__ acc, const float* __restrict__ a, co
   }
 }
 
+// Calls fn(tap, iy, ix) for the taps (tap = i·KW + j) of output pixel (oy, ox) that land inside
+// the input.
+template <class Fn>
+inline void for_taps_inside(const ConvShape& s, int64_t oy, int64_t ox, Fn&& fn) {
+  for (int64_t i = 0; i < s.kh; ++i) {
+    const int64_t iy = oy * s.sh - s.pt + i * s.dh;
+    if (iy < 0 || iy >= s.h) continue;
+    for (int64_t j = 0; j < s.kw; ++j) {
+      const int64_t ix = ox * s.sw - s.pl + j * s.dw;
+      if (ix >= 0 && ix < s.w) fn(i * s.kw + j, iy, ix);
+    }
+  }
+}
+
 // Rows per thread chunk: enough multiply-adds (~kThreadFlops) to pay for waking a thread.
 int64_t row_grain(const ConvShape& s, int64_t width, int64_t channels) {
   const double row = 2.0 * double(width) * double(s.kh * s.kw) * double(std::max<int64_t>(channels, 1));
@@ -61,15 +75,9 @@ void forward(const ConvShape& s, int64_t groups, const float* x, const float* w,
         float* out = y + (r * s.ow + ox) * co;
         if (bias) std::memcpy(out, bias, sizeof(float) * co);
         else std::memset(out, 0, sizeof(float) * co);
-        for (int64_t i = 0; i < s.kh; ++i) {
-          const int64_t iy = oy * s.sh - s.pt + i * s.dh;
-          if (iy < 0 || iy >= s.h) continue;
-          for (int64_t j = 0; j < s.kw; ++j) {
-            const int64_t ix = ox * s.sw - s.pl + j * s.dw;
-            if (ix < 0 || ix >= s.w) continue;
-            madd(out, x + ((img * s.h + iy) * s.w + ix) * ci, w + (i * s.kw + j) * co, groups, s.co);
-          }
-        }
+        for_taps_inside(s, oy, ox, [&](int64_t tap, int64_t iy, int64_t ix) {
+          madd(out, x + ((img * s.h + iy) * s.w + ix) * ci, w + tap * co, groups, s.co);
+        });
       }
     }
   });
@@ -113,15 +121,9 @@ void backward_weight(const ConvShape& s, int64_t groups, const float* x, const f
       const int64_t img = r / s.oh, oy = r % s.oh;
       for (int64_t ox = 0; ox < s.ow; ++ox) {
         const float* g = gy + (r * s.ow + ox) * co;
-        for (int64_t i = 0; i < s.kh; ++i) {
-          const int64_t iy = oy * s.sh - s.pt + i * s.dh;
-          if (iy < 0 || iy >= s.h) continue;
-          for (int64_t j = 0; j < s.kw; ++j) {
-            const int64_t ix = ox * s.sw - s.pl + j * s.dw;
-            if (ix < 0 || ix >= s.w) continue;
-            madd(acc + (i * s.kw + j) * co, x + ((img * s.h + iy) * s.w + ix) * ci, g, groups, s.co);
-          }
-        }
+        for_taps_inside(s, oy, ox, [&](int64_t tap, int64_t iy, int64_t ix) {
+          madd(acc + tap * co, x + ((img * s.h + iy) * s.w + ix) * ci, g, groups, s.co);
+        });
       }
     }
   });

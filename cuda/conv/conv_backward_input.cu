@@ -17,6 +17,7 @@ void conv_backward_input(const ConvDims& d, const float* g, const float* w, floa
   const int64_t m = d.n * d.h * d.w, n = d.ci, k = d.kh * d.kw * d.co;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
+  if (is_depthwise(d)) return depthwise_backward_input(d, g, w, dx, stream, device);
   const ConvIndex c = conv_index(d);
   const DgradOperand a{c, g, d.co % 4 == 0 && conv_aligned16(g)};
   const DgradWeightOperand b{c, w, d.co % 4 == 0 && conv_aligned16(w)};

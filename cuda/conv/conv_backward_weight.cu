@@ -52,6 +52,7 @@ void conv_backward_weight(const ConvDims& d, const float* x, const float* g, flo
   const int64_t m = d.kh * d.kw * d.ci, n = d.co, k = d.n * d.oh * d.ow;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
+  if (is_depthwise(d)) return depthwise_backward_weight(d, x, g, dw, stream, device);
   if (k == 0) {  // no output pixels: the gradient is zero
     FG_CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(float) * m * n * d.groups, stream));
     return;

@@ -14,6 +14,7 @@ void conv_forward(const ConvDims& d, const float* x, const float* w, const float
   const int64_t m = d.n * d.oh * d.ow, n = d.co, k = d.kh * d.kw * d.ci;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
+  if (is_depthwise(d)) return depthwise_forward(d, x, w, bias, y, act, act_param, stream, device);
   const Im2colOperand a{conv_index(d), x, d.ci % 4 == 0 && conv_aligned16(x)};
   const WeightOperand b{w, static_cast<int>(d.co), d.co * d.groups, d.co % 4 == 0 && conv_aligned16(w)};
   const Epilogue ep = grouped_epilogue(y, m, n, d.groups, bias, act, act_param);

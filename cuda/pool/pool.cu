@@ -114,6 +114,40 @@ max_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
   }
 }
 
+// Whether index id (ih * W + iw) names a tap of window win.
+__device__ __forceinline__ bool names_a_tap(const PoolGeometry& g, const Window& win, int32_t id) {
+  if (id < 0) return false;
+  int64_t s, off_r = 0, off_s = 0;
+  const int64_t r = divmod(id, g.w, s);
+  if (r < win.h0 || r >= win.h1 || s < win.w0 || s >= win.w1) return false;
+  if (g.dh != 1) divmod(r - win.h0, g.dh, off_r);
+  if (g.dw != 1) divmod(s - win.w0, g.dw, off_s);
+  return off_r == 0 && off_s == 0;
+}
+
+// Max-pool backward's step for one output window (oh, ow) that covers input pixel (ih, iw), its
+// elements at o: adds the window's gradient where its index names the pixel (pos = ih * W + iw).
+// With kCheck, the window's first pixel also counts the indices that name no tap of the window.
+template <int kW, bool kCheck>
+__device__ __forceinline__ void take_window(const PoolGeometry& g, const float* __restrict__ gy,
+                                            const int32_t* __restrict__ indices, int64_t o, int64_t oh, int64_t ow,
+                                            int64_t ih, int64_t iw, int32_t pos, float (&acc)[kW],
+                                            unsigned& misplaced) {
+  int32_t id[kW];
+  float gv[kW];
+  load_ivec<kW>(indices + o, id);
+  load_vec<kW>(gy + o, gv);
+#pragma unroll
+  for (int l = 0; l < kW; ++l)
+    if (id[l] == pos) acc[l] += gv[l];
+  if constexpr (kCheck) {
+    const Window win = window_of(g, oh, ow);
+    if (ih == win.h0 && iw == win.w0)
+#pragma unroll
+      for (int l = 0; l < kW; ++l) misplaced += !names_a_tap(g, win, id[l]);
+  }
+}
+
 // Max-pool backward as a gather: a thread takes one channel vector of an input pixel and adds the
 // gradients of the windows that cover it whose index names it, in output order (the CPU's scatter
 // adds in that order too). No atomics on gx, so no zero-fill pass and a deterministic result.
@@ -139,23 +173,7 @@ max_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, const in
       int64_t oh = oh0, ow = ow0, o = out_plane + (oh0 * g.ow + ow0) * g.c + v * kW;
 #pragma unroll kUnroll
       for (int t = 0; t < count; ++t) {
-        int32_t id[kW];
-        float gv[kW];
-        load_ivec<kW>(indices + o, id);
-        load_vec<kW>(gy + o, gv);
-#pragma unroll
-        for (int l = 0; l < kW; ++l)
-          if (id[l] == pos) acc[l] += gv[l];
-        if constexpr (kCheck) {
-          const Window win = window_of(g, oh, ow);
-          if (ih == win.h0 && iw == win.w0) {
-#pragma unroll
-            for (int l = 0; l < kW; ++l) {
-              const int64_t r = id[l] / g.w, s = id[l] % g.w;
-              misplaced += id[l] < 0 || r < win.h0 || r >= win.h1 || s < win.w0 || s >= win.w1;
-            }
-          }
-        }
+        take_window<kW, kCheck>(g, gy, indices, o, oh, ow, ih, iw, pos, acc, misplaced);
         const bool wrap = ++ow > ow1;
         oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
       }
@@ -189,28 +207,8 @@ max_backward_dilated_kernel(const PoolGeometry g, const float* __restrict__ gy, 
         for (int64_t j = g.kw - 1; j >= 0; --j) {
           const int64_t tw = iw + g.pw - j * g.dw, ow = tw < 0 ? -1 : divmod(tw, g.sw, rw);
           if (ow < 0 || rw != 0 || ow >= g.ow) continue;
-          const int64_t o = out_plane + (oh * g.ow + ow) * g.c + v * kW;
-          int32_t id[kW];
-          float gv[kW];
-          load_ivec<kW>(indices + o, id);
-          load_vec<kW>(gy + o, gv);
-#pragma unroll
-          for (int l = 0; l < kW; ++l)
-            if (id[l] == pos) acc[l] += gv[l];
-          if constexpr (kCheck) {
-            const Window win = window_of(g, oh, ow);
-            if (ih == win.h0 && iw == win.w0) {
-#pragma unroll
-              for (int l = 0; l < kW; ++l) {
-                int64_t s;
-                const int64_t r = id[l] < 0 ? -1 : divmod(id[l], g.w, s);
-                int64_t off_r, off_s;
-                divmod(r - win.h0 < 0 ? 0 : r - win.h0, g.dh, off_r);
-                divmod(s - win.w0 < 0 ? 0 : s - win.w0, g.dw, off_s);
-                misplaced += r < win.h0 || r >= win.h1 || s < win.w0 || s >= win.w1 || off_r != 0 || off_s != 0;
-              }
-            }
-          }
+          take_window<kW, kCheck>(g, gy, indices, out_plane + (oh * g.ow + ow) * g.c + v * kW, oh, ow, ih, iw, pos,
+                                  acc, misplaced);
         }
       }
       store_vec<kW>(gx + q * g.c + v * kW, acc);
