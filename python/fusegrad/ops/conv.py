@@ -8,7 +8,9 @@ groups (PyTorch's groups=): group g convolves input channels [g*C_in/G, (g+1)*C_
 weight columns [g*C_out/G, (g+1)*C_out/G) into those output channels; PyTorch's weight
 (C_out, C_in/G, KH, KW) is w.transpose(2, 3, 1, 0). groups = C_in is a depthwise convolution.
 The groups run inside the kernels: on the CPU the driver regroups each array once per call
-(cpp/conv/grouped.h), on a GPU each group is one batch item of the implicit GEMM.
+(cpp/conv/grouped.h), on a GPU each group is one batch item of the implicit GEMM; depthwise
+shapes (C_in / groups = 1) run on direct kernels on both (cpp/conv/depthwise.h,
+cuda/conv/conv_depthwise.cu). conv2d_max_pool2d has no groups.
 
 padding: an int p (p on every side), a pair (ph, pw), a pair of pairs ((top, bottom), (left,
 right)), "valid" (none) or "same" (TensorFlow's rule: OH = ceil(H / stride), the total padding
