@@ -54,10 +54,12 @@ struct ConvIndex {
 };
 
 // Host: the index helpers for d, or std::invalid_argument when an index the gathers split would
-// reach 2^31 (pixel counts N·H·W, N·OH·OW and depths KH·KW·C).
+// reach 2^31 (pixel counts N·H·W, N·OH·OW, depths KH·KW·C, and all groups' C_out, the weight's
+// row stride).
 inline ConvIndex conv_index(const ConvDims& d) {
   const int64_t limit = int64_t{1} << 31;
-  for (const int64_t v : {d.n * d.h * d.w, d.n * d.oh * d.ow, d.kh * d.kw * d.ci, d.kh * d.kw * d.co})
+  const int64_t sizes[] = {d.n * d.h * d.w, d.n * d.oh * d.ow, d.kh * d.kw * d.ci, d.kh * d.kw * d.co, d.co * d.groups};
+  for (const int64_t v : sizes)
     if (v >= limit)
       throw std::invalid_argument("conv: " + std::to_string(v) +
                                   " pixels or taps x channels are more than the CUDA kernels index (2^31 - 1)");
@@ -130,9 +132,8 @@ struct Im2colOperand {
 struct WeightOperand {
   static constexpr bool kKContig = false;
   const float* w;
-  int co;
-  int64_t ld;
-  bool vec;  // C_out % 4 == 0 and w 16-byte aligned
+  int co, ld;  // one group's columns; the row stride, C_out of all groups (< 2^31 too)
+  bool vec;    // C_out % 4 == 0 and w 16-byte aligned
 
   struct Row {
     int col;
