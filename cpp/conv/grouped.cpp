@@ -16,24 +16,36 @@ namespace {
 
 // Rows per parallel chunk of a regrouping pass: enough copying (~64 KiB) to pay for a thread.
 constexpr int64_t kRowsGrain = 4096;
+// Rows a regrouping pass copies for every group before moving on: a block of whole rows (32 KiB
+// at 128 channels) stays in cache while each group takes its channels, so the interleaved side
+// is read from memory once, not once per group (a thread's whole chunk for each group made a
+// 32-group layer's forward 3x slower than its 32 convolutions run one by one).
+constexpr int64_t kRowsBlock = 64;
+
+// copy(g, r) for every group g and row r < rows: threads split the rows, and each takes its rows
+// kRowsBlock at a time, every group in turn.
+template <class Copy>
+void by_row_blocks(int64_t rows, int64_t groups, int64_t width, Copy&& copy) {
+  parallel_for(rows, std::max<int64_t>(1, kRowsGrain / std::max<int64_t>(width, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t b0 = r0; b0 < r1; b0 += kRowsBlock) {
+      const int64_t b1 = std::min(r1, b0 + kRowsBlock);
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t r = b0; r < b1; ++r) copy(g, r);
+    }
+  });
+}
 
 // src (rows, G·width) → dst (G, rows, width): each group's channels of every row, contiguous.
 void split_groups(const float* src, int64_t rows, int64_t groups, int64_t width, float* dst) {
-  const int64_t stride = groups * width;
-  parallel_for(rows, std::max<int64_t>(1, kRowsGrain / std::max<int64_t>(width, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t r = r0; r < r1; ++r)
-        std::memcpy(dst + (g * rows + r) * width, src + r * stride + g * width, sizeof(float) * width);
+  by_row_blocks(rows, groups, width, [&](int64_t g, int64_t r) {
+    std::memcpy(dst + (g * rows + r) * width, src + (r * groups + g) * width, sizeof(float) * width);
   });
 }
 
 // The inverse: src (G, rows, width) → dst (rows, G·width).
 void merge_groups(const float* src, int64_t rows, int64_t groups, int64_t width, float* dst) {
-  const int64_t stride = groups * width;
-  parallel_for(rows, std::max<int64_t>(1, kRowsGrain / std::max<int64_t>(width, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t r = r0; r < r1; ++r)
-        std::memcpy(dst + r * stride + g * width, src + (g * rows + r) * width, sizeof(float) * width);
+  by_row_blocks(rows, groups, width, [&](int64_t g, int64_t r) {
+    std::memcpy(dst + (r * groups + g) * width, src + (g * rows + r) * width, sizeof(float) * width);
   });
 }
 
