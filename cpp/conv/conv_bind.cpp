@@ -1,6 +1,7 @@
 // Bindings of the convolution kernels (registered into _cpu by cpp/module.cpp): convert, check,
 // release the GIL, call. Every array is C-contiguous float32: NHWC x / gx / y / gy, HWIO w / gw.
-// The geometry is conv_geometry's (conv.h).
+// The geometry is conv_geometry's (conv.h). groups > 1 goes through the grouped driver
+// (grouped.h), with w (KH, KW, C_in/groups, C_out); groups = 1 calls the table directly.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -13,6 +14,7 @@
 #include "conv/conv.h"
 #include "conv/int8_conv.h"
 #include "gemm/int8_bind.h"
+#include "conv/grouped.h"
 
 namespace py = pybind11;
 
@@ -34,18 +36,23 @@ float* conv_out(py::array& a, const char* name) {
   return const_cast<float*>(p);
 }
 
-// The shape of image (N,H,W,C) convolved with weight (KH,KW,C,CO), after checking that `out`
-// (N,OH,OW,CO) is what the geometry gives, so no inconsistent size reaches a kernel.
-ConvShape conv_shape(const py::array& img, const py::array& w, std::array<int64_t, 4> out, const Geometry& g) {
-  const ConvShape s = conv_geometry(img.shape(0), img.shape(1), img.shape(2), img.shape(3), w.shape(0), w.shape(1),
-                                    w.shape(3), g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
-  if (w.shape(2) != s.c || out[0] != s.n || out[1] != s.oh || out[2] != s.ow || out[3] != s.co)
+// The shape of one group of image (N,H,W,C) convolved with weight (KH,KW,C/groups,CO), after
+// checking that `out` (N,OH,OW,CO) is what the geometry gives, so no inconsistent size reaches a
+// kernel. With groups = 1 it is the whole convolution's.
+ConvShape conv_shape(const py::array& img, const py::array& w, std::array<int64_t, 4> out, const Geometry& g,
+                     int64_t groups = 1) {
+  if (groups < 1 || img.shape(3) % groups != 0 || w.shape(3) % groups != 0)
+    throw py::value_error("conv2d: groups must be >= 1 and divide C_in and C_out");
+  const ConvShape s = conv_geometry(img.shape(0), img.shape(1), img.shape(2), img.shape(3) / groups, w.shape(0),
+                                    w.shape(1), w.shape(3) / groups, g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
+  if (w.shape(2) != s.c || out[0] != s.n || out[1] != s.oh || out[2] != s.ow || out[3] != s.co * groups)
     throw py::value_error("conv2d: input, weight and output shapes do not fit the geometry");
   return s;
 }
 
-ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, const Geometry& g) {
-  return conv_shape(img, w, {out.shape(0), out.shape(1), out.shape(2), out.shape(3)}, g);
+ConvShape conv_shape(const py::array& img, const py::array& w, const py::array& out, const Geometry& g,
+                     int64_t groups = 1) {
+  return conv_shape(img, w, {out.shape(0), out.shape(1), out.shape(2), out.shape(3)}, g, groups);
 }
 
 // The optional bias of a forward: null, or C_out contiguous float32 values that do not overlap y;
@@ -68,17 +75,18 @@ float* bias_grad(py::array& gb, int64_t co) {
 }
 
 void conv2d_forward(const py::array& x, const py::array& w, const py::object& bias, py::array& y, const Geometry& g,
-                    int code) {
+                    int code, int64_t groups) {
   const float* xp = conv_in(x, "x");
   const float* wp = conv_in(w, "w");
   float* yp = conv_out(y, "out");
-  const ConvShape s = conv_shape(x, w, y, g);
+  const ConvShape s = conv_shape(x, w, y, g, groups);
   py::array bias_arr;
-  const float* bp = conv_bias(bias, s.co, y, bias_arr);
+  const float* bp = conv_bias(bias, s.co * groups, y, bias_arr);
   require_disjoint(y, {&x, &w}, "conv2d");
   const Activation act = activation_from_code(code);
   const KernelCall kernel_call;
-  active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+  if (groups == 1) active_conv_kernels().forward(s, xp, wp, bp, act, yp);
+  else grouped_conv_forward(active_conv_kernels(), s, groups, xp, wp, bp, act, yp);
 }
 
 // y and indices (N, OH/pool, OW/pool, C_out), OH, OW the convolution's output size.
@@ -105,24 +113,28 @@ void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::o
   active_conv_kernels().forward_max_pool(s, xp, wp, bp, act, act_param, pool, yp, ip);
 }
 
-void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, const Geometry& g) {
+void conv2d_backward_input(const py::array& gy, const py::array& w, py::array& gx, const Geometry& g,
+                           int64_t groups) {
   const float* gyp = conv_in(gy, "grad_out");
   const float* wp = conv_in(w, "w");
   float* gxp = conv_out(gx, "grad_input");
-  const ConvShape s = conv_shape(gx, w, gy, g);
+  const ConvShape s = conv_shape(gx, w, gy, g, groups);
   require_disjoint(gx, {&gy, &w}, "conv2d");
   const KernelCall kernel_call;
-  active_conv_kernels().backward_input(s, gyp, wp, gxp);
+  if (groups == 1) active_conv_kernels().backward_input(s, gyp, wp, gxp);
+  else grouped_conv_backward(active_conv_kernels(), s, groups, nullptr, gyp, wp, gxp, nullptr, nullptr);
 }
 
-void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& gw, const Geometry& g) {
+void conv2d_backward_weight(const py::array& x, const py::array& gy, py::array& gw, const Geometry& g,
+                            int64_t groups) {
   const float* xp = conv_in(x, "x");
   const float* gyp = conv_in(gy, "grad_out");
   float* gwp = conv_out(gw, "grad_weight");
-  const ConvShape s = conv_shape(x, gw, gy, g);
+  const ConvShape s = conv_shape(x, gw, gy, g, groups);
   require_disjoint(gw, {&x, &gy}, "conv2d");
   const KernelCall kernel_call;
-  active_conv_kernels().backward_weight(s, xp, gyp, gwp);
+  if (groups == 1) active_conv_kernels().backward_weight(s, xp, gyp, gwp);
+  else grouped_conv_backward(active_conv_kernels(), s, groups, xp, gyp, nullptr, nullptr, gwp, nullptr);
 }
 
 void conv2d_backward_bias(const py::array& gy, py::array& gb) {
@@ -136,11 +148,11 @@ void conv2d_backward_bias(const py::array& gy, py::array& gb) {
 
 // Any of gx, gw, gb (None where not wanted) from one call.
 void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w, const py::object& gx,
-                     const py::object& gw, const py::object& gb, const Geometry& g) {
+                     const py::object& gw, const py::object& gb, const Geometry& g, int64_t groups) {
   const float* gyp = conv_in(gy, "grad_out");
   const float* xp = conv_in(x, "x");
   const float* wp = conv_in(w, "w");
-  const ConvShape s = conv_shape(x, w, gy, g);
+  const ConvShape s = conv_shape(x, w, gy, g, groups);
   std::vector<py::array> outs;
   // An output the caller asked for: disjoint from the inputs and from the outputs before it.
   const auto claim = [&](const py::array& a) {
@@ -163,11 +175,12 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
   float* gbp = nullptr;
   if (!gb.is_none()) {
     py::array a = gb.cast<py::array>();
-    gbp = bias_grad(a, s.co);
+    gbp = bias_grad(a, s.co * groups);
     claim(a);
   }
   const KernelCall kernel_call;
-  active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
+  if (groups == 1) active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
+  else grouped_conv_backward(active_conv_kernels(), s, groups, xp, gyp, wp, gxp, gwp, gbp);
 }
 
 // The int8 convolution: x uint8 NHWC, w packed from an HWIO (kh, kw, C_in, C_out) weight, out
@@ -219,7 +232,7 @@ void register_conv(py::module_& m) {
   }, py::arg("h"), py::arg("w"), py::arg("kh"), py::arg("kw"), py::arg("geometry"),
      "(OH, OW) of convolving an H×W plane with a KH×KW kernel; ValueError when the sizes do not fit.");
   m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
-        py::arg("out").noconvert(), py::arg("geometry"), py::arg("activation"));
+        py::arg("out").noconvert(), py::arg("geometry"), py::arg("activation"), py::arg("groups") = 1);
   m.def("conv2d_forward_max_pool", &conv2d_forward_max_pool, py::arg("x").noconvert(), py::arg("w").noconvert(),
         py::arg("bias"), py::arg("out").noconvert(), py::arg("indices").noconvert(), py::arg("pool"),
         py::arg("geometry"), py::arg("activation"), py::arg("act_param") = 0.0f);
@@ -227,14 +240,14 @@ void register_conv(py::module_& m) {
         py::arg("kw"), py::arg("out").noconvert(), py::arg("geometry"), py::arg("x_zero_point"), py::arg("scale"),
         py::arg("bias"), py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("path") = 0);
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(), py::arg("w").noconvert(),
-        py::arg("grad_input").noconvert(), py::arg("geometry"));
+        py::arg("grad_input").noconvert(), py::arg("geometry"), py::arg("groups") = 1);
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(), py::arg("grad_out").noconvert(),
-        py::arg("grad_weight").noconvert(), py::arg("geometry"));
+        py::arg("grad_weight").noconvert(), py::arg("geometry"), py::arg("groups") = 1);
   m.def("conv2d_backward_bias", &conv2d_backward_bias, py::arg("grad_out").noconvert(),
         py::arg("grad_bias").noconvert());
   m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out").noconvert(), py::arg("x").noconvert(),
         py::arg("w").noconvert(), py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"),
-        py::arg("geometry"));
+        py::arg("geometry"), py::arg("groups") = 1);
 }
 
 }  // namespace fusegrad

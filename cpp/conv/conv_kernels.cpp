@@ -20,6 +20,9 @@
 //   backward_weight.h/.cpp       backward-weight: patch plan and worker, conv_backward_weight
 //   backward_bias.h/.cpp         backward-bias
 //   backward.cpp                 all gradients in one call; first layers image by image
+//   depthwise.h/.cpp             depthwise convolutions (groups = C_in): direct kernels, a table of
+//                                their own
+//   grouped.h/.cpp               groups > 1 (compiled once): regroup, run these passes per group
 #include "conv/conv.h"
 #include "conv/passes.h"
 

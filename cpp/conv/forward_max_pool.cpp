@@ -43,7 +43,7 @@ void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, c
       for (int64_t m = 0; m < band_pixels; m += R)
         worker.tile(x, m_band + m, static_cast<int>(std::min<int64_t>(R, band_pixels - m)), band_out.data() + m * s.co,
                     bias, Activation::none);
-      const PoolShape window{1, npy * pool, s.ow, s.co, npy, pooled_w, pool, pool, pool, pool, 0, 0};
+      const PoolShape window{1, npy * pool, s.ow, s.co, npy, pooled_w, pool, pool, pool, pool, 0, 0, 1, 1};
       float* yb = y + (img * pooled_h + py0) * pooled_w * s.co;
       int32_t* ib = indices + (img * pooled_h + py0) * pooled_w * s.co;
       pool_kernels.max_forward(window, band_out.data(), yb, ib);

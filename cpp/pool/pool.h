@@ -1,4 +1,6 @@
-// 2-D pooling over NHWC images: max, average and global average, forward and backward.
+// 2-D pooling over NHWC images: max (with dilation), average and global average, forward and
+// backward; PyTorch's floor or ceil rule for the output size (ceil_mode), with PyTorch's divisor
+// for average windows that hang past the padded input.
 //
 // NHWC keeps the channels of one pixel contiguous, so every kernel vectorises over channels and
 // walks the pooling window pixel by pixel; no transposes are needed.
@@ -14,11 +16,14 @@
 
 namespace fusegrad {
 
-// Geometry of one pooling call; the output size is PyTorch's floor rule (ceil_mode=False).
+// Geometry of one pooling call. Window (oh, ow) reads input rows oh*sh - ph + i*dh for i < kh
+// (columns likewise) that lie inside the input; in ceil mode the last windows may hang past the
+// bottom/right padding. Average pooling has dh = dw = 1.
 struct PoolShape {
   int64_t n, h, w, c;   // input (N, H, W, C)
   int64_t oh, ow;       // output (N, OH, OW, C)
   int64_t kh, kw, sh, sw, ph, pw;
+  int64_t dh, dw;       // dilation (>= 1)
 };
 
 struct PoolKernels {
@@ -37,12 +42,13 @@ struct PoolKernels {
 
 FG_DECLARE_KERNEL_TABLE(PoolKernels, pool_kernels)
 
-// The geometry of pooling an (N, H, W, C) input with a kh×kw window, stride (sh, sw) and padding
-// (ph, pw) on each side: the one place fusegrad computes a pooled size. Throws
-// std::invalid_argument, naming the sizes, when the window and padding do not fit the input or
-// the sizes cannot be indexed. (pool_geometry.cpp)
+// The geometry of pooling an (N, H, W, C) input with a kh×kw window dilated by (dh, dw), stride
+// (sh, sw) and padding (ph, pw) on each side, output size by the floor or ceil rule
+// (pool_size.h): the one place fusegrad computes a pooled size. Throws std::invalid_argument,
+// naming the sizes, when the window and padding do not fit the input or the sizes cannot be
+// indexed. (pool_geometry.cpp)
 PoolShape pool_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                        int64_t ph, int64_t pw);
+                        int64_t ph, int64_t pw, int64_t dh = 1, int64_t dw = 1, bool ceil_mode = false);
 
 // Max pooling of uint8 (is_signed false) or int8 NHWC images, x (N, H, W, C) to y (N, OH, OW, C):
 // padding is never the maximum. (max_pool_int8.cpp)

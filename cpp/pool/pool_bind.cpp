@@ -1,5 +1,7 @@
 // Bindings of the pooling kernels (registered into _cpu by cpp/module.cpp): convert, check,
-// release the GIL, call. NHWC arrays must be C-contiguous; the geometry is pool_geometry's.
+// release the GIL, call. NHWC arrays must be C-contiguous; the geometry is pool_geometry's, a
+// window (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode) in every call (average pooling has no
+// dilation: its bindings take none and pass 1).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -14,10 +16,17 @@ namespace py = pybind11;
 namespace fusegrad {
 namespace {
 
-PoolShape pool_shape(const py::array& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+struct Window {
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  bool ceil_mode;
+};
+
+PoolShape pool_shape(const py::array& x, const Window& k) {
   if (x.ndim() != 4) throw py::value_error("pooling input must be 4-D NHWC");
-  return pool_geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), kh, kw, sh, sw, ph, pw);
+  return pool_geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), k.kh, k.kw, k.sh, k.sw, k.ph, k.pw, k.dh, k.dw,
+                       k.ceil_mode);
 }
+
 
 int32_t* optional_indices(const py::object& indices, const PoolShape& s) {
   if (indices.is_none()) return nullptr;
@@ -28,9 +37,8 @@ int32_t* optional_indices(const py::object& indices, const PoolShape& s) {
   return static_cast<int32_t*>(ind.mutable_data());
 }
 
-void max_pool2d_forward(const py::array& x, py::array& y, const py::object& indices, int64_t kh, int64_t kw,
-                        int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+void max_pool2d_forward(const py::array& x, py::array& y, const py::object& indices, const Window& k) {
+  const PoolShape s = pool_shape(x, k);
   const float* xp = c_float_input(x, "x");
   float* yp = c_float_output(y, "y");
   require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
@@ -41,7 +49,7 @@ void max_pool2d_forward(const py::array& x, py::array& y, const py::object& indi
 
 void max_pool2d_int8_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                              int64_t ph, int64_t pw) {
-  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const PoolShape s = pool_shape(x, Window{kh, kw, sh, sw, ph, pw, 1, 1, false});
   const char kind = x.dtype().kind();
   if ((kind != 'u' && kind != 'i') || x.itemsize() != 1) throw py::type_error("x: expected dtype uint8 or int8");
   if (!y.dtype().is(x.dtype())) throw py::type_error("y: expected the dtype of x");
@@ -53,9 +61,8 @@ void max_pool2d_int8_forward(const py::array& x, py::array& y, int64_t kh, int64
   max_pool2d_int8(s, x.data(), y.mutable_data(), kind == 'i');
 }
 
-void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, int64_t kh, int64_t kw,
-                         int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
+void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, const Window& k) {
+  const PoolShape s = pool_shape(gx, k);
   const float* gyp = c_float_input(gy, "grad_out");
   float* gxp = c_float_output(gx, "grad_input");
   require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
@@ -72,9 +79,8 @@ void max_pool2d_backward(const py::array& gy, const py::array& indices, py::arra
                                  " indices do not name a pixel of their pooling window");
 }
 
-void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                        int64_t ph, int64_t pw, bool count_include_pad) {
-  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+void avg_pool2d_forward(const py::array& x, py::array& y, const Window& k, bool count_include_pad) {
+  const PoolShape s = pool_shape(x, k);
   const float* xp = c_float_input(x, "x");
   float* yp = c_float_output(y, "y");
   require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
@@ -82,9 +88,8 @@ void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   active_pool_kernels().avg_forward(s, xp, yp, count_include_pad);
 }
 
-void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                         int64_t ph, int64_t pw, bool count_include_pad) {
-  const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
+void avg_pool2d_backward(const py::array& gy, py::array& gx, const Window& k, bool count_include_pad) {
+  const PoolShape s = pool_shape(gx, k);
   const float* gyp = c_float_input(gy, "grad_out");
   float* gxp = c_float_output(gx, "grad_input");
   require_shape(gy, {s.n, s.oh, s.ow, s.c}, "grad_out");
@@ -116,25 +121,39 @@ void global_avg_pool2d_backward(const py::array& gy, py::array& gx) {
 
 void register_pool(py::module_& m) {
   m.def("pool2d_output_size", [](int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-                                 int64_t pw) {
-    const PoolShape s = pool_geometry(1, h, w, 1, kh, kw, sh, sw, ph, pw);
+                                 int64_t pw, int64_t dh, int64_t dw, bool ceil_mode) {
+    const PoolShape s = pool_geometry(1, h, w, 1, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode);
     return std::make_tuple(s.oh, s.ow);
   }, py::arg("h"), py::arg("w"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
-     py::arg("pw"), "(OH, OW) of pooling an H×W plane; ValueError when the window does not fit.");
-  m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
-        py::arg("indices"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
-        py::arg("pw"));
+     py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1, py::arg("ceil_mode") = false,
+     "(OH, OW) of pooling an H×W plane; ValueError when the window does not fit.");
+  m.def("max_pool2d_forward", [](const py::array& x, py::array& y, const py::object& indices, int64_t kh, int64_t kw,
+                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                 bool ceil_mode) {
+    max_pool2d_forward(x, y, indices, Window{kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode});
+  }, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("indices"), py::arg("kh"), py::arg("kw"),
+     py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1,
+     py::arg("ceil_mode") = false);
+  m.def("max_pool2d_backward", [](const py::array& gy, const py::array& indices, py::array& gx, int64_t kh,
+                                  int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                  bool ceil_mode) {
+    max_pool2d_backward(gy, indices, gx, Window{kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode});
+  }, py::arg("grad_out").noconvert(), py::arg("indices").noconvert(), py::arg("grad_input").noconvert(),
+     py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1,
+     py::arg("dw") = 1, py::arg("ceil_mode") = false);
+  m.def("avg_pool2d_forward", [](const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                 int64_t ph, int64_t pw, bool count_include_pad, bool ceil_mode) {
+    avg_pool2d_forward(x, y, Window{kh, kw, sh, sw, ph, pw, 1, 1, ceil_mode}, count_include_pad);
+  }, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+     py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"), py::arg("ceil_mode") = false);
+  m.def("avg_pool2d_backward", [](const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                  int64_t ph, int64_t pw, bool count_include_pad, bool ceil_mode) {
+    avg_pool2d_backward(gy, gx, Window{kh, kw, sh, sw, ph, pw, 1, 1, ceil_mode}, count_include_pad);
+  }, py::arg("grad_out").noconvert(), py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"),
+     py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"),
+     py::arg("ceil_mode") = false);
   m.def("max_pool2d_int8_forward", &max_pool2d_int8_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
-  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out").noconvert(),
-        py::arg("indices").noconvert(), py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"),
-        py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
-  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
-        py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("count_include_pad"));
-  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out").noconvert(),
-        py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
-        py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"));
   m.def("global_avg_pool2d_forward", &global_avg_pool2d_forward, py::arg("x").noconvert(),
         py::arg("y").noconvert());
   m.def("global_avg_pool2d_backward", &global_avg_pool2d_backward, py::arg("grad_out").noconvert(),

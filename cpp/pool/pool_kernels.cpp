@@ -77,12 +77,22 @@ inline void store_w(float* p, VecF a, int w) {
   else store_partial(p, a, w);
 }
 
-// Window of output pixel (oh, ow), clipped to the input: rows [h0, h1), columns [w0, w1).
+// Along one axis, the window's taps start + i * dil (i < k) that lie in [0, n): the first such
+// position and one past the last (first >= end when none does).
+inline void taps_inside(int64_t start, int64_t k, int64_t dil, int64_t n, int64_t& first, int64_t& end) {
+  first = start >= 0 ? start : start + (-start + dil - 1) / dil * dil;
+  const int64_t last = start + (k - 1) * dil;
+  end = last < n ? last + 1 : start > n - 1 ? first : start + (n - 1 - start) / dil * dil + 1;
+}
+
+// Window of output pixel (oh, ow), clipped to the input: rows h0, h0 + dh, ... below h1, columns
+// w0, w0 + dw, ... below w1 (with dilation 1, the rectangle [h0, h1) x [w0, w1)).
 struct Window { int64_t h0, h1, w0, w1; };
 inline Window window_of(const PoolShape& s, int64_t oh, int64_t ow) {
-  const int64_t hs = oh * s.sh - s.ph, ws = ow * s.sw - s.pw;
-  return {std::max<int64_t>(hs, 0), std::min(hs + s.kh, s.h), std::max<int64_t>(ws, 0),
-          std::min(ws + s.kw, s.w)};
+  Window win;
+  taps_inside(oh * s.sh - s.ph, s.kh, s.dh, s.h, win.h0, win.h1);
+  taps_inside(ow * s.sw - s.pw, s.kw, s.dw, s.w, win.w0, win.w1);
+  return win;
 }
 
 int64_t row_grain(const PoolShape& s) {
@@ -129,8 +139,8 @@ void max_forward_rows(const PoolShape& s, const float* x, float* y, int32_t* ind
         // PyTorch starts from the window's first pixel, so an all -inf window points there.
         const VecI first = set1i(static_cast<int32_t>(win.h0 * s.w + win.w0));
         for (int j = 0; j < NV; ++j) { m[j] = set1(neg_inf); best[j] = first; }
-        for (int64_t ih = win.h0; ih < win.h1; ++ih) {
-          for (int64_t iw = win.w0; iw < win.w1; ++iw) {
+        for (int64_t ih = win.h0; ih < win.h1; ih += s.dh) {
+          for (int64_t iw = win.w0; iw < win.w1; iw += s.dw) {
             const float* p = plane + (ih * s.w + iw) * s.c + c0;
             const VecI pos = set1i(static_cast<int32_t>(ih * s.w + iw));
             for (int j = 0; j < NV; ++j) {
@@ -158,12 +168,12 @@ void max_forward(const PoolShape& s, const float* x, float* y, int32_t* ind) {
   });
 }
 
-// Windows that never overlap (stride >= kernel) let each output row own a band of input rows and
+// Windows that never overlap (stride >= kernel, no dilation) let each output row own a band of input rows and
 // each output column a band of input columns: every input pixel is written exactly once, either
 // from its window's gradient or as zero, with no zero-fill pass and no races between rows.
 // Bands: output row oh owns input rows [oh*sh - ph, (oh+1)*sh - ph), the first also everything
 // above, the last everything below; the same for columns.
-inline bool windows_disjoint(const PoolShape& s) { return s.sh >= s.kh && s.sw >= s.kw; }
+inline bool windows_disjoint(const PoolShape& s) { return s.sh >= s.kh && s.sw >= s.kw && s.dh == 1 && s.dw == 1; }
 
 inline void band(int64_t o, int64_t count, int64_t stride, int64_t pad, int64_t size, int64_t* b0,
                  int64_t* b1) {
@@ -276,8 +286,9 @@ int64_t max_backward(const PoolShape& s, const float* gy, const int32_t* ind, fl
 
 // ---- average pooling ---------------------------------------------------------------------------
 
-// PyTorch's divisor: with count_include_pad the window clipped to the padded input (always
-// kh * kw under the floor rule), otherwise the number of real pixels in it.
+// PyTorch's divisor: with count_include_pad the window clipped to the padded input (kh * kw
+// except for ceil mode's last windows, which may hang past it), otherwise the number of real
+// pixels in it. Average pooling has no dilation.
 inline float inv_count(const PoolShape& s, int64_t oh, int64_t ow, const Window& win, bool include_pad) {
   if (include_pad) {
     const int64_t hs = oh * s.sh - s.ph, ws = ow * s.sw - s.pw;

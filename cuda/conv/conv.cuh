@@ -20,11 +20,17 @@
 
 namespace fusegrad::cuda {
 
+// With groups G (PyTorch's groups=), ci and co are one group's channels: x has G·ci channels, y
+// G·co, w is (KH, KW, ci, G·co), and group g reads channels [g·ci, (g+1)·ci) of x and writes
+// [g·co, (g+1)·co) of y. Forward and backward-input run the groups as the GEMM's batch items
+// (one launch); backward-weight runs them one after another (its batch items are K splits).
+// Depthwise shapes (one input channel a group) run on direct kernels instead (below).
 struct ConvDims {
   int64_t n = 0, h = 0, w = 0, ci = 0;  // x
   int64_t kh = 0, kw = 0, co = 0;       // w (KH, KW, C_in, C_out)
   int64_t oh = 0, ow = 0;               // y
   int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t groups = 1;
 };
 
 // Tile choice for the implicit GEMMs: by size, or forced (tests cover both).
@@ -45,7 +51,21 @@ void conv_backward_bias(const float* g, float* db, int64_t rows, int64_t cols, c
 void conv_max_pool(const float* conv, float* y, int32_t* indices, int64_t n, int64_t oh, int64_t ow, int64_t c,
                    int64_t pool, Activation act, float act_param, cudaStream_t stream, int device);
 
+// Depthwise convolutions (groups > 1, d.ci = 1): direct kernels, one thread an element, that the
+// three passes above hand such shapes to (conv_depthwise.cu).
+void depthwise_forward(const ConvDims& d, const float* x, const float* w, const float* bias, float* y,
+                       Activation act, float act_param, cudaStream_t stream, int device);
+void depthwise_backward_input(const ConvDims& d, const float* g, const float* w, float* dx, cudaStream_t stream,
+                              int device);
+void depthwise_backward_weight(const ConvDims& d, const float* x, const float* g, float* dw, cudaStream_t stream,
+                               int device);
+inline bool is_depthwise(const ConvDims& d) { return d.groups > 1 && d.ci == 1; }
+
 // out[i] = Σ_s parts[s·len + i] for s < splits: the split-K sums, in a fixed order.
 void sum_splits(const float* parts, float* out, int64_t splits, int64_t len, cudaStream_t stream, int device);
+// out (rows, groups·width) = parts (groups, rows, width) interleaved: the per-group weight
+// gradients into one HWIO array.
+void merge_groups(const float* parts, float* out, int64_t groups, int64_t rows, int64_t width, cudaStream_t stream,
+                  int device);
 
 }  // namespace fusegrad::cuda

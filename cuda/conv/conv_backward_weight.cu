@@ -3,7 +3,7 @@
 // its (N·OH·OW) × C_out row-major matrix. The result is small and the reduction long (N·OH·OW),
 // so K is split: split s sums its own K range into its own copy of dw in a workspace, and one
 // pass (sum_splits) adds the copies in a fixed order, so the result does not depend on timing
-// (atomics would).
+// (atomics would). Groups run one after another, each on its channels of x and g (ConvDims).
 #include <algorithm>
 
 #include "common/launch.cuh"
@@ -25,7 +25,7 @@ void launch_wgrad(const ConvDims& d, const float* x, const float* g, float* dw, 
                   int device) {
   const int64_t m = d.kh * d.kw * d.ci, n = d.co, k = d.n * d.oh * d.ow;
   const WgradOperand a{conv_index(d), x, d.ci % 4 == 0 && conv_aligned16(x)};
-  const StridedOperand<false> b{g, d.co, 1, 0, d.co, d.co % 4 == 0 && conv_aligned16(g)};
+  const StridedOperand<false> b{g, d.co * d.groups, 1, 0, d.co, d.co % 4 == 0 && conv_aligned16(g)};
   if (splits <= 0) {
     const int64_t tiles = ((m + Tile::kBM - 1) / Tile::kBM) * ((n + Tile::kBN - 1) / Tile::kBN);
     const int64_t wanted = (kWavesOfBlocks * multiprocessor_count(device) + tiles - 1) / tiles;
@@ -52,12 +52,24 @@ void conv_backward_weight(const ConvDims& d, const float* x, const float* g, flo
   const int64_t m = d.kh * d.kw * d.ci, n = d.co, k = d.n * d.oh * d.ow;
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
+  if (is_depthwise(d)) return depthwise_backward_weight(d, x, g, dw, stream, device);
   if (k == 0) {  // no output pixels: the gradient is zero
-    FG_CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(float) * m * n, stream));
+    FG_CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(float) * m * n * d.groups, stream));
     return;
   }
-  if (conv_large_tiles(tiles, m, n, 1, device)) launch_wgrad<SimtLarge>(d, x, g, dw, splits, stream, device);
-  else launch_wgrad<SimtSmall>(d, x, g, dw, splits, stream, device);
+  const bool large = conv_large_tiles(tiles, m, n, 1, device);
+  const auto launch = [&](const float* xg, const float* gg, float* out) {
+    if (large) launch_wgrad<SimtLarge>(d, xg, gg, out, splits, stream, device);
+    else launch_wgrad<SimtSmall>(d, xg, gg, out, splits, stream, device);
+  };
+  if (d.groups == 1) return launch(x, g, dw);
+  // Group by group (the batch items are K splits), each into its own block of a workspace,
+  // then interleaved into dw's columns.
+  float* parts = nullptr;
+  FG_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&parts), sizeof(float) * d.groups * m * n, stream));
+  for (int64_t grp = 0; grp < d.groups; ++grp) launch(x + grp * d.ci, g + grp * d.co, parts + grp * m * n);
+  merge_groups(parts, dw, d.groups, m, n, stream, device);
+  FG_CUDA_CHECK(cudaFreeAsync(parts, stream));
 }
 
 }  // namespace fusegrad::cuda

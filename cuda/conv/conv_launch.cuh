@@ -28,4 +28,13 @@ inline Epilogue conv_epilogue(float* c, int64_t m, int64_t n, const float* bias,
   return e;
 }
 
+// Batch item z's m×n block of an m×(groups·n) result: columns z·n on, and their bias.
+inline Epilogue grouped_epilogue(float* c, int64_t m, int64_t n, int64_t groups, const float* bias, Activation act,
+                                 float act_param) {
+  Epilogue e = conv_epilogue(c, m, n, bias, act, act_param);
+  e.c_rs = n * groups, e.c_bs = n, e.bias_bs = n;
+  e.vec = store_width(c, e.c_rs, e.c_bs);
+  return e;
+}
+
 }  // namespace fusegrad::cuda

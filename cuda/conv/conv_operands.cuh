@@ -4,6 +4,10 @@
 // when the channel count is a multiple of 4 and the array is 16-byte aligned (`vec`); otherwise,
 // and at the edges, each element is found and loaded alone (first layers with C_in = 1 or 3).
 //
+// Groups (ConvDims): a pixel of x holds ci·groups channels and one of g co·groups, so pixels are
+// that far apart; the batch item z of a forward or backward-input is the group, whose channels
+// start z·ci (x) or z·co (g, w) into each pixel or weight row.
+//
 // Index arithmetic: a thread's l (a pixel, or a weight row) is fixed, so its coordinates are
 // worked out once (Row); per step only k is split, into (tap, channel) or (image, oy, ox), with
 // FastDivmod: a multiply-high and a shift instead of a 64-bit division (~70 instructions each,
@@ -50,10 +54,12 @@ struct ConvIndex {
 };
 
 // Host: the index helpers for d, or std::invalid_argument when an index the gathers split would
-// reach 2^31 (pixel counts N·H·W, N·OH·OW and depths KH·KW·C).
+// reach 2^31 (pixel counts N·H·W, N·OH·OW, depths KH·KW·C, and all groups' C_out, the weight's
+// row stride).
 inline ConvIndex conv_index(const ConvDims& d) {
   const int64_t limit = int64_t{1} << 31;
-  for (const int64_t v : {d.n * d.h * d.w, d.n * d.oh * d.ow, d.kh * d.kw * d.ci, d.kh * d.kw * d.co})
+  const int64_t sizes[] = {d.n * d.h * d.w, d.n * d.oh * d.ow, d.kh * d.kw * d.ci, d.kh * d.kw * d.co, d.co * d.groups};
+  for (const int64_t v : sizes)
     if (v >= limit)
       throw std::invalid_argument("conv: " + std::to_string(v) +
                                   " pixels or taps x channels are more than the CUDA kernels index (2^31 - 1)");
@@ -94,15 +100,16 @@ struct Im2colOperand {
     c.ci.divmod(k, tap, ch);
     c.kw.divmod(tap, ky, kx);
     const int64_t iy = iy0 + ky * c.d.dh, ix = ix0 + kx * c.d.dw;
-    return iy >= 0 && iy < c.d.h && ix >= 0 && ix < c.d.w ? image + (iy * c.d.w + ix) * c.d.ci + ch : nullptr;
+    return iy >= 0 && iy < c.d.h && ix >= 0 && ix < c.d.w ? image + (iy * c.d.w + ix) * c.d.ci * c.d.groups + ch
+                                                          : nullptr;
   }
-  __device__ __forceinline__ float4 load4(const Row& r, int64_t, int64_t k, int64_t k_end) const {
+  __device__ __forceinline__ float4 load4(const Row& r, int64_t z, int64_t k, int64_t k_end) const {
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (r.m < 0) return v;
     int rest, ox, img, oy;
     c.ow.divmod(r.m, rest, ox);
     c.oh.divmod(rest, img, oy);
-    const float* image = x + img * c.d.h * c.d.w * c.d.ci;
+    const float* image = x + (img * c.d.h * c.d.w * c.d.groups + z) * c.d.ci;
     const int iy0 = static_cast<int>(oy * c.d.sh - c.d.pt), ix0 = static_cast<int>(ox * c.d.sw - c.d.pl);
     if (vec && k + 4 <= k_end) {
       const float* p = at(image, iy0, ix0, k);
@@ -118,23 +125,24 @@ struct Im2colOperand {
   }
 };
 
-// Forward B, K×C_out: w read as its (KH·KW·C_in) × C_out row-major matrix. The same as a
-// StridedOperand, with its row kept as a 32-bit column (C_out < 2^31), which is what kept the
-// forward kernel's SimtLarge instantiation within 128 registers.
+// Forward B, K×C_out: w read as its (KH·KW·C_in) × C_out row-major matrix (group z: columns
+// z·co on of rows ld = co·groups apart). The same as a StridedOperand, with its row kept as a
+// 32-bit column (C_out < 2^31), which is what kept the forward kernel's SimtLarge instantiation
+// within 128 registers.
 struct WeightOperand {
   static constexpr bool kKContig = false;
   const float* w;
-  int co;
-  bool vec;  // C_out % 4 == 0 and w 16-byte aligned
+  int co, ld;  // one group's columns; the row stride, C_out of all groups (< 2^31 too)
+  bool vec;    // C_out % 4 == 0 and w 16-byte aligned
 
   struct Row {
     int col;
   };
   __device__ __forceinline__ Row row(int64_t col) const { return {static_cast<int>(col < co ? col : co)}; }
-  __device__ __forceinline__ float4 load4(const Row& r, int64_t, int64_t k, int64_t k_end) const {
+  __device__ __forceinline__ float4 load4(const Row& r, int64_t z, int64_t k, int64_t k_end) const {
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const int live = k < k_end ? min(co - r.col, 4) : 0;
-    const float* p = w + k * co + r.col;
+    const float* p = w + k * ld + z * co + r.col;
     if (vec && live == 4) return *reinterpret_cast<const float4*>(p);
     if (live > 0) v.x = p[0];
     if (live > 1) v.y = p[1];
@@ -161,9 +169,11 @@ struct DgradOperand {
     int rest, x, img, y;
     c.w.divmod(m, rest, x);
     c.h.divmod(rest, img, y);
-    return {g + img * c.d.oh * c.d.ow * c.d.co, static_cast<int>(y + c.d.pt), static_cast<int>(x + c.d.pl)};
+    return {g + img * c.d.oh * c.d.ow * c.d.co * c.d.groups, static_cast<int>(y + c.d.pt),
+            static_cast<int>(x + c.d.pl)};
   }
-  __device__ __forceinline__ const float* at(const Row& r, int64_t k) const {
+  // g at depth k for the pixel of r, image the group's first channel of r's image.
+  __device__ __forceinline__ const float* at(const float* image, const Row& r, int64_t k) const {
     int tap, ch, ky, kx, oy, ox, ry, rx;
     c.co.divmod(k, tap, ch);
     c.kw.divmod(tap, ky, kx);
@@ -171,27 +181,29 @@ struct DgradOperand {
     if (ty < 0 || tx < 0) return nullptr;
     c.sh.divmod(ty, oy, ry);
     c.sw.divmod(tx, ox, rx);
-    return ry == 0 && rx == 0 && oy < c.d.oh && ox < c.d.ow ? r.image + (oy * c.d.ow + ox) * c.d.co + ch : nullptr;
+    return ry == 0 && rx == 0 && oy < c.d.oh && ox < c.d.ow ? image + (oy * c.d.ow + ox) * c.d.co * c.d.groups + ch
+                                                            : nullptr;
   }
-  __device__ __forceinline__ float4 load4(const Row& r, int64_t, int64_t k, int64_t k_end) const {
+  __device__ __forceinline__ float4 load4(const Row& r, int64_t z, int64_t k, int64_t k_end) const {
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (r.image == nullptr) return v;
+    const float* image = r.image + z * c.d.co;
     if (vec && k + 4 <= k_end) {
-      const float* p = at(r, k);
+      const float* p = at(image, r, k);
       return p ? *reinterpret_cast<const float4*>(p) : v;
     }
     float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float* p = k + i < k_end ? at(r, k + i) : nullptr;
+      const float* p = k + i < k_end ? at(image, r, k + i) : nullptr;
       if (p) e[i] = *p;
     }
     return make_float4(e[0], e[1], e[2], e[3]);
   }
 };
 
-// Backward-input B, K×C_in: element (k = (ky, kx, co), ci) = w[ky, kx, ci, co]: contiguous along
-// k within a tap.
+// Backward-input B, K×C_in: element (k = (ky, kx, co), ci) = w[ky, kx, ci, z·co + co] for group
+// z: contiguous along k within a tap.
 struct DgradWeightOperand {
   static constexpr bool kKContig = true;
   ConvIndex c;
@@ -201,25 +213,29 @@ struct DgradWeightOperand {
   struct Row {
     const float* column;  // w[0, 0, ci], or null past the last input channel
   };
-  __device__ __forceinline__ Row row(int64_t ci) const { return {ci < c.d.ci ? w + ci * c.d.co : nullptr}; }
-  __device__ __forceinline__ const float* at(const Row& r, int64_t k) const {
+  __device__ __forceinline__ Row row(int64_t ci) const {
+    return {ci < c.d.ci ? w + ci * c.d.co * c.d.groups : nullptr};
+  }
+  __device__ __forceinline__ const float* at(const float* column, int64_t k) const {
     int tap, ch;
     c.co.divmod(k, tap, ch);
-    return r.column + tap * c.d.ci * c.d.co + ch;
+    return column + tap * c.d.ci * c.d.co * c.d.groups + ch;
   }
-  __device__ __forceinline__ float4 load4(const Row& r, int64_t, int64_t k, int64_t k_end) const {
+  __device__ __forceinline__ float4 load4(const Row& r, int64_t z, int64_t k, int64_t k_end) const {
     if (r.column == nullptr) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (vec && k + 4 <= k_end) return *reinterpret_cast<const float4*>(at(r, k));
+    const float* column = r.column + z * c.d.co;
+    if (vec && k + 4 <= k_end) return *reinterpret_cast<const float4*>(at(column, k));
     float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      if (k + i < k_end) e[i] = *at(r, k + i);
+      if (k + i < k_end) e[i] = *at(column, k + i);
     return make_float4(e[0], e[1], e[2], e[3]);
   }
 };
 
 // Backward-weight A, K×M: element (k = (img, oy, ox), m = (ky, kx, ci)) = x[img, oy·sh−pt+ky·dh,
-// ox·sw−pl+kx·dw, ci]: contiguous along m (ci) within a tap.
+// ox·sw−pl+kx·dw, ci]: contiguous along m (ci) within a tap. Its batch items are K splits, so a
+// group's x is the pointer the host passes (already offset to the group's first channel).
 struct WgradOperand {
   static constexpr bool kKContig = false;
   ConvIndex c;
@@ -248,11 +264,12 @@ struct WgradOperand {
     c.ow.divmod(k, rest, ox);
     c.oh.divmod(rest, img, oy);
     const int64_t iy0 = oy * c.d.sh, ix0 = ox * c.d.sw;
-    const float* image = x + img * c.d.h * c.d.w * c.d.ci;
+    const int64_t cs = c.d.ci * c.d.groups;  // floats from one pixel to the next
+    const float* image = x + img * c.d.h * c.d.w * cs;
     if (vec && r.live == 4) {
       const int64_t iy = iy0 + r.dy, ix = ix0 + r.dx;
       if (iy >= 0 && iy < c.d.h && ix >= 0 && ix < c.d.w)
-        v = *reinterpret_cast<const float4*>(image + (iy * c.d.w + ix) * c.d.ci + r.ch);
+        v = *reinterpret_cast<const float4*>(image + (iy * c.d.w + ix) * cs + r.ch);
       return v;
     }
     float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -263,7 +280,7 @@ struct WgradOperand {
       c.ci.divmod(r.m + i, tap, ch);
       c.kw.divmod(tap, ky, kx);
       const int64_t iy = iy0 + ky * c.d.dh - c.d.pt, ix = ix0 + kx * c.d.dw - c.d.pl;
-      if (iy >= 0 && iy < c.d.h && ix >= 0 && ix < c.d.w) e[i] = image[(iy * c.d.w + ix) * c.d.ci + ch];
+      if (iy >= 0 && iy < c.d.h && ix >= 0 && ix < c.d.w) e[i] = image[(iy * c.d.w + ix) * cs + ch];
     }
     return make_float4(e[0], e[1], e[2], e[3]);
   }

@@ -1,6 +1,7 @@
 // The convolutions' reductions: the bias gradient (column sums of g, N·OH·OW × C_out) and the sum
 // of split-K partials (conv_backward_weight.cu). Both are bandwidth-bound and deterministic: each
-// output is summed by one thread in a fixed order.
+// output is summed by one thread in a fixed order. Also the interleaving of per-group weight
+// gradients, a copy that belongs with the split-K sums it follows.
 #include <algorithm>
 
 #include "common/cuda_check.cuh"
@@ -46,7 +47,25 @@ sum_splits_kernel(const float* parts, float* out, int64_t splits, int64_t len) {
   }
 }
 
+// One thread an element of out (rows, groups·width), read from its group's (rows, width) block.
+__global__ void __launch_bounds__(kSumThreads)
+merge_groups_kernel(const float* parts, float* out, int64_t groups, int64_t rows, int64_t width) {
+  const int64_t len = groups * rows * width, row_len = groups * width;
+  for (int64_t i = int64_t(blockIdx.x) * kSumThreads + threadIdx.x; i < len; i += int64_t(gridDim.x) * kSumThreads) {
+    const int64_t r = i / row_len, col = i % row_len, g = col / width;
+    out[i] = parts[(g * rows + r) * width + col % width];
+  }
+}
+
 }  // namespace
+
+void merge_groups(const float* parts, float* out, int64_t groups, int64_t rows, int64_t width, cudaStream_t stream,
+                  int device) {
+  const int64_t len = groups * rows * width;
+  if (len == 0) return;
+  FG_LAUNCH(merge_groups_kernel, grid_for(len, kSumThreads, device), kSumThreads, 0, stream, parts, out, groups, rows,
+            width);
+}
 
 void sum_splits(const float* parts, float* out, int64_t splits, int64_t len, cudaStream_t stream, int device) {
   if (len == 0) return;

@@ -44,10 +44,11 @@ __device__ FG_EPILOGUE_NOINLINE float apply_activation(Activation kind, float x,
 }
 
 // C (=|+=) act(acc + bias) for one output matrix per batch item (or split): element (r, c) of
-// item z at c[z * c_bs + r * c_rs + c] (unit column stride).
+// item z at c[z * c_bs + r * c_rs + c] (unit column stride), its bias at bias[z * bias_bs + c]
+// (bias_bs: a grouped convolution's groups each have their own columns of one bias).
 struct Epilogue {
   float* c = nullptr;
-  int64_t c_rs = 0, c_bs = 0;
+  int64_t c_rs = 0, c_bs = 0, bias_bs = 0;
   const float* bias = nullptr;  // one float per column, or null
   Activation act = Activation::none;
   float act_param = 0.0f;
@@ -55,8 +56,8 @@ struct Epilogue {
   int vec = 1;              // widest store C's alignment allows everywhere: 4, 2 or 1 floats
   int64_t rows = 0, cols = 0;
 
-  __device__ __forceinline__ float finish(float v, int64_t col) const {
-    if (bias != nullptr) v += bias[col];
+  __device__ __forceinline__ float finish(float v, const float* b, int64_t col) const {
+    if (b != nullptr) v += b[col];
     if (act == Activation::none) return v;
     if (act == Activation::relu) return v > 0.0f || v != v ? v : 0.0f;
     return apply_activation(act, v, act_param);
@@ -67,9 +68,11 @@ struct Epilogue {
   __device__ __forceinline__ void store(int64_t z, int64_t row, int64_t col, const float* v) const {
     if (row >= rows || col >= cols) return;
     float* p = c + z * c_bs + row * c_rs + col;
+    const float* b = bias != nullptr ? bias + z * bias_bs : nullptr;
     if (vec >= kRun && col + kRun <= cols) {
       if constexpr (kRun == 4) {
-        float4 o = make_float4(finish(v[0], col), finish(v[1], col + 1), finish(v[2], col + 2), finish(v[3], col + 3));
+        float4 o = make_float4(finish(v[0], b, col), finish(v[1], b, col + 1), finish(v[2], b, col + 2),
+                               finish(v[3], b, col + 3));
         if (accumulate) {
           const float4 old = *reinterpret_cast<const float4*>(p);
           o.x += old.x, o.y += old.y, o.z += old.z, o.w += old.w;
@@ -77,7 +80,7 @@ struct Epilogue {
         *reinterpret_cast<float4*>(p) = o;
         return;
       } else if constexpr (kRun == 2) {
-        float2 o = make_float2(finish(v[0], col), finish(v[1], col + 1));
+        float2 o = make_float2(finish(v[0], b, col), finish(v[1], b, col + 1));
         if (accumulate) {
           const float2 old = *reinterpret_cast<const float2*>(p);
           o.x += old.x, o.y += old.y;
@@ -88,7 +91,7 @@ struct Epilogue {
     }
 #pragma unroll
     for (int j = 0; j < kRun; ++j)
-      if (col + j < cols) p[j] = finish(v[j], col + j) + (accumulate ? p[j] : 0.0f);
+      if (col + j < cols) p[j] = finish(v[j], b, col + j) + (accumulate ? p[j] : 0.0f);
   }
 };
 

@@ -1,7 +1,8 @@
-// 2-D pooling over NHWC images on the GPU: max (with int32 indices), average and global average,
-// forward and backward. The conventions are the CPU kernels' (cpp/pool/pool.h): the output size
-// is PyTorch's floor rule, an index is the flat position ih * W + iw of the chosen pixel in its own
-// (H, W) plane, ties keep the first pixel in row-major window order, a NaN wins and propagates.
+// 2-D pooling over NHWC images on the GPU: max (with int32 indices and dilation), average and
+// global average, forward and backward. The conventions are the CPU kernels' (cpp/pool/pool.h):
+// the output size is PyTorch's floor or ceil rule, an index is the flat position ih * W + iw of
+// the chosen pixel in its own (H, W) plane, ties keep the first pixel in row-major window order, a
+// NaN wins and propagates.
 //
 // Backward passes gather from the input side: each input pixel sums the gradients of the output
 // windows that hold it, in output order. No atomics, so the result is deterministic and equal to
@@ -13,11 +14,12 @@
 
 namespace fusegrad::cuda {
 
-// Geometry of one pooling call: input (n, h, w, c), output (n, oh, ow, c), window kh x kw, stride
-// (sh, sw), padding (ph, pw) on each side. oh and ow come from the one geometry function
-// (pool_geometry, through fusegrad._cpu.pool2d_output_size); the bindings check them again.
+// Geometry of one pooling call: input (n, h, w, c), output (n, oh, ow, c), window kh x kw with
+// taps (dh, dw) apart, stride (sh, sw), padding (ph, pw) on each side. oh and ow come from the one
+// geometry function (pool_geometry, through fusegrad._cpu.pool2d_output_size); the bindings
+// check them again (cpp/pool/pool_size.h). Average pooling has dh = dw = 1.
 struct PoolGeometry {
-  int64_t n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw;
+  int64_t n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
 // y (n, oh, ow, c); indices (same shape) may be null.

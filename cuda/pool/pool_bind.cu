@@ -9,6 +9,7 @@
 
 #include "common/bind.cuh"
 #include "pool/pool.cuh"
+#include "pool/pool_size.h"
 
 namespace py = pybind11;
 
@@ -17,22 +18,38 @@ namespace {
 
 std::string pair(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
 
+// input (n, h, w, c, oh, ow); window (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode).
 cuda::PoolGeometry geometry(const py::tuple& input, const py::tuple& window) {
-  if (input.size() != 6 || window.size() != 6)
-    throw py::value_error("pooling geometry: expected (n, h, w, c, oh, ow) and (kh, kw, sh, sw, ph, pw)");
+  if (input.size() != 6 || window.size() != 9)
+    throw py::value_error("pooling geometry: expected (n, h, w, c, oh, ow) and (kh, kw, sh, sw, ph, pw, dh, dw, "
+                          "ceil_mode)");
   cuda::PoolGeometry g{};
   g.n = input[0].cast<int64_t>(), g.h = input[1].cast<int64_t>(), g.w = input[2].cast<int64_t>();
   g.c = input[3].cast<int64_t>(), g.oh = input[4].cast<int64_t>(), g.ow = input[5].cast<int64_t>();
   g.kh = window[0].cast<int64_t>(), g.kw = window[1].cast<int64_t>(), g.sh = window[2].cast<int64_t>();
   g.sw = window[3].cast<int64_t>(), g.ph = window[4].cast<int64_t>(), g.pw = window[5].cast<int64_t>();
+  g.dh = window[6].cast<int64_t>(), g.dw = window[7].cast<int64_t>();
+  const bool ceil_mode = window[8].cast<bool>();
   if (g.n < 0 || g.h < 0 || g.w < 0 || g.c < 0) throw py::value_error("pooling: input sizes must be >= 0");
-  if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 || 2 * g.ph > g.kh || 2 * g.pw > g.kw ||
-      g.h + 2 * g.ph < g.kh || g.w + 2 * g.pw < g.kw)
+  const int64_t limit = int64_t(1) << 61;  // the dilated extent stays far from int64 overflow
+  const bool dilation_ok = g.dh >= 1 && g.dw >= 1 && g.kh >= 1 && g.kw >= 1 && g.kh - 1 < limit / g.dh &&
+                           g.kw - 1 < limit / g.dw;
+  if (!dilation_ok || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 || 2 * g.ph > g.kh || 2 * g.pw > g.kw ||
+      g.h + 2 * g.ph < g.dh * (g.kh - 1) + 1 || g.w + 2 * g.pw < g.dw * (g.kw - 1) + 1)
     throw py::value_error("pooling: window " + pair(g.kh, g.kw) + ", stride " + pair(g.sh, g.sw) + ", padding " +
-                          pair(g.ph, g.pw) + " do not fit the input " + pair(g.h, g.w));
+                          pair(g.ph, g.pw) + ", dilation " + pair(g.dh, g.dw) + " do not fit the input " +
+                          pair(g.h, g.w));
   if (g.h * g.w > INT32_MAX) throw py::value_error("pooling: H * W does not fit the int32 indices");
-  if (g.oh != (g.h + 2 * g.ph - g.kh) / g.sh + 1 || g.ow != (g.w + 2 * g.pw - g.kw) / g.sw + 1)
+  if (g.oh != pooled_size(g.h, g.kh, g.sh, g.ph, g.dh, ceil_mode) ||
+      g.ow != pooled_size(g.w, g.kw, g.sw, g.pw, g.dw, ceil_mode))
     throw py::value_error("pooling: output size " + pair(g.oh, g.ow) + " does not match the geometry");
+  return g;
+}
+
+// Average pooling has no dilation.
+cuda::PoolGeometry avg_geometry(const py::tuple& input, const py::tuple& window) {
+  const cuda::PoolGeometry g = geometry(input, window);
+  if (g.dh != 1 || g.dw != 1) throw py::value_error("average pooling: dilation must be 1");
   return g;
 }
 
@@ -58,7 +75,8 @@ void register_pool_cuda(py::module_& m) {
     cuda::max_pool2d_forward(g, input_ptr(x, g), device_ptr<float>(y, "y"), ind, as_stream(stream),
                              device);
   }, py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("input"), py::arg("window"), py::arg("stream"),
-     py::arg("device"), "input: (n, h, w, c, oh, ow); window: (kh, kw, sh, sw, ph, pw); indices may be 0");
+     py::arg("device"), "input: (n, h, w, c, oh, ow); window: (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode); "
+     "indices may be 0");
 
   m.def("max_pool2d_backward", [](uintptr_t grad_out, uintptr_t indices, uintptr_t grad_input, uintptr_t bad,
                                   const py::tuple& input, const py::tuple& window, uintptr_t stream, int device) {
@@ -75,7 +93,7 @@ void register_pool_cuda(py::module_& m) {
 
   m.def("avg_pool2d_forward", [](uintptr_t x, uintptr_t y, const py::tuple& input, const py::tuple& window,
                                  bool count_include_pad, uintptr_t stream, int device) {
-    const cuda::PoolGeometry g = geometry(input, window);
+    const cuda::PoolGeometry g = avg_geometry(input, window);
     if (output_empty(g)) return;
     py::gil_scoped_release release;
     cuda::avg_pool2d_forward(g, input_ptr(x, g), device_ptr<float>(y, "y"), count_include_pad,
@@ -85,7 +103,7 @@ void register_pool_cuda(py::module_& m) {
 
   m.def("avg_pool2d_backward", [](uintptr_t grad_out, uintptr_t grad_input, const py::tuple& input,
                                   const py::tuple& window, bool count_include_pad, uintptr_t stream, int device) {
-    const cuda::PoolGeometry g = geometry(input, window);
+    const cuda::PoolGeometry g = avg_geometry(input, window);
     if (input_empty(g)) return;
     py::gil_scoped_release release;
     cuda::avg_pool2d_backward(g, device_ptr<const float>(grad_out, "grad_out"),

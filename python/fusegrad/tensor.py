@@ -13,6 +13,7 @@ import numpy as np
 from . import _backend
 from ._backend import array_module, as_array, normalise_device, to_device, to_host
 from ._tensor.arith import TensorArith
+from ._tensor.inplace import TensorInPlace
 from ._tensor.promote import DEFAULT_FLOAT, as_dtype, check_dim, dim_arg, result_type
 from ._tensor.reduce import TensorReduce
 from ._tensor.shape import TensorShape
@@ -34,7 +35,7 @@ class _HookHandle:
         self.table.pop(self.id, None)
 
 
-class Tensor(TensorReduce, TensorShape, TensorArith):
+class Tensor(TensorInPlace, TensorReduce, TensorShape, TensorArith):
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_grad_hooks", "__weakref__")
     __array_priority__ = 1000  # NumPy defers to Tensor's reflected operators
 
@@ -117,14 +118,6 @@ class Tensor(TensorReduce, TensorShape, TensorArith):
         if not self.is_leaf and not requires_grad:
             raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
         self.requires_grad = requires_grad
-        return self
-
-    def zero_(self) -> Tensor:
-        self.data[...] = 0
-        return self
-
-    def fill_(self, value) -> Tensor:
-        self.data[...] = value
         return self
 
     def clone(self) -> Tensor:

@@ -45,7 +45,7 @@ def test_conv1d(dtype, stride, padding, dilation):
                                                                     (3, 2, 2, 1), ((2, 1), (1, 0), (1, 0), 1)])
 def test_conv_transpose2d(dtype, stride, padding, output_padding, dilation):
     x, w, b = R.standard_normal((2, 5, 4, 3)), R.standard_normal((3, 2, 6, 3)), R.standard_normal(6)
-    run_both(lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding, dilation),
+    run_both(lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding, dilation=dilation),
              lambda x, w, b: TF.conv_transpose2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b, stride, padding,
                                                  output_padding, 1, dilation).permute(0, 2, 3, 1),
              [x, w, b], dtype, *TOL[dtype])
@@ -83,9 +83,12 @@ def test_modules_and_their_errors():
     assert nn.ConvTranspose2d(3, 5, 4, stride=2, padding=1)(fg.randn(1, 7, 7, 3)).shape == (1, 14, 14, 5)
     tconv = torch.nn.ConvTranspose2d(3, 5, 4, stride=2, padding=1)
     assert tconv(torch.randn(1, 3, 7, 7)).shape == (1, 5, 14, 14)
-    for make in (lambda: nn.Conv2d(4, 4, 3, groups=2), lambda: nn.Conv1d(4, 4, 3, groups=4),
-                 lambda: nn.ConvTranspose2d(4, 4, 3, groups=2)):
-        with pytest.raises(NotImplementedError, match="groups"):
+    # groups= runs in the conv kernels (tests/conv/test_conv_groups.py); channel counts it does not
+    # divide are PyTorch's ValueError.
+    assert nn.Conv2d(4, 4, 3, groups=2)(fg.randn(1, 5, 5, 4)).shape == (1, 3, 3, 4)
+    for make in (lambda: nn.Conv2d(4, 4, 3, groups=3), lambda: nn.Conv1d(4, 6, 3, groups=4),
+                 lambda: nn.ConvTranspose2d(6, 4, 3, groups=4)):
+        with pytest.raises(ValueError, match="divisible by groups"):
             make()
     with pytest.raises(ValueError):
         nn.GroupNorm(4, 6)
@@ -102,14 +105,14 @@ def test_max_pool_ceil_mode(k, s, p, hw):
              [x], np.float32, 1e-6, 1e-6)
 
 
-def test_pool_options_that_need_kernels_say_so():
-    for make in (lambda: nn.MaxPool2d(2, dilation=2), lambda: nn.AvgPool2d(2, ceil_mode=True),
-                 lambda: nn.MaxPool2d(2, return_indices=True)):
-        with pytest.raises(NotImplementedError):
-            make()
-    # a ceil-mode pool is not fused with the conv before it (the fused kernel floors)
+def test_pools_and_convs_the_fused_kernel_cannot_run_are_not_fused():
+    # The fused conv + max-pool kernel floors, has no dilation, indices output or groups: such a
+    # chain runs module by module (the pool options themselves: tests/pool/test_pool_options.py).
     fg.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
-    x = fg.randn(1, 7, 7, 3)
-    assert model(x).shape == (1, 3, 3, 4)
-    np.testing.assert_array_equal(model(x).numpy(), model[2](model[1](model[0](x))).numpy())
+    x = fg.randn(1, 7, 7, 4)
+    for conv, pool, shape in [(nn.Conv2d(4, 4, 3), nn.MaxPool2d(2, ceil_mode=True), (1, 3, 3, 4)),
+                              (nn.Conv2d(4, 4, 3), nn.MaxPool2d(2, dilation=2), (1, 2, 2, 4)),
+                              (nn.Conv2d(4, 6, 3, groups=2), nn.MaxPool2d(2), (1, 2, 2, 6))]:
+        model = nn.Sequential(conv, nn.ReLU(), pool)
+        assert model(x).shape == shape
+        np.testing.assert_array_equal(model(x).numpy(), model[2](model[1](model[0](x))).numpy())

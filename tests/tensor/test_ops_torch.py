@@ -80,7 +80,7 @@ def test_round_decimals_atan2():
     compare(lambda lib, a, b: lib.atan2(a, b), X, P - 1, module=True)
 
 
-BINARY = ["add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "maximum", "minimum"]
+BINARY = ["add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "fmod", "pow", "maximum", "minimum"]
 
 
 @pytest.mark.parametrize("name", BINARY)

@@ -8,7 +8,7 @@ from .._backend import array_module, normalise_device
 from ..autograd.functions.elementwise import Abs, Add, Clamp, Div, Exp, Log, Maximum, Mul, Neg, Pow, Sqrt, Sub
 from ..autograd.functions.gemm import MatMul
 from ..autograd.functions.index import ClampTensor, MaskedFill, Where
-from ..autograd.functions.math import INTEGER_CLOSED, UNARY, Atan2, FloorDivide, Remainder, Unary
+from ..autograd.functions.math import INTEGER_CLOSED, UNARY, Atan2, FloorDivide, Fmod, Remainder, Unary
 from ..autograd.functions.shape import ToDevice
 from .base import TensorBase, is_tensor
 from .promote import BOOL, DEFAULT_FLOAT, DTYPE_NAMES, as_dtype, is_scalar, result_type
@@ -92,6 +92,9 @@ class TensorArith(TensorBase):
 
     def remainder(self, other):
         return Remainder.apply(*self._no_bool(self._promoted(other), "remainder"))
+
+    def fmod(self, other):
+        return Fmod.apply(*self._no_bool(self._promoted(other), "fmod"))
 
     @staticmethod
     def _no_bool(operands, name):

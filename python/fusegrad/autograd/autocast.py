@@ -38,9 +38,10 @@ def gemm_precision(device: str) -> str:
     return _state.precision[_kind(device)]
 
 
-def conv_precision(device: str) -> str:
-    """The precision a convolution on `device` runs with now (CUDA convolutions: always "fp32")."""
-    return _state.precision["cpu"] if device == "cpu" else "fp32"
+def conv_precision(device: str, groups: int = 1) -> str:
+    """The precision a convolution on `device` runs with now (CUDA and grouped convolutions: always
+    "fp32", the only precision of their kernels)."""
+    return _state.precision["cpu"] if device == "cpu" and groups == 1 else "fp32"
 
 
 def is_autocast_enabled(device: str = "cpu") -> bool:

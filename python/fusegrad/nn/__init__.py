@@ -29,6 +29,7 @@ from .modules import (
     Linear,
     LogSoftmax,
     MaxPool2d,
+    MaxUnpool2d,
     Module,
     ModuleDict,
     ModuleList,
@@ -49,7 +50,7 @@ from .modules import (
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "ReLU", "LeakyReLU", "GELU",
     "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
-    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AdaptiveAvgPool2d", "GroupNorm", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d", "AdaptiveAvgPool2d", "GroupNorm", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
     "LSTM", "GRU", "LSTMCell", "GRUCell", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss",
     "functional", "init", "parallel", "quantized", "utils",

@@ -21,7 +21,7 @@ from ..autograd.functions import shape as pad_fn
 from ..autograd.functions import softmax as softmax_fn
 from ..autograd.functions.dropout import Dropout
 from ..ops.activation import COMMUTES_WITH_MAX, DERIVATIVE_FROM_OUTPUT, EPILOGUE
-from ..ops.conv import conv_geometry
+from ..ops.conv import check_groups, conv_geometry
 from ..ops._common import pair
 from ..tensor import Tensor
 
@@ -54,45 +54,49 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
     return gemm_fn.Linear.apply(*args, activation=activation, param=negative_slope)
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups=1,
            activation: str | None = None) -> Tensor:
-    """2-D convolution of NHWC x with HWIO weight; padding an int, a pair, "valid" or "same"."""
+    """2-D convolution of NHWC x with HWIO weight (KH, KW, C_in / groups, C_out); padding an int,
+    a pair, "valid" or "same"; groups as PyTorch's (in the kernels, ops.conv2d)."""
     stride, dilation = pair(stride, "stride", "conv2d"), pair(dilation, "dilation", "conv2d")
-    _, _, geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, "conv2d")
+    _, _, geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, "conv2d", groups)
     pads = ((geometry.pt, geometry.pb), (geometry.pl, geometry.pr))
     # Fused only where the activation kernels can run on the output (float32); other dtypes (the
     # float64 of gradient checks) apply it as its own op.
     if activation is not None and (activation not in DERIVATIVE_FROM_OUTPUT or x.dtype != np.float32):
-        return _activate(conv2d(x, weight, bias, stride, padding, dilation), activation)
+        return _activate(conv2d(x, weight, bias, stride, padding, dilation, groups), activation)
     args = (x, weight) if bias is None else (x, weight, bias)
-    return conv_fn.Conv2d.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation)
+    return conv_fn.Conv2d.apply(*args, stride=stride, pads=pads, dilation=dilation, activation=activation,
+                                groups=int(groups))
 
 
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding=0,
-           dilation: int = 1) -> Tensor:
-    """1-D convolution of channels-last x (N, L, C_in) with weight (K, C_in, C_out), on the 2-D
-    conv kernels (as a convolution of height 1); padding an int, "valid" or "same"."""
+           dilation: int = 1, groups: int = 1) -> Tensor:
+    """1-D convolution of channels-last x (N, L, C_in) with weight (K, C_in / groups, C_out), on
+    the 2-D conv kernels (as a convolution of height 1); padding an int, "valid" or "same"."""
     if x.ndim != 3 or weight.ndim != 3:
         raise ValueError(f"conv1d: expected input (N, L, C_in) and weight (K, C_in, C_out), got {x.shape} and "
                          f"{weight.shape}")
     pad2 = padding if isinstance(padding, str) else (0, padding)
-    y = conv2d(x.unsqueeze(1), weight.unsqueeze(0), bias, (1, stride), pad2, (1, dilation))
+    y = conv2d(x.unsqueeze(1), weight.unsqueeze(0), bias, (1, stride), pad2, (1, dilation), groups)
     return y.squeeze(1)
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-                     output_padding=0, dilation=1) -> Tensor:
-    """Transposed 2-D convolution of NHWC x (N, H, W, C_in) with weight (KH, KW, C_out, C_in) (the
-    HWIO weight of the convolution it transposes; PyTorch's (C_in, C_out, KH, KW) permuted by
-    (2, 3, 1, 0)); output size (H - 1) * stride - 2 * padding + dilation * (KH - 1) +
-    output_padding + 1, as PyTorch's."""
+                     output_padding=0, groups=1, dilation=1) -> Tensor:
+    """Transposed 2-D convolution of NHWC x (N, H, W, C_in) with weight (KH, KW, C_out / groups,
+    C_in) (the HWIO weight of the convolution it transposes; PyTorch's (C_in, C_out / groups, KH,
+    KW) permuted by (2, 3, 1, 0)); output size (H - 1) * stride - 2 * padding + dilation * (KH - 1)
+    + output_padding + 1, as PyTorch's. Arguments in PyTorch's order (groups before dilation)."""
     fn = "conv_transpose2d"
     stride, dilation = pair(stride, "stride", fn), pair(dilation, "dilation", fn)
     ph, pw = pair(padding, "padding", fn)
     oph, opw = pair(output_padding, "output_padding", fn)
     if x.ndim != 4 or weight.ndim != 4 or weight.shape[3] != x.shape[3]:
-        raise ValueError(f"{fn}: expected NHWC input (N, H, W, C_in) and weight (KH, KW, C_out, C_in), got "
+        raise ValueError(f"{fn}: expected NHWC input (N, H, W, C_in) and weight (KH, KW, C_out / groups, C_in), got "
                          f"{x.shape} and {weight.shape}")
+    # The weight holds C_out / groups columns, so only C_in can fail to divide.
+    groups = check_groups(groups, x.shape[3], 0, fn)
     if min(ph, pw, oph, opw) < 0 or oph >= max(stride[0], dilation[0]) or opw >= max(stride[1], dilation[1]):
         raise ValueError(f"{fn}: output_padding must be smaller than either stride or dilation, got "
                          f"{(oph, opw)} for stride {stride} and dilation {dilation}")
@@ -102,8 +106,8 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     if oh <= 0 or ow <= 0:
         raise ValueError(f"{fn}: the output size ({oh}, {ow}) is too small for input {x.shape}")
     args = (x, weight) if bias is None else (x, weight, bias)
-    return conv_fn.ConvTranspose2d.apply(*args, out_shape=(x.shape[0], oh, ow, weight.shape[2]), stride=stride,
-                                         pads=((ph, ph), (pw, pw)), dilation=dilation)
+    return conv_fn.ConvTranspose2d.apply(*args, out_shape=(x.shape[0], oh, ow, weight.shape[2] * groups),
+                                         stride=stride, pads=((ph, ph), (pw, pw)), dilation=dilation, groups=groups)
 
 
 def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int, stride=1, padding=0,
@@ -120,42 +124,49 @@ def conv2d_max_pool2d(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int,
                                        activation=activation, negative_slope=negative_slope)
 
 
-def _pool_options(fn, dilation, ceil_mode, return_indices=False):
-    if pair(dilation, "dilation", fn) != (1, 1):
-        raise NotImplementedError(f"{fn}: dilation={dilation} is not supported yet (the pool kernels have no "
-                                  "dilation option)")
-    if return_indices:
-        raise NotImplementedError(f"{fn}: return_indices=True is not supported (fusegrad.ops.max_pool2d returns "
-                                  "the kernel's own indices)")
-
-
-def _ceil_extra(n, k, s, p):
-    """Rows to add after the input so a floor-mode pool gives PyTorch's ceil_mode output size."""
-    out = -(-(n + 2 * p - k) // s) + 1
-    if (out - 1) * s >= n + p:  # the last window must start inside the input or its left padding
-        out -= 1
-    return max((out - 1) * s + k - (n + 2 * p), 0)
-
-
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False) -> Tensor:
-    """Max pooling of NHWC x; ceil_mode pads the bottom and right with -inf for the last windows."""
-    _pool_options("max_pool2d", dilation, ceil_mode, return_indices)
-    if ceil_mode:
-        (kh, kw), (ph, pw) = pair(kernel_size, "kernel_size", "max_pool2d"), pair(padding, "padding", "max_pool2d")
-        sh, sw = pair(kernel_size if stride is None else stride, "stride", "max_pool2d")
-        extra_h, extra_w = _ceil_extra(x.shape[1], kh, sh, ph), _ceil_extra(x.shape[2], kw, sw, pw)
-        if extra_h or extra_w:
-            x = pad(x, (0, 0, 0, extra_w, 0, extra_h), value=float("-inf"))
-    return pool_fn.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+               return_indices=False):
+    """Max pooling of NHWC x, PyTorch's arguments, all run in the pool kernel (dilated windows,
+    ceil mode). return_indices=True also gives the indices as an int64 tensor shaped like the
+    output (N, OH, OW, C): for each output element, ih * W + iw of the chosen input pixel within
+    its own image and channel, the numbers PyTorch's NCHW indices hold (permute them by
+    (0, 2, 3, 1) to compare), which max_unpool2d takes."""
+    kept = [] if return_indices else None
+    y = pool_fn.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                                ceil_mode=ceil_mode, indices_out=kept)
+    if not return_indices:
+        return y
+    return y, Tensor._wrap(kept[0].astype(np.int64), False)
+
+
+def max_unpool2d(x: Tensor, indices, kernel_size, stride=None, padding=0, output_size=None) -> Tensor:
+    """PyTorch's max_unpool2d on NHWC x (N, H, W, C): each value goes to the position its index
+    (max_pool2d's, ih * W_out + iw) names in a zero (N, H_out, W_out, C), H_out = (H - 1) * stride -
+    2 * padding + kernel_size unless output_size (H_out, W_out), or a tuple ending in them, says
+    otherwise."""
+    fn = "max_unpool2d"
+    (kh, kw), (ph, pw) = pair(kernel_size, "kernel_size", fn), pair(padding, "padding", fn)
+    sh, sw = pair(kernel_size if stride is None else stride, "stride", fn)
+    if x.ndim != 4:
+        raise ValueError(f"{fn}: expected NHWC input (N, H, W, C), got {x.shape}")
+    ind = indices.data if isinstance(indices, Tensor) else indices
+    if tuple(ind.shape) != x.shape or ind.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: indices must be integers shaped like the input {x.shape}, got {ind.dtype} "
+                         f"{tuple(ind.shape)}")
+    out_hw = ((x.shape[1] - 1) * sh - 2 * ph + kh, (x.shape[2] - 1) * sw - 2 * pw + kw)
+    if output_size is not None:
+        out_hw = tuple(int(v) for v in tuple(output_size)[-2:])
+    if min(out_hw) < 1:
+        raise ValueError(f"{fn}: output size {out_hw} must be positive")
+    if ind.size and (int(ind.min()) < 0 or int(ind.max()) >= out_hw[0] * out_hw[1]):
+        raise ValueError(f"{fn}: indices must lie in [0, {out_hw[0] * out_hw[1]}) for output size {out_hw}")
+    return pool_fn.MaxUnpool2d.apply(x, indices=to_device(ind, x.device), out_hw=out_hw)
 
 
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
-    _pool_options("avg_pool2d", 1, ceil_mode)
-    if ceil_mode:
-        raise NotImplementedError("avg_pool2d: ceil_mode=True is not supported yet (the pool kernels would need "
-                                  "PyTorch's divisor for the partial last windows)")
-    return pool_fn.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
+    """Average pooling of NHWC x with PyTorch's arguments and divisor (ceil mode's last windows
+    included), in the pool kernel."""
+    return pool_fn.AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                                    count_include_pad=count_include_pad)
 
 
@@ -483,7 +494,7 @@ def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest", 
 
 __all__ = [
     "pad", "one_hot", "interpolate", "einsum", "conv1d", "conv_transpose2d", "adaptive_avg_pool2d", "group_norm",
-    "conv2d", "conv2d_max_pool2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "conv2d", "conv2d_max_pool2d", "max_pool2d", "max_unpool2d", "avg_pool2d", "global_avg_pool2d",
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "softmax", "log_softmax", "dropout",
     "scaled_dot_product_attention", "multi_head_attention",
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",

@@ -2,7 +2,7 @@
 
 plan(named_modules) turns a list of (name, module) pairs into the steps that compute the same
 function:
-  - Conv2d -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d(k) with k×k windows, stride k and no
+  - Conv2d (groups=1) -> ReLU or LeakyReLU(slope > 0) -> MaxPool2d(k) with k×k windows, stride k and no
     padding becomes one fused conv + max-pool kernel call (float32 tensors, CPU or CUDA; elsewhere the three
     modules run in turn). The activation never decreases and is exact on ties, so it commutes
     with max and runs on the pooled tensor, a quarter of the data; the conv output is never
@@ -55,7 +55,8 @@ def _pool_size(pool):
         k = k[0]
     if (pool.stride if pool.stride is not None else k) not in (k, (k, k), [k, k]):
         return None
-    if pool.padding not in (0, (0, 0), [0, 0]) or getattr(pool, "ceil_mode", False):
+    if (pool.padding not in (0, (0, 0), [0, 0]) or getattr(pool, "ceil_mode", False)
+            or getattr(pool, "dilation", 1) not in (1, (1, 1), [1, 1]) or getattr(pool, "return_indices", False)):
         return None
     return int(k)
 
@@ -123,7 +124,9 @@ def _hooked(modules) -> bool:
 
 def _conv_activation_pool(owner, named, i):
     items = [m for _, m in named[i:i + 3]]
-    if len(items) < 3 or role(items[0]) != "conv" or items[0].activation is not None or _hooked(items):
+    # The fused conv + max-pool kernel has no groups.
+    if (len(items) < 3 or role(items[0]) != "conv" or items[0].activation is not None
+            or getattr(items[0], "groups", 1) != 1 or _hooked(items)):
         return None
     found, k = _activation_of(items[1]), _pool_size(items[2])
     if found is None or k is None or found[0] not in COMMUTES_WITH_MAX:

@@ -1,8 +1,16 @@
 """2-D convolution over NHWC float32 images with HWIO weights: forward with fused bias and
 activation, and the three backward passes.
 
-Shapes: x (N, H, W, C_in), w (KH, KW, C_in, C_out), output (N, OH, OW, C_out) with
+Shapes: x (N, H, W, C_in), w (KH, KW, C_in / groups, C_out), output (N, OH, OW, C_out) with
 OH = (H + pad_top + pad_bottom - dilation_h * (KH - 1) - 1) // stride_h + 1 (OW likewise).
+
+groups (PyTorch's groups=): group g convolves input channels [g*C_in/G, (g+1)*C_in/G) with
+weight columns [g*C_out/G, (g+1)*C_out/G) into those output channels; PyTorch's weight
+(C_out, C_in/G, KH, KW) is w.transpose(2, 3, 1, 0). groups = C_in is a depthwise convolution.
+The groups run inside the kernels: on the CPU the driver regroups each array once per call
+(cpp/conv/grouped.h), on a GPU each group is one batch item of the implicit GEMM; depthwise
+shapes (C_in / groups = 1) run on direct kernels on both (cpp/conv/depthwise.h,
+cuda/conv/conv_depthwise.cu). conv2d_max_pool2d has no groups.
 
 padding: an int p (p on every side), a pair (ph, pw), a pair of pairs ((top, bottom), (left,
 right)), "valid" (none) or "same" (TensorFlow's rule: OH = ceil(H / stride), the total padding
@@ -57,7 +65,17 @@ def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d"
     return pads
 
 
-def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
+def check_groups(groups, c_in, c_out, fn: str) -> int:
+    """groups as an int after checking it divides both channel counts (ValueError as PyTorch's
+    modules raise it)."""
+    groups = integer(groups, "groups", fn, minimum=1)
+    for name, c in (("in_channels", c_in), ("out_channels", c_out)):
+        if c % groups:
+            raise ValueError(f"{fn}: {name} ({c}) must be divisible by groups ({groups})")
+    return groups
+
+
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str, groups: int = 1):
     """(OH, OW, geometry) after checking every size, geometry being what the kernels take
     (stride, dilation, padding); ValueError showing the shapes. The output size is the compiled
     side's (cpp/conv/conv_shape.cpp), the one formula for it."""
@@ -65,7 +83,12 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, fn: str):
         raise ValueError(f"{fn}: input must be 4-D NHWC (N, H, W, C_in), got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
         raise ValueError(f"{fn}: weight must be 4-D HWIO (KH, KW, C_in, C_out), got shape {tuple(w_shape)}")
-    if x_shape[3] != w_shape[2]:
+    groups = check_groups(groups, x_shape[3], w_shape[3], fn)
+    if groups > 1 and x_shape[3] != w_shape[2] * groups:
+        raise ValueError(f"{fn}: input {tuple(x_shape)} has {x_shape[3]} channels but weight {tuple(w_shape)} "
+                         f"with groups={groups} expects C_in = {w_shape[2] * groups} (weight is "
+                         f"(KH, KW, C_in / groups, C_out))")
+    if groups == 1 and x_shape[3] != w_shape[2]:
         hint = ""
         if x_shape[1] == w_shape[2]:
             hint = ("; fusegrad images are NHWC, and this looks like NCHW: use x.transpose(0, 2, 3, 1) for an "
@@ -112,12 +135,14 @@ def _check_bias(ba, w_shape, fn: str) -> None:
 CONV_PRECISIONS = ("fp32", "bf16")
 
 
-def _precision(precision, device: str, fn: str) -> str:
+def _precision(precision, device: str, fn: str, groups=1) -> str:
     if type(precision) is not str or precision not in CONV_PRECISIONS:
         raise ValueError(f"{fn}: precision must be one of {', '.join(map(repr, CONV_PRECISIONS))}, got {precision!r}")
     if precision == "bf16" and device != "cpu":
         raise ValueError(f"{fn}: precision='bf16' runs on the CPU only; the CUDA convolutions compute in fp32 "
                          "(precision='fp32')")
+    if precision == "bf16" and groups != 1:
+        raise ValueError(f"{fn}: precision='bf16' needs groups=1; grouped convolutions compute in fp32")
     return precision
 
 
@@ -161,11 +186,12 @@ _CUDA_TILES = "auto"
 _CUDA_WGRAD_SPLITS = 0
 
 
-def _dims(x_shape, w_shape, oh, ow, geo) -> tuple:
-    """The sizes and geometry the CUDA kernels take (cuda/conv/conv_bind.cu)."""
-    n, h, w, ci = x_shape
-    kh, kw, _, co = w_shape
-    return (n, h, w, ci, kh, kw, co, oh, ow, geo.sh, geo.sw, geo.dh, geo.dw, geo.pt, geo.pl)
+def _dims(x_shape, w_shape, oh, ow, geo, groups: int = 1) -> tuple:
+    """The sizes and geometry the CUDA kernels take (cuda/conv/conv_bind.cu): C_in and C_out
+    those of one group."""
+    n, h, w, _ = x_shape
+    kh, kw, ci, co = w_shape
+    return (n, h, w, ci, kh, kw, co // groups, oh, ow, geo.sh, geo.sw, geo.dh, geo.dw, geo.pt, geo.pl)
 
 
 def _contiguous(xp, *arrays):
@@ -183,29 +209,32 @@ def _device_output(xp, out, shape, device, inputs):
     return xp.empty(shape, np.float32), arr
 
 
-def _cuda_call(kernel, arrays, written, stream, *args):
-    """Runs compiled kernel `kernel` on the arrays' addresses (after them: args, stream, device)."""
+def _cuda_call(kernel, arrays, written, stream, *args, **options):
+    """Runs compiled kernel `kernel` on the arrays' addresses (after them: args, stream, device,
+    then keyword options)."""
     with _backend.device_call(arrays, written=written, stream=stream) as call:
-        getattr(call.module, kernel)(*call.pointers, *args, call.stream, call.device)
+        getattr(call.module, kernel)(*call.pointers, *args, call.stream, call.device, **options)
 
 
 # --- the ops ------------------------------------------------------------------------------------
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, precision="fp32",
-           stream=None):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activation=None, out=None,
+           precision="fp32", stream=None):
     """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
 
-    x (N, H, W, C_in), w (KH, KW, C_in, C_out), bias (C_out,) or None; stride and dilation an int
-    or a pair; padding as in the module docstring. activation: None, "relu", "gelu", "gelu_tanh",
-    "sigmoid", "tanh" or "silu", applied with the bias while the kernel stores the output.
-    precision: "fp32", or "bf16" on the CPU (see the module docstring).
+    x (N, H, W, C_in), w (KH, KW, C_in / groups, C_out), bias (C_out,) or None; stride and
+    dilation an int or a pair; padding and groups as in the module docstring. activation: None,
+    "relu", "gelu", "gelu_tanh", "sigmoid", "tanh" or "silu", applied with the bias while the
+    kernel stores the output. precision: "fp32", or "bf16" on the CPU for groups=1 (see the
+    module docstring).
     """
     fn = "conv2d"
     xa, wa, ba, kind, device = _inputs(fn, x=x, w=w, bias=bias)
-    precision = _precision(precision, device, fn)
+    precision = _precision(precision, device, fn, groups)
     code = epilogue_code(activation)
-    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn, groups)
+    groups = int(groups)
     _check_bias(ba, wa.shape, fn)
     shape = (xa.shape[0], oh, ow, wa.shape[3])
     if device != "cpu":
@@ -214,7 +243,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
         target, result = _device_output(xp, out, shape, device, (xa, wa, ba))
         if target.size:
             _cuda_call("conv2d_forward", [xa, wa, ba, target], (3,), stream,
-                       _dims(xa.shape, wa.shape, oh, ow, geo), code, 0.0, _CUDA_TILES)
+                       _dims(xa.shape, wa.shape, oh, ow, geo, groups), code, 0.0, _CUDA_TILES, groups=groups)
         return finish_output(target, result, out, kind)
     xa, wa, ba = (None if a is None else np.ascontiguousarray(a) for a in (xa, wa, ba))
     target, result = cpu_output(out, shape, (xa, wa, ba))
@@ -222,7 +251,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
         if precision == "bf16":
             conv_bf16.forward(xa, wa, ba, geo, oh, ow, activation, target)
         else:
-            _cpu.conv2d_forward(xa, wa, ba, target, geo, code)
+            _cpu.conv2d_forward(xa, wa, ba, target, geo, code, groups)
     return finish_output(target, result, out, kind)
 
 
@@ -265,15 +294,16 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     return to_kind(y, kind), to_kind(indices, kind)
 
 
-def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None, precision="fp32",
-                          stream=None):
+def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None,
+                          precision="fp32", stream=None):
     """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in). precision:
     "fp32", or "bf16" on the CPU (grad_out and w rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_input"
     g, wa, kind, device = _inputs(fn, grad_out=grad_out, w=w)
-    precision = _precision(precision, device, fn)
+    precision = _precision(precision, device, fn, groups)
     shape = shape_argument(input_shape, "input_shape", fn, 4)
-    oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn, groups)
+    groups = int(groups)
     expected = (shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input_shape "
@@ -284,7 +314,7 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
         target, result = _device_output(xp, out, shape, device, (g, wa))
         if target.size:
             _cuda_call("conv2d_backward_input", [g, wa, target], (2,), stream,
-                       _dims(shape, wa.shape, oh, ow, geo), _CUDA_TILES)
+                       _dims(shape, wa.shape, oh, ow, geo, groups), _CUDA_TILES, groups=groups)
         return finish_output(target, result, out, kind)
     g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
     target, result = cpu_output(out, shape, (g, wa))
@@ -292,19 +322,20 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
         if precision == "bf16":
             conv_bf16.backward_input(g, wa, shape, geo, oh, ow, target)
         else:
-            _cpu.conv2d_backward_input(g, wa, target, geo)
+            _cpu.conv2d_backward_input(g, wa, target, geo, groups)
     return finish_output(target, result, out, kind)
 
 
-def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None,
+def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None,
                            precision="fp32", stream=None):
-    """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in, C_out).
+    """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in / groups, C_out).
     precision: "fp32", or "bf16" on the CPU (x and grad_out rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_weight"
     xa, g, kind, device = _inputs(fn, x=x, grad_out=grad_out)
-    precision = _precision(precision, device, fn)
+    precision = _precision(precision, device, fn, groups)
     shape = shape_argument(weight_shape, "weight_shape", fn, 4)
-    oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn)
+    oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn, groups)
+    groups = int(groups)
     expected = (xa.shape[0], oh, ow, shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
@@ -315,13 +346,13 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
         target, result = _device_output(xp, out, shape, device, (xa, g))
         if target.size:
             _cuda_call("conv2d_backward_weight", [xa, g, target], (2,), stream,
-                       _dims(xa.shape, shape, oh, ow, geo), _CUDA_TILES, _CUDA_WGRAD_SPLITS)
+                       _dims(xa.shape, shape, oh, ow, geo, groups), _CUDA_TILES, _CUDA_WGRAD_SPLITS, groups=groups)
         return finish_output(target, result, out, kind)
     xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
     target, result = cpu_output(out, shape, (xa, g))
     if target.size:
         if precision != "bf16":
-            _cpu.conv2d_backward_weight(xa, g, target, geo)
+            _cpu.conv2d_backward_weight(xa, g, target, geo, groups)
         elif g.size:
             conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target)
         else:
@@ -353,8 +384,8 @@ def conv2d_backward_bias(grad_out, *, out=None, stream=None):
     return finish_output(target, result, out, kind)
 
 
-def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_grad=True, weight_grad=True,
-                    bias_grad=True, out=None, precision="fp32", stream=None):
+def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, groups=1, input_grad=True,
+                    weight_grad=True, bias_grad=True, out=None, precision="fp32", stream=None):
     """The gradients of conv2d with respect to x, w and the bias in one call -> (grad_x, grad_w,
     grad_bias), None for each not asked for (PyTorch's convolution_backward with its output mask).
 
@@ -367,8 +398,9 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
     """
     fn = "conv2d_backward"
     g, xa, wa, kind, device = _inputs(fn, grad_out=grad_out, x=x, w=w)
-    precision = _precision(precision, device, fn)
-    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
+    precision = _precision(precision, device, fn, groups)
+    oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn, groups)
+    groups = int(groups)
     expected = (xa.shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
         raise ValueError(f"{fn}: grad_out has shape {tuple(g.shape)}, expected {expected} for input "
@@ -381,7 +413,7 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
     if device != "cpu" or precision == "bf16":
         # One pass per gradient (the bf16 passes are GEMMs on columns; CUDA has a kernel each).
         geometry = {"stride": (geo.sh, geo.sw), "padding": ((geo.pt, geo.pb), (geo.pl, geo.pr)),
-                    "dilation": (geo.dh, geo.dw), "precision": precision}
+                    "dilation": (geo.dh, geo.dw), "groups": groups, "precision": precision}
         grads = (conv2d_backward_input(g, wa, xa.shape, out=out[0], stream=stream, **geometry) if wanted[0] else None,
                  conv2d_backward_weight(xa, g, wa.shape, out=out[1], stream=stream, **geometry) if wanted[1] else None,
                  conv2d_backward_bias(g, out=out[2], stream=stream) if wanted[2] else None)
@@ -393,6 +425,6 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
             for want, o, shape in zip(wanted, out, shapes)]
     targets = [target for target, _ in made]
     if any(t is not None and t.size for t in targets):
-        _cpu.conv2d_backward(g, xa, wa, *targets, geo)
+        _cpu.conv2d_backward(g, xa, wa, *targets, geo, groups)
     return tuple(finish_output(target, result, o, kind) if want else None
                  for want, (target, result), o in zip(wanted, made, out))

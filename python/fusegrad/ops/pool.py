@@ -1,10 +1,13 @@
 """2-D pooling over NHWC float32 images: max, average and global average, with backward passes.
 
-Sizes (kernel_size, stride, padding) are ints or (h, w) pairs; stride defaults to kernel_size.
-The output size follows PyTorch (floor rule, ceil_mode=False): OH = (H + 2 ph - kh) // sh + 1.
-Padding is at most half the window (as PyTorch requires); max pooling pads with -inf, so padded
-positions never win, and average pooling divides by kh * kw (count_include_pad=True) or by the
-number of real pixels in the window (count_include_pad=False).
+Sizes (kernel_size, stride, padding, dilation) are ints or (h, w) pairs; stride defaults to
+kernel_size. The output size follows PyTorch: OH = (H + 2 ph - dh (kh - 1) - 1) // sh + 1, or with
+ceil_mode=True rounded up, except that the last window must start inside the input or its top
+padding. Padding is at most half the window (as PyTorch requires); max pooling pads with -inf, so
+padded positions never win, and its window's taps lie dilation apart. Average pooling (no
+dilation) divides by the window clipped to the padded input (count_include_pad=True: kh * kw, less
+for ceil mode's last windows that hang past the padding, as PyTorch) or by the number of real
+pixels in the window (count_include_pad=False).
 
 Max-pool indices are int32, shaped like the output: for each output element, the flat position
 ih * W + iw of the chosen pixel in its own (H, W) plane (the image and channel are those of the
@@ -70,18 +73,21 @@ def _check_rank4(shape, name: str, fn: str) -> None:
         raise ValueError(f"{fn}: {name} must be 4-D (N, H, W, C), got shape {tuple(shape)}")
 
 
-def _geometry(shape, kernel_size, stride, padding, fn: str):
-    """(OH, OW, kh, kw, sh, sw, ph, pw) after checking every size against the input shape; the
-    output size is the compiled side's (cpp/pool/pool_geometry.cpp), the one formula for it."""
+def _geometry(shape, kernel_size, stride, padding, fn: str, dilation=1, ceil_mode=False):
+    """(OH, OW, window) after checking every size against the input shape, window being (kh, kw,
+    sh, sw, ph, pw, dh, dw, ceil_mode) as the kernels take it; the output size is the compiled
+    side's (cpp/pool/pool_geometry.cpp), the one formula for it."""
     _check_rank4(shape, "input", fn)
     kh, kw = pair(kernel_size, "kernel_size", fn)
     sh, sw = pair(kernel_size if stride is None else stride, "stride", fn)
     ph, pw = pair(padding, "padding", fn)
+    dh, dw = pair(dilation, "dilation", fn)
+    ceil_mode = flag(ceil_mode, "ceil_mode", fn)
     try:
-        oh, ow = _cpu.pool2d_output_size(shape[1], shape[2], kh, kw, sh, sw, ph, pw)
+        oh, ow = _cpu.pool2d_output_size(shape[1], shape[2], kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     except ValueError as err:
         raise ValueError(f"{fn}: {err} (input shape {tuple(shape)}, padding {(ph, pw)})") from None
-    return oh, ow, kh, kw, sh, sw, ph, pw
+    return oh, ow, (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
 
 
 def _input_shape(input_shape, fn: str) -> tuple:
@@ -96,12 +102,13 @@ def _check_grad_out(grad_out, expected: tuple, fn: str):
     return (_contiguous(g) if cuda else np.ascontiguousarray(g)), kind, cuda
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None, stream=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, return_indices=False,
+               out=None, stream=None):
     """Max pooling of NHWC x -> (N, OH, OW, C), and with return_indices=True also the int32
     indices (see the module docstring) that max_pool2d_backward takes."""
     fn = "max_pool2d"
     arr, kind, cuda = _float32(x, "x")
-    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    oh, ow, geo = _geometry(arr.shape, kernel_size, stride, padding, fn, dilation, ceil_mode)
     shape = (arr.shape[0], oh, ow, arr.shape[3])
     return_indices = flag(return_indices, "return_indices", fn)
     if cuda:
@@ -110,8 +117,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         indices = _empty(arr, shape, np.int32) if return_indices else None
         if target.size:
             with _backend.device_call([arr, target, indices], written=(1, 2), stream=stream) as call:
-                call.module.max_pool2d_forward(*call.pointers, (*arr.shape, oh, ow), tuple(geo), call.stream,
-                                               call.device)
+                call.module.max_pool2d_forward(*call.pointers, (*arr.shape, oh, ow), geo, call.stream, call.device)
     else:
         arr = np.ascontiguousarray(arr)
         target, result = cpu_output(out, shape, (arr,))
@@ -122,8 +128,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     return (y, to_kind(indices, kind)) if return_indices else y
 
 
-def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None, padding=0, *,
-                        check_indices=False, stream=None):
+def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False, *, check_indices=False, stream=None):
     """Gradient of max_pool2d with respect to its input, shape input_shape (N, H, W, C): each
     grad_out value goes to the pixel its index names (accumulating where windows overlap).
 
@@ -132,7 +138,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
     index contributes nothing."""
     fn = "max_pool2d_backward"
     shape = _input_shape(input_shape, fn)
-    oh, ow, *geo = _geometry(shape, kernel_size, stride, padding, fn)
+    oh, ow, geo = _geometry(shape, kernel_size, stride, padding, fn, dilation, ceil_mode)
     expected = (shape[0], oh, ow, shape[3])
     g, kind, cuda = _float32(grad_out, "grad_out")
     if tuple(g.shape) != expected:
@@ -155,8 +161,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
         bad = _empty(g, (), np.uint64, zero=True) if check_indices else None
         if gx.size:
             with _backend.device_call([g, ind, gx, bad], written=(2, 3), stream=stream) as call:
-                call.module.max_pool2d_backward(*call.pointers, (*shape, oh, ow), tuple(geo), call.stream,
-                                                call.device)
+                call.module.max_pool2d_backward(*call.pointers, (*shape, oh, ow), geo, call.stream, call.device)
         if bad is not None and gx.size:
             count = int(_read_back(bad, call.stream))
             if count:
@@ -170,11 +175,12 @@ def max_pool2d_backward(grad_out, indices, input_shape, kernel_size, stride=None
     return to_kind(gx, kind)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True, out=None, stream=None):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *, out=None,
+               stream=None):
     """Average pooling of NHWC x -> (N, OH, OW, C)."""
     fn = "avg_pool2d"
     arr, kind, cuda = _float32(x, "x")
-    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    oh, ow, geo = _geometry(arr.shape, kernel_size, stride, padding, fn, 1, ceil_mode)
     shape = (arr.shape[0], oh, ow, arr.shape[3])
     include_pad = flag(count_include_pad, "count_include_pad", fn)
     if cuda:
@@ -182,34 +188,34 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
         target, result = _cuda_output(out, shape, (arr,))
         if target.size:
             with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
-                call.module.avg_pool2d_forward(*call.pointers, (*arr.shape, oh, ow), tuple(geo), include_pad,
+                call.module.avg_pool2d_forward(*call.pointers, (*arr.shape, oh, ow), geo, include_pad,
                                                call.stream, call.device)
     else:
         arr = np.ascontiguousarray(arr)
         target, result = cpu_output(out, shape, (arr,))
         if target.size:
-            _cpu.avg_pool2d_forward(arr, target, *geo, include_pad)
+            _cpu.avg_pool2d_forward(arr, target, *geo[:6], include_pad, geo[8])
     return finish_output(target, result, out, kind)
 
 
-def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *, count_include_pad=True,
-                        stream=None):
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, *, stream=None):
     """Gradient of avg_pool2d with respect to its input, shape input_shape (N, H, W, C)."""
     fn = "avg_pool2d_backward"
     shape = _input_shape(input_shape, fn)
-    oh, ow, *geo = _geometry(shape, kernel_size, stride, padding, fn)
+    oh, ow, geo = _geometry(shape, kernel_size, stride, padding, fn, 1, ceil_mode)
     g, kind, cuda = _check_grad_out(grad_out, (shape[0], oh, ow, shape[3]), fn)
     include_pad = flag(count_include_pad, "count_include_pad", fn)
     if cuda:
         gx = _empty(g, shape)
         if gx.size:
             with _backend.device_call([g, gx], written=(1,), stream=stream) as call:
-                call.module.avg_pool2d_backward(*call.pointers, (*shape, oh, ow), tuple(geo), include_pad,
+                call.module.avg_pool2d_backward(*call.pointers, (*shape, oh, ow), geo, include_pad,
                                                 call.stream, call.device)
         return to_kind(gx, kind)
     gx = np.empty(shape, np.float32)
     if gx.size:
-        _cpu.avg_pool2d_backward(g, gx, *geo, include_pad)
+        _cpu.avg_pool2d_backward(g, gx, *geo[:6], include_pad, geo[8])
     return to_kind(gx, kind)
 
 

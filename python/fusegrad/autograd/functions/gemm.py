@@ -101,7 +101,8 @@ class Linear(Function):
 class Einsum(Function):
     """The array module's einsum on explicit subscripts ("ij,jk->ik": no ellipsis, which the
     caller expands). Backward: each operand's gradient is the einsum of the output gradient with
-    the other operands, broadcast over the subscripts only that operand has."""
+    the other operands, broadcast over the subscripts only that operand has; an operand with a
+    repeated subscript ("ii") gets that gradient on its diagonal and zeros elsewhere."""
 
     def forward(self, *arrays, inputs=(), output=""):
         self.save(arrays, inputs, output)
@@ -115,13 +116,19 @@ class Einsum(Function):
             if not self.needs_grad[i]:
                 grads.append(None)
                 continue
-            if len(set(subs)) != len(subs):
-                raise RuntimeError(f"einsum: the gradient through repeated subscripts ({subs!r}) is not supported")
             others = [(s, x) for j, (s, x) in enumerate(zip(inputs, arrays)) if j != i]
             seen = set(output).union(*(set(s) for s, _ in others))
-            kept = "".join(c for c in subs if c in seen)
+            letters = "".join(dict.fromkeys(subs))  # each subscript once, in order
+            size = {c: a.shape[subs.index(c)] for c in letters}
+            kept = "".join(c for c in letters if c in seen)
             spec = ",".join([output] + [s for s, _ in others]) + "->" + kept
             gi = xp.einsum(spec, g, *(x for _, x in others))
-            shape = [a.shape[k] if c in seen else 1 for k, c in enumerate(subs)]
-            grads.append(xp.broadcast_to(xp.asarray(gi).reshape(shape), a.shape).astype(g.dtype, copy=False))
+            shape = [size[c] if c in seen else 1 for c in letters]
+            gi = xp.broadcast_to(xp.asarray(gi).reshape(shape), [size[c] for c in letters]).astype(g.dtype, copy=False)
+            if letters != subs:  # a repeated subscript: only the diagonal entries took part
+                full = xp.zeros(a.shape, g.dtype)
+                grid = xp.ix_(*(xp.arange(size[c]) for c in letters))
+                full[tuple(grid[letters.index(c)] for c in subs)] = gi
+                gi = full
+            grads.append(gi)
         return tuple(grads)

@@ -1,5 +1,5 @@
 """Elementwise math beyond arithmetic: a table of unary functions (forward and derivative side by
-side), atan2, remainder and floor division, and dtype casts. Derivatives follow PyTorch's: the
+side), atan2, remainder, fmod and floor division, and dtype casts. Derivatives follow PyTorch's: the
 step functions (floor, ceil, round, trunc, sign) and floor division have gradient 0."""
 from __future__ import annotations
 
@@ -110,7 +110,10 @@ class Atan2(Function):
 
 
 class Remainder(Function):
-    """a - floor(a / b) * b: the sign of the divisor, as Python's % and torch.remainder."""
+    """a - floor(a / b) * b: the sign of the divisor, as Python's % and torch.remainder.
+    Gradients (PyTorch's): 1 for a, -floor(a / b) for b."""
+
+    op, quotient = "remainder", "floor"  # the array module's functions
 
     def forward(self, a, b):
         xp = array_module(a)
@@ -118,7 +121,7 @@ class Remainder(Function):
             raise RuntimeError("ZeroDivisionError")
         self.save(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return xp.remainder(a, b)
+            return getattr(xp, self.op)(a, b)
 
     def backward(self, g):
         a, b = self.saved
@@ -126,8 +129,15 @@ class Remainder(Function):
         gb = None
         if self.needs_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
-                gb = unbroadcast(-g * xp.floor(a / b), b.shape)
+                gb = unbroadcast(-g * getattr(xp, self.quotient)(a / b), b.shape)
         return unbroadcast(g, a.shape), gb
+
+
+class Fmod(Remainder):
+    """a - trunc(a / b) * b: the sign of the dividend, as C's fmod and torch.fmod. Gradients
+    (PyTorch's): 1 for a, -trunc(a / b) for b."""
+
+    op, quotient = "fmod", "trunc"
 
 
 class FloorDivide(Function):

@@ -8,6 +8,13 @@ the same data: on its default NCHW tensors ("torch") and on channels_last ones
 the call autograd makes, and fusegrad's is its counterpart ops.conv2d_backward (the call
 nn.Conv2d makes). fusegrad writes into preallocated outputs; PyTorch allocates its own.
 
+Grouped cases ("conv/grouped/...", "conv/depthwise/..."): ResNeXt- and MobileNet-style layers
+with groups=G; work counts C_in/G input channels per output channel. fusegrad regroups each array
+once per call and runs each group on the ungrouped kernels (cpp/conv/grouped.h), which suits
+grouped layers with tens of channels a group (a few channels a group leave the micro-tiles mostly
+empty); depthwise layers (one channel a group) run on direct kernels along the channel vector
+(cpp/conv/depthwise.h).
+
 CUDA cases: the same layers on the GPU, fusegrad's implicit GEMMs (cuda/conv/) on CuPy arrays
 against cuDNN through PyTorch on channels_last tensors (NHWC in memory, as fusegrad's), in fp32
 with TF32 off (torch.backends.cudnn.allow_tf32 = False, set in the call), bound by cuBLAS's SGEMM
@@ -34,14 +41,24 @@ LAYERS = [
 ]
 
 
-def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
+# (tag, N, H, W, C_in, C_out, K, padding, groups)
+GROUPED = [
+    ("grouped", 64, 16, 16, 128, 128, 3, 1, 4),     # ResNeXt-style: 32 channels a group
+    ("grouped", 64, 16, 16, 128, 128, 3, 1, 32),    # ResNeXt 32x4d: 4 channels a group
+    ("depthwise", 64, 32, 32, 32, 32, 3, 1, 32),    # MobileNet's depthwise 3x3
+    ("depthwise", 64, 16, 16, 128, 128, 3, 1, 128),
+]
+
+
+def _case(tag, n, h, w, ci, co, k, pad, backward: bool, groups: int = 1) -> Case:
     oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-    flops = 2.0 * n * oh * ow * k * k * ci * co
+    cig = ci // groups
+    flops = 2.0 * n * oh * ow * k * k * cig * co
 
     def setup():
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n, h, w, ci), dtype=np.float32)
-        wt = (rng.standard_normal((k, k, ci, co), dtype=np.float32) / np.sqrt(k * k * ci)).astype(np.float32)
+        wt = (rng.standard_normal((k, k, cig, co), dtype=np.float32) / np.sqrt(k * k * cig)).astype(np.float32)
         b = rng.standard_normal(co, dtype=np.float32)
         g = rng.standard_normal((n, oh, ow, co), dtype=np.float32)
         y = np.empty((n, oh, ow, co), np.float32)
@@ -49,11 +66,11 @@ def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
 
         if backward:
             def ours():
-                ops.conv2d(x, wt, b, padding=pad, out=y)
-                return ops.conv2d_backward(g, x, wt, padding=pad, out=(gx, gw, gb))
+                ops.conv2d(x, wt, b, padding=pad, groups=groups, out=y)
+                return ops.conv2d_backward(g, x, wt, padding=pad, groups=groups, out=(gx, gw, gb))
         else:
             def ours():
-                return ops.conv2d(x, wt, b, padding=pad, out=y)
+                return ops.conv2d(x, wt, b, padding=pad, groups=groups, out=y)
 
         base = {}
         torch = optional_import("torch")
@@ -68,20 +85,22 @@ def _case(tag, n, h, w, ci, co, k, pad, backward: bool) -> Case:
                 if backward:
                     def fb(xt=xt, wtt=wtt, gt=gt):
                         with torch.no_grad():
-                            torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
+                            torch.nn.functional.conv2d(xt, wtt, bt, padding=pad, groups=groups)
                             return aten.convolution_backward(gt, xt, wtt, [co], [1, 1], [pad, pad], [1, 1],
-                                                             False, [0, 0], 1, [True, True, True])
+                                                             False, [0, 0], groups, [True, True, True])
                     base[name] = fb
                 else:
                     def f(xt=xt, wtt=wtt):
                         with torch.no_grad():
-                            return torch.nn.functional.conv2d(xt, wtt, bt, padding=pad)
+                            return torch.nn.functional.conv2d(xt, wtt, bt, padding=pad, groups=groups)
                     base[name] = f
         return ours, base
 
     kind = "fwd_bwd" if backward else "fwd"
-    return Case(f"conv/{kind}/{tag}/{n}x{h}x{w}x{ci}->{co}_k{k}p{pad}", "conv", "cpu", "GFLOP/s",
-                flops * (3 if backward else 1), setup, limit="fma_GFLOPs", threads=THREADS)
+    shape = f"{n}x{h}x{w}x{ci}->{co}_k{k}p{pad}"
+    name = f"conv/{kind}/{tag}/{shape}" if groups == 1 else f"conv/{tag}/{kind}/{shape}_g{groups}"
+    return Case(name, "conv", "cpu", "GFLOP/s", flops * (3 if backward else 1), setup, limit="fma_GFLOPs",
+                threads=THREADS)
 
 
 def _pool_case(tag, n, h, w, ci, co, k, pad) -> Case:
@@ -125,6 +144,7 @@ def _pool_case(tag, n, h, w, ci, co, k, pad) -> Case:
 
 def cases():
     return ([_case(*layer, backward) for backward in (False, True) for layer in LAYERS] +
+            [_case(*layer[:-1], backward, layer[-1]) for backward in (False, True) for layer in GROUPED] +
             [_pool_case(*layer) for layer in LAYERS if layer[0] in ("mnist1", "mnist2", "cifar1", "cifar2")] +
             _cuda_cases())
 
