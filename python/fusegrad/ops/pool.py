@@ -277,9 +277,9 @@ def quantized_max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
     arr, kind = cpu_only(x, "x", fn)
     if arr.dtype not in (np.uint8, np.int8):
         raise TypeError(f"x: expected dtype uint8 or int8, got {arr.dtype}")
-    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    oh, ow, window = _geometry(arr.shape, kernel_size, stride, padding, fn)
     arr = np.ascontiguousarray(arr)
     target, result = int8_output(out, (arr.shape[0], oh, ow, arr.shape[3]), arr.dtype, (arr,), fn)
     if target.size:
-        _cpu.max_pool2d_int8_forward(arr, target, *geo)
+        _cpu.max_pool2d_int8_forward(arr, target, *window[:6])  # no dilation, floor mode
     return finish_output(target, result, out, kind)

@@ -163,7 +163,8 @@ class Conv2dMaxPool(Function):
         need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
         gb = ops.conv2d_backward_bias(g) if need_b else None
         g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
-        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation, precision)
+        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation,
+                                   precision=precision)
         return gx, gw, gb
 
 
