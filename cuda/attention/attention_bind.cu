@@ -35,10 +35,10 @@ cuda::AttentionArgs attention_args(int64_t batch, int64_t heads, int64_t sq, int
 }  // namespace
 
 void register_attention_cuda(py::module_& m) {
-  m.def("attention_forward", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t mask, py::tuple mask_strides,
-                                int64_t batch, int64_t heads, int64_t sq, int64_t sk, int64_t d, float scale,
-                                bool causal, float dropout_p, uint64_t seed, uintptr_t out, uintptr_t lse,
-                                uintptr_t stream, int device) {
+  m.def("attention_forward", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t mask, uintptr_t out, uintptr_t lse,
+                                py::tuple mask_strides, int64_t batch, int64_t heads, int64_t sq, int64_t sk, int64_t d,
+                                float scale, bool causal, float dropout_p, uint64_t seed, uintptr_t stream,
+                                int device) {
     const auto a = attention_args(batch, heads, sq, sk, d, mask, mask_strides, scale, causal, dropout_p, seed);
     if (batch * heads * sq == 0) return;
     const bool keys = sk > 0 && d > 0;
@@ -47,9 +47,9 @@ void register_attention_cuda(py::module_& m) {
     py::gil_scoped_release release;
     cuda::attention_forward(a, device_ptr<const float>(q, "q"), kp, vp, device_ptr<float>(out, "out"),
                             device_ptr<float>(lse, "lse"), as_stream(stream), device);
-  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("mask_strides"), py::arg("batch"),
-     py::arg("heads"), py::arg("sq"), py::arg("sk"), py::arg("d"), py::arg("scale"), py::arg("causal"),
-     py::arg("dropout_p"), py::arg("seed"), py::arg("out"), py::arg("lse"), py::arg("stream"), py::arg("device"),
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("out"), py::arg("lse"), py::arg("mask_strides"),
+     py::arg("batch"), py::arg("heads"), py::arg("sq"), py::arg("sk"), py::arg("d"), py::arg("scale"),
+     py::arg("causal"), py::arg("dropout_p"), py::arg("seed"), py::arg("stream"), py::arg("device"),
      "out (B, H, Sq, D) and lse (B, H, Sq); mask 0 for none, else additive float32 with element strides "
      "(sb, sh, si) and unit key stride. Needs 1 <= D <= 256.");
 
@@ -59,11 +59,11 @@ void register_attention_cuda(py::module_& m) {
     return cuda::attention_backward_workspace(a);
   }, py::arg("batch"), py::arg("heads"), py::arg("sq"), "float32 elements of workspace attention_backward needs");
 
-  m.def("attention_backward", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t mask, py::tuple mask_strides,
-                                 int64_t batch, int64_t heads, int64_t sq, int64_t sk, int64_t d, float scale,
-                                 bool causal, float dropout_p, uint64_t seed, uintptr_t out, uintptr_t lse,
+  m.def("attention_backward", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t mask, uintptr_t out, uintptr_t lse,
                                  uintptr_t grad_out, uintptr_t dq, uintptr_t dk, uintptr_t dv, uintptr_t workspace,
-                                 uintptr_t stream, int device) {
+                                 py::tuple mask_strides, int64_t batch, int64_t heads, int64_t sq, int64_t sk,
+                                 int64_t d, float scale, bool causal, float dropout_p, uint64_t seed, uintptr_t stream,
+                                 int device) {
     const auto a = attention_args(batch, heads, sq, sk, d, mask, mask_strides, scale, causal, dropout_p, seed);
     if (batch * heads * d == 0 || sq + sk == 0) return;
     const bool queries = sq > 0, keys = sk > 0;
@@ -79,14 +79,14 @@ void register_attention_cuda(py::module_& m) {
     float* wp = outp(queries, workspace, "workspace");
     py::gil_scoped_release release;
     cuda::attention_backward(a, qp, kp, vp, op, lp, gp, dqp, dkp, dvp, wp, as_stream(stream), device);
-  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("mask_strides"), py::arg("batch"),
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("out"), py::arg("lse"), py::arg("grad_out"),
+     py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("workspace"), py::arg("mask_strides"), py::arg("batch"),
      py::arg("heads"), py::arg("sq"), py::arg("sk"), py::arg("d"), py::arg("scale"), py::arg("causal"),
-     py::arg("dropout_p"), py::arg("seed"), py::arg("out"), py::arg("lse"), py::arg("grad_out"), py::arg("dq"),
-     py::arg("dk"), py::arg("dv"), py::arg("workspace"), py::arg("stream"), py::arg("device"),
+     py::arg("dropout_p"), py::arg("seed"), py::arg("stream"), py::arg("device"),
      "dq, dk, dv (written) from the forward's out and lse; workspace: attention_backward_workspace floats");
 
-  m.def("layer_norm_forward", [](uintptr_t x, uintptr_t w, uintptr_t b, float eps, uintptr_t y, uintptr_t mean,
-                                 uintptr_t rstd, int64_t rows, int64_t n, uintptr_t stream, int device) {
+  m.def("layer_norm_forward", [](uintptr_t x, uintptr_t w, uintptr_t b, uintptr_t y, uintptr_t mean, uintptr_t rstd,
+                                 int64_t rows, int64_t n, float eps, uintptr_t stream, int device) {
     if (rows < 0 || n < 0) throw py::value_error("layer_norm_forward: sizes must be >= 0");
     if (rows == 0) return;
     if (n == 0) throw py::value_error("layer_norm_forward: rows of length 0");
@@ -95,8 +95,8 @@ void register_attention_cuda(py::module_& m) {
                              reinterpret_cast<const float*>(b), device_ptr<float>(y, "out"),
                              device_ptr<float>(mean, "mean"), device_ptr<float>(rstd, "rstd"), rows, n, eps,
                              as_stream(stream), device);
-  }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("out"), py::arg("mean"),
-     py::arg("rstd"), py::arg("rows"), py::arg("n"), py::arg("stream"), py::arg("device"),
+  }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("mean"), py::arg("rstd"),
+     py::arg("rows"), py::arg("n"), py::arg("eps"), py::arg("stream"), py::arg("device"),
      "weight and bias optional (0)");
 
   m.def("layer_norm_backward", [](uintptr_t g, uintptr_t x, uintptr_t mean, uintptr_t rstd, uintptr_t w,
@@ -117,7 +117,7 @@ void register_attention_cuda(py::module_& m) {
      py::arg("dweight"), py::arg("dbias"), py::arg("rows"), py::arg("n"), py::arg("stream"), py::arg("device"),
      "weight, dweight, dbias optional (0)");
 
-  m.def("embedding_backward", [](uintptr_t idx, int64_t count, uintptr_t g, int64_t dim, uintptr_t dw, int64_t vocab,
+  m.def("embedding_backward", [](uintptr_t idx, uintptr_t g, uintptr_t dw, int64_t count, int64_t dim, int64_t vocab,
                                  int64_t padding_idx, uintptr_t stream, int device) {
     if (count < 0 || dim < 0 || vocab < 0) throw py::value_error("embedding_backward: sizes must be >= 0");
     if (vocab * dim == 0) return;
@@ -127,7 +127,7 @@ void register_attention_cuda(py::module_& m) {
     py::gil_scoped_release release;
     cuda::embedding_backward(ip, count, gp, dim, device_ptr<float>(dw, "out"), vocab, padding_idx, as_stream(stream),
                              device);
-  }, py::arg("indices"), py::arg("count"), py::arg("grad_out"), py::arg("dim"), py::arg("out"), py::arg("vocab"),
+  }, py::arg("indices"), py::arg("grad_out"), py::arg("out"), py::arg("count"), py::arg("dim"), py::arg("vocab"),
      py::arg("padding_idx"), py::arg("stream"), py::arg("device"),
      "indices int64 in [0, vocab) (checked by the caller); padding_idx < 0 for none");
 }
