@@ -200,3 +200,35 @@ def test_tiny_bert_forward_and_backward_on_the_emulated_gpu_equal_the_cpus(rng):
     assert grads.keys() == cpu_grads.keys()
     for name, want in cpu_grads.items():
         close(grads[name], want, 1e-3, err=name)
+
+
+def _encoder_step(layer, x, kpm, device):
+    layer.zero_grad()
+    xt = fg.tensor(x, device=device, requires_grad=True)
+    y = layer(xt, src_key_padding_mask=None if kpm is None else fg.tensor(kpm, device=device))
+    (y * y).sum().backward()
+    grads = {name: p.grad.numpy() for name, p in layer.named_parameters()}
+    return y.numpy(), xt.grad.numpy(), grads
+
+
+@pytest.mark.cuda_emulated
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer_on_the_emulated_gpu_equals_the_cpu(rng, norm_first):
+    from fusegrad import nn
+
+    x = rng.standard_normal((2, 13, 32)).astype(np.float32)
+    kpm = np.zeros((2, 13), bool)
+    kpm[1, 9:] = True  # True = padding, as PyTorch
+
+    def make():
+        fg.manual_seed(1)
+        return nn.TransformerEncoderLayer(32, 4, dim_feedforward=48, dropout=0.0, activation="gelu",
+                                          norm_first=norm_first)
+
+    want = _encoder_step(make(), x, kpm, "cpu")
+    with fg.cuda.emulate():
+        got = _encoder_step(make().to("cuda"), x, kpm, "cuda")
+    close(got[0], want[0], 1e-4)
+    close(got[1], want[1], 1e-3)
+    for name, w in want[2].items():
+        close(got[2][name], w, 1e-3, err=name)
