@@ -8,7 +8,8 @@
 // block), so every gradient is written once, in a fixed order: deterministic, no atomicAdd on dQ
 // at the price of computing the scores twice. Both use the forward's layout (attention_forward.cu):
 // 4 warps owning kRows rows each, 32 streamed rows of the other side in shared memory, one per lane,
-// and per-warp strips of P / dS in shared memory between the dot-product and the accumulation step.
+// and per-warp strips of P / dS in shared memory between the dot-product and the accumulation step,
+// rows of D padded to a multiple of 4 so both read float4s.
 #include <algorithm>
 #include <stdexcept>
 
@@ -33,10 +34,10 @@ __global__ void __launch_bounds__(256) attention_backward_rowdot(const float* go
   }
 }
 
-// Shared floats of the dQ kernel: Q, dO [br][d]; K, V [kTile][d + 1]; dS [br][kTile].
+// Shared floats of the dQ kernel: Q, dO [br][dp]; K, V [kTile][kv_ld]; dS [br][kTile].
 size_t dq_smem(int rows, int64_t d) {
   const int64_t br = int64_t(kWarps) * rows;
-  return sizeof(float) * static_cast<size_t>(2 * br * d + 2 * kTile * (d + 1) + br * kTile);
+  return sizeof(float) * static_cast<size_t>(2 * br * padded(d) + 2 * kTile * kv_ld(d) + br * kTile);
 }
 
 // dQ: a CTA per query block; lane L holds key j0 + L of the streamed K/V tile.
@@ -45,13 +46,13 @@ __global__ void __launch_bounds__(kThreads)
 attention_backward_dq(Params p, int64_t q_blocks, const float* lse, const float* dvec, const float* go, float* dq) {
   FG_DYNAMIC_SHARED(float, smem);
   constexpr int br = kWarps * kRows;
-  const int d = p.d, ldk = d + 1, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = p.d, dp = padded(d), ldk = kv_ld(d), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.x / q_blocks, b = bh / p.heads, h = bh % p.heads;
   const int64_t q0 = (blockIdx.x % q_blocks) * br, row0 = q0 + warp * kRows;
-  const auto qs = smem, gs = qs + br * d, ks = gs + br * d, vs = ks + kTile * ldk;
+  const auto qs = smem, gs = qs + br * dp, ks = gs + br * dp, vs = ks + kTile * ldk;
   const auto dss = vs + kTile * ldk + warp * kRows * kTile;
-  load_tile(qs, d, p.q + (bh * p.sq + q0) * d, p.sq - q0, br, d);
-  load_tile(gs, d, go + (bh * p.sq + q0) * d, p.sq - q0, br, d);
+  load_tile(qs, dp, p.q + (bh * p.sq + q0) * d, p.sq - q0, br, d);
+  load_tile(gs, dp, go + (bh * p.sq + q0) * d, p.sq - q0, br, d);
   float lr[kRows], dr[kRows], acc[kRows][kDPL] = {};
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -65,13 +66,13 @@ attention_backward_dq(Params p, int64_t q_blocks, const float* lse, const float*
     load_tile(ks, ldk, p.k + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
     load_tile(vs, ldk, p.v + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
     __syncthreads();
-    float s[kRows] = {}, dp[kRows] = {};
-    for (int c = 0; c < d; ++c) {
-      const float kc = ks[lane * ldk + c], vc = vs[lane * ldk + c];
+    float s[kRows] = {}, dp_[kRows] = {};
+    for (int c = 0; c < dp; c += 4) {  // s = q_r · k_lane, dp = dO_r · v_lane
+      const float4 kc = lds4(ks, lane * ldk + c), vc = lds4(vs, lane * ldk + c);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        s[r] += qs[(warp * kRows + r) * d + c] * kc;
-        dp[r] += gs[(warp * kRows + r) * d + c] * vc;
+        s[r] = dot4(lds4(qs, (warp * kRows + r) * dp + c), kc, s[r]);
+        dp_[r] = dot4(lds4(gs, (warp * kRows + r) * dp + c), vc, dp_[r]);
       }
     }
     const uint32_t keep = p.dropout ? keep_bits_query_rows<kRows>(p, b, h, row0, j0, lane) : ~0u;
@@ -79,22 +80,12 @@ attention_backward_dq(Params p, int64_t q_blocks, const float* lse, const float*
     for (int r = 0; r < kRows; ++r) {
       const float x = s[r] * p.scale + score_bias(p, b, h, row0 + r, j0 + lane);
       const float pr = lr[r] == kNegInf ? 0.0f : expf(x - lr[r]);
-      const float dpr = (keep >> r) & 1u ? dp[r] * p.keep_scale : 0.0f;
+      const float dpr = (keep >> r) & 1u ? dp_[r] * p.keep_scale : 0.0f;
       dss[r * kTile + lane] = pr * (dpr - dr[r]);
     }
     __syncwarp();
-    const int valid = static_cast<int>(std::min<int64_t>(kTile, kend - j0));
-    for (int jj = 0; jj < valid; ++jj) {  // dQ += dS K, lane owning columns lane + 32 c
-      float kv[kDPL];
-#pragma unroll
-      for (int c = 0; c < kDPL; ++c) kv[c] = lane + 32 * c < d ? ks[jj * ldk + lane + 32 * c] : 0.0f;
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const float g = dss[r * kTile + jj];
-#pragma unroll
-        for (int c = 0; c < kDPL; ++c) acc[r][c] += g * kv[c];
-      }
-    }
+    const int64_t valid = std::min<int64_t>(kTile, kend - j0);
+    for (int t = 0; t < valid; t += 4) accumulate4<kRows, kDPL>(acc, dss, t, ks, ldk, d, lane);  // dQ += dS K
     __syncwarp();
   }
 #pragma unroll
@@ -106,11 +97,11 @@ attention_backward_dq(Params p, int64_t q_blocks, const float* lse, const float*
   }
 }
 
-// Shared floats of the dK/dV kernel: K, V [br][d]; Q, dO [kTile][d + 1]; P, dS [br][kTile];
+// Shared floats of the dK/dV kernel: K, V [br][dp]; Q, dO [kTile][kv_ld]; P, dS [br][kTile];
 // lse and D of the tile's queries [2][kTile].
 size_t dkdv_smem(int rows, int64_t d) {
   const int64_t br = int64_t(kWarps) * rows;
-  return sizeof(float) * static_cast<size_t>(2 * br * d + 2 * kTile * (d + 1) + 2 * br * kTile + 2 * kTile);
+  return sizeof(float) * static_cast<size_t>(2 * br * padded(d) + 2 * kTile * kv_ld(d) + 2 * br * kTile + 2 * kTile);
 }
 
 // dK, dV: a CTA per key block (the warp owning keys krow0..), streaming the queries that can see
@@ -121,13 +112,14 @@ attention_backward_dkdv(Params p, int64_t k_blocks, const float* lse, const floa
                         float* dv) {
   FG_DYNAMIC_SHARED(float, smem);
   constexpr int br = kWarps * kRows;
-  const int d = p.d, ldq = d + 1, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = p.d, dp = padded(d), ldq = kv_ld(d), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.x / k_blocks, b = bh / p.heads, h = bh % p.heads;
   const int64_t key0 = (blockIdx.x % k_blocks) * br, krow0 = key0 + warp * kRows;
-  const auto ks = smem, vs = ks + br * d, qs = vs + br * d, gs = qs + kTile * ldq, stats = gs + kTile * ldq;
-  const auto ps = stats + 2 * kTile + warp * kRows * kTile, dss = stats + 2 * kTile + (br + warp * kRows) * kTile;
-  load_tile(ks, d, p.k + (bh * p.sk + key0) * d, p.sk - key0, br, d);
-  load_tile(vs, d, p.v + (bh * p.sk + key0) * d, p.sk - key0, br, d);
+  const auto ks = smem, vs = ks + br * dp, qs = vs + br * dp, gs = qs + kTile * ldq;
+  const auto ps = gs + kTile * ldq + warp * kRows * kTile, dss = gs + kTile * ldq + (br + warp * kRows) * kTile;
+  const auto stats = gs + kTile * ldq + 2 * br * kTile;  // lse [kTile], D [kTile]
+  load_tile(ks, dp, p.k + (bh * p.sk + key0) * d, p.sk - key0, br, d);
+  load_tile(vs, dp, p.v + (bh * p.sk + key0) * d, p.sk - key0, br, d);
   float gk[kRows][kDPL] = {}, gv[kRows][kDPL] = {};
   for (int64_t i0 = p.causal ? key0 / kTile * kTile : 0; i0 < p.sq; i0 += kTile) {
     __syncthreads();
@@ -139,13 +131,13 @@ attention_backward_dkdv(Params p, int64_t k_blocks, const float* lse, const floa
       stats[kTile + threadIdx.x] = in ? dvec[bh * p.sq + i0 + threadIdx.x] : 0.0f;
     }
     __syncthreads();
-    float s[kRows] = {}, dp[kRows] = {};
-    for (int c = 0; c < d; ++c) {
-      const float qc = qs[lane * ldq + c], gc = gs[lane * ldq + c];
+    float s[kRows] = {}, dp_[kRows] = {};
+    for (int c = 0; c < dp; c += 4) {  // s = k_r · q_lane, dp = v_r · dO_lane
+      const float4 qc = lds4(qs, lane * ldq + c), gc = lds4(gs, lane * ldq + c);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        s[r] += ks[(warp * kRows + r) * d + c] * qc;
-        dp[r] += vs[(warp * kRows + r) * d + c] * gc;
+        s[r] = dot4(lds4(ks, (warp * kRows + r) * dp + c), qc, s[r]);
+        dp_[r] = dot4(lds4(vs, (warp * kRows + r) * dp + c), gc, dp_[r]);
       }
     }
     const int64_t i = i0 + lane;
@@ -157,24 +149,13 @@ attention_backward_dkdv(Params p, int64_t k_blocks, const float* lse, const floa
       const float pr = li == kNegInf ? 0.0f : expf(x - li);
       const bool kept = (keep >> r) & 1u;
       ps[r * kTile + lane] = kept ? pr * p.keep_scale : 0.0f;
-      dss[r * kTile + lane] = pr * ((kept ? dp[r] * p.keep_scale : 0.0f) - di);
+      dss[r * kTile + lane] = pr * ((kept ? dp_[r] * p.keep_scale : 0.0f) - di);
     }
     __syncwarp();
-    const int valid = static_cast<int>(std::min<int64_t>(kTile, p.sq - i0));
-    for (int t = 0; t < valid; ++t) {  // dV += P~ dO, dK += dS Q, lane owning columns lane + 32 c
-      float gq[kDPL], qq[kDPL];
-#pragma unroll
-      for (int c = 0; c < kDPL; ++c) {
-        const bool in = lane + 32 * c < d;
-        gq[c] = in ? gs[t * ldq + lane + 32 * c] : 0.0f;
-        qq[c] = in ? qs[t * ldq + lane + 32 * c] : 0.0f;
-      }
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const float pv = ps[r * kTile + t], pk = dss[r * kTile + t];
-#pragma unroll
-        for (int c = 0; c < kDPL; ++c) gv[r][c] += pv * gq[c], gk[r][c] += pk * qq[c];
-      }
+    const int64_t valid = std::min<int64_t>(kTile, p.sq - i0);
+    for (int t = 0; t < valid; t += 4) {
+      accumulate4<kRows, kDPL>(gv, ps, t, gs, ldq, d, lane);   // dV += P~ dO
+      accumulate4<kRows, kDPL>(gk, dss, t, qs, ldq, d, lane);  // dK += dS Q
     }
     __syncwarp();
   }

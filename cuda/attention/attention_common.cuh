@@ -104,14 +104,51 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
-// rows x d floats of a (.., d) row-major array into shared memory with leading dimension ld, by the
-// whole block (consecutive threads take consecutive floats: coalesced); rows at or past `valid`
-// are zeros. S is float* under nvcc and the emulator's checked span.
+// Shared-memory rows hold D padded to a multiple of 4 with zeros (dp), so the dot products read
+// float4s whatever D is. Tiles a lane reads a row of (lane-owned rows) get a leading dimension of an
+// odd number of float4s (kv_ld): the 8 lanes of a 16-byte load phase then hit 8 different bank
+// groups. Tiles read by broadcast or by consecutive lanes use dp.
+__host__ __device__ __forceinline__ int padded(int64_t d) { return static_cast<int>((d + 3) / 4 * 4); }
+__host__ __device__ __forceinline__ int kv_ld(int64_t d) { return (padded(d) / 4 | 1) * 4; }
+
+// rows x d floats of a (.., d) row-major array into shared memory rows of ld floats (columns d..dp
+// zeroed), by the whole block (consecutive threads take consecutive floats: coalesced); rows at or
+// past `valid` are zeros. S is float* under nvcc and the emulator's checked span.
 template <class S>
 __device__ __forceinline__ void load_tile(S dst, int ld, const float* src, int64_t valid, int rows, int d) {
-  for (int t = threadIdx.x; t < rows * d; t += blockDim.x) {
-    const int r = t / d, c = t - r * d;
-    dst[r * ld + c] = r < valid ? src[int64_t(r) * d + c] : 0.0f;
+  const int dp = padded(d);
+  for (int t = threadIdx.x; t < rows * dp; t += blockDim.x) {
+    const int r = t / dp, c = t - r * dp;
+    dst[r * ld + c] = r < valid && c < d ? src[int64_t(r) * d + c] : 0.0f;
+  }
+}
+
+// The float4 at shared offset `at` (a multiple of 4 floats).
+template <class S>
+__device__ __forceinline__ float4 lds4(S base, int at) {
+  return shared_as<float4>(base + at)[0];
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+  return fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc))));
+}
+
+// acc[r][c] += p[r] (4 consecutive streamed rows t..t+3, as a float4) times rows[t..t+3][c]:
+// the accumulation step of every kernel, kRows x kDPL x 4 FMAs per kRows + 4 kDPL shared loads.
+template <int kRows, int kDPL, class S, class P>
+__device__ __forceinline__ void accumulate4(float (&acc)[kRows][kDPL], P strip, int t, S rows, int ld, int d,
+                                            int lane) {
+  float col[4][kDPL];
+#pragma unroll
+  for (int u = 0; u < 4; ++u)
+#pragma unroll
+    for (int c = 0; c < kDPL; ++c) col[u][c] = lane + 32 * c < d ? rows[(t + u) * ld + lane + 32 * c] : 0.0f;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const float4 p = lds4(strip, r * kTile + t);
+#pragma unroll
+    for (int c = 0; c < kDPL; ++c)
+      acc[r][c] = fmaf(p.w, col[3][c], fmaf(p.z, col[2][c], fmaf(p.y, col[1][c], fmaf(p.x, col[0][c], acc[r][c]))));
   }
 }
 

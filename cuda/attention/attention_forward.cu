@@ -5,9 +5,10 @@
 //
 // Layout (4 warps, 128 threads): a warp owns kRows queries (16 for D <= 64, so 64 per CTA); within
 // a tile, lane L owns key j0 + L, so the scores s[r] = q_r·k_L of its kRows queries are a dot
-// product over shared memory (q broadcast, K padded to D + 1 floats a row: no bank conflicts), the
+// product over shared memory (q broadcast, K rows an odd number of float4s apart: no bank conflicts), the
 // row max and sum are warp shuffles, and P goes through a per-warp strip of shared memory to the
 // P·V step, where lane L owns the output columns L, L + 32, ... (V read row-wise, conflict-free).
+// Rows in shared memory are D padded to a multiple of 4, so q·k and the P strip are read as float4.
 // Causal CTAs stop at their last query's key. Dropout (philox.h, the CPU's stream) multiplies P by
 // Z / (1 - p) after l has been summed, so lse is that of the undropped softmax, as on the CPU.
 #include <algorithm>
@@ -21,10 +22,10 @@ namespace {
 
 using namespace attention_detail;
 
-// Floats of shared memory: Q [br][d], K [kTile][d + 1], V [kTile][d], P [br][kTile].
+// Shared memory: Q [br][dp], K [kTile][kv_ld], V [kTile][dp], P [br][kTile] floats.
 size_t forward_smem(int rows, int64_t d) {
   const int64_t br = int64_t(kWarps) * rows;
-  return sizeof(float) * static_cast<size_t>(br * d + kTile * (d + 1) + kTile * d + br * kTile);
+  return sizeof(float) * static_cast<size_t>(br * padded(d) + kTile * kv_ld(d) + kTile * padded(d) + br * kTile);
 }
 
 template <int kRows, int kDPL>
@@ -32,11 +33,11 @@ __global__ void __launch_bounds__(kThreads)
 attention_forward_kernel(Params p, int64_t q_blocks, float* out, float* lse) {
   FG_DYNAMIC_SHARED(float, smem);
   constexpr int br = kWarps * kRows;
-  const int d = p.d, ldk = d + 1, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = p.d, dp = padded(d), ldk = kv_ld(d), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t bh = blockIdx.x / q_blocks, b = bh / p.heads, h = bh % p.heads;
   const int64_t q0 = (blockIdx.x % q_blocks) * br, row0 = q0 + warp * kRows;
-  const auto qs = smem, ks = smem + br * d, vs = ks + kTile * ldk, ps = vs + kTile * d + warp * kRows * kTile;
-  load_tile(qs, d, p.q + (bh * p.sq + q0) * d, p.sq - q0, br, d);
+  const auto qs = smem, ks = smem + br * dp, vs = ks + kTile * ldk, ps = vs + kTile * dp + warp * kRows * kTile;
+  load_tile(qs, dp, p.q + (bh * p.sq + q0) * d, p.sq - q0, br, d);
 
   float o[kRows][kDPL] = {}, m[kRows], l[kRows];
 #pragma unroll
@@ -45,13 +46,13 @@ attention_forward_kernel(Params p, int64_t q_blocks, float* out, float* lse) {
   for (int64_t j0 = 0; j0 < kend; j0 += kTile) {
     __syncthreads();  // the previous tile's readers are done (and, the first time, Q is loaded)
     load_tile(ks, ldk, p.k + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
-    load_tile(vs, d, p.v + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
+    load_tile(vs, dp, p.v + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
     __syncthreads();
     float s[kRows] = {};
-    for (int c = 0; c < d; ++c) {
-      const float kc = ks[lane * ldk + c];
+    for (int c = 0; c < dp; c += 4) {  // s[r] = q_r · k_lane, float4 at a time
+      const float4 kc = lds4(ks, lane * ldk + c);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) s[r] += qs[(warp * kRows + r) * d + c] * kc;
+      for (int r = 0; r < kRows; ++r) s[r] = dot4(lds4(qs, (warp * kRows + r) * dp + c), kc, s[r]);
     }
     const uint32_t keep = p.dropout ? keep_bits_query_rows<kRows>(p, b, h, row0, j0, lane) : ~0u;
 #pragma unroll
@@ -67,18 +68,8 @@ attention_forward_kernel(Params p, int64_t q_blocks, float* out, float* lse) {
       ps[r * kTile + lane] = (keep >> r) & 1u ? e * p.keep_scale : 0.0f;
     }
     __syncwarp();
-    const int valid = static_cast<int>(std::min<int64_t>(kTile, kend - j0));
-    for (int jj = 0; jj < valid; ++jj) {  // o += P V, lane owning columns lane + 32 c
-      float vv[kDPL];
-#pragma unroll
-      for (int c = 0; c < kDPL; ++c) vv[c] = lane + 32 * c < d ? vs[jj * d + lane + 32 * c] : 0.0f;
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const float pr = ps[r * kTile + jj];
-#pragma unroll
-        for (int c = 0; c < kDPL; ++c) o[r][c] += pr * vv[c];
-      }
-    }
+    const int64_t valid = std::min<int64_t>(kTile, kend - j0);  // P is 0 past it (keys rounded up to 4)
+    for (int t = 0; t < valid; t += 4) accumulate4<kRows, kDPL>(o, ps, t, vs, dp, d, lane);  // o += P V
     __syncwarp();  // this warp's P strip is rewritten next tile
   }
 #pragma unroll
