@@ -42,10 +42,13 @@ void attention_backward(const AttentionArgs& a, const float* q, const float* k, 
 // row's mean and rstd = 1 / sqrt(var + eps) (biased variance) kept for the backward.
 void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
                         int64_t rows, int64_t n, float eps, cudaStream_t stream, int device);
+// Floats of workspace layer_norm_backward needs for dw / db (the per-chunk partial sums).
+int64_t layer_norm_backward_workspace(int64_t rows, int64_t n);
 // dx, and where non-null dw = sum over rows of g * xhat and db = sum of g, summed in a fixed order
-// (deterministic).
+// (deterministic); the workspace is needed only for dw / db.
 void layer_norm_backward(const float* g, const float* x, const float* mean, const float* rstd, const float* w,
-                         float* dx, float* dw, float* db, int64_t rows, int64_t n, cudaStream_t stream, int device);
+                         float* dx, float* dw, float* db, float* workspace, int64_t rows, int64_t n,
+                         cudaStream_t stream, int device);
 // dw (vocab, dim) = the rows of g (count, dim) summed by index (idx in [0, vocab), checked by the
 // caller), each vocabulary row summed in index order (deterministic, no atomics); the row
 // padding_idx (none when negative) gets zeros.

@@ -99,9 +99,14 @@ void register_attention_cuda(py::module_& m) {
      py::arg("rows"), py::arg("n"), py::arg("eps"), py::arg("stream"), py::arg("device"),
      "weight and bias optional (0)");
 
+  m.def("layer_norm_backward_workspace", [](int64_t rows, int64_t n) {
+    if (rows < 0 || n < 0) throw py::value_error("layer_norm_backward_workspace: sizes must be >= 0");
+    return cuda::layer_norm_backward_workspace(rows, n);
+  }, py::arg("rows"), py::arg("n"), "float32 elements of workspace layer_norm_backward needs for dweight, dbias");
+
   m.def("layer_norm_backward", [](uintptr_t g, uintptr_t x, uintptr_t mean, uintptr_t rstd, uintptr_t w,
-                                  uintptr_t dx, uintptr_t dw, uintptr_t db, int64_t rows, int64_t n, uintptr_t stream,
-                                  int device) {
+                                  uintptr_t dx, uintptr_t dw, uintptr_t db, uintptr_t workspace, int64_t rows,
+                                  int64_t n, uintptr_t stream, int device) {
     if (rows < 0 || n < 0) throw py::value_error("layer_norm_backward: sizes must be >= 0");
     if (n == 0) return;
     const bool any = rows > 0;
@@ -110,12 +115,14 @@ void register_attention_cuda(py::module_& m) {
     const float* mp = any ? device_ptr<const float>(mean, "mean") : nullptr;
     const float* rp = any ? device_ptr<const float>(rstd, "rstd") : nullptr;
     float* dxp = any ? device_ptr<float>(dx, "dx") : nullptr;
+    float* wp = dw || db ? device_ptr<float>(workspace, "workspace") : nullptr;
     py::gil_scoped_release release;
     cuda::layer_norm_backward(gp, xp, mp, rp, reinterpret_cast<const float*>(w), dxp, reinterpret_cast<float*>(dw),
-                              reinterpret_cast<float*>(db), rows, n, as_stream(stream), device);
+                              reinterpret_cast<float*>(db), wp, rows, n, as_stream(stream), device);
   }, py::arg("grad_out"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("weight"), py::arg("dx"),
-     py::arg("dweight"), py::arg("dbias"), py::arg("rows"), py::arg("n"), py::arg("stream"), py::arg("device"),
-     "weight, dweight, dbias optional (0)");
+     py::arg("dweight"), py::arg("dbias"), py::arg("workspace"), py::arg("rows"), py::arg("n"), py::arg("stream"),
+     py::arg("device"), "weight, dweight, dbias optional (0); workspace (layer_norm_backward_workspace floats) "
+     "needed with dweight or dbias");
 
   m.def("embedding_backward", [](uintptr_t idx, uintptr_t g, uintptr_t dw, int64_t count, int64_t dim, int64_t vocab,
                                  int64_t padding_idx, uintptr_t stream, int device) {

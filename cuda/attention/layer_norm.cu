@@ -3,8 +3,9 @@
 //   layer_norm_forward:  a warp per row (grid-stride): mean, then the variance about it (two
 //     passes, not E[x^2] - mean^2, which cancels badly), then y; the row stays in L1 between passes.
 //   layer_norm_backward: dx by a warp per row (the two row sums of the chain rule by shuffles);
-//     dw, db by a column kernel: a CTA per 32 columns, its 8 thread rows each summing a fixed
-//     strided set of rows, the 8 partials added in order, so the sums do not depend on timing.
+//     dw, db by a column kernel: a CTA per 32 columns and chunk of rows, its 8 thread rows each
+//     summing a fixed strided set of the chunk's rows, then the chunks' partials added in chunk
+//     order by a second kernel, so the sums do not depend on timing (and no atomics).
 //   embedding_backward: a CTA per run of kVocabRows vocabulary rows, reading every index (through
 //     shared memory, 256 at a time) and adding the matching gradient rows into its own rows in
 //     index order: deterministic without sorting or atomics, and a frequent token (padding, [CLS])
@@ -21,6 +22,12 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kColumns = 32, kSlices = 8;  // the dw/db kernel's block: 32 columns x 8 row slices
 constexpr int kVocabRows = 64;             // vocabulary rows per CTA of the embedding backward
+// dw/db: rows are split into at most kMaxChunks chunks of at least kChunkRows, one CTA row each.
+constexpr int64_t kChunkRows = 128, kMaxChunks = 128;
+
+int64_t chunks_of(int64_t rows) {
+  return std::max<int64_t>(1, std::min<int64_t>(kMaxChunks, (rows + kChunkRows - 1) / kChunkRows));
+}
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -72,25 +79,39 @@ layer_norm_backward_dx(const float* g, const float* x, const float* mean, const 
   }
 }
 
-// dw = sum_r g xhat, db = sum_r g over columns blockIdx.x * 32 + threadIdx.x (either may be null).
+// Partial dw = sum g xhat and db = sum g over chunk blockIdx.y of the rows (rows [y per, (y+1) per))
+// and columns blockIdx.x * 32 + threadIdx.x; the 8 thread rows take fixed strided rows and their
+// partials are added in order. part holds [2][chunks][n].
 __global__ void __launch_bounds__(kColumns * kSlices)
-layer_norm_backward_params(const float* g, const float* x, const float* mean, const float* rstd, float* dw, float* db,
-                           int64_t rows, int64_t n) {
-  FG_SHARED(float, part, [2][kSlices][kColumns]);
+layer_norm_backward_params(const float* g, const float* x, const float* mean, const float* rstd, float* part,
+                           int64_t rows, int64_t n, int64_t per) {
+  FG_SHARED(float, slice, [2][kSlices][kColumns]);
   const int64_t c = int64_t(blockIdx.x) * kColumns + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * per, r1 = std::min<int64_t>(rows, r0 + per);
   float sw = 0.0f, sb = 0.0f;
   if (c < n)
-    for (int64_t r = threadIdx.y; r < rows; r += kSlices) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSlices) {
       const float gv = g[r * n + c];
       sw += gv * (x[r * n + c] - mean[r]) * rstd[r];
       sb += gv;
     }
-  part[0][threadIdx.y][threadIdx.x] = sw;
-  part[1][threadIdx.y][threadIdx.x] = sb;
+  slice[0][threadIdx.y][threadIdx.x] = sw;
+  slice[1][threadIdx.y][threadIdx.x] = sb;
   __syncthreads();
   if (threadIdx.y == 0 && c < n) {
-    sw = part[0][0][threadIdx.x], sb = part[1][0][threadIdx.x];
-    for (int k = 1; k < kSlices; ++k) sw += part[0][k][threadIdx.x], sb += part[1][k][threadIdx.x];
+    sw = slice[0][0][threadIdx.x], sb = slice[1][0][threadIdx.x];
+    for (int k = 1; k < kSlices; ++k) sw += slice[0][k][threadIdx.x], sb += slice[1][k][threadIdx.x];
+    part[int64_t(blockIdx.y) * n + c] = sw;
+    part[(int64_t(gridDim.y) + blockIdx.y) * n + c] = sb;
+  }
+}
+
+// dw, db (either may be null) = the chunks' partials added in chunk order, a thread per column.
+__global__ void __launch_bounds__(kThreads)
+layer_norm_backward_sum(const float* part, float* dw, float* db, int64_t chunks, int64_t n) {
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < n; c += int64_t(gridDim.x) * blockDim.x) {
+    float sw = 0.0f, sb = 0.0f;
+    for (int64_t k = 0; k < chunks; ++k) sw += part[k * n + c], sb += part[(chunks + k) * n + c];
     if (dw) dw[c] = sw;
     if (db) db[c] = sb;
   }
@@ -125,16 +146,23 @@ void layer_norm_forward(const float* x, const float* w, const float* b, float* y
             b, y, mean, rstd, rows, n, eps);
 }
 
+int64_t layer_norm_backward_workspace(int64_t rows, int64_t n) { return 2 * chunks_of(rows) * n; }
+
 void layer_norm_backward(const float* g, const float* x, const float* mean, const float* rstd, const float* w,
-                         float* dx, float* dw, float* db, int64_t rows, int64_t n, cudaStream_t stream, int device) {
+                         float* dx, float* dw, float* db, float* workspace, int64_t rows, int64_t n,
+                         cudaStream_t stream, int device) {
   if (n == 0) return;
   DeviceGuard guard(device);
   if (rows > 0)
     FG_LAUNCH(layer_norm_backward_dx, dim3(grid_for(rows, kThreads / 32, device)), dim3(kThreads), 0, stream, g, x,
               mean, rstd, w, dx, rows, n);
-  if (dw || db)
-    FG_LAUNCH(layer_norm_backward_params, dim3(static_cast<unsigned>((n + kColumns - 1) / kColumns)),
-              dim3(kColumns, kSlices), 0, stream, g, x, mean, rstd, dw, db, rows, n);
+  if (!dw && !db) return;
+  const int64_t chunks = chunks_of(rows), per = (rows + chunks - 1) / chunks;
+  FG_LAUNCH(layer_norm_backward_params,
+            dim3(static_cast<unsigned>((n + kColumns - 1) / kColumns), static_cast<unsigned>(chunks)),
+            dim3(kColumns, kSlices), 0, stream, g, x, mean, rstd, workspace, rows, n, per);
+  FG_LAUNCH(layer_norm_backward_sum, dim3(grid_for(n, kThreads, device)), dim3(kThreads), 0, stream, workspace, dw, db,
+            chunks, n);
 }
 
 void embedding_backward(const int64_t* idx, int64_t count, const float* g, int64_t dim, float* dw, int64_t vocab,

@@ -114,6 +114,19 @@ def test_dropout_mask_is_the_cpus_for_the_same_seed(cuda_device, rng, causal):
     assert np.array_equal(got != 0, ref.philox_keep(seed, (2, 2, 37, 16), p))
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 0, 5, 8), (1, 1, 4, 0, 8), (1, 1, 3, 4, 0), (0, 2, 3, 4, 8)])
+def test_empty_sizes_equal_the_cpu(cuda_device, rng, shape):
+    q, k, v = make(rng, shape)
+    g = np.ones_like(q)
+    cpu_out, cpu_lse = ops.attention(q, k, v, return_lse=True)
+    cpu_grads = ops.attention_backward(g, q, k, v, cpu_out, cpu_lse)
+    out, lse = ops.attention(*on(cuda_device, q, k, v), return_lse=True)
+    assert np.array_equal(cuda_device.host(out), cpu_out) and np.array_equal(cuda_device.host(lse), cpu_lse)
+    grads = ops.attention_backward(*on(cuda_device, g, q, k, v), out, lse)
+    for got, want in zip(grads, cpu_grads):
+        assert np.array_equal(cuda_device.host(got), want)
+
+
 def test_out_and_stream_arguments(cuda_device, rng):
     q, k, v = make(rng, (1, 2, 10, 12, 8))
     out = cuda_device.array(np.zeros(q.shape, np.float32))
@@ -124,7 +137,7 @@ def test_out_and_stream_arguments(cuda_device, rng):
         ops.attention(*on(cuda_device, *make(rng, (1, 1, 2, 2, 257))))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 33), (2, 4, 100)])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 33), (2, 4, 100), (300, 40)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_forward_and_backward(cuda_device, rng, shape, affine):
     n = shape[-1]

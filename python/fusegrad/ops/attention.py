@@ -309,8 +309,14 @@ def layer_norm_backward(grad_out, x, mean, rstd, weight=None, *, param_grads: bo
     if device != "cpu":
         rows = int(np.prod(x.shape[:-1], dtype=np.int64))
         if n:
-            _cuda_call("layer_norm_backward", [g, x, arrays["mean"], arrays["rstd"], w, dx, dw, db], (5, 6, 7), stream,
-                       rows, n)
+            with _backend.device_call([g, x, arrays["mean"], arrays["rstd"], w, dx, dw, db], written=(5, 6, 7),
+                                      stream=stream) as call:
+                work = 0
+                if dw is not None or db is not None:  # the per-chunk partial sums of dw, db
+                    with _backend.on_device(g):
+                        buffer = xp.empty(call.module.layer_norm_backward_workspace(rows, n), np.float32)
+                    work = _backend.device_pointer(buffer)
+                call.module.layer_norm_backward(*call.pointers, work, rows, n, call.stream, call.device)
         return tuple(None if a is None else to_kind(a, kind) for a in (dx, dw, db))
     _cpu.layer_norm_backward(g, x, arrays["mean"].reshape(-1), arrays["rstd"].reshape(-1), w, dx, dw, db)
     return tuple(None if a is None else to_kind(a, kind) for a in (dx, dw, db))
