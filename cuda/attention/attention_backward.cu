@@ -21,6 +21,22 @@ namespace {
 
 using namespace attention_detail;
 
+// The backward's two dot products per (warp row r, lane): s[r] += a_r · x and t[r] += b_r · y over
+// dp padded columns, a and b being this warp's broadcast rows (from `rows`, dp floats apart) and
+// x, y the lane's own rows (at `own`), float4 at a time.
+template <int kRows, class S>
+__device__ __forceinline__ void dot_pairs(float (&s)[kRows], float (&t)[kRows], S a, S b, int rows, int dp, S x, S y,
+                                          int own) {
+  for (int c = 0; c < dp; c += 4) {
+    const float4 xc = lds4(x, own + c), yc = lds4(y, own + c);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      s[r] = dot4(lds4(a, rows + r * dp + c), xc, s[r]);
+      t[r] = dot4(lds4(b, rows + r * dp + c), yc, t[r]);
+    }
+  }
+}
+
 // D_i = sum_c dO_ic O_ic: a warp per row (grid-stride), the row read coalesced.
 __global__ void __launch_bounds__(256) attention_backward_rowdot(const float* go, const float* o, float* dvec,
                                                                  int64_t rows, int d) {
@@ -66,15 +82,8 @@ attention_backward_dq(Params p, int64_t q_blocks, const float* lse, const float*
     load_tile(ks, ldk, p.k + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
     load_tile(vs, ldk, p.v + (bh * p.sk + j0) * d, p.sk - j0, kTile, d);
     __syncthreads();
-    float s[kRows] = {}, dp_[kRows] = {};
-    for (int c = 0; c < dp; c += 4) {  // s = q_r · k_lane, dp = dO_r · v_lane
-      const float4 kc = lds4(ks, lane * ldk + c), vc = lds4(vs, lane * ldk + c);
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        s[r] = dot4(lds4(qs, (warp * kRows + r) * dp + c), kc, s[r]);
-        dp_[r] = dot4(lds4(gs, (warp * kRows + r) * dp + c), vc, dp_[r]);
-      }
-    }
+    float s[kRows] = {}, dp_[kRows] = {};  // s = q_r · k_lane, dp = dO_r · v_lane
+    dot_pairs<kRows>(s, dp_, qs, gs, warp * kRows * dp, dp, ks, vs, lane * ldk);
     const uint32_t keep = p.dropout ? keep_bits_query_rows<kRows>(p, b, h, row0, j0, lane) : ~0u;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -131,15 +140,8 @@ attention_backward_dkdv(Params p, int64_t k_blocks, const float* lse, const floa
       stats[kTile + threadIdx.x] = in ? dvec[bh * p.sq + i0 + threadIdx.x] : 0.0f;
     }
     __syncthreads();
-    float s[kRows] = {}, dp_[kRows] = {};
-    for (int c = 0; c < dp; c += 4) {  // s = k_r · q_lane, dp = v_r · dO_lane
-      const float4 qc = lds4(qs, lane * ldq + c), gc = lds4(gs, lane * ldq + c);
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        s[r] = dot4(lds4(ks, (warp * kRows + r) * dp + c), qc, s[r]);
-        dp_[r] = dot4(lds4(vs, (warp * kRows + r) * dp + c), gc, dp_[r]);
-      }
-    }
+    float s[kRows] = {}, dp_[kRows] = {};  // s = k_r · q_lane, dp = v_r · dO_lane
+    dot_pairs<kRows>(s, dp_, ks, vs, warp * kRows * dp, dp, qs, gs, lane * ldq);
     const int64_t i = i0 + lane;
     const float li = stats[lane], di = stats[kTile + lane];
     const uint32_t keep = p.dropout ? keep_bits_key_rows<kRows>(p, b, h, i, krow0) : ~0u;

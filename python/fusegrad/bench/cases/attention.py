@@ -40,38 +40,50 @@ def _numpy_forward(q, k, v, causal):
     return run
 
 
+def _ours(q, k, v, g, out, causal: bool, backward: bool):
+    """ops.attention into `out`, and with backward its attention_backward too (any device's arrays)."""
+    if backward:
+        def fwd_bwd():
+            o, lse = ops.attention(q, k, v, causal=causal, return_lse=True, out=out)
+            return ops.attention_backward(g, q, k, v, o, lse, causal=causal)
+        return fwd_bwd
+    return lambda: ops.attention(q, k, v, causal=causal, out=out)
+
+
+def _torch_sdpa(torch, tq, tk, tv, tg, causal: bool, backward: bool):
+    """PyTorch's scaled_dot_product_attention as a user calls it: forward under no_grad, or forward
+    and backward through autograd (the upstream gradient tg)."""
+    F = torch.nn.functional
+    if backward:
+        def autograd():
+            xs = [t.detach().requires_grad_() for t in (tq, tk, tv)]
+            F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tg)
+            return [x.grad for x in xs]
+        return autograd
+
+    def forward():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return forward
+
+
 def _attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
     def setup():
         q, k, v = _qkv(b, h, s, d)
         g = np.random.default_rng(1).standard_normal(q.shape, dtype=np.float32)
-        out = np.empty_like(q)
-        if backward:
-            def ours():
-                o, lse = ops.attention(q, k, v, causal=causal, return_lse=True, out=out)
-                return ops.attention_backward(g, q, k, v, o, lse, causal=causal)
-        else:
-            ours = lambda: ops.attention(q, k, v, causal=causal, out=out)  # noqa: E731
+        ours = _ours(q, k, v, g, np.empty_like(q), causal, backward)
         base = {} if backward else {"numpy": _numpy_forward(q, k, v, causal)}
         torch = optional_import("torch")
         if torch is not None:
-            F, aten = torch.nn.functional, torch.ops.aten
+            aten = torch.ops.aten
             tq, tk, tv, tg = (torch.from_numpy(a) for a in (q, k, v, g))
+            base["torch"] = _torch_sdpa(torch, tq, tk, tv, tg, causal, backward)
             if backward:
-                def autograd():
-                    xs = [t.detach().requires_grad_() for t in (tq, tk, tv)]
-                    F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tg)
-                    return [x.grad for x in xs]
-
                 def bare():
                     o, lse = aten._scaled_dot_product_flash_attention_for_cpu(tq, tk, tv, 0.0, causal)
                     return aten._scaled_dot_product_flash_attention_for_cpu_backward(tg, tq, tk, tv, o, lse, 0.0,
                                                                                      causal)
-                base["torch"], base["torch_aten"] = autograd, bare
-            else:
-                def forward():
-                    with torch.no_grad():
-                        return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
-                base["torch"] = forward
+                base["torch_aten"] = bare
         return ours, base
 
     flops = 4.0 * b * h * s * s * d * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
@@ -162,29 +174,12 @@ def _cuda_attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
 
         cp.random.seed(0)
         q, k, v, g = (cp.random.standard_normal((b, h, s, d), dtype=cp.float32) for _ in range(4))
-        out = cp.empty_like(q)
-        if backward:
-            def ours():
-                o, lse = ops.attention(q, k, v, causal=causal, return_lse=True, out=out)
-                return ops.attention_backward(g, q, k, v, o, lse, causal=causal)
-        else:
-            ours = lambda: ops.attention(q, k, v, causal=causal, out=out)  # noqa: E731
+        ours = _ours(q, k, v, g, cp.empty_like(q), causal, backward)
         base = {}
         torch = optional_import("torch")
         if torch is not None and torch.cuda.is_available():
-            F = torch.nn.functional
             tq, tk, tv, tg = (torch.from_dlpack(a) for a in (q, k, v, g))
-            if backward:
-                def autograd():
-                    xs = [t.detach().requires_grad_() for t in (tq, tk, tv)]
-                    F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tg)
-                    return [x.grad for x in xs]
-                base["torch"] = autograd
-            else:
-                def forward():
-                    with torch.no_grad():
-                        return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
-                base["torch"] = forward
+            base["torch"] = _torch_sdpa(torch, tq, tk, tv, tg, causal, backward)
         return ours, base
 
     flops = 4.0 * b * h * s * s * d * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
