@@ -84,3 +84,27 @@ def cuda_device(request):
             yield CudaDevice("emulated", emu)
     else:
         yield CudaDevice("gpu")
+
+
+# The bf16 kernels' paths (fusegrad.ops.gemm.bf16_path), with the CPU features each needs
+# switched on and those of the faster paths switched off.
+BF16_PATHS = {"amx_bf16": {"amx_bf16": True, "avx512_bf16": True},
+              "avx512_bf16": {"amx_bf16": False, "avx512_bf16": True},
+              "generic": {"amx_bf16": False, "avx512_bf16": False}}
+
+
+@pytest.fixture(params=list(BF16_PATHS))
+def bf16_path(request):
+    """Runs a test on each path of the bf16 GEMM this machine has; restores the switches after."""
+    cpu = fusegrad._backend._cpu
+    wanted = BF16_PATHS[request.param]
+    # cpu_features() reports what is usable, which equals what is switched on only at avx512.
+    supported = set(cpu.supported_cpu_features()) if cpu.isa() == "avx512" else set()
+    if any(on and f not in supported for f, on in wanted.items()):
+        pytest.skip(f"this CPU/OS has no {request.param} (usable features: {sorted(supported)})")
+    saved = cpu.cpu_features()
+    for name in supported & set(wanted):
+        cpu.set_cpu_feature(name, wanted[name])
+    yield request.param
+    for name in supported & set(wanted):
+        cpu.set_cpu_feature(name, saved[name])

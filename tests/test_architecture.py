@@ -19,7 +19,7 @@ FLOORS = [
     ("fusegrad.autograd",),
     ("fusegrad.tensor", "fusegrad._tensor"),
     ("fusegrad.nn",),
-    ("fusegrad.optim",),
+    ("fusegrad.optim", "fusegrad.quantization"),
     ("fusegrad.data", "fusegrad.io"),
     ("fusegrad.train", "fusegrad.models"),
     ("fusegrad.bench", "fusegrad.__main__", "fusegrad._train_cli", "fusegrad._info"),

@@ -135,6 +135,22 @@ def test_bert_finetune_frozen_encoder():
     assert r["trainable"] == 4 and np.isfinite(r["loss"])  # the pooler and the classifier head
 
 
+@pytest.mark.usefixtures("protocol")
+def test_compress(mnist_dir):
+    r = run("compress", "--data-dir", mnist_dir, "--epochs", "2", "--finetune-epochs", "1", "--student-epochs", "2",
+            "--limit", "1200", "--calibration", "300")
+    rows = {row["model"]: row for row in r["rows"]}
+    assert list(rows) == ["float32", "pruned 50% + fine-tuned", "distilled student", "int8 (static)",
+                          "pruned 50% + int8", "trained in bf16 autocast"]
+    base = rows["float32"]
+    assert base["accuracy"] > 0.5
+    assert abs(rows["int8 (static)"]["accuracy"] - base["accuracy"]) <= 0.03  # the same model, in int8
+    assert rows["int8 (static)"]["size_kb"] < base["size_kb"] / 3  # int8 weights: a quarter of the bytes
+    assert rows["pruned 50% + fine-tuned"]["weights"] < base["weights"] / 2
+    assert rows["distilled student"]["weights"] < base["weights"] / 5
+    assert all(row["images_per_s"] > 0 and 0 <= row["accuracy"] <= 1 for row in r["rows"])
+
+
 def test_cifar10_binary_reader(tmp_path):
     from fusegrad.data import load_cifar10
 

@@ -11,6 +11,8 @@
 
 #include "common/array_check.h"
 #include "conv/conv.h"
+#include "conv/int8_conv.h"
+#include "gemm/int8_bind.h"
 
 namespace py = pybind11;
 
@@ -168,6 +170,37 @@ void conv2d_backward(const py::array& gy, const py::array& x, const py::array& w
   active_conv_kernels().backward(s, xp, gyp, wp, gxp, gwp, gbp);
 }
 
+// The int8 convolution: x uint8 NHWC, w packed from an HWIO (kh, kw, C_in, C_out) weight, out
+// (N, OH, OW, C_out) of int32 / float32 / uint8 / int8 (its dtype picks the epilogue).
+void int8_conv2d_forward(const py::array& x, const Int8PackedWeight& w, int64_t kh, int64_t kw, py::array& out,
+                         const Geometry& g, int32_t x_zero_point, const py::object& scale, const py::object& bias,
+                         int activation, float inv_out_scale, int32_t out_zero_point, int path) {
+  if (x.dtype().kind() != 'u' || x.itemsize() != 1) throw py::type_error("x: expected dtype uint8");
+  if (x.ndim() != 4 || !is_c_contiguous(x)) throw py::value_error("x: must be a C-contiguous 4-D array");
+  if (out.ndim() != 4 || !is_c_contiguous(out)) throw py::value_error("out: must be a C-contiguous 4-D array");
+  require_writeable(out, "out");
+  if (kh < 1 || kw < 1 || kh * kw * x.shape(3) != w.k)
+    throw py::value_error("int8 conv2d: the packed weight does not fit the kernel size and C_in");
+  const ConvShape s = conv_geometry(x.shape(0), x.shape(1), x.shape(2), x.shape(3), kh, kw, w.n, g.sh, g.sw, g.dh,
+                                    g.dw, g.pt, g.pb, g.pl, g.pr);
+  if (out.shape(0) != s.n || out.shape(1) != s.oh || out.shape(2) != s.ow || out.shape(3) != s.co)
+    throw py::value_error("int8 conv2d: input, weight and output shapes do not fit the geometry");
+  require_disjoint(out, {&x}, "quantized_conv2d");
+  py::array scale_holder, bias_holder;
+  Int8ConvProblem p;
+  p.epilogue = int8_epilogue(out, w, x_zero_point, scale, bias, activation, inv_out_scale, out_zero_point, scale_holder,
+                             bias_holder);
+  if (path < 0 || path > 3) throw py::value_error("path: must be 0, 1, 2 or 3");
+  p.s = s;
+  p.x = static_cast<const uint8_t*>(x.data());
+  p.x_zero_point = static_cast<uint8_t>(x_zero_point);
+  p.w = &w;
+  p.out = out.mutable_data();
+  p.path = static_cast<Int8Path>(path);
+  const KernelCall kernel_call;
+  int8_conv2d(p);
+}
+
 }  // namespace
 
 void register_conv(py::module_& m) {
@@ -190,6 +223,9 @@ void register_conv(py::module_& m) {
   m.def("conv2d_forward_max_pool", &conv2d_forward_max_pool, py::arg("x").noconvert(), py::arg("w").noconvert(),
         py::arg("bias"), py::arg("out").noconvert(), py::arg("indices").noconvert(), py::arg("pool"),
         py::arg("geometry"), py::arg("activation"), py::arg("act_param") = 0.0f);
+  m.def("int8_conv2d_forward", &int8_conv2d_forward, py::arg("x").noconvert(), py::arg("w"), py::arg("kh"),
+        py::arg("kw"), py::arg("out").noconvert(), py::arg("geometry"), py::arg("x_zero_point"), py::arg("scale"),
+        py::arg("bias"), py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("path") = 0);
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_out").noconvert(), py::arg("w").noconvert(),
         py::arg("grad_input").noconvert(), py::arg("geometry"));
   m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("x").noconvert(), py::arg("grad_out").noconvert(),

@@ -14,6 +14,7 @@
 #include "activation/activation_math.h"
 #include "common/threads.h"
 #include "gemm/gemm.h"
+#include "gemm/gemm_batch.h"
 #include "gemm/microkernel.h"
 #include "gemm/pack.h"
 
@@ -44,11 +45,6 @@ constexpr int64_t kKC = 256, kMC = 288, kNC = 4096;
 constexpr int64_t kKC = 256, kMC = 128, kNC = 2048;
 #endif
 static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks must be whole micro-tiles");
-
-// Below this many flops per GEMM one thread does it all: starting the second thread and joining
-// it costs a microsecond or two, which a ~100 GFLOP/s core spends on ~0.2 MFLOP. At 64^3
-// (0.5 MFLOP) two threads measured 106 GFLOP/s against one thread's ~90.
-constexpr double kThreadFlops = 2.0 * 64 * 64 * 64;
 
 // When the in-place (no-packing) path runs; see gemm_in_place for why. It keeps each C tile in
 // registers over the whole of K and packs nothing; it wins while the A rows a thread works on
@@ -387,18 +383,8 @@ Mat item(const GemmProblem& p, int64_t i) {
 
 void gemm(const GemmProblem& p) {
   if (p.batch <= 0 || p.m <= 0 || p.n <= 0) return;
-  const double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
-  const int threads = get_num_threads();
-  if (p.batch > 1 && threads > 1 && flops < kThreadFlops && flops * p.batch >= kThreadFlops) {
-    // Many small products: one per thread at a time, each single-threaded.
-    const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(kThreadFlops / std::max(flops, 1.0)));
-    parallel_for(p.batch, grain, [&](int64_t b0, int64_t b1) {
-      for (int64_t i = b0; i < b1; ++i) gemm_one(item(p, i), 1);
-    });
-    return;
-  }
-  const int per_item = flops >= kThreadFlops ? threads : 1;
-  for (int64_t i = 0; i < p.batch; ++i) gemm_one(item(p, i), per_item);
+  for_each_gemm(p.batch, 2.0 * double(p.m) * double(p.n) * double(p.k),
+                [&](int64_t i, int threads) { gemm_one(item(p, i), threads); });
 }
 
 }  // namespace

@@ -44,4 +44,8 @@ FG_DECLARE_KERNEL_TABLE(PoolKernels, pool_kernels)
 PoolShape pool_geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                         int64_t ph, int64_t pw);
 
+// Max pooling of uint8 (is_signed false) or int8 NHWC images, x (N, H, W, C) to y (N, OH, OW, C):
+// padding is never the maximum. (max_pool_int8.cpp)
+void max_pool2d_int8(const PoolShape& s, const void* x, void* y, bool is_signed);
+
 }  // namespace fusegrad

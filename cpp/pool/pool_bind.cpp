@@ -39,6 +39,20 @@ void max_pool2d_forward(const py::array& x, py::array& y, const py::object& indi
   active_pool_kernels().max_forward(s, xp, yp, ip);
 }
 
+void max_pool2d_int8_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                             int64_t ph, int64_t pw) {
+  const PoolShape s = pool_shape(x, kh, kw, sh, sw, ph, pw);
+  const char kind = x.dtype().kind();
+  if ((kind != 'u' && kind != 'i') || x.itemsize() != 1) throw py::type_error("x: expected dtype uint8 or int8");
+  if (!y.dtype().is(x.dtype())) throw py::type_error("y: expected the dtype of x");
+  if (!is_c_contiguous(x) || !is_c_contiguous(y) || !y.writeable())
+    throw py::value_error("x, y: must be C-contiguous, y writeable");
+  require_shape(y, {s.n, s.oh, s.ow, s.c}, "y");
+  require_disjoint(y, {&x}, "quantized_max_pool2d");
+  const KernelCall kernel_call;
+  max_pool2d_int8(s, x.data(), y.mutable_data(), kind == 'i');
+}
+
 void max_pool2d_backward(const py::array& gy, const py::array& indices, py::array& gx, int64_t kh, int64_t kw,
                          int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   const PoolShape s = pool_shape(gx, kh, kw, sh, sw, ph, pw);
@@ -110,6 +124,8 @@ void register_pool(py::module_& m) {
   m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("indices"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"));
+  m.def("max_pool2d_int8_forward", &max_pool2d_int8_forward, py::arg("x").noconvert(), py::arg("y").noconvert(),
+        py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));
   m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out").noconvert(),
         py::arg("indices").noconvert(), py::arg("grad_input").noconvert(), py::arg("kh"), py::arg("kw"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"));

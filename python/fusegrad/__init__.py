@@ -1,10 +1,10 @@
 """fusegrad: a deep-learning engine whose hot paths are compiled C++/CUDA kernels."""
 import builtins as _builtins
 
-from . import _backend, autograd, cuda, data, models, nn, ops, optim, train
+from . import _backend, autograd, cuda, data, models, nn, ops, optim, quantization, train
 from ._cpu import __version__
 from ._info import info
-from .autograd import enable_grad, is_grad_enabled, no_grad
+from .autograd import autocast, enable_grad, is_autocast_enabled, is_grad_enabled, no_grad
 from .io import load, save
 from .random import manual_seed
 from ._tensor import functional as _functional
@@ -68,8 +68,8 @@ globals().update({name: _np.dtype(t) for name, t in _DTYPE_NAMES.items()})
 __all__ = [
     "as_tensor", "einsum", "eye", "full_like", "is_tensor", "linspace", "nonzero", "numel", "where", "MaxResult", "MinResult",
     *_METHODS, *_DTYPE_NAMES,
-    "Tensor", "__version__", "arange", "autograd", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
-    "get_num_threads", "info", "set_flush_denormal", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "models", "nn", "no_grad",
+    "Tensor", "__version__", "arange", "autocast", "autograd", "cat", "concatenate", "cuda", "data", "enable_grad", "from_dlpack", "full",
+    "get_num_threads", "info", "set_flush_denormal", "is_autocast_enabled", "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "models", "nn", "no_grad",
     "ones", "ones_like", "ops", "optim", "rand", "randn", "save", "set_num_threads", "stack", "tensor", "train",
     "zeros", "zeros_like",
 ]

@@ -21,6 +21,9 @@ from .timer import measure
 
 __all__ = ["Case", "all_cases", "run", "main"]
 
+# Units counted in billions per second (int8 cases count integer operations in GOP/s).
+GIGA_UNITS = ("GFLOP/s", "GOP/s", "GB/s")
+
 
 def _gpu_ready() -> bool:
     try:
@@ -83,7 +86,7 @@ def set_fraction(result: dict, case: Case, limits: Limits | None, threads_at_lim
     throughput; a case faster than its limit has the limit re-probed first (reprobe=True)."""
     if not case.limit or limits is None or case.limit not in limits.values:
         return
-    throughput = case.work / result["fusegrad"]["min_s"] / (1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0)
+    throughput = case.work / result["fusegrad"]["min_s"] / (1e9 if case.unit in GIGA_UNITS else 1.0)
     fraction, capped = limits.fraction(case.limit, limit_demand(case, throughput, threads_at_limit), reprobe)
     result["fraction_of_limit"] = round(fraction, 3)
     result["limit"] = case.limit
@@ -100,7 +103,7 @@ def run_case(case: Case, limits: Limits | None, repeat: int | None = None,
         fusegrad_fn, baselines = case.setup()
         timings = measure({"fusegrad": fusegrad_fn, **baselines}, device=case.device, repeat=repeat,
                           settle_s=case.settle_s)
-    scale = 1e9 if case.unit in ("GFLOP/s", "GB/s") else 1.0
+    scale = 1e9 if case.unit in GIGA_UNITS else 1.0
     ours = timings.pop("fusegrad")
     result = {
         "name": case.name, "family": case.family, "device": case.device, "unit": case.unit,

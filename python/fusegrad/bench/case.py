@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop")
+FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop",
+            "quantization")
 
 
 @dataclass
@@ -17,7 +18,7 @@ class Case:
     name: str  # unique, "family/what/shape", e.g. "activation/relu/16M"
     family: str  # one of FAMILIES
     device: str  # "cpu" or "cuda"
-    unit: str  # "GFLOP/s", "GB/s" or "samples/s"
+    unit: str  # "GFLOP/s", "GOP/s" (integer operations), "GB/s" or "samples/s"
     work: float  # per call: floating-point operations, bytes moved, or samples
     # () -> (fusegrad_fn, {baseline_name: fn}); baseline names: "numpy", "torch", "cupy", or a
     # variant such as "torch_channels_last" or "torch_fused". Unavailable baselines are left out.

@@ -1,5 +1,5 @@
 """Neural-network modules, PyTorch's names and conventions (images NHWC, conv weights HWIO)."""
-from . import functional, init, parallel, utils
+from . import functional, init, parallel, quantized, utils
 from .modules import (
     GELU,
     GRU,
@@ -52,6 +52,5 @@ __all__ = [
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AdaptiveAvgPool2d", "GroupNorm", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
     "LSTM", "GRU", "LSTMCell", "GRUCell", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss",
-    "functional",
-    "init", "parallel", "utils",
+    "functional", "init", "parallel", "quantized", "utils",
 ]

@@ -12,6 +12,7 @@ from .._backend import array_module, on_host, to_device
 from .._tensor.einsum import einsum  # noqa: F401 - nn.functional.einsum, as in PyTorch
 from .._tensor.promote import dim_arg
 from ..autograd import is_grad_enabled
+from ..autograd.autocast import gemm_precision
 from ..autograd.functions import attention as attention_fn
 from ..autograd.functions import conv as conv_fn
 from ..autograd.functions import gemm as gemm_fn
@@ -46,7 +47,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
                 and not (is_grad_enabled() and any(t.requires_grad for t in tensors))):
             # Nothing to differentiate (inference): the activation (e.g. GELU) runs in the GEMM's store.
             y = ops.matmul(x.data.reshape(-1, x.shape[-1]), weight.data.T, bias=None if bias is None else bias.data,
-                           activation=activation)
+                           activation=activation, precision=gemm_precision(x.device))
             return Tensor._wrap(y.reshape(*x.shape[:-1], weight.shape[0]))
         return _activate(linear(x, weight, bias), activation, negative_slope)
     args = (x, weight) if bias is None else (x, weight, bias)

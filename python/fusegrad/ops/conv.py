@@ -12,6 +12,10 @@ The kernels are implicit GEMMs: on the CPU (NumPy arrays) on the GEMM family's m
 cpp/conv/conv.h), on a GPU (CuPy and other CUDA arrays) on the CUDA GEMM's SIMT mainloop (see
 cuda/conv/conv.cuh), in fp32 on both. CUDA kernels run on the caller's current CuPy stream unless
 stream= is given. Inputs of any layout are used C-contiguous (copied when they are not).
+
+precision: "fp32" (the default), or on the CPU "bf16" for conv2d and its input and weight
+gradients: input and weight rounded to bf16, fp32 sums, fp32 results (im2col and the bf16 GEMM;
+ops/conv_bf16.py). The CUDA convolutions compute in fp32 only and refuse "bf16".
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ from .._backend import array_module, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input,
                       integer, pair, real, shape_argument)
 from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
-from .gemm import epilogue_code
+from . import conv_bf16
+from . import gemm as gemm_ops
+from .gemm import as_quantized_weight, cpu_only, epilogue_code, int8_output, requant_args
 
 
 def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
@@ -103,6 +109,50 @@ def _check_bias(ba, w_shape, fn: str) -> None:
         raise ValueError(f"{fn}: bias must have shape ({w_shape[3]},) for weight {tuple(w_shape)}, got {ba.shape}")
 
 
+CONV_PRECISIONS = ("fp32", "bf16")
+
+
+def _precision(precision, device: str, fn: str) -> str:
+    if type(precision) is not str or precision not in CONV_PRECISIONS:
+        raise ValueError(f"{fn}: precision must be one of {', '.join(map(repr, CONV_PRECISIONS))}, got {precision!r}")
+    if precision == "bf16" and device != "cpu":
+        raise ValueError(f"{fn}: precision='bf16' runs on the CPU only; the CUDA convolutions compute in fp32 "
+                         "(precision='fp32')")
+    return precision
+
+
+def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_zero_point=0, w_scale=None,
+                     bias=None, activation=None, out_dtype=None, out_scale=None, out_zero_point=0, out=None):
+    """The int8 convolution: uint8 NHWC x (N, H, W, C_in) with int8 HWIO w (KH, KW, C_in, C_out),
+    or w packed once by pack_quantized_weight(w) (a QuantizedWeight with its kernel_shape).
+
+    Padding positions hold x_zero_point, the quantized real 0. The epilogue is quantized_matmul's
+    (fusegrad.ops.gemm): no scales, the exact int32 sums of (x − x_zero_point) · w; with x_scale
+    and w_scale (a number or (C_out,) per output channel), x_scale · w_scale · sums + bias, relu,
+    as float32 or with out_dtype=np.uint8 / np.int8 requantized with out_scale, out_zero_point.
+    It runs as an im2col of blocks of output pixels and the int8 GEMM; a 1×1 convolution of stride
+    1 without padding multiplies the image in place. CPU arrays only.
+    """
+    fn = "quantized_conv2d"
+    xa, kind = cpu_only(x, "x", fn)
+    if xa.dtype != np.uint8:
+        raise TypeError(f"x: expected dtype uint8, got {xa.dtype}")
+    packed = as_quantized_weight(w, fn)
+    if packed.kernel_shape is None:
+        raise ValueError(f"{fn}: w must be a 4-D HWIO (KH, KW, C_in, C_out) weight or one packed from it, "
+                         f"got a packed {packed.shape} matrix")
+    oh, ow, geo = conv_geometry(xa.shape, packed.kernel_shape, stride, padding, dilation, fn)
+    kh, kw, _, co = packed.kernel_shape
+    zp, dtype, scale, bias, act, inv, out_zp = requant_args(
+        fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w")
+    xa = np.ascontiguousarray(xa)
+    target, result = int8_output(out, (xa.shape[0], oh, ow, co), dtype, (xa,), fn)
+    if target.size:
+        _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, act, inv, out_zp,
+                                 gemm_ops._INT8_PATH)
+    return finish_output(target, result, out, kind)
+
+
 # --- CUDA ---------------------------------------------------------------------------------------
 
 # Tile configuration of the CUDA implicit GEMMs ("auto", "large", "small") and the K splits of the
@@ -142,15 +192,18 @@ def _cuda_call(kernel, arrays, written, stream, *args):
 # --- the ops ------------------------------------------------------------------------------------
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, stream=None):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None, out=None, precision="fp32",
+           stream=None):
     """act(conv(x, w) + bias) -> (N, OH, OW, C_out).
 
     x (N, H, W, C_in), w (KH, KW, C_in, C_out), bias (C_out,) or None; stride and dilation an int
     or a pair; padding as in the module docstring. activation: None, "relu", "gelu", "gelu_tanh",
     "sigmoid", "tanh" or "silu", applied with the bias while the kernel stores the output.
+    precision: "fp32", or "bf16" on the CPU (see the module docstring).
     """
     fn = "conv2d"
     xa, wa, ba, kind, device = _inputs(fn, x=x, w=w, bias=bias)
+    precision = _precision(precision, device, fn)
     code = epilogue_code(activation)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     _check_bias(ba, wa.shape, fn)
@@ -166,7 +219,10 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, activation=None,
     xa, wa, ba = (None if a is None else np.ascontiguousarray(a) for a in (xa, wa, ba))
     target, result = cpu_output(out, shape, (xa, wa, ba))
     if target.size:
-        _cpu.conv2d_forward(xa, wa, ba, target, geo, code)
+        if precision == "bf16":
+            conv_bf16.forward(xa, wa, ba, geo, oh, ow, activation, target)
+        else:
+            _cpu.conv2d_forward(xa, wa, ba, target, geo, code)
     return finish_output(target, result, out, kind)
 
 
@@ -209,10 +265,13 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     return to_kind(y, kind), to_kind(indices, kind)
 
 
-def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None, stream=None):
-    """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in)."""
+def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, out=None, precision="fp32",
+                          stream=None):
+    """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in). precision:
+    "fp32", or "bf16" on the CPU (grad_out and w rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_input"
     g, wa, kind, device = _inputs(fn, grad_out=grad_out, w=w)
+    precision = _precision(precision, device, fn)
     shape = shape_argument(input_shape, "input_shape", fn, 4)
     oh, ow, geo = conv_geometry(shape, wa.shape, stride, padding, dilation, fn)
     expected = (shape[0], oh, ow, wa.shape[3])
@@ -230,14 +289,20 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
     g, wa = np.ascontiguousarray(g), np.ascontiguousarray(wa)
     target, result = cpu_output(out, shape, (g, wa))
     if target.size:
-        _cpu.conv2d_backward_input(g, wa, target, geo)
+        if precision == "bf16":
+            conv_bf16.backward_input(g, wa, shape, geo, oh, ow, target)
+        else:
+            _cpu.conv2d_backward_input(g, wa, target, geo)
     return finish_output(target, result, out, kind)
 
 
-def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None, stream=None):
-    """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in, C_out)."""
+def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, out=None,
+                           precision="fp32", stream=None):
+    """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in, C_out).
+    precision: "fp32", or "bf16" on the CPU (x and grad_out rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_weight"
     xa, g, kind, device = _inputs(fn, x=x, grad_out=grad_out)
+    precision = _precision(precision, device, fn)
     shape = shape_argument(weight_shape, "weight_shape", fn, 4)
     oh, ow, geo = conv_geometry(xa.shape, shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, shape[3])
@@ -255,7 +320,12 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     xa, g = np.ascontiguousarray(xa), np.ascontiguousarray(g)
     target, result = cpu_output(out, shape, (xa, g))
     if target.size:
-        _cpu.conv2d_backward_weight(xa, g, target, geo)
+        if precision != "bf16":
+            _cpu.conv2d_backward_weight(xa, g, target, geo)
+        elif g.size:
+            conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target)
+        else:
+            target[...] = 0.0  # no output pixels: nothing contributes
     return finish_output(target, result, out, kind)
 
 
@@ -284,17 +354,20 @@ def conv2d_backward_bias(grad_out, *, out=None, stream=None):
 
 
 def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_grad=True, weight_grad=True,
-                    bias_grad=True, out=None, stream=None):
+                    bias_grad=True, out=None, precision="fp32", stream=None):
     """The gradients of conv2d with respect to x, w and the bias in one call -> (grad_x, grad_w,
     grad_bias), None for each not asked for (PyTorch's convolution_backward with its output mask).
 
     The numbers of conv2d_backward_input, _weight and _bias. First layers (C_in <= 4) run the
     passes image by image while the weight gradient is among them, so grad_out is read from
     memory once instead of once per gradient (CPU; on a GPU the three kernels run one after
-    another). out: None, or a triple of arrays (or None) to write the gradients into.
+    another). out: None, or a triple of arrays (or None) to write the gradients into. precision:
+    "fp32", or "bf16" on the CPU for the input and weight gradients (the bias gradient, a sum of
+    grad_out, is fp32 either way).
     """
     fn = "conv2d_backward"
     g, xa, wa, kind, device = _inputs(fn, grad_out=grad_out, x=x, w=w)
+    precision = _precision(precision, device, fn)
     oh, ow, geo = conv_geometry(xa.shape, wa.shape, stride, padding, dilation, fn)
     expected = (xa.shape[0], oh, ow, wa.shape[3])
     if tuple(g.shape) != expected:
@@ -305,9 +378,10 @@ def conv2d_backward(grad_out, x, w, *, stride=1, padding=0, dilation=1, input_gr
     elif not (isinstance(out, (tuple, list)) and len(out) == 3):
         raise ValueError(f"{fn}: out must be None or a triple (grad_x, grad_w, grad_bias), got {type(out).__name__}")
     wanted = (flag(input_grad, "input_grad", fn), flag(weight_grad, "weight_grad", fn), flag(bias_grad, "bias_grad", fn))
-    if device != "cpu":
+    if device != "cpu" or precision == "bf16":
+        # One pass per gradient (the bf16 passes are GEMMs on columns; CUDA has a kernel each).
         geometry = {"stride": (geo.sh, geo.sw), "padding": ((geo.pt, geo.pb), (geo.pl, geo.pr)),
-                    "dilation": (geo.dh, geo.dw)}
+                    "dilation": (geo.dh, geo.dw), "precision": precision}
         grads = (conv2d_backward_input(g, wa, xa.shape, out=out[0], stream=stream, **geometry) if wanted[0] else None,
                  conv2d_backward_weight(xa, g, wa.shape, out=out[1], stream=stream, **geometry) if wanted[1] else None,
                  conv2d_backward_bias(g, out=out[2], stream=stream) if wanted[2] else None)

@@ -26,6 +26,7 @@ from .. import _backend, _cpu
 from .._backend import array_module, device_of, native, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input, pair,
                       shape_argument)
+from .gemm import cpu_only, int8_output
 
 
 def _float32(x, name: str):
@@ -259,3 +260,20 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
     "global_avg_pool2d_backward",
 ]
+
+
+def quantized_max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
+    """Max pooling of a quantized NHWC image: uint8 or int8 x -> (N, OH, OW, C) of the same dtype,
+    scale and zero point (padding never wins). Requantization is monotone, so pooling a quantized
+    convolution's output equals quantizing its pooled real output: a quantized conv -> relu ->
+    pool network stays in int8. CPU arrays only."""
+    fn = "quantized_max_pool2d"
+    arr, kind = cpu_only(x, "x", fn)
+    if arr.dtype not in (np.uint8, np.int8):
+        raise TypeError(f"x: expected dtype uint8 or int8, got {arr.dtype}")
+    oh, ow, *geo = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    arr = np.ascontiguousarray(arr)
+    target, result = int8_output(out, (arr.shape[0], oh, ow, arr.shape[3]), arr.dtype, (arr,), fn)
+    if target.size:
+        _cpu.max_pool2d_int8_forward(arr, target, *geo)
+    return finish_output(target, result, out, kind)

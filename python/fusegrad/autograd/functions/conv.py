@@ -11,6 +11,7 @@ from ... import ops
 from ..._backend import array_module, device_of
 from ...ops.activation import DERIVATIVE_FROM_OUTPUT, EPILOGUE
 from ...ops.conv import conv_geometry
+from ..autocast import conv_precision
 from ..engine import Function
 
 
@@ -63,12 +64,13 @@ def _taps_backward(g, x, w, x_shape, stride, pads, dilation, need_x, need_w):
     return gx, gw
 
 
-def _conv_backward(needs_grad, g, x, w, x_shape, stride, pads, dilation):
-    """(gx, gw, gb) of a convolution from the gradient of its output, each None when not needed."""
+def _conv_backward(needs_grad, g, x, w, x_shape, stride, pads, dilation, precision="fp32"):
+    """(gx, gw, gb) of a convolution from the gradient of its output, each None when not needed;
+    the input and weight gradients in `precision` (that of the forward, under autocast)."""
     need_x, need_w = needs_grad[0], needs_grad[1]
     need_b = len(needs_grad) > 2 and needs_grad[2]
     if _on_kernels(g, x, w):
-        geo = dict(stride=stride, padding=pads, dilation=dilation)
+        geo = dict(stride=stride, padding=pads, dilation=dilation, precision=precision)
         if need_w:
             # One call for all that is needed: first layers read g once for every gradient.
             gx, gw, gb = ops.conv2d_backward(g, x, w, input_grad=need_x, bias_grad=need_b, **geo)
@@ -93,9 +95,12 @@ class Conv2d(Function):
                 param=0.01):
         if activation is not None and activation not in DERIVATIVE_FROM_OUTPUT:
             raise ValueError(f"conv2d: activation {activation!r} cannot be fused (its derivative needs the input)")
+        precision = "fp32"
         if _on_kernels(x, w, b):
+            precision = conv_precision(device_of(x))
             in_store = activation if activation in EPILOGUE else None
-            y = ops.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, activation=in_store)
+            y = ops.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, activation=in_store,
+                           precision=precision)
             if activation is not None and in_store is None:
                 ops.activation.forward(activation, y, param=param, out=y)
         else:
@@ -104,14 +109,14 @@ class Conv2d(Function):
                 y = ops.activation.forward(activation, y, param=param)
         # w always (a parameter, alive anyway): the one-call backward takes it with x.
         self.save(x if self.needs_grad[1] else None, w, y if activation else None, x.shape, stride, pads,
-                  dilation, activation, param)
+                  dilation, activation, param, precision)
         return y
 
     def backward(self, g):
-        x, w, y, x_shape, stride, pads, dilation, activation, param = self.saved
+        x, w, y, x_shape, stride, pads, dilation, activation, param, precision = self.saved
         if activation is not None:
             g = ops.activation.backward(activation, g, y, param=param)
-        return _conv_backward(self.needs_grad, g, x, w, x_shape, stride, pads, dilation)
+        return _conv_backward(self.needs_grad, g, x, w, x_shape, stride, pads, dilation, precision)
 
 
 class Conv2dMaxPool(Function):
@@ -123,16 +128,26 @@ class Conv2dMaxPool(Function):
 
     def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), pool=2,
                 activation=None, negative_slope=0.01):
-        y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
-                                           activation=activation, negative_slope=negative_slope)
+        precision = conv_precision(device_of(x))
+        if precision == "fp32":
+            y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
+                                               activation=activation, negative_slope=negative_slope)
+        else:
+            # The fused kernel is fp32: under autocast the bf16 convolution, then the pooling and
+            # the activation on the pooled values, which is what the fused kernel computes.
+            conv = ops.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, precision=precision)
+            y, indices = ops.max_pool2d(conv, pool, return_indices=True)
+            if activation is not None:
+                ops.activation.forward(activation, y, param=negative_slope, out=y)
         oh, ow, _ = conv_geometry(x.shape, w.shape, stride, pads, dilation, "conv2d_max_pool2d")
         conv_shape = (x.shape[0], oh, ow, w.shape[3])
         self.save(x if self.needs_grad[1] else None, w, y if activation else None, indices, conv_shape, x.shape,
-                  stride, pads, dilation, pool, activation, negative_slope)
+                  stride, pads, dilation, pool, activation, negative_slope, precision)
         return y
 
     def backward(self, g):
-        x, w, y, indices, conv_shape, x_shape, stride, pads, dilation, pool, activation, slope = self.saved
+        (x, w, y, indices, conv_shape, x_shape, stride, pads, dilation, pool, activation, slope,
+         precision) = self.saved
         if activation is not None:
             g = ops.activation.backward(activation, g, y, param=slope)
         # Each pooled value routes its gradient to exactly one conv output (the windows do not
@@ -141,7 +156,7 @@ class Conv2dMaxPool(Function):
         need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
         gb = ops.conv2d_backward_bias(g) if need_b else None
         g = ops.max_pool2d_backward(g, indices, conv_shape, pool)
-        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation)
+        gx, gw, _ = _conv_backward(self.needs_grad[:2], g, x, w, x_shape, stride, pads, dilation, precision)
         return gx, gw, gb
 
 
@@ -152,23 +167,26 @@ class ConvTranspose2d(Function):
     the backward-weight kernel for w."""
 
     def forward(self, x, w, b=None, out_shape=(), stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1)):
+        precision = "fp32"
         if _on_kernels(x, w, b):
-            y = ops.conv2d_backward_input(x, w, out_shape, stride=stride, padding=pads, dilation=dilation)
+            precision = conv_precision(device_of(x))
+            y = ops.conv2d_backward_input(x, w, out_shape, stride=stride, padding=pads, dilation=dilation,
+                                          precision=precision)
         else:
             y, _ = _taps_backward(x, None, w, out_shape, stride, pads, dilation, True, False)
             y = array_module(x).ascontiguousarray(y)
         if b is not None:
             y = y + b
-        self.save(x, w, stride, pads, dilation)
+        self.save(x, w, stride, pads, dilation, precision)
         return y
 
     def backward(self, g):
-        x, w, stride, pads, dilation = self.saved
+        x, w, stride, pads, dilation, precision = self.saved
         need_x, need_w = self.needs_grad[0], self.needs_grad[1]
         need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
         gx = gw = None
         if _on_kernels(g, x, w):
-            geo = dict(stride=stride, padding=pads, dilation=dilation)
+            geo = dict(stride=stride, padding=pads, dilation=dilation, precision=precision)
             gx = ops.conv2d(g, w, **geo) if need_x else None
             gw = ops.conv2d_backward_weight(g, x, w.shape, **geo) if need_w else None
         else:

@@ -1,5 +1,6 @@
 """Recurrent layers: one layer of an LSTM or GRU (every direction) as one op over the whole sequence,
-forward and backward each one kernel call per direction (ops.rnn).
+forward and backward each one kernel call per direction (ops.rnn), on the CPU or a CUDA device
+(the arrays are allocated on x's device).
 
 The engine's ops have one output, and a layer has three (y, h_n, c_n). RNNLayer's output is y; h_n
 and c_n are RNNState ops on y that hand their gradients to the layer: the engine runs an op's
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
+from ..._backend import array_module, on_device
 from ..engine import Function
 
 
@@ -26,9 +28,11 @@ class RNNLayer(Function):
         h0 = states.pop(0) if has_h0 else None
         c0 = states.pop(0) if has_c0 else None
         hidden = params[1].shape[1]
-        y = np.empty((*x.shape[:2], directions * hidden), np.float32)
-        h_n = np.empty((directions, y.shape[1 - batch_first], hidden), np.float32)
-        c_n = np.empty_like(h_n) if mode == "lstm" else None
+        xp = array_module(x)
+        with on_device(x):
+            y = xp.empty((*x.shape[:2], directions * hidden), np.float32)
+            h_n = xp.empty((directions, y.shape[1 - batch_first], hidden), np.float32)
+            c_n = xp.empty_like(h_n) if mode == "lstm" else None
         saved = []
         for d in range(directions):
             w_ih, w_hh, b_ih, b_hh = (*params[d * per:(d + 1) * per], None, None)[:4]
@@ -61,10 +65,11 @@ class RNNLayer(Function):
             dh0.append(gh0)
             dc0.append(gc0)
         out = [dx, *grads]
+        xp = array_module(dh0[0])
         if has_h0:
-            out.append(np.stack(dh0))
+            out.append(xp.stack(dh0))
         if has_c0:
-            out.append(np.stack(dc0))
+            out.append(xp.stack(dc0))
         return tuple(out)
 
 
@@ -73,12 +78,12 @@ class RNNState(Function):
     docstring."""
 
     def forward(self, y, layer=None, which=0, state=None):
-        self.save(layer, which, y.shape)
+        self.save(layer, which, y.shape, array_module(y))
         return state
 
     def backward(self, g):
-        layer, which, shape = self.saved
+        layer, which, shape, xp = self.saved
         if layer is not None:
             held = layer.state_grads[which]
             layer.state_grads[which] = g if held is None else held + g
-        return (np.broadcast_to(np.zeros((), np.float32), shape),)
+        return (xp.broadcast_to(xp.zeros((), np.float32), shape),)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-FAMILY_MODULES = ["activation", "softmax", "gemm", "conv", "pool", "optim", "rnn", "attention", "train", "interop"]
+FAMILY_MODULES = ["activation", "softmax", "gemm", "int8", "conv", "pool", "optim", "rnn", "attention", "train", "interop",
+                  "quantization"]
 
 
 def all_cases():

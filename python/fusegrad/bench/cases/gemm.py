@@ -3,6 +3,14 @@
 Work is 2·M·N·K flops per call, bound by the FMA peak. Every candidate writes into a preallocated
 output where its library allows one, so allocation is not what is measured.
 
+bf16 on the CPU (gemm/bf16/N, 1024-4096 squares): ops.matmul(precision="bf16") on fp32 arrays
+(rounded to bf16 while packing) beside our own fp32 GEMM ("fusegrad_fp32"), NumPy's fp32 and
+PyTorch's bf16 matmul on bf16 tensors ("torch_bf16": its inputs are bf16 already and its output is
+bf16, so it moves fewer bytes). gemm/bf16_inputs/N takes ml_dtypes.bfloat16 arrays, as torch does.
+gemm/bf16_avx512/N switches AMX off for the call, timing the vdpbf16ps path against fp32. No
+limit column: the suite probes the fp32 FMA peak only, and AMX-BF16's peak is 1024 flops per cycle
+per core (16 times the fp32 FMA rate), far above it.
+
 CUDA cases (2048-8192 squares): each precision of ops.matmul against cuBLAS through CuPy and
 PyTorch. fp32 compares with TF32 off (CuPy's default; torch.backends.cuda.matmul.allow_tf32 =
 False, set in the call): true fp32 on both sides, bound by cuBLAS's SGEMM rate. tf32 compares
@@ -92,13 +100,70 @@ def _mlp_cases() -> list:
     return out
 
 
+BF16_SQUARES = (1024, 2048, 4096)
+
+
+def _bf16_case(n: int, kind: str) -> Case:
+    """C (n×n) = A·B with precision="bf16". kind: "fp32" inputs, "bf16" inputs (ml_dtypes), or
+    "avx512" (fp32 inputs, the AMX path switched off for the call)."""
+    from ... import _cpu
+
+    def setup():
+        rng = np.random.default_rng(0)
+        a, b = _rand(rng, n, n), _rand(rng, n, n)
+        o, o32 = np.empty((n, n), np.float32), np.empty((n, n), np.float32)
+        if kind == "bf16":
+            import ml_dtypes
+
+            a, b = a.astype(ml_dtypes.bfloat16), b.astype(ml_dtypes.bfloat16)
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        base = {"fusegrad_fp32": lambda: ops.matmul(a32, b32, out=o32), "numpy": lambda: np.matmul(a32, b32, out=o32)}
+        torch = optional_import("torch")
+        if torch is not None:
+            ta, tb = torch.from_numpy(a32).bfloat16(), torch.from_numpy(b32).bfloat16()
+            to = torch.empty((n, n), dtype=torch.bfloat16)
+            base["torch_bf16"] = lambda: torch.matmul(ta, tb, out=to)
+
+        def ours():
+            return ops.matmul(a, b, out=o, precision="bf16")
+
+        if kind == "avx512":
+            def ours():  # noqa: F811 - the same call with AMX switched off for its duration
+                amx = _cpu.cpu_features()["amx_bf16"]
+                _cpu.set_cpu_feature("amx_bf16", False)
+                try:
+                    return ops.matmul(a, b, out=o, precision="bf16")
+                finally:
+                    if amx:
+                        _cpu.set_cpu_feature("amx_bf16", True)
+
+        return ours, base
+
+    name = {"fp32": "gemm/bf16", "bf16": "gemm/bf16_inputs", "avx512": "gemm/bf16_avx512"}[kind]
+    note = {"fp32": "fp32 arrays rounded to bf16 in packing; path: " + ops.gemm.bf16_path(),
+            "bf16": "ml_dtypes.bfloat16 arrays; path: " + ops.gemm.bf16_path(),
+            "avx512": "AMX off: vdpbf16ps"}[kind]
+    return Case(f"{name}/{n}", "gemm", "cpu", "GFLOP/s", 2.0 * n**3, setup, note=note, settle_s=OPENBLAS_SETTLE_S)
+
+
+def _bf16_cases() -> list:
+    from ... import _cpu
+
+    out = [_bf16_case(n, "fp32") for n in BF16_SQUARES]
+    if optional_import("ml_dtypes") is not None:
+        out += [_bf16_case(n, "bf16") for n in BF16_SQUARES]
+    if _cpu.cpu_features()["avx512_bf16"]:
+        out += [_bf16_case(n, "avx512") for n in (1024, 2048)]
+    return out
+
+
 def cases():
     out = [_product_case(f"gemm/square/{n}", n, n, n) for n in SQUARES]
     out.append(_product_case("gemm/square_1thread/1024", 1024, 1024, 1024, threads=1,
                              note="one core; the limit is one core's FMA peak"))
     out += _mlp_cases()
     out.append(_bias_relu_case(128, 500, 784))
-    return out + _cuda_cases()
+    return out + _bf16_cases() + _cuda_cases()
 
 
 # --- CUDA ---------------------------------------------------------------------------------------

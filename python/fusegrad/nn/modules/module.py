@@ -202,6 +202,10 @@ class Module:
             target = own[name]
             target.data[...] = to_device(arr if isinstance(arr, np.ndarray) else _backend.native(arr)[0],
                                           target.device)
+        for module in self.modules():  # what a module computed from its state is stale now
+            reset = getattr(module, "_reset_derived_state", None)
+            if reset is not None:
+                reset()
         return missing, unexpected
 
     # -- calling ------------------------------------------------------------------------------------

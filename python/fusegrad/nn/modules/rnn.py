@@ -1,7 +1,7 @@
 """LSTM and GRU with PyTorch's parameters, gate order, equations and return values, so PyTorch
 state_dicts load unchanged; each layer runs as one kernel call over the whole sequence per direction
-(ops.rnn, cpp/rnn/), forward and backward. batch_first=True by default (as before in fusegrad; give
-batch_first=False for PyTorch's (T, B, I)).
+(ops.rnn: cpp/rnn/ on the CPU, cuda/rnn/ on a CUDA device), forward and backward. batch_first=True
+by default (as before in fusegrad; give batch_first=False for PyTorch's (T, B, I)).
 
 Variable-length batches: forward(x, state, lengths=...) with one length per batch row, on the padded
 batch itself (rather than PyTorch's PackedSequence): x and y keep one layout the kernels read and
@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ...autograd.functions.rnn import RNNLayer, RNNState
-from ...tensor import Tensor, cat, stack, zeros
+from ...tensor import Tensor, cat
 from .. import functional as F
 from .. import init
 from .module import Module, Parameter
@@ -37,31 +37,6 @@ def _lengths(lengths, batch: int, steps: int, name: str):
     if arr.size and (arr.min() < 0 or arr.max() > steps):
         raise ValueError(f"{name}: lengths must lie in [0, {steps}], got {arr.min()}..{arr.max()}")
     return arr.astype(np.int32)
-
-
-def _composed_direction(mode: str, x: Tensor, params, h: Tensor, c, reverse: bool):
-    """One direction of one layer as autograd ops, a step at a time, on batch-first x (N, T, I):
-    the path for devices that have no rnn kernels yet (CUDA). Same equations as cpp/rnn/."""
-    w_ih, w_hh, b_ih, b_hh = (list(params) + [None, None])[:4]
-    hidden = w_hh.shape[1]
-    projected = F.linear(x, w_ih, b_ih)  # every step's input projection in one GEMM
-    steps = x.shape[1]
-    outputs = [None] * steps
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        xi, hh = projected[:, t], F.linear(h, w_hh, b_hh)
-        if mode == "lstm":
-            gates = xi + hh
-            i, f = gates[:, :hidden].sigmoid(), gates[:, hidden:2 * hidden].sigmoid()
-            g, o = gates[:, 2 * hidden:3 * hidden].tanh(), gates[:, 3 * hidden:].sigmoid()
-            c = f * c + i * g
-            h = o * c.tanh()
-        else:
-            r = (xi[:, :hidden] + hh[:, :hidden]).sigmoid()
-            z = (xi[:, hidden:2 * hidden] + hh[:, hidden:2 * hidden]).sigmoid()
-            n = (xi[:, 2 * hidden:] + r * hh[:, 2 * hidden:]).tanh()
-            h = (1 - z) * n + z * h
-        outputs[t] = h
-    return stack(outputs, axis=1), h, c
 
 
 class _RNNBase(Module):
@@ -113,8 +88,6 @@ class _RNNBase(Module):
         batch, steps = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         h0, c0 = self._check_state(h0, batch, "h0"), self._check_state(c0, batch, "c0")
         lengths = _lengths(lengths, batch, steps, name)
-        if x.device != "cpu":
-            return self._run_composed(x, h0, c0, lengths, batch)
         D, hs, cs = self.directions, [], []
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
@@ -130,29 +103,6 @@ class _RNNBase(Module):
         h_n = hs[0] if len(hs) == 1 else cat(hs)
         c_n = (cs[0] if len(cs) == 1 else cat(cs)) if cs else None
         return x, h_n, c_n
-
-    def _run_composed(self, x: Tensor, h0, c0, lengths, batch: int):
-        if lengths is not None:
-            raise NotImplementedError(f"{type(self).__name__}: lengths= on {x.device} needs rnn kernels for that "
-                                      "device, which do not exist yet; pad and mask instead")
-        D, per = self.directions, 4 if self.bias else 2
-        x = x if self.batch_first else x.transpose(0, 1)
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            if layer and self.dropout and self.training:
-                x = F.dropout(x, self.dropout, True)
-            params, outputs = self._layer_params(layer), []
-            for d in range(D):
-                k = layer * D + d
-                h = h0[k] if h0 is not None else zeros((batch, self.hidden_size), device=x.device)
-                c = c0[k] if c0 is not None else zeros((batch, self.hidden_size), device=x.device)
-                y, h, c = _composed_direction(self.mode, x, params[d * per:(d + 1) * per], h, c, reverse=d == 1)
-                outputs.append(y)
-                hs.append(h)
-                cs.append(c)
-            x = outputs[0] if D == 1 else cat(outputs, axis=2)
-        x = x if self.batch_first else x.transpose(0, 1)
-        return x, stack(hs), stack(cs) if self.mode == "lstm" else None
 
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"
@@ -208,12 +158,6 @@ class _CellBase(Module):
             if s is not None and (not isinstance(s, Tensor) or s.shape != expected):
                 raise ValueError(f"{name}: {n} must have shape {expected}, got {getattr(s, 'shape', s)}")
         params = [self.weight_ih, self.weight_hh] + ([self.bias_ih, self.bias_hh] if self.bias else [])
-        if x.device != "cpu":
-            zero = zeros((batch, self.hidden_size), device=x.device)
-            h = zero if h is None else h.reshape(batch, self.hidden_size)
-            c = zero if c is None else c.reshape(batch, self.hidden_size)
-            _, h1, c1 = _composed_direction(self.mode, x.reshape(batch, 1, self.input_size), params, h, c, False)
-            return h1.reshape(*expected), c1.reshape(*expected) if self.mode == "lstm" else None
         states = [s.reshape(1, batch, self.hidden_size) for s in (h, c) if s is not None]
         sink = {}
         y = RNNLayer.apply(x.reshape(1, batch, self.input_size), *params, *states, mode=self.mode, directions=1,
