@@ -17,6 +17,7 @@ void register_softmax_cuda(py::module_& m);     // cuda/softmax/softmax_bind.cu
 void register_gemm_cuda(py::module_& m);        // cuda/gemm/gemm_bind.cu
 void register_conv_cuda(py::module_& m);        // cuda/conv/conv_bind.cu
 void register_rnn_cuda(py::module_& m);         // cuda/rnn/rnn_bind.cu
+void register_attention_cuda(py::module_& m);   // cuda/attention/attention_bind.cu
 }  // namespace fusegrad
 
 // The same file is the emulated build's module (fusegrad._cuda_emulated, FG_EMULATED defined),
@@ -81,6 +82,7 @@ FG_PYBIND11_MODULE(FG_CUDA_MODULE_NAME, m) {
   register_gemm_cuda(m);
   register_conv_cuda(m);
   register_rnn_cuda(m);
+  register_attention_cuda(m);
 #ifdef FG_EMULATED
   cuda::emulator::register_emulator(m);
 #endif

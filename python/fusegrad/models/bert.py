@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import io, nn
+from .._backend import array_module, device_of, is_cupy, on_device, to_device
 from ..nn import functional as F
 from ..ops.activation import NAMES
 from ..tensor import Tensor, cat
@@ -118,9 +119,13 @@ class BertEmbeddings(nn.Module):
         if length > self.position_embeddings.num_embeddings:
             raise ValueError(f"BERT: sequence length {length} exceeds max_position_embeddings "
                              f"{self.position_embeddings.num_embeddings}")
-        if token_type_ids is None:
-            token_type_ids = np.zeros((n, length), np.int64)
-        x = (self.word_embeddings(input_ids) + self.position_embeddings(np.arange(length))
+        table = self.word_embeddings.weight.data
+        xp = array_module(table)
+        with on_device(table):  # positions and default token types on the tables' device
+            positions = xp.arange(length)
+            if token_type_ids is None:
+                token_type_ids = xp.zeros((n, length), np.int64)
+        x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
              + self.token_type_embeddings(token_type_ids))
         return self.dropout(self.LayerNorm(x))
 
@@ -208,17 +213,25 @@ class BertPooler(nn.Module):
         return self.dense(hidden[:, 0], activation="tanh")
 
 
-def _key_padding_mask(attention_mask, shape):
+def _array(x):
+    """x (a Tensor, an array or a list) as a NumPy or CUDA array."""
+    a = x.data if isinstance(x, Tensor) else x
+    return a if isinstance(a, np.ndarray) or is_cupy(a) else np.asarray(a)
+
+
+def _key_padding_mask(attention_mask, shape, device: str):
     if attention_mask is None:
         return None
-    m = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+    m = _array(attention_mask)
     if m.shape != tuple(shape):
         raise ValueError(f"attention_mask: expected shape {tuple(shape)} like input_ids, got {m.shape}")
+    if device_of(m) != device:  # the attention kernels take the mask on the activations' device
+        m = to_device(m, device)
     return (m != 0)[:, None, None, :]
 
 
 def _ids(x, name):
-    a = np.asarray(x.data if isinstance(x, Tensor) else x)
+    a = _array(x)
     if a.ndim != 2 or a.dtype.kind not in "iu":
         raise ValueError(f"{name}: expected an integer array (batch, length), got {a.dtype} {a.shape}")
     return a
@@ -291,7 +304,8 @@ class BertModel(_Pretrained):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         ids = _ids(input_ids, "input_ids")
         tt = None if token_type_ids is None else _ids(token_type_ids, "token_type_ids")
-        hidden = self.encoder(self.embeddings(ids, tt), _key_padding_mask(attention_mask, ids.shape))
+        x = self.embeddings(ids, tt)
+        hidden = self.encoder(x, _key_padding_mask(attention_mask, ids.shape, device_of(x.data)))
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return ModelOutput(last_hidden_state=hidden, pooler_output=pooled)
 
@@ -311,7 +325,7 @@ class BertForSequenceClassification(_Pretrained):
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
-            y = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
+            y = _array(labels)
             if self.num_labels == 1 or self.config.problem_type == "regression":
                 loss = F.mse_loss(logits.reshape(-1) if self.num_labels == 1 else logits, Tensor(y.astype(np.float32)))
             else:

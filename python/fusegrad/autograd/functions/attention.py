@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
+from ..._backend import array_module, on_device
 from ..engine import Function
 
 
@@ -29,13 +30,13 @@ class Attention(Function):
 def _heads(x, heads: int):
     """(N, L, E) -> contiguous (N, heads, L, E / heads)."""
     n, length, e = x.shape
-    return np.ascontiguousarray(x.reshape(n, length, heads, e // heads).transpose(0, 2, 1, 3))
+    return array_module(x).ascontiguousarray(x.reshape(n, length, heads, e // heads).transpose(0, 2, 1, 3))
 
 
 def _merge(x):
     """(N, H, L, hd) -> contiguous (N, L, H * hd)."""
     n, h, length, hd = x.shape
-    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(n, length, h * hd)
+    return array_module(x).ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(n, length, h * hd)
 
 
 class MultiHeadAttention(Function):
@@ -50,7 +51,7 @@ class MultiHeadAttention(Function):
             n, length, e3 = qkv.shape
             e = e3 // 3
             split = qkv.reshape(n, length, 3, heads, e // heads).transpose(2, 0, 3, 1, 4)
-            q, k, v = (np.ascontiguousarray(split[i]) for i in range(3))
+            q, k, v = (array_module(qkv).ascontiguousarray(split[i]) for i in range(3))
         else:
             q, k, v = (_heads(a, heads) for a in arrays)
         if dropout_p and seed is None:
@@ -65,7 +66,8 @@ class MultiHeadAttention(Function):
                                             dropout_p=dropout_p, seed=seed)
         if packed:
             n, h, length, hd = q.shape
-            grad = np.empty((n, length, 3, h, hd), np.float32)
+            with on_device(q):
+                grad = array_module(q).empty((n, length, 3, h, hd), np.float32)
             for i, d in enumerate((dq, dk, dv)):
                 grad[:, :, i] = d.transpose(0, 2, 1, 3)
             return (grad.reshape(n, length, 3 * h * hd),)

@@ -5,6 +5,11 @@ as the bare aten flash-attention calls, "torch_aten"); and a BERT-base-shaped en
 (hidden 768, 12 heads, FFN 3072, S=128, B=8) forward + backward against PyTorch eager; and a
 BERT-mini fine-tuning step against transformers' (where installed).
 
+CUDA (device "cuda", skipped without a GPU): the same attention shapes, forward and forward +
+backward, causal and not, on CuPy arrays (cuda/attention/, fp32 SIMT) against PyTorch's
+scaled_dot_product_attention on CUDA tensors of the same memory (fp32, so PyTorch picks its
+memory-efficient kernel; its flash kernel takes only fp16/bf16), bound by cuBLAS's fp32 peak.
+
 Work: GFLOP, counting the matrix products as FlashAttention's papers do: forward 4·B·H·Sq·Sk·D,
 backward 2.5× that (its five products, the recomputed scores included); causal halves both.
 """
@@ -35,38 +40,50 @@ def _numpy_forward(q, k, v, causal):
     return run
 
 
+def _ours(q, k, v, g, out, causal: bool, backward: bool):
+    """ops.attention into `out`, and with backward its attention_backward too (any device's arrays)."""
+    if backward:
+        def fwd_bwd():
+            o, lse = ops.attention(q, k, v, causal=causal, return_lse=True, out=out)
+            return ops.attention_backward(g, q, k, v, o, lse, causal=causal)
+        return fwd_bwd
+    return lambda: ops.attention(q, k, v, causal=causal, out=out)
+
+
+def _torch_sdpa(torch, tq, tk, tv, tg, causal: bool, backward: bool):
+    """PyTorch's scaled_dot_product_attention as a user calls it: forward under no_grad, or forward
+    and backward through autograd (the upstream gradient tg)."""
+    F = torch.nn.functional
+    if backward:
+        def autograd():
+            xs = [t.detach().requires_grad_() for t in (tq, tk, tv)]
+            F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tg)
+            return [x.grad for x in xs]
+        return autograd
+
+    def forward():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return forward
+
+
 def _attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
     def setup():
         q, k, v = _qkv(b, h, s, d)
         g = np.random.default_rng(1).standard_normal(q.shape, dtype=np.float32)
-        out = np.empty_like(q)
-        if backward:
-            def ours():
-                o, lse = ops.attention(q, k, v, causal=causal, return_lse=True, out=out)
-                return ops.attention_backward(g, q, k, v, o, lse, causal=causal)
-        else:
-            ours = lambda: ops.attention(q, k, v, causal=causal, out=out)  # noqa: E731
+        ours = _ours(q, k, v, g, np.empty_like(q), causal, backward)
         base = {} if backward else {"numpy": _numpy_forward(q, k, v, causal)}
         torch = optional_import("torch")
         if torch is not None:
-            F, aten = torch.nn.functional, torch.ops.aten
+            aten = torch.ops.aten
             tq, tk, tv, tg = (torch.from_numpy(a) for a in (q, k, v, g))
+            base["torch"] = _torch_sdpa(torch, tq, tk, tv, tg, causal, backward)
             if backward:
-                def autograd():
-                    xs = [t.detach().requires_grad_() for t in (tq, tk, tv)]
-                    F.scaled_dot_product_attention(*xs, is_causal=causal).backward(tg)
-                    return [x.grad for x in xs]
-
                 def bare():
                     o, lse = aten._scaled_dot_product_flash_attention_for_cpu(tq, tk, tv, 0.0, causal)
                     return aten._scaled_dot_product_flash_attention_for_cpu_backward(tg, tq, tk, tv, o, lse, 0.0,
                                                                                      causal)
-                base["torch"], base["torch_aten"] = autograd, bare
-            else:
-                def forward():
-                    with torch.no_grad():
-                        return F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
-                base["torch"] = forward
+                base["torch_aten"] = bare
         return ours, base
 
     flops = 4.0 * b * h * s * s * d * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
@@ -151,6 +168,26 @@ def _bert_mini_step_case(batch, length) -> Case:
                 setup, threads=THREADS)
 
 
+def _cuda_attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
+    def setup():
+        import cupy as cp
+
+        cp.random.seed(0)
+        q, k, v, g = (cp.random.standard_normal((b, h, s, d), dtype=cp.float32) for _ in range(4))
+        ours = _ours(q, k, v, g, cp.empty_like(q), causal, backward)
+        base = {}
+        torch = optional_import("torch")
+        if torch is not None and torch.cuda.is_available():
+            tq, tk, tv, tg = (torch.from_dlpack(a) for a in (q, k, v, g))
+            base["torch"] = _torch_sdpa(torch, tq, tk, tv, tg, causal, backward)
+        return ours, base
+
+    flops = 4.0 * b * h * s * s * d * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
+    kind = ("fwd_bwd" if backward else "fwd") + ("_causal" if causal else "")
+    return Case(f"attention/cuda_{kind}/b{b}h{h}s{s}d{d}", "attention", "cuda", "GFLOP/s", flops, setup,
+                limit="cublas_fp32_TFLOPs", note="fp32 vs torch SDPA fp32")
+
+
 def cases():
     return [
         _attention_case(8, 12, 512, 64, False, False),
@@ -159,4 +196,8 @@ def cases():
         _attention_case(8, 12, 512, 64, True, True),
         _encoder_case(8, 128, 768, 12, 3072),
         _bert_mini_step_case(32, 128),
+        _cuda_attention_case(8, 12, 512, 64, False, False),
+        _cuda_attention_case(8, 12, 512, 64, True, False),
+        _cuda_attention_case(8, 12, 512, 64, False, True),
+        _cuda_attention_case(8, 12, 512, 64, True, True),
     ]

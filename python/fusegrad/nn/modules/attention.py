@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._backend import array_module
+from ..._backend import array_module, device_of, is_cupy, to_device
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -17,28 +17,37 @@ def _array(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _host_or_device(x):
+    """x as a NumPy or CUDA array (lists become NumPy)."""
+    x = _array(x)
+    return x if isinstance(x, np.ndarray) or is_cupy(x) else np.asarray(x)
+
+
 def _additive(mask, true_means_masked: bool):
     """A PyTorch MHA mask as an additive float32 array (bool: True = not allowed)."""
     if mask.dtype == np.bool_:
         blocked = mask if true_means_masked else ~mask
-        return np.where(blocked, np.float32(-np.inf), np.float32(0))
+        return array_module(mask).where(blocked, np.float32(-np.inf), np.float32(0)).astype(np.float32)
     if mask.dtype != np.float32:
         raise TypeError(f"MultiheadAttention: masks must be bool or float32, got {mask.dtype}")
     return mask
 
 
-def attention_mask(n: int, heads: int, length: int, source: int, key_padding_mask=None, attn_mask=None):
+def attention_mask(n: int, heads: int, length: int, source: int, key_padding_mask=None, attn_mask=None,
+                   device: str | None = None):
     """The combined mask for ops.attention (additive float32, broadcasting against
     (N, heads, L, S)) of PyTorch's key_padding_mask (N, S) and attn_mask ((L, S) or (N*heads, L, S)),
-    both of which are True (or -inf) where attending is *not* allowed; None when neither is given."""
+    both of which are True (or -inf) where attending is *not* allowed; None when neither is given.
+    With `device`, the masks are moved there first (the attention kernels take the mask on q's device)."""
     mask = None
+    move = (lambda a: a) if device is None else (lambda a: to_device(a, device) if device_of(a) != device else a)
     if key_padding_mask is not None:
-        kpm = np.asarray(_array(key_padding_mask))
+        kpm = move(_host_or_device(key_padding_mask))
         if kpm.shape != (n, source):
             raise ValueError(f"key_padding_mask: expected shape (N, S) = {(n, source)}, got {kpm.shape}")
         mask = _additive(kpm, True)[:, None, None, :]
     if attn_mask is not None:
-        am = np.asarray(_array(attn_mask))
+        am = move(_host_or_device(attn_mask))
         if am.shape == (length, source):
             am = am[None, None]
         elif am.shape == (n * heads, length, source):
@@ -82,7 +91,8 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention({self.embed_dim}): got query {query.shape}, key {key.shape}, "
                              f"value {value.shape}")
         source = key.shape[1]
-        mask = attention_mask(n, self.num_heads, length, source, key_padding_mask, attn_mask)
+        mask = attention_mask(n, self.num_heads, length, source, key_padding_mask, attn_mask,
+                              device_of(_array(query)))
         causal = bool(is_causal) and attn_mask is None
         p = self.dropout if self.training else 0.0
         w, b = self.in_proj_weight, self.in_proj_bias
@@ -105,8 +115,8 @@ class MultiheadAttention(Module):
         """softmax(q k^T / sqrt(hd) + mask) per head, from the projections (no gradient)."""
         e, h = self.embed_dim, self.num_heads
         w = self.in_proj_weight.data
-        b = self.in_proj_bias.data if self.in_proj_bias is not None else np.zeros(3 * e, np.float32)
         xp = array_module(w)
+        b = self.in_proj_bias.data if self.in_proj_bias is not None else xp.zeros(3 * e, np.float32)
         q = _array(query) @ w[:e].T + b[:e]
         k = _array(key) @ w[e:2 * e].T + b[e:2 * e]
         n, length, source = q.shape[0], q.shape[1], k.shape[1]

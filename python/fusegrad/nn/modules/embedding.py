@@ -1,10 +1,10 @@
-"""Embedding: a lookup table of rows; on the CPU its backward is the deterministic scatter-add
-kernel (ops.embedding_backward)."""
+"""Embedding: a lookup table of rows; for float32 weights, on the CPU and on CUDA devices, its
+backward is the deterministic scatter-add kernel (ops.embedding_backward)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..._backend import on_host
+from ..._backend import device_of, is_cupy, to_device
 from ...autograd.functions import attention as attention_fn
 from ...tensor import Tensor
 from .. import init
@@ -23,13 +23,16 @@ class Embedding(Module):
             self.weight.data[padding_idx] = 0
 
     def forward(self, indices):
-        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        idx = indices.data if isinstance(indices, Tensor) else indices
+        idx = idx if isinstance(idx, np.ndarray) or is_cupy(idx) else np.asarray(idx)
+        if device_of(idx) != device_of(self.weight.data):  # e.g. host positions for a table on a GPU
+            idx = to_device(idx, device_of(self.weight.data))
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
             raise ValueError(f"Embedding: indices must be in [0, {self.num_embeddings}), got values in "
                              f"[{int(idx.min())}, {int(idx.max())}]")
-        if self.weight.dtype == np.float32 and on_host(self.weight.data):  # the scatter-add kernel backward
+        if self.weight.dtype == np.float32:  # the scatter-add kernel backward
             pad = None if self.padding_idx is None else self.padding_idx % self.num_embeddings
             return attention_fn.Embedding.apply(self.weight, indices=idx, padding_idx=pad)
         out = self.weight[idx]

@@ -1,10 +1,10 @@
-"""Batch and layer normalisation. LayerNorm of float32 CPU tensors runs on the fused kernels
-(ops.layer_norm); the rest is composed from Tensor ops (autograd derives their backward)."""
+"""Batch and layer normalisation. LayerNorm of float32 tensors (CPU and CUDA) runs on the fused
+kernels (ops.layer_norm); the rest is composed from Tensor ops (autograd derives their backward)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..._backend import array_module, on_host
+from ..._backend import array_module
 from ...autograd import no_grad
 from ...autograd.functions import attention as attention_fn
 from ...tensor import Tensor
@@ -114,7 +114,7 @@ class LayerNorm(Module):
         k = len(self.normalized_shape)
         if x.shape[x.ndim - k:] != self.normalized_shape:
             raise ValueError(f"LayerNorm{self.normalized_shape}: input's trailing shape is {x.shape[x.ndim - k:]}")
-        if x.dtype == np.float32 and on_host(x.data):  # the fused kernel, over the flattened trailing axes
+        if x.dtype == np.float32:  # the fused kernel (CPU or CUDA), over the flattened trailing axes
             n = int(np.prod(self.normalized_shape))
             flat = x if k == 1 else x.reshape(*x.shape[:x.ndim - k], n)
             params = ()
