@@ -65,6 +65,16 @@ void int8_gemm_call(const py::array& a, const Int8PackedWeight& w, py::array& ou
   int8_gemm(p);
 }
 
+void quantize_uint8_call(const py::array& x, py::array& q, float inv_scale, int32_t zero_point) {
+  const float* xp = c_float_input(x, "x");
+  require_dtype(q, 'u', 1, "out", "uint8");
+  if (!is_c_contiguous(q) || q.size() != x.size()) throw py::value_error("out: must be C-contiguous, x's size");
+  require_writeable(q, "out");
+  if (!(zero_point >= 0 && zero_point <= 255)) throw py::value_error("zero_point: must be in [0, 255]");
+  const KernelCall kernel_call;
+  quantize_uint8(xp, x.size(), inv_scale, zero_point, static_cast<uint8_t*>(q.mutable_data()));
+}
+
 }  // namespace
 
 void register_int8_gemm(py::module_& m) {
@@ -76,6 +86,8 @@ void register_int8_gemm(py::module_& m) {
         std::copy(w.colsum.get(), w.colsum.get() + w.n, s.mutable_data());
         return s;
       }, "The int32 sum of each column of B (the zero-point correction's factor).");
+  m.def("quantize_uint8", &quantize_uint8_call, py::arg("x").noconvert(), py::arg("out").noconvert(),
+        py::arg("inv_scale"), py::arg("zero_point"), "out = clamp(round_half_even(x * inv_scale) + zero_point).");
   m.def("int8_max_k", [] { return kInt8MaxK; }, "The deepest K whose int32 sums are exact.");
   m.def("int8_pack_weight", &pack_weight, py::arg("b"), "Packs an int8 (K, N) array (any strides).");
   m.def("int8_gemm", &int8_gemm_call, py::arg("a"), py::arg("w"), py::arg("out"), py::arg("a_zero_point"),

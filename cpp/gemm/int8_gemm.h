@@ -140,4 +140,8 @@ void int8_gemm(const Int8GemmProblem& p);
 
 inline int64_t int8_out_size(Int8Out out) { return out == Int8Out::u8 || out == Int8Out::s8 ? 1 : 4; }
 
+// q[i] = clamp(round_half_even(x[i] · inv_scale) + zero_point, 0, 255) over n floats; NaN gives 0.
+// (int8_quantize.cpp)
+void quantize_uint8(const float* x, int64_t n, float inv_scale, int32_t zero_point, uint8_t* q);
+
 }  // namespace fusegrad

@@ -251,3 +251,39 @@ def test_against_torch_quantized_linear(int8_path, rng, engine, m, k, n):
     # The engines requantize with their own float rounding: at most one step apart, and rarely.
     diff = np.abs(got.astype(np.int64) - want)
     assert diff.max() <= 1 and (diff == 0).mean() > 0.98
+
+
+def _quantize_reference(x, scale, zero_point):
+    scaled = x.astype(np.float32) * np.float32(np.float32(1.0) / np.float32(scale))
+    q = np.rint(np.nan_to_num(scaled, nan=-512.0).clip(-512, 512)) + zero_point
+    return q.clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 1000, 300_001])
+@pytest.mark.parametrize("scale,zero_point", [(0.05, 0), (0.013, 128), (1.0, 255), (3e-6, 7)])
+def test_quantize_uint8_rounds_half_even_and_saturates(rng, n, scale, zero_point):
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    if n >= 17:
+        x[:8] = [0.5 * scale, 1.5 * scale, 2.5 * scale, -0.5 * scale, np.inf, -np.inf, np.nan, 1e30]
+    np.testing.assert_array_equal(ops.quantize_uint8(x, scale, zero_point), _quantize_reference(x, scale, zero_point))
+
+
+def test_quantize_uint8_keeps_shape_and_writes_out(rng):
+    x = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    out = np.empty((3, 5, 7), np.uint8)
+    assert ops.quantize_uint8(x, 0.1, 100, out=out) is out
+    np.testing.assert_array_equal(out, _quantize_reference(x, 0.1, 100))
+    view = x.transpose(2, 0, 1)  # not contiguous: copied first
+    np.testing.assert_array_equal(ops.quantize_uint8(view, 0.1, 100), _quantize_reference(view, 0.1, 100))
+
+
+def test_quantize_uint8_errors(rng):
+    x = rng.standard_normal(8).astype(np.float32)
+    with pytest.raises(ValueError, match="scale"):
+        ops.quantize_uint8(x, 0.0)
+    with pytest.raises(ValueError, match="zero_point"):
+        ops.quantize_uint8(x, 0.1, 256)
+    with pytest.raises(TypeError):
+        ops.quantize_uint8(x.astype(np.float64), 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        ops.quantize_uint8(x, 0.1, out=np.empty(7, np.uint8))

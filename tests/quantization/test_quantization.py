@@ -8,7 +8,7 @@ from fusegrad import models, nn, optim, quantization
 from fusegrad.nn import quantized as nnq
 
 
-def _images(n, side=8, channels=1, seed=0):
+def _images(n, side=8, channels=4, seed=0):
     return np.random.default_rng(seed).random((n, side, side, channels), dtype=np.float32)
 
 
@@ -54,7 +54,7 @@ def test_quantize_weight_is_symmetric_per_output_channel():
 
 def test_convert_fuses_relu_and_chains_uint8_between_int8_layers():
     fg.manual_seed(0)
-    q = quantization.convert(_calibrated(models.digits_cnn(), [_images(16)]))
+    q = quantization.convert(_calibrated(models.digits_cnn(channels=4), [_images(16)]))
     kinds = [type(m).__name__ for m in q]
     assert kinds == ["Conv2d", "Identity", "MaxPool2d", "Conv2d", "Identity", "MaxPool2d", "Flatten", "Linear",
                      "Identity", "Linear"]
@@ -116,7 +116,7 @@ def _conv_nhwc(a, w, padding):
 
 def test_static_int8_model_matches_a_simulation_of_its_integer_arithmetic():
     fg.manual_seed(1)
-    q = quantization.convert(_calibrated(models.digits_cnn(), [_images(32, seed=s) for s in range(2)]))
+    q = quantization.convert(_calibrated(models.digits_cnn(channels=4), [_images(32, seed=s) for s in range(2)]))
     x = _images(8, seed=5)
     expected = _simulate(q, x, list(q))
     got = q(x).numpy()
@@ -127,7 +127,7 @@ def test_static_int8_model_matches_a_simulation_of_its_integer_arithmetic():
 
 def test_static_int8_model_is_close_to_the_float_model():
     fg.manual_seed(2)
-    model = models.digits_cnn().eval()
+    model = models.digits_cnn(channels=4).eval()
     q = quantization.convert(_calibrated(model, [_images(64, seed=s) for s in range(3)]))
     x = _images(16, seed=9)
     ref, got = model(x).numpy(), q(x).numpy()
@@ -138,23 +138,35 @@ def test_layers_outside_a_sequential_quantize_their_own_input_and_return_float()
     class TwoLayers(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
+            self.a, self.b = nn.Linear(48, 40), nn.Linear(40, 3)
 
         def forward(self, x):
             return self.b(self.a(x).tanh())
 
     fg.manual_seed(3)
     model = TwoLayers()
-    x = np.random.default_rng(0).standard_normal((10, 6)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((10, 48)).astype(np.float32)
     q = quantization.convert(_calibrated(model, [x]))
     assert isinstance(q.a, nnq.Linear) and not q.a.quantized_output
     assert np.abs(q(x).numpy() - model(x).numpy()).max() < 0.05
 
 
 def test_layers_the_int8_kernels_cannot_run_stay_float():
-    model = nn.Sequential(nn.Linear(4, 4, activation="tanh"), nn.Linear(4, 2))
-    q = quantization.convert(_calibrated(model, [np.ones((2, 4), np.float32)]))
+    model = nn.Sequential(nn.Linear(40, 40, activation="tanh"), nn.Linear(40, 2), nn.Linear(2, 2))
+    q = quantization.convert(_calibrated(model, [np.ones((2, 40), np.float32)]))
     assert type(q[0]) is nn.Linear and isinstance(q[1], nnq.Linear)
+    assert type(q[2]) is nn.Linear  # two terms per output: nothing for int8 to speed up
+
+
+def test_a_shallow_first_conv_stays_float_and_the_next_layer_quantizes_its_output():
+    fg.manual_seed(7)
+    model = models.digits_cnn(channels=1).eval()  # first conv: 3·3·1 = 9 terms per output
+    q = quantization.convert(_calibrated(model, [_images(32, channels=1)]))
+    assert type(q[0]) is nn.Conv2d and type(q[1]) is nn.ReLU and type(q[2]) is nn.MaxPool2d
+    assert isinstance(q[3], nnq.Conv2d) and q[3].quantized_output
+    x = _images(8, channels=1, seed=4)
+    ref = model(x).numpy()
+    assert np.abs(q(x).numpy() - ref).max() <= 0.05 * np.abs(ref).max()
 
 
 def test_trained_digits_cnn_keeps_its_accuracy_in_int8():
@@ -182,19 +194,19 @@ def test_trained_digits_cnn_keeps_its_accuracy_in_int8():
 
 def test_save_and_load_a_quantized_model(tmp_path):
     fg.manual_seed(4)
-    q = quantization.convert(_calibrated(models.digits_cnn(), [_images(16)]))
+    q = quantization.convert(_calibrated(models.digits_cnn(channels=4), [_images(16)]))
     path = tmp_path / "q.safetensors"
     fg.save(q.state_dict(), path)
     state = fg.load(path)
     assert state["0.weight"].dtype == np.int8 and "0.weight_scale" in state and "0.output_zero_point" in state
-    fresh = quantization.convert(quantization.prepare(models.digits_cnn()), calibrated=False)
+    fresh = quantization.convert(quantization.prepare(models.digits_cnn(channels=4)), calibrated=False)
     fresh.load_state_dict(state)
     x = _images(5, seed=7)
     assert np.array_equal(fresh(x).numpy(), q(x).numpy())
 
 
 def test_prepare_leaves_the_model_alone_and_convert_leaves_the_prepared_one():
-    model = models.digits_cnn()
+    model = models.digits_cnn(channels=4)
     prepared = quantization.prepare(model)
     assert not model[0]._forward_pre_hooks and prepared[0]._forward_pre_hooks
     prepared(_images(4))
@@ -204,9 +216,9 @@ def test_prepare_leaves_the_model_alone_and_convert_leaves_the_prepared_one():
 
 def test_convert_errors():
     with pytest.raises(ValueError, match="no observers"):
-        quantization.convert(models.digits_cnn())
+        quantization.convert(models.digits_cnn(channels=4))
     with pytest.raises(ValueError, match="saw no data"):
-        quantization.convert(quantization.prepare(models.digits_cnn()))
+        quantization.convert(quantization.prepare(models.digits_cnn(channels=4)))
     with pytest.raises(TypeError, match="nn.Module"):
         quantization.prepare(np.zeros(3))
 
@@ -238,7 +250,7 @@ def test_modules_with_forward_hooks_are_not_fused():
     seen = []
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
     model[0].register_forward_hook(lambda m, args, out: seen.append(out.shape))
-    model(_images(1))
+    model(_images(1, channels=1))
     assert seen == [(1, 6, 6, 2)]
 
 
@@ -247,11 +259,11 @@ def test_quantized_models_copy_and_pickle():
     import pickle
 
     fg.manual_seed(6)
-    q = quantization.convert(_calibrated(models.digits_cnn(), [_images(8)]))
+    q = quantization.convert(_calibrated(models.digits_cnn(channels=4), [_images(8)]))
     x = _images(3, seed=2)
     expected = q(x).numpy()  # packs the weights
     for clone in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
         assert np.array_equal(clone(x).numpy(), expected)
-    dynamic = quantization.quantize_dynamic(models.mlp(64, (16,), 10))
-    dynamic(x.reshape(3, 64))
-    assert np.array_equal(copy.deepcopy(dynamic)(x.reshape(3, 64)).numpy(), dynamic(x.reshape(3, 64)).numpy())
+    dynamic = quantization.quantize_dynamic(models.mlp(256, (16,), 10))
+    dynamic(x.reshape(3, 256))
+    assert np.array_equal(copy.deepcopy(dynamic)(x.reshape(3, 256)).numpy(), dynamic(x.reshape(3, 256)).numpy())

@@ -1,5 +1,5 @@
 """The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
-from .gemm import QuantizedWeight, matmul, pack_quantized_weight, quantized_matmul
+from .gemm import QuantizedWeight, matmul, pack_quantized_weight, quantize_uint8, quantized_matmul
 from .attention import attention, attention_backward, embedding_backward, layer_norm, layer_norm_backward
 from .attention import draw_seed as attention_draw_seed
 from .activation import (
@@ -40,7 +40,7 @@ from .softmax import (
 )
 
 __all__ = [
-    "matmul", "quantized_matmul", "pack_quantized_weight", "QuantizedWeight",
+    "matmul", "quantized_matmul", "pack_quantized_weight", "QuantizedWeight", "quantize_uint8",
     "attention", "attention_backward", "attention_draw_seed", "layer_norm", "layer_norm_backward",
     "embedding_backward",
     "relu", "leaky_relu", "sigmoid", "tanh", "silu", "gelu",

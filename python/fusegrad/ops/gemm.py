@@ -452,3 +452,18 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
 
 # The int8 path: 0 the best usable (automatic); 1 generic, 2 vnni, 3 amx force one (benchmarks).
 _INT8_PATH = 0
+
+
+def quantize_uint8(x, scale, zero_point=0, *, out=None):
+    """uint8 q = clamp(round_half_even(x / scale) + zero_point, 0, 255) of a float32 array (the
+    quantization in front of an int8 layer; NaN gives 0), in one threaded pass. CPU arrays only."""
+    fn = "quantize_uint8"
+    arr, kind = cpu_only(x, "x", fn)
+    check_dtype(arr, "x")
+    scale = _positive(scale, "scale", fn)
+    zero_point = _zero_point(zero_point, "zero_point", fn, 0, 255)
+    arr = np.ascontiguousarray(arr)
+    target, result = int8_output(out, arr.shape, np.uint8, (arr,), fn)
+    if target.size:
+        _cpu.quantize_uint8(arr, target, np.float32(1.0) / np.float32(scale), zero_point)
+    return finish_output(target, result, out, kind)

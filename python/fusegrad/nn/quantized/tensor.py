@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import ops
 from ...tensor import Tensor
 
 QMIN, QMAX = 0, 255  # uint8 activations (the A operand of vpdpbusd / tdpbusd is unsigned)
@@ -31,14 +32,8 @@ def choose_qparams(low: float, high: float) -> tuple[float, int]:
 def quantize(x, scale: float, zero_point: int) -> np.ndarray:
     """uint8 q = clamp(round_half_even(x / scale) + zero_point) of a float32 array (or Tensor)."""
     data = x.data if isinstance(x, Tensor) else x
-    if not isinstance(data, np.ndarray):
-        raise NotImplementedError("int8 layers run on the CPU only: got an array of type "
-                                  f"{type(data).__module__}.{type(data).__name__}")
-    q = np.multiply(data, np.float32(1.0 / scale), dtype=np.float32)
-    np.rint(q, out=q)
-    q += np.float32(zero_point)
-    np.clip(q, QMIN, QMAX, out=q)
-    return q.astype(np.uint8)
+    return ops.quantize_uint8(np.asarray(data, np.float32) if isinstance(data, (list, tuple)) else data, scale,
+                              zero_point)
 
 
 class QuantizedTensor:
