@@ -129,8 +129,13 @@ def test_errors(rng):
         with pytest.raises(error) as info:
             call()
         assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.cuda_emulated
+def test_device_arrays_raise_not_implemented(rng):
+    x, w = u8(rng, 1, 5, 5, 3), s8(rng, 3, 3, 3, 4)
     with pytest.raises(NotImplementedError, match="CPU only"):
-        qc(_emulated.to_device(x), w)
+        ops.quantized_conv2d(_emulated.to_device(x), w)
     with pytest.raises(NotImplementedError, match="CPU only"):
         ops.quantized_max_pool2d(_emulated.to_device(x), 2)
 

@@ -212,6 +212,7 @@ def test_errors(rng):
         qm(a, b, out=read_only)
 
 
+@pytest.mark.cuda_emulated
 def test_device_arrays_raise_not_implemented(rng):
     a = _emulated.to_device(u8(rng, 4, 6))
     with pytest.raises(NotImplementedError, match="the int8 kernels run on the CPU only"):
