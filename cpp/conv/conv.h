@@ -49,7 +49,7 @@ struct ConvKernels {
   void (*forward)(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
                   float* y);
   // y (N, OH/pool, OW/pool, C_out) = act(max_pool(conv(x, w) + bias)) over non-overlapping
-  // pool×pool windows, and indices (same shape) as the pool family's max_forward gives them. The
+  // pool×pool windows, and indices (same shape; may be null) as the pool family's max_forward gives them. The
   // activation must be non-decreasing (it is applied after the max).
   void (*forward_max_pool)(const ConvShape& s, const float* x, const float* w, const float* bias, Activation act,
                            float act_param, int64_t pool, float* y, int32_t* indices);

@@ -91,7 +91,8 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& bi
 
 // y and indices (N, OH/pool, OW/pool, C_out), OH, OW the convolution's output size.
 void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::object& bias, py::array& y,
-                             py::array& indices, int64_t pool, const Geometry& g, int code, float act_param) {
+                             const py::object& indices, int64_t pool, const Geometry& g, int code,
+                             float act_param) {
   const float* xp = conv_in(x, "x");
   const float* wp = conv_in(w, "w");
   float* yp = conv_out(y, "out");
@@ -100,15 +101,21 @@ void conv2d_forward_max_pool(const py::array& x, const py::array& w, const py::o
                                     w.shape(3), g.sh, g.sw, g.dh, g.dw, g.pt, g.pb, g.pl, g.pr);
   conv_shape(x, w, {s.n, s.oh, s.ow, s.co}, g);
   require_shape(y, {s.n, s.oh / pool, s.ow / pool, s.co}, "conv2d_max_pool2d: out");
-  require_int32(indices, "indices");
-  if (!is_c_contiguous(indices) || !indices.writeable())
-    throw py::value_error("conv2d_max_pool2d: indices must be a writable C-contiguous int32 array");
-  require_shape(indices, {s.n, s.oh / pool, s.ow / pool, s.co}, "conv2d_max_pool2d: indices");
+  int32_t* ip = nullptr;  // None: the pooled values only
+  if (!indices.is_none()) {
+    if (!py::isinstance<py::array>(indices))
+      throw py::type_error("conv2d_max_pool2d: indices must be an int32 NumPy array or None");
+    py::array ind = py::reinterpret_borrow<py::array>(indices);
+    require_int32(ind, "indices");
+    if (!is_c_contiguous(ind) || !ind.writeable())
+      throw py::value_error("conv2d_max_pool2d: indices must be a writable C-contiguous int32 array");
+    require_shape(ind, {s.n, s.oh / pool, s.ow / pool, s.co}, "conv2d_max_pool2d: indices");
+    ip = static_cast<int32_t*>(ind.mutable_data());
+  }
   py::array bias_arr;
   const float* bp = conv_bias(bias, s.co, y, bias_arr);
   require_disjoint(y, {&x, &w}, "conv2d");
   const Activation act = activation_from_code(code);
-  auto* ip = static_cast<int32_t*>(indices.mutable_data());
   const KernelCall kernel_call;
   active_conv_kernels().forward_max_pool(s, xp, wp, bp, act, act_param, pool, yp, ip);
 }
@@ -234,7 +241,7 @@ void register_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("bias"),
         py::arg("out").noconvert(), py::arg("geometry"), py::arg("activation"), py::arg("groups") = 1);
   m.def("conv2d_forward_max_pool", &conv2d_forward_max_pool, py::arg("x").noconvert(), py::arg("w").noconvert(),
-        py::arg("bias"), py::arg("out").noconvert(), py::arg("indices").noconvert(), py::arg("pool"),
+        py::arg("bias"), py::arg("out").noconvert(), py::arg("indices"), py::arg("pool"),
         py::arg("geometry"), py::arg("activation"), py::arg("act_param") = 0.0f);
   m.def("int8_conv2d_forward", &int8_conv2d_forward, py::arg("x").noconvert(), py::arg("w"), py::arg("kh"),
         py::arg("kw"), py::arg("out").noconvert(), py::arg("geometry"), py::arg("x_zero_point"), py::arg("scale"),

@@ -12,7 +12,8 @@ namespace conv {
 
 // Forward followed by max pooling over non-overlapping pool×pool windows (stride = window, no
 // padding, PyTorch's floor rule): y (N, OH/pool, OW/pool, C_out) and indices as max_pool2d gives
-// them (positions in the conv output's OH×OW plane). The conv output never goes to memory: each
+// them (positions in the conv output's OH×OW plane), or no indices when null (inference: finding
+// and writing them is about half the cost of the pooling). The conv output never goes to memory: each
 // band of conv rows (kPoolBandBytes, whole pooled rows) is computed into a per-thread buffer still
 // in L2 when it is pooled, which on a first layer saves writing and re-reading the largest tensor
 // of the network. The bias is added in the tiles (so the pooled values and their ties are exactly those
@@ -45,12 +46,12 @@ void conv_forward_max_pool(const ConvShape& s, const float* x, const float* w, c
                     bias, Activation::none);
       const PoolShape window{1, npy * pool, s.ow, s.co, npy, pooled_w, pool, pool, pool, pool, 0, 0, 1, 1};
       float* yb = y + (img * pooled_h + py0) * pooled_w * s.co;
-      int32_t* ib = indices + (img * pooled_h + py0) * pooled_w * s.co;
+      int32_t* ib = indices ? indices + (img * pooled_h + py0) * pooled_w * s.co : nullptr;
       pool_kernels.max_forward(window, band_out.data(), yb, ib);
       // The band's indices count from its first conv row; in the conv output's plane that row
       // is py0 * pool.
       const int32_t shift = static_cast<int32_t>(py0 * pool * s.ow);
-      if (shift != 0)
+      if (ib && shift != 0)
         for (int64_t i = 0; i < npy * pooled_w * s.co; ++i) ib[i] += shift;
       if (act != Activation::none) {
         with_activation(act, [&](auto kind) {

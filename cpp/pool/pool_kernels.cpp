@@ -161,9 +161,55 @@ void max_forward_rows(const PoolShape& s, const float* x, float* y, int32_t* ind
   }
 }
 
+// The pooling after nearly every CNN convolution: 2×2 windows at stride 2, no padding or dilation,
+// every window inside the image. With the window fixed at compile time its four taps unroll and
+// no window bounds are computed; the result (ties, NaN) is the general loop's, which starts from
+// -inf and lets each tap in row-major order take over: starting from the first tap is the same.
+bool is_plain_2x2(const PoolShape& s) {
+  return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.dh == 1 && s.dw == 1 &&
+         2 * s.oh <= s.h && 2 * s.ow <= s.w;
+}
+
+template <bool kIndices>
+void max_forward_2x2_rows(const PoolShape& s, const float* x, float* y, int32_t* ind, int64_t r0, int64_t r1) {
+  const int64_t right = s.c, below = s.w * s.c;  // offsets of the other three taps
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / s.oh, oh = r % s.oh;
+    const float* row = x + (n * s.h + 2 * oh) * s.w * s.c;
+    for (int64_t ow = 0; ow < s.ow; ++ow) {
+      const float* p = row + 2 * ow * s.c;
+      const int32_t pos = static_cast<int32_t>(2 * oh * s.w + 2 * ow);  // the first tap's ih * W + iw
+      const int64_t o = (r * s.ow + ow) * s.c;
+      for_channel_blocks(s.c, [&](int64_t c0, auto nv_t, int last) {
+        constexpr int NV = decltype(nv_t)::value;
+        for (int j = 0; j < NV; ++j) {
+          const int w = j == NV - 1 ? last : kVecWidth;
+          const float* q = p + c0 + j * kVecWidth;
+          VecF m = load_w(q, w);
+          VecI best = set1i(pos);
+          const auto tap = [&](int64_t offset, int32_t tap_pos) {
+            const VecF v = load_w(q + offset, w);
+            const MaskF t = takes_over(v, m);
+            m = select(t, v, m);
+            if constexpr (kIndices) best = select_i(t, set1i(tap_pos), best);
+          };
+          tap(right, pos + 1);
+          tap(below, pos + static_cast<int32_t>(s.w));
+          tap(below + right, pos + static_cast<int32_t>(s.w) + 1);
+          store_w(y + o + c0 + j * kVecWidth, m, w);
+          if constexpr (kIndices) store_i(ind + o + c0 + j * kVecWidth, best, w);
+        }
+      });
+    }
+  }
+}
+
 void max_forward(const PoolShape& s, const float* x, float* y, int32_t* ind) {
+  const bool plain_2x2 = is_plain_2x2(s);
   parallel_for(s.n * s.oh, row_grain(s), [&](int64_t r0, int64_t r1) {
-    if (ind) max_forward_rows<true>(s, x, y, ind, r0, r1);
+    if (plain_2x2 && ind) max_forward_2x2_rows<true>(s, x, y, ind, r0, r1);
+    else if (plain_2x2) max_forward_2x2_rows<false>(s, x, y, nullptr, r0, r1);
+    else if (ind) max_forward_rows<true>(s, x, y, ind, r0, r1);
     else max_forward_rows<false>(s, x, y, nullptr, r0, r1);
   });
 }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fusegrad import _cpu, ops
-from fusegrad.ops.conv import conv_padding
+from fusegrad.ops.conv import conv_geometry, conv_padding
 
 from conftest import SUPPORTED_ISAS as SUPPORTED
 
@@ -590,6 +590,10 @@ def test_conv2d_max_pool2d(case, with_bias, isa, rng):
     assert y.dtype == np.float32 and ind.dtype == np.int32
     np.testing.assert_array_equal(y, want)
     np.testing.assert_array_equal(ind, want_ind)
+    # Inference: the same values without the indices.
+    alone = ops.conv2d_max_pool2d(x, wt, b, pool=pool, activation=act, negative_slope=0.2, return_indices=False, **geo)
+    assert isinstance(alone, np.ndarray)
+    np.testing.assert_array_equal(alone, want)
     pads = pads_of(padding, x.shape, wt.shape, stride, dilation)
     assert_close(conv, ref_forward(x, wt, b, stride, pads, dilation), k * k * ci)
     # The indices route the gradient back as max_pool2d's do.
@@ -615,6 +619,10 @@ def test_conv2d_max_pool2d_errors(rng):
         ops.conv2d_max_pool2d(x.astype(np.float64), wt)
     with pytest.raises(ValueError, match="bias"):
         ops.conv2d_max_pool2d(x, wt, rand(rng, 5))
+    y = np.empty((1, 2, 2, 4), np.float32)
+    geo = conv_geometry(x.shape, wt.shape, 1, 0, 1, "t")[2]
+    with pytest.raises(TypeError, match="indices must be an int32 NumPy array or None"):
+        _cpu.conv2d_forward_max_pool(x, wt, None, y, [0] * 16, 2, geo, 0)
 
 
 def test_layout_conversions(rng):

@@ -84,6 +84,8 @@ def test_sequential_conv_act_pool_matches_module_by_module(act, pool, bias, rng)
     pooled = model[:3](fg.tensor(xs))
     fused_op = type(pooled._ctx) is conv_functions.Conv2dMaxPool
     assert fused_op == (type(act) is not nn.GELU)
+    with fg.no_grad():  # inference: the fused kernel skips the pool indices, same values
+        np.testing.assert_allclose(model(fg.tensor(xs)).numpy(), grads[1][0], rtol=1e-5, atol=1e-6)
 
 
 def test_module_bookkeeping():

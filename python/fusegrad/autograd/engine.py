@@ -71,6 +71,11 @@ class Function:
     def save(self, *arrays):
         self.saved = arrays
 
+    def recording(self) -> bool:
+        """Whether apply() will record this op for backward, i.e. whether forward must keep what
+        backward needs (false under no_grad or when no input requires a gradient)."""
+        return _grad_enabled and any(self.needs_grad)
+
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError
 
@@ -85,7 +90,7 @@ class Function:
         data = ctx.forward(*(p.data for p in parents), **kwargs)
         if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
             data = np.asarray(data)
-        requires_grad = _grad_enabled and any(ctx.needs_grad)
+        requires_grad = ctx.recording()
         out = parents[0]._wrap(data, requires_grad)
         if requires_grad:
             out._ctx = ctx

@@ -256,11 +256,13 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
 
 
 def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=2, activation=None,
-                      negative_slope=0.01, stream=None):
+                      negative_slope=0.01, return_indices=True, stream=None):
     """max_pool2d(act(conv2d(x, w) + bias), pool) with pool×pool windows and stride pool, as one
     kernel that never writes the convolution's output -> (y, indices), the indices those of
     max_pool2d(..., return_indices=True) on the convolution's output (N, OH, OW, C_out), so
     max_pool2d_backward(g, indices, (N, OH, OW, C_out), pool) routes the gradient back.
+    return_indices=False -> y alone, for inference: on the CPU the kernel then neither finds nor
+    writes the indices, which is about half the pooling's cost.
 
     activation: None, "relu" or "leaky_relu" (with negative_slope > 0): functions that commute
     with max, which the kernel applies to the pooled values. On a GPU the convolution's output
@@ -282,7 +284,9 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
     shape = (xa.shape[0], oh // pool, ow // pool, wa.shape[3])
     xp = array_module(xa)
     xa, wa, ba = _contiguous(xp, xa, wa, ba)
-    y, indices = xp.empty(shape, np.float32), xp.empty(shape, np.int32)
+    y = xp.empty(shape, np.float32)
+    # The CUDA kernel always writes indices (its pooling pass is cheap next to the convolution).
+    indices = xp.empty(shape, np.int32) if return_indices or device != "cpu" else None
     if y.size:
         if device != "cpu":
             _cuda_call("conv2d_forward_max_pool", [xa, wa, ba, y, indices], (3, 4), stream,
@@ -291,6 +295,8 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
         else:
             _cpu.conv2d_forward_max_pool(xa, wa, ba, y, indices, pool, geo, activation_code(activation),
                                          float(negative_slope))
+    if not return_indices:
+        return to_kind(y, kind)
     return to_kind(y, kind), to_kind(indices, kind)
 
 

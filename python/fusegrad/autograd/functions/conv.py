@@ -136,6 +136,9 @@ class Conv2dMaxPool(Function):
     def forward(self, x, w, b=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), pool=2,
                 activation=None, negative_slope=0.01):
         precision = conv_precision(device_of(x))
+        if precision == "fp32" and not self.recording():  # inference: no indices to find
+            return ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
+                                         activation=activation, negative_slope=negative_slope, return_indices=False)
         if precision == "fp32":
             y, indices = ops.conv2d_max_pool2d(x, w, b, stride=stride, padding=pads, dilation=dilation, pool=pool,
                                                activation=activation, negative_slope=negative_slope)

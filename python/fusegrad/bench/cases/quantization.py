@@ -56,7 +56,10 @@ def _mnist_int8_case(batch: int) -> Case:
             baselines["torch"] = torch_inference(torch_model)
             torch_q = _torch_int8_cnn(torch, np.ascontiguousarray(calibration.transpose(0, 3, 1, 2)))
             baselines["torch_int8"] = torch_inference(torch_q)
-        return (lambda: qmodel(x)), baselines
+        def int8_inference():
+            with no_grad():
+                qmodel(x)
+        return int8_inference, baselines
 
     return Case(f"quantization/mnist_cnn_int8_inference/batch{batch}", "quantization", "cpu", "samples/s", batch,
                 setup, note="static int8 (uint8 between layers) vs float32 and torch eager int8 (x86 engine)")
