@@ -4,6 +4,7 @@
 #include "activation/activation.cuh"
 #include "common/cuda_check.cuh"
 #include "common/launch.cuh"
+#include "common/vec.cuh"
 
 namespace fusegrad::cuda {
 namespace {
@@ -89,8 +90,6 @@ __global__ void backward_kernel(const float* g, const float* s, float* dx, int64
   }
   for (int64_t j = scalar_from + i; j < n; j += stride) dx[j] = backward_one<kind>(g[j], s[j], p);
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 unsigned grid_size(int64_t n, bool vectorised, int device) {
   return grid_for(vectorised ? (n + 3) / 4 : n, kThreads, device);

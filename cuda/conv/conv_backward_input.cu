@@ -19,8 +19,8 @@ void conv_backward_input(const ConvDims& d, const float* g, const float* w, floa
   DeviceGuard guard(device);
   if (is_depthwise(d)) return depthwise_backward_input(d, g, w, dx, stream, device);
   const ConvIndex c = conv_index(d);
-  const DgradOperand a{c, g, d.co % 4 == 0 && conv_aligned16(g)};
-  const DgradWeightOperand b{c, w, d.co % 4 == 0 && conv_aligned16(w)};
+  const DgradOperand a{c, g, d.co % 4 == 0 && aligned16(g)};
+  const DgradWeightOperand b{c, w, d.co % 4 == 0 && aligned16(w)};
   const Epilogue ep = grouped_epilogue(dx, m, n, d.groups, nullptr, Activation::none, 0.0f);
   const bool large = conv_large_tiles(tiles, m, n, d.groups, device);
   for (int64_t z0 = 0; z0 < d.groups; z0 += kMaxGridY) {  // one batch item a group

@@ -24,8 +24,8 @@ template <class Tile>
 void launch_wgrad(const ConvDims& d, const float* x, const float* g, float* dw, int64_t splits, cudaStream_t stream,
                   int device) {
   const int64_t m = d.kh * d.kw * d.ci, n = d.co, k = d.n * d.oh * d.ow;
-  const WgradOperand a{conv_index(d), x, d.ci % 4 == 0 && conv_aligned16(x)};
-  const StridedOperand<false> b{g, d.co * d.groups, 1, 0, d.co, d.co % 4 == 0 && conv_aligned16(g)};
+  const WgradOperand a{conv_index(d), x, d.ci % 4 == 0 && aligned16(x)};
+  const StridedOperand<false> b{g, d.co * d.groups, 1, 0, d.co, d.co % 4 == 0 && aligned16(g)};
   if (splits <= 0) {
     const int64_t tiles = ((m + Tile::kBM - 1) / Tile::kBM) * ((n + Tile::kBN - 1) / Tile::kBN);
     const int64_t wanted = (kWavesOfBlocks * multiprocessor_count(device) + tiles - 1) / tiles;

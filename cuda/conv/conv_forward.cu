@@ -15,9 +15,9 @@ void conv_forward(const ConvDims& d, const float* x, const float* w, const float
   if (m == 0 || n == 0) return;
   DeviceGuard guard(device);
   if (is_depthwise(d)) return depthwise_forward(d, x, w, bias, y, act, act_param, stream, device);
-  const Im2colOperand a{conv_index(d), x, d.ci % 4 == 0 && conv_aligned16(x)};
+  const Im2colOperand a{conv_index(d), x, d.ci % 4 == 0 && aligned16(x)};
   const WeightOperand b{w, static_cast<int>(d.co), static_cast<int>(d.co * d.groups),
-                        d.co % 4 == 0 && conv_aligned16(w)};
+                        d.co % 4 == 0 && aligned16(w)};
   const Epilogue ep = grouped_epilogue(y, m, n, d.groups, bias, act, act_param);
   const bool large = conv_large_tiles(tiles, m, n, d.groups, device);
   for (int64_t z0 = 0; z0 < d.groups; z0 += kMaxGridY) {  // one batch item a group

@@ -6,13 +6,12 @@
 #include <cstdint>
 
 #include "common/cuda_check.cuh"
+#include "common/vec.cuh"
 #include "conv/conv.cuh"
 #include "gemm/epilogue.cuh"
 #include "gemm/simt.cuh"
 
 namespace fusegrad::cuda {
-
-inline bool conv_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Large tiles when they give every SM a block (items: batch items or K splits), else small.
 inline bool conv_large_tiles(ConvTiles tiles, int64_t m, int64_t n, int64_t items, int device) {

@@ -10,13 +10,12 @@
 #include <utility>
 
 #include "common/cuda_check.cuh"
+#include "common/vec.cuh"
 #include "gemm/epilogue.cuh"
 #include "gemm/gemm.cuh"
 #include "gemm/operand.cuh"
 
 namespace fusegrad::cuda {
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // A as a K×M operand: k-contiguous when A is row-major (a_cs == 1).
 template <bool kAK>

@@ -1,6 +1,6 @@
 // What the pooling .cu files share (pool.cu: max and average; pool_global.cu: global average):
-// the thread layout's constants and launch shape, channel-vector loads and stores, and 32-bit
-// division. One thread layout serves every kernel: threadIdx.x runs over the channel vectors of
+// the thread layout's constants and launch shape and 32-bit division (channel-vector loads and
+// stores: common/vec.cuh). One thread layout serves every kernel: threadIdx.x runs over the channel vectors of
 // a pixel (float4 where C % 4 == 0 and every array is 16-byte aligned, single floats otherwise)
 // and threadIdx.y over pixels. A warp then reads whole channel runs of neighbouring pixels:
 // 16-byte loads, coalesced for any C, and every thread busy even when C is 1 or 3. Blocks walk
@@ -15,6 +15,7 @@
 
 #include "common/cuda_check.cuh"
 #include "common/launch.cuh"
+#include "common/vec.cuh"
 
 namespace fusegrad::cuda {
 namespace {
@@ -28,40 +29,6 @@ constexpr int kMinBlocks = 4;
 // Window positions a thread's loop takes per step: enough independent loads in flight to cover
 // memory latency at that occupancy (a 2x2 window is one step).
 constexpr int kUnroll = 4;
-
-// ---- vectors of kW floats or ints (kW = 4: one 16-byte access) ---------------------------------
-
-template <int kW>
-__device__ __forceinline__ void load_vec(const float* p, float (&r)[kW]) {
-  if constexpr (kW == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
-  } else {
-    r[0] = *p;
-  }
-}
-
-template <int kW>
-__device__ __forceinline__ void store_vec(float* p, const float (&r)[kW]) {
-  if constexpr (kW == 4) *reinterpret_cast<float4*>(p) = make_float4(r[0], r[1], r[2], r[3]);
-  else *p = r[0];
-}
-
-template <int kW>
-__device__ __forceinline__ void load_ivec(const int32_t* p, int32_t (&r)[kW]) {
-  if constexpr (kW == 4) {
-    const int4 a = *reinterpret_cast<const int4*>(p);
-    r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
-  } else {
-    r[0] = *p;
-  }
-}
-
-template <int kW>
-__device__ __forceinline__ void store_ivec(int32_t* p, const int32_t (&r)[kW]) {
-  if constexpr (kW == 4) *reinterpret_cast<int4*>(p) = make_int4(r[0], r[1], r[2], r[3]);
-  else *p = r[0];
-}
 
 // ---- indexing ------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common/launch.cuh"
+#include "common/vec.cuh"
 
 namespace fusegrad::cuda::softmax_detail {
 
@@ -25,23 +26,6 @@ constexpr int kBlockThreads = 512;
 // flight per thread (16 with float4), enough to cover memory latency at these occupancies.
 constexpr int kUnroll = 4;
 
-template <int kW>
-__device__ __forceinline__ void load_vec(const float* p, float (&r)[kW]) {
-  if constexpr (kW == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
-  } else {
-    r[0] = *p;
-  }
-}
-
-template <int kW>
-__device__ __forceinline__ void store_vec(float* p, const float (&r)[kW]) {
-  if constexpr (kW == 4) *reinterpret_cast<float4*>(p) = make_float4(r[0], r[1], r[2], r[3]);
-  else *p = r[0];
-}
-
-// Element i * kW of a shared-memory row (checked by the emulator: through the name, or shared_as).
 template <int kW, class Smem>
 __device__ __forceinline__ void load_shared(const Smem& smem, int64_t i, float (&r)[kW]) {
   if constexpr (kW == 4) {
@@ -138,8 +122,6 @@ __device__ __forceinline__ void block_merge(float& m, float& s) {
   for (unsigned w = 1; w < blockDim.x / 32; ++w) online_merge(m, s, warp_m[w], warp_s[w]);
   __syncthreads();
 }
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int N>
 using Int = std::integral_constant<int, N>;
