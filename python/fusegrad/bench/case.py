@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+# Worker threads of other libraries keep spinning after each call: OpenBLAS's for about 2^28 cycles
+# (~70 ms), PyTorch's OpenMP team for its own spin. On 2 cores they would halve the speed of
+# whichever candidate is timed next; a case whose baselines spin runs each candidate untimed for
+# this long before its sample (Case.settle_s), so the spinners have parked.
+SPINNING_BASELINE_SETTLE_S = 0.1
+
 FAMILIES = ("gemm", "conv", "pool", "activation", "softmax", "optim", "rnn", "attention", "train", "interop",
             "quantization")
 

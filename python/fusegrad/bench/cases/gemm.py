@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from ..case import Case, optional_import
+from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 SQUARES = (64, 128, 256, 512, 1024, 2048, 4096)
 MLP = (784, 500, 300, 10)
@@ -51,13 +51,9 @@ def _product_case(name: str, m: int, n: int, k: int, *, ta: bool = False, tb: bo
         return (lambda: ops.matmul(a, b, out=o)), base
 
     return Case(name, "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup, limit="fma_GFLOPs",
-                threads=threads, note=note, settle_s=OPENBLAS_SETTLE_S)
+                threads=threads, note=note, settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
-# OpenBLAS's worker threads spin for about 2^28 cycles (~70 ms) after each call; on 2 cores they
-# would halve the speed of whichever candidate is timed next. Running the next candidate untimed
-# for longer than that first lets them park.
-OPENBLAS_SETTLE_S = 0.1
 
 
 def _bias_relu_case(m: int, n: int, k: int) -> Case:
@@ -80,7 +76,7 @@ def _bias_relu_case(m: int, n: int, k: int) -> Case:
 
     return Case(f"gemm/bias_relu/{m}x{k}x{n}", "gemm", "cpu", "GFLOP/s", 2.0 * m * n * k, setup,
                 limit="fma_GFLOPs", note="act(x·W + b) fused vs NumPy np.maximum(a @ b + bias, 0)",
-                settle_s=OPENBLAS_SETTLE_S)
+                settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _mlp_cases() -> list:
@@ -143,7 +139,7 @@ def _bf16_case(n: int, kind: str) -> Case:
     note = {"fp32": "fp32 arrays rounded to bf16 in packing; path: " + ops.gemm.bf16_path(),
             "bf16": "ml_dtypes.bfloat16 arrays; path: " + ops.gemm.bf16_path(),
             "avx512": "AMX off: vdpbf16ps"}[kind]
-    return Case(f"{name}/{n}", "gemm", "cpu", "GFLOP/s", 2.0 * n**3, setup, note=note, settle_s=OPENBLAS_SETTLE_S)
+    return Case(f"{name}/{n}", "gemm", "cpu", "GFLOP/s", 2.0 * n**3, setup, note=note, settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _bf16_cases() -> list:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ... import _cpu, ops
 from ...ops import gemm as gemm_ops
-from ..case import Case, optional_import
+from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 SQUARES = (1024, 2048, 4096)
 # (name, N, H, W, C_in, C_out, kernel, padding): the second conv of an MNIST CNN, and a 3×3 64→64
@@ -113,7 +113,8 @@ def _gemm_case(n: int, path: int = AUTOMATIC, threads: int | None = None, requan
 
     variant = _variant(path) + ("_u8out" if requant else "") + ("_1thread" if threads == 1 else "")
     return Case(f"gemm/{variant}/{n}", "gemm", "cpu", "GOP/s", 2.0 * n**3, setup, threads=threads,
-                note=f"u8×s8 prepacked, {'u8' if requant else 'fp32'} out; int8 path: {_path_name(path)}")
+                note=f"u8×s8 prepacked, {'u8' if requant else 'fp32'} out; int8 path: {_path_name(path)}",
+                settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _conv_case(name, n, h, w_, ci, co, k, pad, path: int = AUTOMATIC) -> Case:
@@ -146,7 +147,7 @@ def _conv_case(name, n, h, w_, ci, co, k, pad, path: int = AUTOMATIC) -> Case:
 
     work = 2.0 * n * h * w_ * co * k * k * ci
     return Case(f"conv/{_variant(path)}/{name}", "conv", "cpu", "GOP/s", work, setup,
-                note=f"u8 NHWC, relu, u8 out; int8 path: {_path_name(path)}")
+                note=f"u8 NHWC, relu, u8 out; int8 path: {_path_name(path)}", settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _path_name(path: int) -> str:

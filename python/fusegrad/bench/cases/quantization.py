@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import models, no_grad, quantization, tensor
 from ...random import manual_seed
-from ..case import Case, optional_import
+from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 from .train import _torch_cnn
 
 
@@ -62,7 +62,8 @@ def _mnist_int8_case(batch: int) -> Case:
         return int8_inference, baselines
 
     return Case(f"quantization/mnist_cnn_int8_inference/batch{batch}", "quantization", "cpu", "samples/s", batch,
-                setup, note="static int8 (uint8 between layers) vs float32 and torch eager int8 (x86 engine)")
+                setup, note="static int8 (uint8 between layers) vs float32 and torch eager int8 (x86 engine)",
+                settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def cases():
