@@ -329,6 +329,9 @@ def test_conv2d_max_pool2d(cuda_device, case, rng):
     assert host(y).dtype == np.float32 and host(ind).dtype == np.int32
     np.testing.assert_array_equal(host(y), want)
     np.testing.assert_array_equal(host(ind), want_ind)
+    alone = ops.conv2d_max_pool2d(dev(x), dev(wt), dev(b), pool=pool, activation=act, negative_slope=0.2,
+                                  return_indices=False, **geo)
+    np.testing.assert_array_equal(host(alone), want)
     pads = conv_padding(padding, (h, w), (k, k), _pair(stride), _pair(dilation))
     assert_close(conv, ref_forward(x, wt, b, stride, pads, dilation), k * k * ci)
     # The indices route the gradient back as max_pool2d's do (cuda/pool's backward on the device).
