@@ -75,6 +75,13 @@ void int8_conv2d(const Int8ConvProblem& p) {
     int8_gemm(g);
     return;
   }
+#if FG_X86
+  const bool amx = p.path == Int8Path::automatic || p.path == Int8Path::amx;
+  if (amx && int8_path_usable(Int8Path::amx) && isa_avx512_ext::int8_conv2d_implicit_fits(s)) {
+    isa_avx512_ext::int8_conv2d_implicit(p);
+    return;
+  }
+#endif
   // Each thread gathers its own blocks of rows and multiplies them on its own (one parallel region
   // for the whole convolution: a fork and join per block would cost more than the block's work at
   // CNN layer sizes, and far more on a busy machine). Blocks come in a multiple of the thread

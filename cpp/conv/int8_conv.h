@@ -18,8 +18,19 @@ struct Int8ConvProblem {
   Int8Path path = Int8Path::automatic;
 };
 
-// A 1×1 convolution of stride 1 without padding multiplies the image in place; any other is an
-// im2col of a block of output pixels into a uint8 buffer, then the GEMM. (int8_conv.cpp)
+// A 1×1 convolution of stride 1 without padding multiplies the image in place; on AMX, one of
+// stride 1 and dilation 1 whose C_in is a multiple of 32 is an implicit GEMM (int8_conv_amx.cpp);
+// any other is an im2col of a block of output pixels into a uint8 buffer, then the GEMM.
+// (int8_conv.cpp)
 void int8_conv2d(const Int8ConvProblem& p);
+
+#if FG_X86
+namespace isa_avx512_ext {
+// The AMX implicit GEMM: whether it takes this geometry, and the convolution itself (for callers
+// that have checked cpu_feature_usable(amx_int8)).
+bool int8_conv2d_implicit_fits(const ConvShape& s);
+void int8_conv2d_implicit(const Int8ConvProblem& p);
+}  // namespace isa_avx512_ext
+#endif
 
 }  // namespace fusegrad

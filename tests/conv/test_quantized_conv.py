@@ -32,6 +32,15 @@ GEOMETRIES = [
     (2, 12, 13, 4, 3, 3, 8, (1, 2), ((0, 1), (2, 0)), (2, 2)),
     (3, 6, 6, 16, 2, 3, 65, (1, 1), ((0, 0), (1, 1)), (1, 1)),
     (2, 20, 20, 40, 3, 3, 48, (1, 1), ((1, 1), (1, 1)), (1, 1)),  # several gather blocks at K = 360
+    # C_in a multiple of 32 at stride 1: the AMX implicit GEMM (32- and 64-channel chunks), with
+    # outputs that do not fill its 32-row tiles, odd C_out, asymmetric padding and kernels
+    (3, 13, 13, 32, 3, 3, 64, (1, 1), ((0, 0), (0, 0)), (1, 1)),  # the MNIST CNN's second layer
+    (2, 7, 9, 64, 3, 3, 17, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    (1, 5, 40, 96, 1, 3, 48, (1, 1), ((0, 2), (1, 0)), (1, 1)),
+    (2, 6, 5, 32, 5, 5, 80, (1, 1), ((2, 2), (2, 2)), (1, 1)),
+    (1, 3, 3, 128, 3, 3, 33, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    (1, 9, 12, 64, 3, 3, 20, (1, 1), ((0, 0), (0, 0)), (1, 1)),   # one unpadded image: its copy's slack
+    (2, 40, 41, 32, 3, 3, 16, (1, 1), ((1, 1), (0, 0)), (1, 1)),  # several work items per image
 ]
 
 
