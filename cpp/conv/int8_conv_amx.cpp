@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/amx_tiles.h"
 #include "common/threads.h"
 #include "conv/int8_conv.h"
 
@@ -40,22 +41,14 @@ constexpr double kThreadMacs = 1 << 20;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Tiles 0-3: int32 accumulators (16 × 64 bytes); 4, 5: A (16 rows × chunk bytes); 6, 7: B (chunk / 4
 // groups of 4 depths × 64 bytes).
 void configure(int64_t chunk) {
-  TileConfig cfg;
-  for (int i = 0; i < 4; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-  for (int i = 4; i < 6; ++i) cfg.colsb[i] = static_cast<uint16_t>(chunk), cfg.rows[i] = 16;
-  for (int i = 6; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = static_cast<uint8_t>(chunk / 4);
-  __asm__ volatile("" : : "r"(&cfg) : "memory");  // see int8_amx.cpp: keeps GCC from dropping the stores
-  _tile_loadconfig(&cfg);
+  AmxTileConfig cfg;
+  for (int i = 0; i < 4; ++i) cfg.set(i, 16, 64);
+  for (int i = 4; i < 6; ++i) cfg.set(i, 16, static_cast<int>(chunk));
+  for (int i = 6; i < 8; ++i) cfg.set(i, static_cast<int>(chunk / 4), 64);
+  load_tile_config(cfg);
 }
 
 // c (32 × 16·NT int32, ldc) = the sum over taps and channel chunks of A · B, A's row r of tap t at

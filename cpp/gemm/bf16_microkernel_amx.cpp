@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "common/amx_tiles.h"
 #include "gemm/bf16_kernels.h"
 
 #if !defined(__AMX_BF16__) || !defined(__AMX_TILE__)
@@ -17,15 +18,6 @@
 namespace fusegrad {
 namespace isa_avx512_ext {
 namespace {
-
-// The 64-byte tile configuration of palette 1 (Intel SDM, LDTILECFG).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
 
 constexpr int kTileRows = 16, kTileBytes = 64;
 // Tile registers: C00 C01 C10 C11, A0 A1, B0 B1. Macros, not constants: the tile intrinsics paste
@@ -42,15 +34,9 @@ constexpr int kTileRows = 16, kTileBytes = 64;
 }  // namespace
 
 void bf16_amx_configure() {
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) {
-    cfg.rows[i] = kTileRows;
-    cfg.colsb[i] = kTileBytes;
-  }
-  // GCC 12 does not see that ldtilecfg reads the whole 64 bytes and drops the stores above
-  // (leaving a configuration of empty tiles, and a SIGILL at the first tile instruction).
-  __asm__ volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
+  AmxTileConfig cfg;
+  for (int i = 0; i < 8; ++i) cfg.set(i, kTileRows, kTileBytes);
+  load_tile_config(cfg);
 }
 
 void bf16_amx_release() {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "common/amx_tiles.h"
 #include "gemm/int8_gemm.h"
 #include "gemm/int8_kernels_impl.h"
 
@@ -35,23 +36,10 @@ constexpr int64_t kTileK = 64;  // bytes of depth per A tile row / groups × 4 p
 //   NC 256: columns of the int32 scratch block of partial sums (512 × 256 × 4 = 512 KiB, in L2).
 constexpr int64_t kKC = 512, kMC = 512, kNC = 256;
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 void thread_begin() {
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) {
-    cfg.colsb[i] = 64;
-    cfg.rows[i] = 16;
-  }
-  // GCC 12 does not see ldtilecfg read its operand and drops the stores above as dead; the
-  // empty asm with a memory clobber keeps them.
-  __asm__ volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
+  AmxTileConfig cfg;
+  for (int i = 0; i < 8; ++i) cfg.set(i, 16, 64);
+  load_tile_config(cfg);
 }
 
 void thread_end() { _tile_release(); }
