@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "gemm/microkernel.h"
@@ -70,21 +71,37 @@ inline void transpose_lines(const float* src, int64_t ld, int rows, int64_t k, f
 }
 #endif
 
+// Column-major A (a transposed view): k step p of panel q is the MR consecutive floats at
+// a + p * cs + q * MR. The k steps are the outer loop, so each source line is read once, whole,
+// and split between the panels; panel by panel, a long stride (e.g. 2 KiB, the gate gradients of
+// an LSTM's weight-gradient GEMM) would map every line of a panel to a few L1 sets and re-read
+// each line from L2 once per panel.
+constexpr int64_t kPrefetchRows = 8;
+void pack_a_column_major(const float* a, int64_t cs, int64_t m, int64_t k, float* dst) {
+  const int64_t full = m / kMR;
+  const int tail = static_cast<int>(m - full * kMR);
+  for (int64_t p = 0; p < k; ++p) {
+    const float* s = a + p * cs;
+    float* d = dst + p * kMR;
+    if (p + kPrefetchRows < k)
+      for (int64_t i = 0; i < m; i += 16) __builtin_prefetch(s + kPrefetchRows * cs + i);
+    for (int64_t q = 0; q < full; ++q, s += kMR, d += kMR * k) std::memcpy(d, s, kMR * sizeof(float));
+    if (tail)
+      for (int r = 0; r < kMR; ++r) d[r] = r < tail ? s[r] : 0.0f;
+  }
+}
+
 }  // namespace
 
 void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst) {
+  if (rs == 1 && cs != 1) {
+    pack_a_column_major(a, cs, m, k, dst);
+    return;
+  }
   for (int64_t i0 = 0; i0 < m; i0 += kMR, dst += kMR * k) {
     const int live = static_cast<int>(std::min<int64_t>(kMR, m - i0));
     const float* src = a + i0 * rs;
-    if (rs == 1 && live == kMR) {
-      // Column-major A (a transposed view): each k step is MR consecutive floats.
-      for (int64_t p = 0; p < k; ++p) {
-        const float* s = src + p * cs;
-        float* d = dst + p * kMR;
-#pragma GCC unroll 16
-        for (int r = 0; r < kMR; ++r) d[r] = s[r];
-      }
-    } else if (cs == 1) {
+    if (cs == 1) {
 #if defined(__AVX512F__)
       static_assert(kMR <= 16, "one 16x16 transpose per 16 k steps");
       transpose_lines(src, rs, live, k, dst, kMR, kMR);
@@ -113,12 +130,7 @@ void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float*
     if (cs == 1) {
       // Row-major B: each k step is NR consecutive floats of one row.
       if (live == kNR) {
-        for (int64_t p = 0; p < k; ++p) {
-          const float* s = src + p * rs;
-          float* d = dst + p * kNR;
-#pragma GCC unroll 64
-          for (int j = 0; j < kNR; ++j) d[j] = s[j];
-        }
+        for (int64_t p = 0; p < k; ++p) std::memcpy(dst + p * kNR, src + p * rs, kNR * sizeof(float));
       } else {
         for (int64_t p = 0; p < k; ++p) {
           const float* s = src + p * rs;
