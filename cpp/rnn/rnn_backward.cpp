@@ -19,7 +19,7 @@ using namespace rnn_detail;
 // dh: the carried gradient of this step's h (in: from the later steps; out: the part that does not
 // go through W_hh, which is zero for the LSTM). dc likewise for the cell.
 void lstm_cell_backward(const float* gates, const float* c_prev, const float* c, const float* dy, float* dh,
-                        float* dc, float* dxg, float* dhg, int64_t H) {
+                        float* dc, float* dg_out, int64_t H) {
   const VecF one = set1(1.0f), zero = set1(0.0f);
   for (int64_t j = 0; j < H; j += kVecWidth) {
     const int w = static_cast<int>(std::min<int64_t>(kVecWidth, H - j));
@@ -34,8 +34,7 @@ void lstm_cell_backward(const float* gates, const float* c_prev, const float* c,
     const VecF dout = dhv * tc * o * (one - o);
     st(dc + j, dcv * f, w);
     st(dh + j, zero, w);
-    st(dxg + j, di, w); st(dxg + H + j, df, w); st(dxg + 2 * H + j, dg, w); st(dxg + 3 * H + j, dout, w);
-    st(dhg + j, di, w); st(dhg + H + j, df, w); st(dhg + 2 * H + j, dg, w); st(dhg + 3 * H + j, dout, w);
+    st(dg_out + j, di, w); st(dg_out + H + j, df, w); st(dg_out + 2 * H + j, dg, w); st(dg_out + 3 * H + j, dout, w);
   }
 }
 
@@ -82,6 +81,57 @@ void run_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int
   gemm_kernels.gemm(g);
 }
 
+// Whether step s of batch row b reads x's row (s, b) in x's own row order (a time-major x run
+// forwards): then the by-step gradient rows are dx's rows as they stand.
+bool steps_are_x_rows(const RnnProblem& p) {
+  return !p.reverse && (p.steps <= 1 || p.x_ts == p.batch) && (p.batch <= 1 || p.x_bs == 1);
+}
+
+// The LSTM's gate gradients are the same numbers for the input projection and the recurrent
+// product, so one by-step array (dhg) serves both, and the two weight gradients are one GEMM:
+// [dW_ih | dW_hh] = dhg^T [x_s | h_{s-1}], where row (s, b) of the right operand is the x row
+// that step s of row b read (zeros past the row's length) beside the state the step started
+// from. dhg is packed once rather than twice, and N is I + H: for an LSTM on 28 input features
+// the separate dW_ih would be a 28-wide GEMM over all of dhg. dx = dhg W_ih by step, written in
+// place when steps are x's rows, else scattered to them.
+void lstm_weight_and_input_gradients(const RnnProblem& p, const RnnBackwardIo& io, const float* dhg) {
+  const int64_t T = p.steps, B = p.batch, I = p.input, H = p.hidden, GH = 4 * H, TB = T * B, IH = I + H;
+  static thread_local PackBuffer xh_buf, dw_buf, dx_buf;
+  float* xh = xh_buf.get(std::max<int64_t>(1, TB * IH));
+  float* dw = dw_buf.get(GH * IH);
+  parallel_for(TB, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t s = r / B, b = r % B, len = row_length(p, b);
+      float* row = xh + r * IH;
+      if (s < len) std::memcpy(row, p.x + (time_of(p, s, len) * p.x_ts + b * p.x_bs) * I, I * sizeof(float));
+      else std::memset(row, 0, I * sizeof(float));
+      std::memcpy(row + I, io.hs + r * H, H * sizeof(float));
+    }
+  });
+  run_gemm(GH, IH, TB, dhg, 1, GH, xh, IH, 1, dw);
+  for (int64_t g = 0; g < GH; ++g) {
+    std::memcpy(io.dw_ih + g * I, dw + g * IH, I * sizeof(float));
+    std::memcpy(io.dw_hh + g * H, dw + g * IH + I, H * sizeof(float));
+  }
+  if (!io.dx) return;
+  if (steps_are_x_rows(p)) {  // rows past a row's length have zero gate gradients: zero dx rows
+    run_gemm(TB, I, GH, dhg, GH, 1, p.w_ih, I, 1, io.dx);
+    return;
+  }
+  float* dx_steps = dx_buf.get(std::max<int64_t>(1, TB * I));
+  run_gemm(TB, I, GH, dhg, GH, 1, p.w_ih, I, 1, dx_steps);
+  parallel_for(B, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t len = row_length(p, b);
+      for (int64_t t = 0; t < T; ++t) {  // time_of maps time to step as it maps step to time
+        float* row = io.dx + (t * p.x_ts + b * p.x_bs) * I;
+        if (t < len) std::memcpy(row, dx_steps + (time_of(p, t, len) * B + b) * I, I * sizeof(float));
+        else std::memset(row, 0, I * sizeof(float));
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
@@ -89,7 +139,7 @@ void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
   const bool lstm = p.cell == RnnCell::lstm;
   if (H <= 0) return;
   static thread_local PackBuffer dxg_buf, dhg_buf, w_buf, carry_buf;
-  float* dxg = dxg_buf.get(std::max<int64_t>(1, T * B * GH));
+  float* dxg = lstm ? nullptr : dxg_buf.get(std::max<int64_t>(1, T * B * GH));  // the GRU's, by time
   float* dhg = dhg_buf.get(std::max<int64_t>(1, T * B * GH));
   float* wpack = w_buf.get(ceil_div(H, kNR) * kNR * GH);
   float* dh = carry_buf.get(std::max<int64_t>(1, 2 * B * H));
@@ -103,8 +153,9 @@ void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
         else std::memset(dh + b * H, 0, H * sizeof(float));
         if (lstm && io.dc_n) std::memcpy(dc + b * H, io.dc_n + b * H, H * sizeof(float));
         else std::memset(dc + b * H, 0, H * sizeof(float));
-        for (int64_t t = row_length(p, b); t < T; ++t)  // no gradient past a row's length
-          std::memset(dxg + (t * p.x_ts + b * p.x_bs) * GH, 0, GH * sizeof(float));
+        if (dxg)
+          for (int64_t t = row_length(p, b); t < T; ++t)  // no gradient past a row's length
+            std::memset(dxg + (t * p.x_ts + b * p.x_bs) * GH, 0, GH * sizeof(float));
       }
       barrier(nt);
       for (int64_t s = T - 1; s >= 0; --s) {
@@ -118,12 +169,12 @@ void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
           const int64_t t = time_of(p, s, len);
           const float* dy = io.dy ? io.dy + t * io.dy_ts + b * io.dy_bs : nullptr;
           const float* gates = io.gates + (s * B + b) * 4 * H;
-          float* dxg_row = dxg + (t * p.x_ts + b * p.x_bs) * GH;
           if (lstm)
             lstm_cell_backward(gates, io.cs + (s * B + b) * H, io.cs + ((s + 1) * B + b) * H, dy, dh + b * H,
-                               dc + b * H, dxg_row, dhg_row, H);
+                               dc + b * H, dhg_row, H);
           else
-            gru_cell_backward(gates, io.hs + (s * B + b) * H, dy, dh + b * H, dxg_row, dhg_row, H);
+            gru_cell_backward(gates, io.hs + (s * B + b) * H, dy, dh + b * H, dxg + (t * p.x_ts + b * p.x_bs) * GH,
+                              dhg_row, H);
         }
         packed_gemm(dhg + (s * B + r0) * GH, GH, rows, wpack, GH, H, dh + r0 * H, H, nullptr, true);
       }
@@ -132,14 +183,20 @@ void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
     });
   }
   const int64_t TB = T * B;
+  if (lstm) {
+    lstm_weight_and_input_gradients(p, io, dhg);
+    if (io.db_ih) column_sums(dhg, TB, GH, io.db_ih);
+    if (io.db_hh) {
+      if (io.db_ih) std::memcpy(io.db_hh, io.db_ih, GH * sizeof(float));
+      else column_sums(dhg, TB, GH, io.db_hh);
+    }
+    return;
+  }
   if (io.dx) run_gemm(TB, I, GH, dxg, GH, 1, p.w_ih, I, 1, io.dx);    // dx = dxg W_ih
   run_gemm(GH, I, TB, dxg, 1, GH, p.x, I, 1, io.dw_ih);                // dW_ih = dxg^T x
   run_gemm(GH, H, TB, dhg, 1, GH, io.hs, H, 1, io.dw_hh);              // dW_hh = dhg^T h_prev
   if (io.db_ih) column_sums(dxg, TB, GH, io.db_ih);
-  if (io.db_hh) {
-    if (lstm && io.db_ih) std::memcpy(io.db_hh, io.db_ih, GH * sizeof(float));  // the same gradients
-    else column_sums(dhg, TB, GH, io.db_hh);
-  }
+  if (io.db_hh) column_sums(dhg, TB, GH, io.db_hh);
 }
 
 }  // namespace FG_ISA_NS

@@ -76,30 +76,43 @@ def test_batch_first_and_output_views(rng):
     assert y_gru.shape == (6, 5, 4) and h_gru.shape == (5, 4)
 
 
-def test_backward_matches_differences(rng):
-    """rnn_backward against float64 central differences of the reference, one weight at a time."""
-    T, B, I, H = 3, 2, 2, 3
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse,batch_first", [(False, False), (True, False), (False, True), (True, True)])
+def test_backward_matches_differences(mode, reverse, batch_first, rng):
+    """rnn_backward against float64 central differences of the reference, one weight at a time,
+    with rows of different lengths; each order of steps and rows (the LSTM's by-step gradients
+    reach dx in place or scattered to x's rows)."""
+    T, B, I, H = 3, 3, 2, 3
+    G = 4 if mode == "lstm" else 3
+    lengths = [3, 1, 2]
     x = rng.standard_normal((T, B, I))
-    w_ih, w_hh = rng.standard_normal((4 * H, I)) * 0.5, rng.standard_normal((4 * H, H)) * 0.5
-    b = rng.standard_normal(4 * H)
+    w_ih, w_hh = rng.standard_normal((G * H, I)) * 0.5, rng.standard_normal((G * H, H)) * 0.5
+    b_ih, b_hh = rng.standard_normal(G * H), rng.standard_normal(G * H)
     h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
     gy = rng.standard_normal((T, B, H))
-    f32 = [a.astype(np.float32) for a in (x, w_ih, w_hh, b, b, h0, c0)]
-    _, _, _, saved = ops.rnn_forward("lstm", *f32, lengths=[3, 1])
-    dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0 = ops.rnn_backward(saved, gy.astype(np.float32))
-    args = [x, w_ih, w_hh, b, b, h0, c0]
+    for t in range(T):  # no gradient reaches y past a row's length
+        gy[t, [b for b in range(B) if t >= lengths[b]]] = 0
+    f32 = [a.astype(np.float32) for a in (x, w_ih, w_hh, b_ih, b_hh, h0, c0 if mode == "lstm" else None)
+           if a is not None]
+    order = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2))) if batch_first else (lambda a: a)
+    f32[0] = order(f32[0])
+    _, _, _, saved = ops.rnn_forward(mode, *f32, lengths=lengths, reverse=reverse, batch_first=batch_first)
+    dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0 = ops.rnn_backward(saved, order(gy.astype(np.float32)))
+    args = [x, w_ih, w_hh, b_ih, b_hh, h0, c0]
 
     def loss(k, idx, eps):
         a = [v.copy() for v in args]
         a[k][idx] += eps
-        return (reference("lstm", *a, [3, 1], False)[0] * gy).sum()
+        return (reference(mode, *a, lengths, reverse)[0] * gy).sum()
 
-    for k, got in [(0, dx), (1, dw_ih), (2, dw_hh), (3, db_ih), (5, dh0), (6, dc0)]:
+    grads = [(0, order(dx) if batch_first else dx), (1, dw_ih), (2, dw_hh), (3, db_ih), (4, db_hh), (5, dh0)]
+    grads += [(6, dc0)] if mode == "lstm" else []
+    for k, got in grads:
         num = np.zeros(args[k].shape)
         for idx in np.ndindex(args[k].shape):
             num[idx] = (loss(k, idx, 1e-6) - loss(k, idx, -1e-6)) / 2e-6
         np.testing.assert_allclose(got, num, rtol=1e-3, atol=1e-4, err_msg=str(k))
-    np.testing.assert_array_equal(db_ih, db_hh)
+    assert not (dx[1, 1:] if batch_first else dx[1:, 1]).any()  # row 1 has one step: no dx past it
 
 
 def test_errors(rng):
