@@ -92,26 +92,31 @@ bool steps_are_x_rows(const RnnProblem& p) {
 // [dW_ih | dW_hh] = dhg^T [x_s | h_{s-1}], where row (s, b) of the right operand is the x row
 // that step s of row b read (zeros past the row's length) beside the state the step started
 // from. dhg is packed once rather than twice, and N is I + H: for an LSTM on 28 input features
-// the separate dW_ih would be a 28-wide GEMM over all of dhg. dx = dhg W_ih by step, written in
+// the separate dW_ih would be a 28-wide GEMM over all of dhg. A column of ones next to them
+// gives the bias gradients (the column sums of dhg) from the same GEMM. dx = dhg W_ih by step, written in
 // place when steps are x's rows, else scattered to them.
 void lstm_weight_and_input_gradients(const RnnProblem& p, const RnnBackwardIo& io, const float* dhg) {
-  const int64_t T = p.steps, B = p.batch, I = p.input, H = p.hidden, GH = 4 * H, TB = T * B, IH = I + H;
+  const int64_t T = p.steps, B = p.batch, I = p.input, H = p.hidden, GH = 4 * H, TB = T * B;
+  const int64_t N = I + H + 1;  // [x_s | h_{s-1} | 1]: the last column sums dhg into the bias gradient
   static thread_local PackBuffer xh_buf, dw_buf, dx_buf;
-  float* xh = xh_buf.get(std::max<int64_t>(1, TB * IH));
-  float* dw = dw_buf.get(GH * IH);
+  float* xh = xh_buf.get(std::max<int64_t>(1, TB * N));
+  float* dw = dw_buf.get(GH * N);
   parallel_for(TB, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t s = r / B, b = r % B, len = row_length(p, b);
-      float* row = xh + r * IH;
+      float* row = xh + r * N;
       if (s < len) std::memcpy(row, p.x + (time_of(p, s, len) * p.x_ts + b * p.x_bs) * I, I * sizeof(float));
       else std::memset(row, 0, I * sizeof(float));
       std::memcpy(row + I, io.hs + r * H, H * sizeof(float));
+      row[I + H] = 1.0f;
     }
   });
-  run_gemm(GH, IH, TB, dhg, 1, GH, xh, IH, 1, dw);
+  run_gemm(GH, N, TB, dhg, 1, GH, xh, N, 1, dw);
   for (int64_t g = 0; g < GH; ++g) {
-    std::memcpy(io.dw_ih + g * I, dw + g * IH, I * sizeof(float));
-    std::memcpy(io.dw_hh + g * H, dw + g * IH + I, H * sizeof(float));
+    std::memcpy(io.dw_ih + g * I, dw + g * N, I * sizeof(float));
+    std::memcpy(io.dw_hh + g * H, dw + g * N + I, H * sizeof(float));
+    if (io.db_ih) io.db_ih[g] = dw[g * N + I + H];
+    if (io.db_hh) io.db_hh[g] = dw[g * N + I + H];
   }
   if (!io.dx) return;
   if (steps_are_x_rows(p)) {  // rows past a row's length have zero gate gradients: zero dx rows
@@ -185,11 +190,6 @@ void rnn_backward_sequence(const RnnProblem& p, const RnnBackwardIo& io) {
   const int64_t TB = T * B;
   if (lstm) {
     lstm_weight_and_input_gradients(p, io, dhg);
-    if (io.db_ih) column_sums(dhg, TB, GH, io.db_ih);
-    if (io.db_hh) {
-      if (io.db_ih) std::memcpy(io.db_hh, io.db_ih, GH * sizeof(float));
-      else column_sums(dhg, TB, GH, io.db_hh);
-    }
     return;
   }
   if (io.dx) run_gemm(TB, I, GH, dxg, GH, 1, p.w_ih, I, 1, io.dx);    // dx = dxg W_ih

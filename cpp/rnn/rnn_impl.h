@@ -26,6 +26,9 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline void packed_gemm(const float* a, int64_t lda, int64_t rows, const float* bpack, int64_t k, int64_t n,
                         float* c, int64_t ldc, const float* bias, bool accumulate) {
   if (rows <= 0) return;
+  static thread_local PackBuffer a_buf;
+  float* apack = a_buf.get(ceil_div(rows, kMR) * kMR * k);
+  pack_a(a, lda, 1, rows, k, apack);
   MicroTile t;
   t.k = k;
   t.ldb = kNR;
@@ -38,9 +41,9 @@ inline void packed_gemm(const float* a, int64_t lda, int64_t rows, const float* 
     t.bias = bias ? bias + j : nullptr;
     for (int64_t i = 0; i < rows; i += kMR) {
       t.m = static_cast<int>(std::min<int64_t>(kMR, rows - i));
-      t.a = a + i * lda;
+      t.a = apack + i * k;
       t.c = c + i * ldc + j;
-      microkernel_strided_a(t, lda, 1);
+      microkernel(t);
     }
   }
 }
