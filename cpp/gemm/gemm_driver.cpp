@@ -358,16 +358,24 @@ void gemm_narrow(const Mat& x, int threads) {
   }
 }
 
-// A column-major A read in place: every step of K is a new cache line per tile, read at a long
-// stride that neither L1 nor the prefetchers keep up with. Packing it costs less once the GEMM
-// is large enough to hide the copy and A spans more than a few tiles. Measured on the reference
-// CPU, 2 threads, A column-major, packed against in place: 784×500×128 1.19×, 512³ 1.25×,
-// 1024×64×1024 1.26×, 2048×32×4096 1.82× faster; 64×512×512 0.71×, 128×64×128 0.75× (slower).
+// When the in-place path loses to packing although A fits:
+// - a column-major A: every step of K is a new cache line per tile, read at a long stride that
+//   neither L1 nor the prefetchers keep up with. Packing it costs less once the GEMM is large
+//   enough to hide the copy and A spans more than a few tiles. Measured on the reference CPU,
+//   2 threads, packed against in place: 784×500×128 1.19×, 512³ 1.25×, 1024×64×1024 1.26×,
+//   2048×32×4096 1.82× faster; 64×512×512 0.71×, 128×64×128 0.75× (slower).
+// - a row-major B whose rows lie a multiple of 1 KiB apart, over a long K: its micro-panel rows
+//   then fall into a few cache sets and on a new page each, so the panel is not kept between
+//   the row tiles that reuse it. 128×512×1792 (rows 2 KiB apart) runs 2.2× faster packed.
 constexpr int64_t kStridedAMaxRows = 8 * kMR;
 constexpr double kStridedAMaxMacs = 8e6;
-bool strided_a_is_slow(const Mat& x) {
-  return x.a_rs == 1 && x.a_cs != 1 && x.m > kStridedAMaxRows &&
-         double(x.m) * double(x.n) * double(x.k) >= kStridedAMaxMacs;
+constexpr int64_t kAliasingStrideFloats = 256;
+bool in_place_is_slow(const Mat& x) {
+  const bool a_column_major = x.a_rs == 1 && x.a_cs != 1 && x.m > kStridedAMaxRows &&
+                              double(x.m) * double(x.n) * double(x.k) >= kStridedAMaxMacs;
+  const bool b_aliasing = x.b_cs == 1 && x.b_rs % kAliasingStrideFloats == 0 && x.k > 2 * kKC &&
+                          x.m > kInPlaceTiles * kMR;
+  return a_column_major || b_aliasing;
 }
 
 void gemm_one(const Mat& x, int threads) {
@@ -379,7 +387,7 @@ void gemm_one(const Mat& x, int threads) {
   const int64_t a_share_bytes = ceil_div(x.m, threads) * x.k * 4;
   const bool fits = a_share_bytes <= kInPlaceABytes && x.k <= kInPlaceMaxK;
   const bool little_reuse = x.n <= kInPlaceTiles * kNR || x.m <= kInPlaceTiles * kMR;
-  const bool in_place = x.path == GemmPath::automatic ? (fits || little_reuse) && !strided_a_is_slow(x)
+  const bool in_place = x.path == GemmPath::automatic ? (fits || little_reuse) && !in_place_is_slow(x)
                                                      : x.path == GemmPath::in_place;
   if (x.k == 0 || in_place) {
     gemm_in_place(x, threads);  // K = 0 too: the kernel then stores just the epilogue

@@ -14,6 +14,11 @@ second, so 1e6 / rate is microseconds per call.
 CUDA (cuda/rnn/; skipped without a GPU): the LSTM(512), T = 128, batch 64 forward + backward and the
 LSTM(128) and GRU(128) training steps, with inputs, parameters and optimizer state on the device,
 against PyTorch's cuDNN RNNs on the same GPU with TF32 off (fusegrad's GEMMs compute in fp32).
+
+On the CPU every sample is preceded by SPINNING_BASELINE_SETTLE_S of untimed calls of the same
+candidate (see bench/timer.py): PyTorch's OpenMP workers spin for milliseconds after its call,
+and a fusegrad sample taken right after one shares the two cores with them (and the other way
+round); a program runs one library's training loop at a time, not both interleaved.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import numpy as np
 from ... import nn, optim, tensor
 from ...autograd import no_grad
 from ...random import manual_seed
-from ..case import Case, optional_import
+from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 BATCH = 64
 
@@ -60,6 +65,10 @@ def _torch_fp32(torch, device: str):
     if device == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def _settle(device: str) -> float:
+    return SPINNING_BASELINE_SETTLE_S if device == "cpu" else 0.0
 
 
 def _suffix(device: str) -> str:
@@ -103,7 +112,7 @@ def _kernel_case(kind: str, hidden: int, steps: int, train: bool, device: str = 
     flops = 2.0 * steps * BATCH * gates * hidden * (2 * hidden) * (3 if train else 1)
     what = "train" if train else "forward"
     return Case(f"rnn/{kind}_{what}/T{steps}_B{BATCH}_H{hidden}{_suffix(device)}", "rnn", device, "GFLOP/s", flops,
-                setup, limit="fma_GFLOPs" if device == "cpu" else "cublas_fp32_TFLOPs")
+                setup, limit="fma_GFLOPs" if device == "cpu" else "cublas_fp32_TFLOPs", settle_s=_settle(device))
 
 
 def _step_case(kind: str, device: str = "cpu") -> Case:
@@ -147,7 +156,7 @@ def _step_case(kind: str, device: str = "cpu") -> Case:
         return step, base
 
     return Case(f"rnn/{kind}_adam_step/seq28x28_H128/batch{BATCH}{_suffix(device)}", "rnn", device, "samples/s",
-                BATCH, setup)
+                BATCH, setup, settle_s=_settle(device))
 
 
 def _overhead_case(kind: str) -> Case:
@@ -162,7 +171,8 @@ def _overhead_case(kind: str) -> Case:
         return (lambda: ours(xa)), base
 
     return Case(f"rnn/{kind}_call_overhead/T1_B1_H8", "rnn", "cpu", "samples/s", 1, setup,
-                note="calls/s of one layer call (forward, grad mode on); 1e6 / rate = microseconds per call")
+                note="calls/s of one layer call (forward, grad mode on); 1e6 / rate = microseconds per call",
+                settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def cases():
