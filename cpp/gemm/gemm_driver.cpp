@@ -366,15 +366,16 @@ void gemm_narrow(const Mat& x, int threads) {
 //   2048×32×4096 1.82× faster; 64×512×512 0.71×, 128×64×128 0.75× (slower).
 // - a row-major B whose rows lie a multiple of 1 KiB apart, over a long K: its micro-panel rows
 //   then fall into a few cache sets and on a new page each, so the panel is not kept between
-//   the row tiles that reuse it. 128×512×1792 (rows 2 KiB apart) runs 2.2× faster packed.
+//   the row tiles that reuse it. Packed: 128×512×1792 (rows 2 KiB apart) 2.2×, 1024×1024×448
+//   (4 KiB) 1.4× faster; 64×512×512, whose B panels are reused by only five tiles, 0.75×.
 constexpr int64_t kStridedAMaxRows = 8 * kMR;
 constexpr double kStridedAMaxMacs = 8e6;
 constexpr int64_t kAliasingStrideFloats = 256;
 bool in_place_is_slow(const Mat& x) {
   const bool a_column_major = x.a_rs == 1 && x.a_cs != 1 && x.m > kStridedAMaxRows &&
                               double(x.m) * double(x.n) * double(x.k) >= kStridedAMaxMacs;
-  const bool b_aliasing = x.b_cs == 1 && x.b_rs % kAliasingStrideFloats == 0 && x.k > 2 * kKC &&
-                          x.m > kInPlaceTiles * kMR;
+  const bool b_aliasing = x.b_cs == 1 && x.b_rs % kAliasingStrideFloats == 0 && x.k > kKC &&
+                          x.m > kStridedAMaxRows;
   return a_column_major || b_aliasing;
 }
 
