@@ -14,7 +14,9 @@
 //      other. Per step a thread runs the microkernel over its rows (the recurrent GEMM, b_hh in its
 //      epilogue) and then the cell on those rows while they are in cache (gates, c and h).
 //   Backward runs the same loop in reverse (dh_{t-1} = dgates_t W_hh on the packed W_hh), then
-//   dx, dW_ih and dW_hh as three whole-sequence GEMMs and the bias gradients as column sums.
+//   the whole-sequence GEMMs: for the LSTM, whose input and recurrent gate gradients are equal,
+//   [dW_ih | dW_hh | db] as one GEMM over [x | h_{t-1} | 1] and dx as another; for the GRU, dx,
+//   dW_ih and dW_hh as three and the bias gradients as column sums.
 //
 // Layouts, the problem and its outputs: rnn_problem.h (shared with the CUDA kernels, cuda/rnn/).
 #pragma once
