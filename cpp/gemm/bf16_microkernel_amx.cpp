@@ -75,7 +75,7 @@ void bf16_microkernel_amx(const Bf16Tile& t) {
     a += 2 * kATile;
     b += kAmxK * kBf16NR;  // 16 pair rows of 32 columns
   }
-  if (direct && t.load_c) {
+  if (direct && (t.load_c || !t.stream_c)) {
     _tile_stored(kC00, t.c, c_stride);
     _tile_stored(kC01, t.c + 16, c_stride);
     _tile_stored(kC10, t.c + 16 * t.ldc, c_stride);
