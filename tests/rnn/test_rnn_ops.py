@@ -144,3 +144,28 @@ def test_errors(rng):
         ops.rnn_backward(None)
     with pytest.raises(TypeError, match="batch_first must be True or False"):
         ops.gru(x, w_ih, w_hh, batch_first="yes")
+
+
+def test_saved_activations_return_to_the_pool_only_when_free(rng):
+    """The large host activations of a released RnnSaved serve the next forward (ops.rnn._pool);
+    one the caller still holds is never handed out again, and reuse leaves the results unchanged."""
+    from fusegrad.ops import rnn as rnn_ops
+
+    T, B, I, H = 64, 32, 8, 128  # hs 65·32·128 floats, gates 64·32·512: both over 1 MiB, pooled
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = (rng.standard_normal((4 * H, n)).astype(np.float32) * 0.1 for n in (I, H))
+    y0, _, _, saved = ops.rnn_forward("lstm", x, w_ih, w_hh)
+    grads0 = ops.rnn_backward(saved, np.ones_like(y0))
+    held = saved.gates
+    held_copy = held.copy()
+    del saved
+    assert not any(a is held for free in rnn_ops._pool.values() for a in free)
+    pooled = list(rnn_ops._pool[(T + 1, B, H)])
+    assert pooled
+    y1, _, _, saved = ops.rnn_forward("lstm", x, w_ih, w_hh)
+    assert any(saved.hs is a for a in pooled) and saved.gates is not held
+    np.testing.assert_array_equal(held, held_copy)  # the held array was not written again
+    np.testing.assert_array_equal(y1, y0)
+    for g0, g1 in zip(grads0, ops.rnn_backward(saved, np.ones_like(y1))):
+        if g0 is not None:
+            np.testing.assert_array_equal(g1, g0)

@@ -24,6 +24,8 @@ are checked on the host (a CUDA lengths array is read back for that) and copied 
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .. import _backend, _cpu, _emulated
@@ -34,16 +36,49 @@ _CELLS = {"lstm": (0, 4), "gru": (1, 3)}
 _F32 = np.dtype(np.float32)
 
 
+# Host activations saved for the backward pass, kept for the next forward once their RnnSaved is
+# gone. Arrays of more than glibc's largest mmap threshold (32 MiB: the gates of an LSTM(512) over
+# 128 steps of 64 rows are 64 MiB) are fresh pages on every np.empty, which the kernel faults in and
+# zeroes: a tenth of that forward's time. A training loop frees one step's activations before the
+# next step's forward, so it gets them back from here. At most _POOL_PER_SHAPE arrays of a shape
+# are kept, and only large ones (small ones come back from malloc's own free lists).
+_POOL_MIN_BYTES = 1 << 20
+_POOL_PER_SHAPE = 4
+_pool: dict = {}
+
+
+def _host_activations(shape: tuple) -> np.ndarray:
+    free = _pool.get(shape)
+    return free.pop() if free else np.empty(shape, np.float32)
+
+
+def _recycle(a) -> None:
+    if type(a) is np.ndarray and a.nbytes >= _POOL_MIN_BYTES and a.base is None:
+        free = _pool.setdefault(a.shape, [])
+        if len(free) < _POOL_PER_SHAPE:
+            free.append(a)
+
+
 class RnnSaved:
     """What rnn_forward keeps for rnn_backward (the arrays it read and the activations it saved).
-    lengths is on x's device; kind is the caller's kind of array, for the gradients."""
+    lengths is on x's device; kind is the caller's kind of array, for the gradients. The saved
+    activations of a CPU call go back to the pool above when this object is released."""
 
     __slots__ = ("cell", "x", "w_ih", "w_hh", "has_bias", "lengths", "reverse", "batch_first", "gates", "hs", "cs",
-                 "kind")
+                 "kind", "pooled")
 
-    def __init__(self, *values):
+    def __init__(self, *values, pooled=False):
         for name, value in zip(self.__slots__, values):
             setattr(self, name, value)
+        self.pooled = pooled
+
+    def __del__(self):
+        if self.pooled:
+            for name in ("gates", "hs", "cs"):
+                a = getattr(self, name)
+                setattr(self, name, None)
+                if sys.getrefcount(a) == 2:  # `a` and the call's argument: nobody else holds it
+                    _recycle(a)
 
 
 def _cell(mode, fn: str):
@@ -151,9 +186,9 @@ def rnn_forward(mode, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, 
         y = np.empty(shape, np.float32) if out is None else out
         h_n = np.empty((batch, hidden), np.float32)
         c_n = np.empty((batch, hidden), np.float32) if cell == 0 else None
-        saved_gates = np.empty((steps, batch, 4 * hidden), np.float32)
-        hs = np.empty((steps + 1, batch, hidden), np.float32)
-        cs = np.empty((steps + 1, batch, hidden), np.float32) if cell == 0 else None
+        saved_gates = _host_activations((steps, batch, 4 * hidden))
+        hs = _host_activations((steps + 1, batch, hidden))
+        cs = _host_activations((steps + 1, batch, hidden)) if cell == 0 else None
         _cpu.rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, batch_first,
                          y.transpose(1, 0, 2) if batch_first else y, h_n, c_n, saved_gates, hs, cs)
     else:
@@ -174,7 +209,8 @@ def rnn_forward(mode, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, 
         if out is not None and y is not out:
             out[...] = y
             y = out
-    saved = RnnSaved(cell, x, w_ih, w_hh, b_ih is not None, lengths, reverse, batch_first, saved_gates, hs, cs, kind)
+    saved = RnnSaved(cell, x, w_ih, w_hh, b_ih is not None, lengths, reverse, batch_first, saved_gates, hs, cs, kind,
+                     pooled=device == "cpu")
     return to_kind(y, kind), to_kind(h_n, kind), (to_kind(c_n, kind) if c_n is not None else None), saved
 
 
