@@ -108,6 +108,8 @@ SHAPE_OPS = {
     "flatten": lambda t: t.flatten(1),
     "unsqueeze_squeeze": lambda t: t.unsqueeze(1).squeeze(1) * t,
     "index": lambda t: t[1:, ::2, -1],
+    "int_index": lambda t: t[1] * t[np.int64(2)],
+    "ellipsis_none": lambda t: t[..., None, 0] + t[None, 0, ..., 1:3].sum(),
     "fancy_index": lambda t: t[np.array([0, 2, 0]), 1],
     "bool_mask": lambda t: t[np.arange(60).reshape(3, 4, 5) % 3 == 0],
     "cat": lambda t: fg.cat([t, t * 2, t[:, :1]], axis=1),

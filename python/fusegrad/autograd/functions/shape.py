@@ -38,8 +38,20 @@ class Index(Function):
         shape, index, first = self.saved
         xp = array_module(g)
         out = xp.zeros(shape, dtype=g.dtype)
-        xp.add.at(out if first is None else out[first], index, g)  # repeated indices accumulate
+        target = out if first is None else out[first]
+        if _is_basic(index):
+            target[index] = g  # a view: each element at most once
+        else:
+            xp.add.at(target, index, g)  # repeated indices accumulate
         return (out,)
+
+
+def _is_basic(index) -> bool:
+    """Whether `index` is NumPy basic indexing (integers, slices, Ellipsis, None): it selects each
+    element at most once, so its gradient is a plain assignment rather than the much slower add.at."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice) or
+               (isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))) for i in items)
 
 
 class Expand(Function):
