@@ -10,36 +10,30 @@ namespace fusegrad::cuda {
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <int kW>
-__device__ __forceinline__ void load_vec(const float* p, float (&r)[kW]) {
+// The 16-byte vector type of a 4-byte element type.
+template <class T> struct Vec4;
+template <> struct Vec4<float> { using type = float4; };
+template <> struct Vec4<int32_t> { using type = int4; };
+
+template <int kW, class T>
+__device__ __forceinline__ void load_vec(const T* p, T (&r)[kW]) {
   if constexpr (kW == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
+    const typename Vec4<T>::type a = *reinterpret_cast<const typename Vec4<T>::type*>(p);
     r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
   } else {
     r[0] = *p;
   }
 }
 
-template <int kW>
-__device__ __forceinline__ void store_vec(float* p, const float (&r)[kW]) {
-  if constexpr (kW == 4) *reinterpret_cast<float4*>(p) = make_float4(r[0], r[1], r[2], r[3]);
-  else *p = r[0];
-}
-
-template <int kW>
-__device__ __forceinline__ void load_ivec(const int32_t* p, int32_t (&r)[kW]) {
+template <int kW, class T>
+__device__ __forceinline__ void store_vec(T* p, const T (&r)[kW]) {
   if constexpr (kW == 4) {
-    const int4 a = *reinterpret_cast<const int4*>(p);
-    r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
+    typename Vec4<T>::type a;
+    a.x = r[0], a.y = r[1], a.z = r[2], a.w = r[3];
+    *reinterpret_cast<typename Vec4<T>::type*>(p) = a;
   } else {
-    r[0] = *p;
+    *p = r[0];
   }
-}
-
-template <int kW>
-__device__ __forceinline__ void store_ivec(int32_t* p, const int32_t (&r)[kW]) {
-  if constexpr (kW == 4) *reinterpret_cast<int4*>(p) = make_int4(r[0], r[1], r[2], r[3]);
-  else *p = r[0];
 }
 
 }  // namespace fusegrad::cuda

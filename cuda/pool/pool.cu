@@ -109,7 +109,7 @@ max_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
         pos += step, p += int64_t(step) * g.c;
       }
       store_vec<kW>(y + q * g.c + v * kW, m);
-      if constexpr (kIndices) store_ivec<kW>(indices + q * g.c + v * kW, best);
+      if constexpr (kIndices) store_vec<kW>(indices + q * g.c + v * kW, best);
     }
   }
 }
@@ -135,7 +135,7 @@ __device__ __forceinline__ void take_window(const PoolGeometry& g, const float* 
                                             unsigned& misplaced) {
   int32_t id[kW];
   float gv[kW];
-  load_ivec<kW>(indices + o, id);
+  load_vec<kW>(indices + o, id);
   load_vec<kW>(gy + o, gv);
 #pragma unroll
   for (int l = 0; l < kW; ++l)
