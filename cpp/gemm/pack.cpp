@@ -76,15 +76,12 @@ inline void transpose_lines(const float* src, int64_t ld, int rows, int64_t k, f
 // and split between the panels; panel by panel, a long stride (e.g. 2 KiB, the gate gradients of
 // an LSTM's weight-gradient GEMM) would map every line of a panel to a few L1 sets and re-read
 // each line from L2 once per panel.
-constexpr int64_t kPrefetchRows = 8;
 void pack_a_column_major(const float* a, int64_t cs, int64_t m, int64_t k, float* dst) {
   const int64_t full = m / kMR;
   const int tail = static_cast<int>(m - full * kMR);
   for (int64_t p = 0; p < k; ++p) {
     const float* s = a + p * cs;
     float* d = dst + p * kMR;
-    if (p + kPrefetchRows < k)
-      for (int64_t i = 0; i < m; i += 16) __builtin_prefetch(s + kPrefetchRows * cs + i);
     for (int64_t q = 0; q < full; ++q, s += kMR, d += kMR * k) std::memcpy(d, s, kMR * sizeof(float));
     if (tail)
       for (int r = 0; r < kMR; ++r) d[r] = r < tail ? s[r] : 0.0f;
