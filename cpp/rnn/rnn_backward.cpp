@@ -88,13 +88,13 @@ bool steps_are_x_rows(const RnnProblem& p) {
 }
 
 // The LSTM's gate gradients are the same numbers for the input projection and the recurrent
-// product, so one by-step array (dhg) serves both, and the two weight gradients are one GEMM:
-// [dW_ih | dW_hh] = dhg^T [x_s | h_{s-1}], where row (s, b) of the right operand is the x row
-// that step s of row b read (zeros past the row's length) beside the state the step started
-// from. dhg is packed once rather than twice, and N is I + H: for an LSTM on 28 input features
-// the separate dW_ih would be a 28-wide GEMM over all of dhg. A column of ones next to them
-// gives the bias gradients (the column sums of dhg) from the same GEMM. dx = dhg W_ih by step, written in
-// place when steps are x's rows, else scattered to them.
+// product, so one by-step array (dhg) serves both, and the weight and bias gradients are one GEMM:
+// [dW_ih | dW_hh | db] = dhg^T [x_s | h_{s-1} | 1], where row (s, b) of the right operand is the
+// x row that step s of row b read (zeros past the row's length), the state the step started
+// from, and a one, whose column sums dhg into the bias gradient. dhg is packed once rather than
+// twice, and N is I + H + 1: for an LSTM on 28 input features a separate dW_ih would be a 28-wide
+// GEMM over all of dhg. dx = dhg W_ih by step, written in place when steps are x's rows, else
+// scattered to them.
 void lstm_weight_and_input_gradients(const RnnProblem& p, const RnnBackwardIo& io, const float* dhg) {
   const int64_t T = p.steps, B = p.batch, I = p.input, H = p.hidden, GH = 4 * H, TB = T * B;
   const int64_t N = I + H + 1;  // [x_s | h_{s-1} | 1]: the last column sums dhg into the bias gradient
