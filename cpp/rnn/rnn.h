@@ -7,8 +7,10 @@
 //                        n = tanh(x_n + b_in + r (W_hn h + b_hn));  h' = (1 - z) n + z h
 //
 // How a sequence runs (rnn_forward.cpp, rnn_backward.cpp):
-//   1. the input projection of every step as one GEMM (T·B × I -> T·B × G·H, b_ih in its epilogue);
-//   2. W_hh packed once into the GEMM's B micro-panels;
+//   1. the input projection of every step as one GEMM (T·B × I -> T·B × G·H, b_ih in its epilogue),
+//      or, for an LSTM whose [W_ih | W_hh] is small (rnn_forward.cpp, stacked_input), inside each
+//      step's GEMM over [x_t | h] (K = I + H);
+//   2. W_hh (or [W_ih | W_hh]) packed once into the GEMM's B micro-panels;
 //   3. the time loop in C++. The batch rows are split between the threads once for the whole
 //      sequence: row b of h_t depends only on row b of h_{t-1}, so the threads never wait for each
 //      other. Per step a thread runs the microkernel over its rows (the recurrent GEMM, b_hh in its

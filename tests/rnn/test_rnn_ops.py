@@ -39,8 +39,10 @@ MR = _cpu.gemm_config()["mr"]
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
+# The last LSTM shape's stacked weights [W_ih | W_hh] pass 1 MiB: its input projection is a GEMM of
+# its own (rnn_forward.cpp, stacked_input); on the others the step's GEMM does it.
 @pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (3, MR + 1, 5, 17), (7, 2 * MR - 1, 3, 33), (4, 40, 2, 16),
-                                     (0, 3, 2, 4)])
+                                     (0, 3, 2, 4), (3, MR + 1, 5, 260)])
 @pytest.mark.parametrize("reverse,with_lengths", [(False, False), (True, False), (True, True), (False, True)])
 def test_against_float64_reference(mode, T, B, I, H, reverse, with_lengths, rng):
     G = 4 if mode == "lstm" else 3
@@ -59,6 +61,26 @@ def test_against_float64_reference(mode, T, B, I, H, reverse, with_lengths, rng)
         np.testing.assert_allclose(c_n, rc, rtol=1e-4, atol=2e-5)
     else:
         assert c_n is None
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("biases", ["ih", "hh", "none"])
+def test_missing_biases_count_as_zero(mode, biases, rng):
+    T, B, I, H = 4, 5, 3, 16
+    G = 4 if mode == "lstm" else 3
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * 0.3).astype(np.float32) for n in (I, H)]
+    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    if biases != "ih":
+        b_ih = None
+    if biases != "hh":
+        b_hh = None
+    y, h_n, _, _ = ops.rnn_forward(mode, x, w_ih, w_hh, b_ih, b_hh)
+    zeros = np.zeros(G * H)
+    f64 = [a.astype(np.float64) if a is not None else zeros for a in (x, w_ih, w_hh, b_ih, b_hh)]
+    ry, rh, _ = reference(mode, *f64, np.zeros((B, H)), np.zeros((B, H)), None, False)
+    np.testing.assert_allclose(y, ry, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(h_n, rh, rtol=1e-4, atol=2e-5)
 
 
 def test_batch_first_and_output_views(rng):
