@@ -25,7 +25,7 @@ void lstm_cell_backward(const float* gates, const float* c_prev, const float* c,
     const int w = static_cast<int>(std::min<int64_t>(kVecWidth, H - j));
     const VecF i = ld(gates + j, w), f = ld(gates + H + j, w), g = ld(gates + 2 * H + j, w),
                o = ld(gates + 3 * H + j, w);
-    const VecF tc = tanh(ld(c + j, w));
+    const VecF tc = tanh_by_sigmoid(ld(c + j, w));  // as the forward computed it
     const VecF dhv = dy ? ld(dh + j, w) + ld(dy + j, w) : ld(dh + j, w);
     const VecF dcv = fmadd(dhv * o, one - tc * tc, ld(dc + j, w));
     const VecF di = dcv * g * i * (one - i);

@@ -17,7 +17,6 @@ using namespace rnn_detail;
 template <bool kStacked>
 void lstm_cell(const float* xg, const float* hg, const float* c_prev, float* gates, float* c_out, float* h_out,
                float* y, int64_t H) {
-  const VecF one = set1(1.0f);
   for (int64_t j = 0; j < H; j += kVecWidth) {
     const int w = static_cast<int>(std::min<int64_t>(kVecWidth, H - j));
     const auto pre = [&](int64_t gate) {
@@ -26,10 +25,10 @@ void lstm_cell(const float* xg, const float* hg, const float* c_prev, float* gat
     };
     const VecF i = sigmoid(pre(0));
     const VecF f = sigmoid(pre(1));
-    const VecF g = tanh(pre(2));
-    const VecF o = one / (one + exp(-pre(3)));
+    const VecF g = tanh_by_sigmoid(pre(2));
+    const VecF o = sigmoid(pre(3));
     const VecF c = fmadd(f, ld(c_prev + j, w), i * g);
-    const VecF h = o * tanh(c);
+    const VecF h = o * tanh_by_sigmoid(c);
     st(gates + j, i, w);
     st(gates + H + j, f, w);
     st(gates + 2 * H + j, g, w);
@@ -46,7 +45,7 @@ void gru_cell(const float* xg, const float* hg, const float* h_prev, float* gate
     const VecF r = sigmoid(ld(xg + j, w) + ld(hg + j, w));
     const VecF z = sigmoid(ld(xg + H + j, w) + ld(hg + H + j, w));
     const VecF hn = ld(hg + 2 * H + j, w);
-    const VecF n = tanh(fmadd(r, hn, ld(xg + 2 * H + j, w)));
+    const VecF n = tanh_by_sigmoid(fmadd(r, hn, ld(xg + 2 * H + j, w)));
     const VecF h = fmadd(z, ld(h_prev + j, w) - n, n);  // (1 - z) n + z h
     st(gates + j, r, w);
     st(gates + H + j, z, w);
