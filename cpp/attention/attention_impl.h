@@ -51,21 +51,32 @@ inline void store_w(float* p, VecF a, int w) {
 }
 
 // 2^x for x <= 0 (scores minus their running max), relative error < 2e-7: x = n + f with
-// |f| <= 1/2, 2^f by Cephes' exp2f polynomial (degree 6), scaled by 2^n in the exponent field.
-// Below -127 the result is 0 (so -inf, a masked score, gives exactly 0). NaN stays NaN.
-inline VecF exp2_nonpositive(VecF x) {
-  x = max(set1(-127.0f), x);  // max(a, b) returns b when either is NaN: a NaN x passes
-  const VecF n = round_nearest(x);
-  const VecF f = x - n;
+// |f| <= 1/2, 2^f by Cephes' exp2f polynomial (degree 6), scaled by 2^n. Below -127 the result
+// is 0 (so -inf, a masked score, gives exactly 0). NaN stays NaN.
+inline VecF exp2_fraction(VecF f) {
   VecF p = set1(1.535336188319500e-4f);
   p = fmadd(p, f, set1(1.339887440266574e-3f));
   p = fmadd(p, f, set1(9.618437357674640e-3f));
   p = fmadd(p, f, set1(5.550332471162809e-2f));
   p = fmadd(p, f, set1(2.402264791363012e-1f));
   p = fmadd(p, f, set1(6.931472028550421e-1f));
-  p = fmadd(p, f, set1(1.0f));
-  return p * pow2_integral(n);  // n = -127 builds +0.0
+  return fmadd(p, f, set1(1.0f));
 }
+#if defined(__AVX512F__)
+// vscalefps scales by 2^n directly; lanes below -127 (and -inf, whose f is NaN) are masked to 0,
+// and not-less-or-equal is true for NaN, which passes through.
+inline VecF exp2_nonpositive(VecF x) {
+  const VecF n = round_nearest(x);
+  const __mmask16 keep = _mm512_cmp_ps_mask(x.v, _mm512_set1_ps(-127.0f), _CMP_NLE_UQ);
+  return {_mm512_maskz_scalef_ps(keep, exp2_fraction(x - n).v, n.v)};
+}
+#else
+inline VecF exp2_nonpositive(VecF x) {
+  x = max(set1(-127.0f), x);  // max(a, b) returns b when either is NaN: a NaN x passes
+  const VecF n = round_nearest(x);
+  return exp2_fraction(x - n) * pow2_integral(n);  // n = -127 builds +0.0
+}
+#endif
 
 inline float exp2_scalar(float x) { return x < -127.0f ? 0.0f : std::exp2(x); }
 
