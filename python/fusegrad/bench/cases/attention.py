@@ -10,6 +10,10 @@ backward, causal and not, on CuPy arrays (cuda/attention/, fp32 SIMT) against Py
 scaled_dot_product_attention on CUDA tensors of the same memory (fp32, so PyTorch picks its
 memory-efficient kernel; its flash kernel takes only fp16/bf16), bound by cuBLAS's fp32 peak.
 
+On the CPU every sample is preceded by SPINNING_BASELINE_SETTLE_S of untimed calls of the same
+candidate (bench/timer.py): NumPy's OpenBLAS and PyTorch's OpenMP workers keep spinning after a
+call, and a sample taken right after one would share the two cores with them.
+
 Work: GFLOP, counting the matrix products as FlashAttention's papers do: forward 4·B·H·Sq·Sk·D,
 backward 2.5× that (its five products, the recomputed scores included); causal halves both.
 """
@@ -19,7 +23,7 @@ import numpy as np
 
 from ... import nn, ops, optim, tensor
 from ...random import manual_seed
-from ..case import Case, optional_import
+from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 THREADS = 2
 
@@ -89,7 +93,7 @@ def _attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
     flops = 4.0 * b * h * s * s * d * (3.5 if backward else 1.0) * (0.5 if causal else 1.0)
     kind = ("fwd_bwd" if backward else "fwd") + ("_causal" if causal else "")
     return Case(f"attention/{kind}/b{b}h{h}s{s}d{d}", "attention", "cpu", "GFLOP/s", flops, setup,
-                limit="fma_GFLOPs", threads=THREADS)
+                limit="fma_GFLOPs", threads=THREADS, settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _encoder_case(batch, length, hidden, heads, ffn) -> Case:
@@ -120,7 +124,7 @@ def _encoder_case(batch, length, hidden, heads, ffn) -> Case:
         return ours, base
 
     return Case(f"attention/encoder_layer_fwd_bwd/h{hidden}x{heads}_ff{ffn}_s{length}_b{batch}", "attention", "cpu",
-                "samples/s", batch, setup, threads=THREADS)
+                "samples/s", batch, setup, threads=THREADS, settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _bert_mini_step_case(batch, length) -> Case:
@@ -165,7 +169,7 @@ def _bert_mini_step_case(batch, length) -> Case:
         return ours, base
 
     return Case(f"attention/bert_mini_finetune_step/s{length}_b{batch}", "attention", "cpu", "samples/s", batch,
-                setup, threads=THREADS)
+                setup, threads=THREADS, settle_s=SPINNING_BASELINE_SETTLE_S)
 
 
 def _cuda_attention_case(b, h, s, d, causal: bool, backward: bool) -> Case:
