@@ -3,11 +3,12 @@
 //
 // Kernels (one file each, on the mainloops of simt.cuh and mma.cuh):
 //   gemm_simt.cu   fp32 FMA, SimtLarge (128×128) or SimtSmall (64×64) tiles
-//   gemm_tf32.cu   tensor cores, mma.sync m16n8k8 on inputs rounded to tf32 (cvt.rna), fp32 sums
-//   gemm_bf16.cu   tensor cores, mma.sync m16n8k16 on inputs rounded to bf16, fp32 sums
-// The tensor-core kernels take MmaLarge (128×128×32) or MmaSmall (64×64×32) tiles with a 3-stage
-// cp.async pipeline. gemm.cu picks the kernel of the precision asked for, and the tile size by
-// whether the large tiles fill the GPU's SMs.
+//   gemm_tf32.cu   tensor cores, mma.sync m16n8k8 on inputs rounded to tf32 (cvt.rna), fp32 sums;
+//                  MmaLarge (128×128×32) or MmaSmall (64×64×32) tiles, a 3-stage cp.async pipeline
+//   gemm_bf16.cu   tensor cores, mma.sync m16n8k16 on operands first copied to bf16 (a stream-ordered
+//                  workspace), fp32 sums; 128×128 or 64×64 tiles, a 4-stage pipeline on bf16
+// gemm.cu picks the kernel of the precision asked for, and the tile size by whether the large
+// tiles fill the GPU's SMs.
 #pragma once
 #include <cuda_runtime.h>
 

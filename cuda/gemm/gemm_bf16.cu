@@ -1,64 +1,199 @@
-// The BF16 tensor-core GEMM: mma_gemm_kernel (mma.cuh) with mma.sync m16n8k16.bf16. A and B
-// arrive in fp32; each value is rounded to bf16 (8-bit mantissa, to nearest even) as two k8
-// fragments are packed into the mma's registers, products are exact and summed in fp32: the
-// error is that of bf16 inputs (relative rounding up to 2^-9 each; ~3e-3 of ‖A·B‖ on random data).
-// Shared memory holds fp32, so this kernel moves as many bytes as the TF32 one; its gain is the
-// doubled mma rate. (An operand already in bf16 would halve the traffic: not this kernel.)
-#include <cstring>
-
+// The BF16 tensor-core GEMM: mma.sync m16n8k16 on operands rounded to bf16 (to nearest even),
+// products exact and summed in fp32, so the error is that of bf16 inputs (relative rounding up to
+// 2^-9 each; ~3e-3 of ‖A·B‖ on random data).
+//
+// Two steps, because the operands arrive as fp32 in any of four layouts:
+//   1. to_bf16_kernel copies A (as M×K) and B (as N×K) into a workspace as bf16, k contiguous,
+//      zero-padded to whole tiles (rows to the tile's BM or BN, k to kBK). This reads each input
+//      once and writes half its bytes; the product then reads half the bytes an fp32 operand
+//      would, from L2 and shared memory alike, which is what an fp32-fed kernel cannot get past.
+//   2. bf16_gemm_kernel: a block computes a kBM×kBN tile of C, walking k in steps of kBK = 32
+//      through kStages shared buffers filled by 16-byte cp.async (the multistage schedule of
+//      mma.cuh: wait for the oldest group, barrier, refill the buffer everyone finished with,
+//      multiply). Padding makes every copy whole and in bounds; only the epilogue checks edges.
+//      Shared rows are 32 bf16 padded to 40 (80 bytes), so the 8 rows of an ldmatrix fall in
+//      distinct banks. Each warp owns a (16·kTilesM)×(8·kTilesN) tile: per 16 of k it loads kTilesM
+//      A fragments and kTilesN/2 pairs of B fragments with ldmatrix.x4 and issues kTilesM·kTilesN
+//      mma. The fragments are the PTX ISA's: A rows (lane % 16), k halves (lane / 16); B as N×K
+//      rows, so a non-transposed ldmatrix gives the "col" operand directly.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+#include "common/cuda_check.cuh"
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
 #include "gemm/gemm_launch.cuh"
-#include "gemm/mma.cuh"
+#include "gemm/simt.cuh"  // tile_of_block, simt_grid, kMaxGridY
 
 namespace fusegrad::cuda {
 namespace {
 
-struct Bf16Mma {
-  static constexpr int kK8 = 2;  // two k8 fragments per m16n8k16
-  // (lo, hi) rounded to bf16 and packed, lo in the low half.
-  __device__ __forceinline__ static uint32_t pack(uint32_t lo, uint32_t hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(__uint_as_float(lo), __uint_as_float(hi));
-    uint32_t r;
-    memcpy(&r, &v, sizeof r);
-    return r;
+constexpr int kBK = 32;       // k per stage: one 64-byte row of bf16 per tile row
+constexpr int kLd = kBK + 8;  // shared row length in bf16 (80 bytes)
+
+template <int kWarpsMT, int kWarpsNT, int kTilesMT, int kTilesNT, int kStagesT>
+struct Bf16Tile {
+  static constexpr int kWarpsM = kWarpsMT, kWarpsN = kWarpsNT, kTilesM = kTilesMT, kTilesN = kTilesNT;
+  static constexpr int kStages = kStagesT;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int kBM = 16 * kTilesM * kWarpsM, kBN = 8 * kTilesN * kWarpsN;
+  static constexpr int kSmemBytes = 2 * kStages * (kBM + kBN) * kLd;
+  static_assert(kTilesN % 2 == 0, "B fragments come two n8 tiles per ldmatrix.x4");
+  static_assert(kBM * kBK / 8 % kThreads == 0 && kBN * kBK / 8 % kThreads == 0, "whole 16-byte copies per thread");
+};
+// 128×128, 8 warps of 64×32, 4 stages: 4 × 20 KiB of shared memory, so two blocks share an SM.
+using Bf16Large = Bf16Tile<2, 4, 4, 4, 4>;
+// 64×64, 4 warps of 32×32: for problems with fewer large tiles than SMs.
+using Bf16Small = Bf16Tile<2, 2, 2, 4, 4>;
+
+// dst (items × lp × kp bf16, k contiguous) = the L×K operand rounded to bf16, element (l, k) of item z
+// at src[z·sb + l·sl + k·sk] (sk == 1 or sl == 1), zero outside L×K. A 32×32 tile goes through
+// shared memory so the reads run along the source's contiguous dimension and the writes along k.
+// Grid: (lp / 32, kp / 32, items of this launch); block 32×8.
+__global__ void __launch_bounds__(256) to_bf16_kernel(const float* src, int64_t sl, int64_t sk, int64_t sb, int64_t l_end,
+                                                      int64_t k_end, __nv_bfloat16* dst, int64_t lp, int64_t kp,
+                                                      int64_t z0) {
+  FG_SHARED(float, tile, [32][33]);
+  const int64_t z = z0 + blockIdx.z, l0 = int64_t(blockIdx.x) * 32, k0 = int64_t(blockIdx.y) * 32;
+  const bool k_contiguous = sk == 1;
+  const int x = threadIdx.x;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int dl = k_contiguous ? i : x, dk = k_contiguous ? x : i;
+    const int64_t l = l0 + dl, k = k0 + dk;
+    tile[dl][dk] = l < l_end && k < k_end ? src[z * sb + l * sl + k * sk] : 0.0f;
   }
-  // Register pairs hold physical k (t, t+4) of each k8 half (see mma.cuh): a0 rows g, a1 rows g+8,
-  // a2/a3 the same from the second k8 fragment.
-  __device__ __forceinline__ static void fragment_a(uint32_t (&a)[4], const uint32_t (&f)[2][4]) {
-    a[0] = pack(f[0][0], f[0][2]), a[1] = pack(f[0][1], f[0][3]);
-    a[2] = pack(f[1][0], f[1][2]), a[3] = pack(f[1][1], f[1][3]);
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) dst[(z * lp + l0 + i) * kp + k0 + x] = __float2bfloat16_rn(tile[i][x]);
+}
+
+template <class Tile>
+__global__ void __launch_bounds__(Tile::kThreads)
+bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue ep, const int64_t m, const int64_t n,
+                 const int64_t kp, const int64_t a_bs, const int64_t b_bs, const int64_t z0) {
+  constexpr int kStages = Tile::kStages, kTM = Tile::kTilesM, kTN = Tile::kTilesN;
+  constexpr int kStageA = Tile::kBM * kLd, kStageB = Tile::kBN * kLd;
+  FG_DYNAMIC_SHARED(__nv_bfloat16, smem);
+  const auto stage_a = [&](int s) { return smem + s * kStageA; };
+  const auto stage_b = [&](int s) { return smem + kStages * kStageA + s * kStageB; };
+  const int64_t z = z0 + blockIdx.y;
+  int64_t tm, tn;
+  tile_of_block(blockIdx.x, (m + Tile::kBM - 1) / Tile::kBM, (n + Tile::kBN - 1) / Tile::kBN, tm, tn);
+  const __nv_bfloat16* ga = a + z * a_bs + tm * Tile::kBM * kp;
+  const __nv_bfloat16* gb = b + z * b_bs + tn * Tile::kBN * kp;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / Tile::kWarpsN * 16 * kTM, wn = warp % Tile::kWarpsN * 8 * kTN;
+
+  // One stage: every tile row is four 16-byte copies.
+  const auto copy_stage = [&](int buf, int64_t k0) {
+#pragma unroll
+    for (int q = threadIdx.x; q < Tile::kBM * 4; q += Tile::kThreads)
+      ptx::cp_async_cg(static_cast<__nv_bfloat16*>(stage_a(buf) + q / 4 * kLd + q % 4 * 8),
+                       ga + q / 4 * kp + k0 + q % 4 * 8);
+#pragma unroll
+    for (int q = threadIdx.x; q < Tile::kBN * 4; q += Tile::kThreads)
+      ptx::cp_async_cg(static_cast<__nv_bfloat16*>(stage_b(buf) + q / 4 * kLd + q % 4 * 8),
+                       gb + q / 4 * kp + k0 + q % 4 * 8);
+  };
+  const int64_t steps = kp / kBK;
+  for (int s = 0; s < kStages - 1; ++s) {  // prologue: the first kStages - 1 steps in flight
+    if (s < steps) copy_stage(s, s * kBK);
+    ptx::cp_async_commit();
   }
-  __device__ __forceinline__ static void fragment_b(uint32_t (&b)[2], const uint32_t (&f)[2][4], int first) {
-    b[0] = pack(f[0][first], f[0][first + 1]), b[1] = pack(f[1][first], f[1][first + 1]);
+  float acc[kTM][kTN][4] = {};
+  for (int64_t s = 0; s < steps; ++s) {
+    ptx::cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
+    __syncthreads();                    // everyone's have, and everyone is done with step s - 1
+    const int64_t next = s + kStages - 1;
+    if (next < steps) copy_stage(static_cast<int>(next % kStages), next * kBK);
+    ptx::cp_async_commit();  // an empty group past the end keeps the wait count uniform
+    const auto sa = stage_a(static_cast<int>(s % kStages));
+    const auto sb = stage_b(static_cast<int>(s % kStages));
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      uint32_t fa[kTM][4], fb[kTN / 2][4];
+#pragma unroll
+      for (int i = 0; i < kTM; ++i)
+        ptx::ldmatrix_x4(fa[i], static_cast<const __nv_bfloat16*>(sa + (wm + 16 * i + lane % 16) * kLd + kk + lane / 16 * 8));
+#pragma unroll
+      for (int j = 0; j < kTN / 2; ++j)
+        ptx::ldmatrix_x4(fb[j], static_cast<const __nv_bfloat16*>(sb + (wn + 16 * j + lane % 8 + lane / 16 * 8) * kLd + kk +
+                                                                   lane / 8 % 2 * 8));
+#pragma unroll
+      for (int i = 0; i < kTM; ++i)
+#pragma unroll
+        for (int j = 0; j < kTN; ++j) {
+          const uint32_t bj[2] = {fb[j / 2][2 * (j % 2)], fb[j / 2][2 * (j % 2) + 1]};
+          ptx::mma_m16n8k16_bf16(acc[i][j], fa[i], bj, acc[i][j]);
+        }
+    }
   }
-  __device__ __forceinline__ static void run(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    ptx::mma_m16n8k16_bf16(acc, a, b, acc);
-  }
+  ptx::cp_async_wait_all();  // nothing is left in flight, but leave no group behind
+  const int g = lane / 4, t = lane % 4;
+  const int64_t m0 = tm * Tile::kBM, n0 = tn * Tile::kBN;
+#pragma unroll
+  for (int i = 0; i < kTM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTN; ++j) {
+      const int64_t row = m0 + wm + 16 * i + g, col = n0 + wn + 8 * j + 2 * t;
+      ep.store<2>(z, row, col, &acc[i][j][0]);
+      ep.store<2>(z, row + 8, col, &acc[i][j][2]);
+    }
+}
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// The workspace of one product, freed in stream order when the launches are queued (or failed).
+struct StreamBuffer {
+  void* p = nullptr;
+  cudaStream_t stream;
+  StreamBuffer(size_t bytes, cudaStream_t s) : stream(s) { FG_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream)); }
+  ~StreamBuffer() { cudaFreeAsync(p, stream); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
 };
 
-template <class Tile, bool kAK, bool kBK>
+// items copies of an L×K operand (element (l, k) of item z at src[z·sb + l·sl + k·sk]) into dst.
+void to_bf16(const float* src, int64_t sl, int64_t sk, int64_t sb, int64_t l_end, int64_t k_end, int64_t items,
+             __nv_bfloat16* dst, int64_t lp, int64_t kp, cudaStream_t stream) {
+  if (lp / 32 >= (int64_t{1} << 31) || kp / 32 > kMaxGridY)
+    throw std::invalid_argument("gemm: operand too large for the bf16 conversion's grid");
+  for (int64_t z0 = 0; z0 < items; z0 += kMaxGridY) {
+    const dim3 grid(static_cast<unsigned>(lp / 32), static_cast<unsigned>(kp / 32),
+                    static_cast<unsigned>(std::min(items - z0, kMaxGridY)));
+    FG_LAUNCH(to_bf16_kernel, grid, dim3(32, 8), 0, stream, src, sl, sk, sb, l_end, k_end, dst, lp, kp, z0);
+  }
+}
+
+template <class Tile>
 void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
-  const auto a = gemm_operand_a<kAK>(g);
-  const auto b = gemm_operand_b<kBK>(g);
+  const int64_t mp = round_up(g.m, Tile::kBM), np = round_up(g.n, Tile::kBN), kp = round_up(g.k, kBK);
+  // An operand with batch stride 0 is one matrix shared by every item: converted once.
+  const int64_t items_a = g.a_bs == 0 ? 1 : g.batch, items_b = g.b_bs == 0 ? 1 : g.batch;
+  const int64_t a_floats = items_a * mp * kp, b_floats = items_b * np * kp;
+  StreamBuffer ws(static_cast<size_t>(std::max<int64_t>(a_floats + b_floats, 1)) * sizeof(__nv_bfloat16), stream);
+  auto* a = static_cast<__nv_bfloat16*>(ws.p);
+  auto* b = a + a_floats;
+  if (kp > 0) {
+    to_bf16(g.a, g.a_rs, g.a_cs, g.a_bs, g.m, g.k, items_a, a, mp, kp, stream);  // A as M×K
+    to_bf16(g.b, g.b_cs, g.b_rs, g.b_bs, g.n, g.k, items_b, b, np, kp, stream);  // B as N×K
+  }
   const Epilogue ep = gemm_epilogue(g);
-  constexpr int smem = static_cast<int>(mma_smem_bytes<Tile, kAK, kBK>());
-  const auto kernel = mma_gemm_kernel<Bf16Mma, Tile, StridedOperand<kAK>, StridedOperand<kBK>>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, device);
+  const auto kernel = bf16_gemm_kernel<Tile>;
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), Tile::kSmemBytes, device);
+  const int64_t a_bs = items_a == 1 ? 0 : mp * kp, b_bs = items_b == 1 ? 0 : np * kp;
   for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
-    FG_LAUNCH((mma_gemm_kernel<Bf16Mma, Tile, StridedOperand<kAK>, StridedOperand<kBK>>),
-              simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, smem, stream, a, b, ep, g.m, g.n, g.k, z0);
+    FG_LAUNCH((bf16_gemm_kernel<Tile>), simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes,
+              stream, a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
 }
 
 }  // namespace
 
 void gemm_bf16(const GemmArgs& g, bool large, cudaStream_t stream, int device) {
-  with_gemm_layouts(g, [&](auto ak, auto bk) {
-    if (large) launch_bf16<MmaLarge, decltype(ak)::value, decltype(bk)::value>(g, stream, device);
-    else launch_bf16<MmaSmall, decltype(ak)::value, decltype(bk)::value>(g, stream, device);
-  });
+  if (large) launch_bf16<Bf16Large>(g, stream, device);
+  else launch_bf16<Bf16Small>(g, stream, device);
 }
 
 }  // namespace fusegrad::cuda

@@ -1,7 +1,8 @@
-// The tensor-core GEMM mainloop (mma.sync, ldmatrix, a multi-stage cp.async pipeline), shared by
-// the TF32 (gemm_tf32.cu) and BF16 (gemm_bf16.cu) kernels; a policy `Mma` says how a warp turns
-// fp32 fragments into one mma (tf32: m16n8k8 on cvt.rna-rounded values; bf16: m16n8k16 on values
-// rounded to bf16 pairs). C = act(A·B + bias) or C += A·B with fp32 accumulators.
+// The fp32-fed tensor-core GEMM mainloop (mma.sync, ldmatrix, a multi-stage cp.async pipeline) of
+// the TF32 kernel (gemm_tf32.cu); a policy `Mma` says how a warp turns fp32 fragments into one mma
+// (tf32: m16n8k8 on cvt.rna-rounded values; a bf16 policy would pack m16n8k16 pairs the same way,
+// but gemm_bf16.cu converts its operands first instead, to halve the bytes it moves).
+// C = act(A·B + bias) or C += A·B with fp32 accumulators.
 //
 // Layout:
 //   block   a kBM×kBN tile of C, walking K in steps of kBK = 32 through kStages shared buffers
@@ -13,16 +14,16 @@
 //           as [l][kBK + 4] (rows 144 bytes apart: the 8 rows of an ldmatrix land in 32
 //           different banks), an l-contiguous one as [k][kBL + 8] (lanes (g, t) reading element
 //           (t, g) hit bank 8t + g: all different). Inputs stay fp32 in shared memory; the
-//           rounding to tf32/bf16 happens in registers, which is what lets both precisions share
-//           this loop (and keeps A·B exact for the emulator's and the GPU's mma alike).
+//           rounding to tf32 happens in registers (which keeps A·B exact for the emulator's and
+//           the GPU's mma alike).
 //   warp    a (16·kTilesM)×(8·kTilesN) tile: kTilesM×kTilesN mma tiles, fed per 8 k by ldmatrix.x4
 //           (k-contiguous operands: an 8×4-float block of fp32 rows is exactly a tf32 A or B
 //           fragment) or by scalar shared loads (l-contiguous operands, no .trans for 32-bit data).
 // A policy `Mma` provides kK8 (k8 fragments per mma), fragment_a/fragment_b (the mma's A and B
 // registers from fp32 fragments, rounded to its input type) and run (one mma on the accumulators).
-// The bf16 m16n8k16 fragments are built from two of these k8 fragments: in register pair (lo, hi)
-// a lane holds physical k = (t, t+4) where the PTX table has logical k = (2t, 2t+1). A and B use
-// the same permutation of k, so the sum over k is unchanged.
+// A 16-bit m16n8k16 policy would build its fragments from two k8 fragments: in register pair
+// (lo, hi) a lane holds physical k = (t, t+4) where the PTX table has logical k = (2t, 2t+1); A and
+// B use the same permutation of k, so the sum over k is unchanged.
 #pragma once
 #include <cuda_runtime.h>
 

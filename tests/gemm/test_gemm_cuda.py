@@ -19,11 +19,12 @@ from fusegrad.ops import gemm as gemm_ops
 
 PRECISIONS = ["fp32", "tf32", "bf16"]
 # Tile sizes (BM = BN) of each configuration and K step of each kernel: cuda/gemm/simt.cuh
-# (SimtLarge, SimtSmall, kBK = 8) and mma.cuh (MmaLarge, MmaSmall, kBK = 32).
+# (SimtLarge, SimtSmall, kBK = 8), mma.cuh (MmaLarge, MmaSmall, kBK = 32) and gemm_bf16.cu
+# (Bf16Large, Bf16Small, kBK = 32).
 TILE = {"large": 128, "small": 64}
 THREADS = {"large": 256, "small": 128}
 K_STEP = {"fp32": 8, "tf32": 32, "bf16": 32}
-KERNEL = {"fp32": "simt_gemm_kernel<", "tf32": "mma_gemm_kernel<Tf32Mma", "bf16": "mma_gemm_kernel<Bf16Mma"}
+KERNEL = {"fp32": "simt_gemm_kernel<", "tf32": "mma_gemm_kernel<Tf32Mma", "bf16": "bf16_gemm_kernel<"}
 INPUT_ROUNDING = {"fp32": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8}
 NORM_TOLERANCE = {"fp32": 1e-6, "tf32": 6e-4, "bf16": 1e-2}
 
@@ -241,11 +242,12 @@ def test_batches_and_shared_operands(cuda_device, precision, dims, batch, rng):
                       bias=bias, activation="relu")
 
 
-def test_batched_transposed_views(cuda_device, rng):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_batched_transposed_views(cuda_device, precision, rng):
     a = cuda_device.array(rand(rng, 4, 30, 18)).transpose(0, 2, 1)  # (4, 18, 30), column-major items
     b = cuda_device.array(rand(rng, 30, 4, 11)).transpose(1, 0, 2)  # batch stride 11, rows 44 apart
-    got = ops.matmul(a, b)
-    assert_gemm_close(got, a, b, "fp32")
+    got = ops.matmul(a, b, precision=precision)
+    assert_gemm_close(got, a, b, precision)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
