@@ -258,10 +258,17 @@ def test_matches_torch(name, rng):
     y = forward(name, x)
     # PyTorch's float32 GELU forms 1 + erf(.) (or 1 + tanh(.)), which cancels in the lower tail; the
     # float64 tests above hold fusegrad to the exact values, here only agreement within that error.
+    # Its CPU tanh also sometimes runs a kernel ~1e-4 off the exact value (from one run of the
+    # suite to the next, on the Xeon with AMX): where PyTorch's own output strays further from the
+    # float64 value than atol, agreement is asked within that distance instead.
     atol = 5e-6 if name.startswith("gelu") else 2e-7
-    np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=2e-6, atol=atol)
+    y_torch = y_t.detach().numpy()
+    torch_error = float(np.abs(y_torch - REF[name][0](x.astype(np.float64))).max(initial=0.0))
+    np.testing.assert_allclose(y, y_torch, rtol=2e-6, atol=atol + torch_error)
     saved = y if REF[name][2] else x
-    np.testing.assert_allclose(backward(name, g, saved), t.grad.numpy(), rtol=1e-5, atol=max(atol, 1e-6))
+    # Its gradient comes from its own output: off by up to 2 |g| times that error (tanh: d/dy of g (1 - y^2)).
+    grad_atol = max(atol, 1e-6, 2 * torch_error * float(np.abs(g).max()) if torch_error > atol else 0.0)
+    np.testing.assert_allclose(backward(name, g, saved), t.grad.numpy(), rtol=1e-5, atol=grad_atol)
 
 
 def test_threads_give_same_results(rng):
