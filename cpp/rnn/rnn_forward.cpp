@@ -123,8 +123,8 @@ void forward(const RnnProblem& p, const RnnForwardOut& o) {
       const float* h_prev = o.hs + s * B * H;
       float* h_next = o.hs + (s + 1) * B * H;
       if (stacked) {
-        for (int64_t b = r0; b < r1; ++b) {  // a finished row's x is never used: its last one will do
-          const int64_t len = row_length(p, b), t = time_of(p, std::min(s, std::max<int64_t>(len - 1, 0)), len);
+        for (int64_t b = r0; b < r1; ++b) {  // a finished row's product is never used: any x row will do
+          const int64_t len = row_length(p, b), t = s < len ? time_of(p, s, len) : 0;
           float* row = xh + (b - r0) * K;
           if (I > 0) std::memcpy(row, p.x + (t * p.x_ts + b * p.x_bs) * I, I * sizeof(float));
           std::memcpy(row + I, h_prev + b * H, H * sizeof(float));

@@ -83,6 +83,32 @@ def test_missing_biases_count_as_zero(mode, biases, rng):
     np.testing.assert_allclose(h_n, rh, rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_empty_rows_in_reverse(mode, batch_first, rng):
+    # A row of length 0 runs no step, so its state stays h0 and its outputs zero; the other rows are
+    # unaffected. (The step GEMM of a small LSTM still reads some x row for it: one inside x.)
+    T, B, I, H = 4, 3, 2, 8
+    G = 4 if mode == "lstm" else 3
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * 0.3).astype(np.float32) for n in (I, H)]
+    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    h0, c0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(2)]
+    lengths = np.array([0, T, 2])
+    xs = np.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x
+    y, h_n, c_n, _ = ops.rnn_forward(mode, xs, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths=lengths, reverse=True,
+                                     batch_first=batch_first)
+    if batch_first:
+        y = y.transpose(1, 0, 2)
+    f64 = [a.astype(np.float64) for a in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+    ry, rh, rc = reference(mode, *f64, lengths, True)
+    np.testing.assert_allclose(y, ry, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(h_n, rh, rtol=1e-4, atol=2e-5)
+    assert np.all(y[:, 0] == 0) and np.array_equal(h_n[0], h0[0])
+    if mode == "lstm":
+        np.testing.assert_allclose(c_n, rc, rtol=1e-4, atol=2e-5)
+
+
 def test_batch_first_and_output_views(rng):
     x = rng.standard_normal((6, 5, 3)).astype(np.float32)  # (T, B, I)
     w_ih, w_hh = rng.standard_normal((16, 3)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
