@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include "common/cuda_check.cuh"
@@ -145,6 +147,20 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
 
 int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
+// The device's stream-ordered pool keeps what it has mapped: by default it returns its memory to
+// the system at every synchronisation, and a training loop that synchronises each step would map
+// its GEMM workspaces anew each time. Set once per device.
+void keep_pool_memory(int device) {
+  static std::mutex mutex;
+  static std::set<int> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!done.insert(device).second) return;
+  cudaMemPool_t pool;
+  FG_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  FG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+}
+
 // The workspace of one product, freed in stream order when the launches are queued (or failed).
 struct StreamBuffer {
   void* p = nullptr;
@@ -172,10 +188,11 @@ void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
   const int64_t mp = round_up(g.m, Tile::kBM), np = round_up(g.n, Tile::kBN), kp = round_up(g.k, kBK);
   // An operand with batch stride 0 is one matrix shared by every item: converted once.
   const int64_t items_a = g.a_bs == 0 ? 1 : g.batch, items_b = g.b_bs == 0 ? 1 : g.batch;
-  const int64_t a_floats = items_a * mp * kp, b_floats = items_b * np * kp;
-  StreamBuffer ws(static_cast<size_t>(std::max<int64_t>(a_floats + b_floats, 1)) * sizeof(__nv_bfloat16), stream);
+  const int64_t a_elems = items_a * mp * kp, b_elems = items_b * np * kp;
+  keep_pool_memory(device);
+  StreamBuffer ws(static_cast<size_t>(std::max<int64_t>(a_elems + b_elems, 1)) * sizeof(__nv_bfloat16), stream);
   auto* a = static_cast<__nv_bfloat16*>(ws.p);
-  auto* b = a + a_floats;
+  auto* b = a + a_elems;
   if (kp > 0) {
     to_bf16(g.a, g.a_rs, g.a_cs, g.a_bs, g.m, g.k, items_a, a, mp, kp, stream);  // A as M×K
     to_bf16(g.b, g.b_cs, g.b_rs, g.b_bs, g.n, g.k, items_b, b, np, kp, stream);  // B as N×K

@@ -198,6 +198,16 @@ cudaError_t cudaFree(void* ptr) {
 
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
 
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
+  static int the_pool;  // any distinct non-null handle
+  *pool = reinterpret_cast<cudaMemPool_t>(&the_pool);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr, void* value) {
+  return pool == nullptr || value == nullptr ? record(cudaErrorInvalidValue) : cudaSuccess;
+}
+
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   return *ptr || bytes == 0 ? cudaSuccess : record(cudaErrorMemoryAllocation);
