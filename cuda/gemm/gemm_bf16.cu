@@ -8,9 +8,8 @@
 //      once and writes half its bytes; the product then reads half the bytes an fp32 operand
 //      would, from L2 and shared memory alike, which is what an fp32-fed kernel cannot get past.
 //   2. bf16_gemm_kernel: a block computes a kBM×kBN tile of C, walking k in steps of kBK = 32
-//      through kStages shared buffers filled by 16-byte cp.async (the multistage schedule of
-//      mma.cuh: wait for the oldest group, barrier, refill the buffer everyone finished with,
-//      multiply). Padding makes every copy whole and in bounds; only the epilogue checks edges.
+//      through kStages shared buffers filled by 16-byte cp.async (mma.cuh's multistage_mainloop).
+//      Padding makes every copy whole and in bounds; only the epilogue checks edges.
 //      Shared rows are 32 bf16 padded to 40 (80 bytes), so the 8 rows of an ldmatrix fall in
 //      distinct banks. Each warp owns a (16·kTilesM)×(8·kTilesN) tile: per 16 of k it loads kTilesM
 //      A fragments and kTilesN/2 pairs of B fragments with ldmatrix.x4 and issues kTilesM·kTilesN
@@ -28,6 +27,7 @@
 #include "common/launch.cuh"
 #include "common/ptx.cuh"
 #include "gemm/gemm_launch.cuh"
+#include "gemm/mma.cuh"   // multistage_mainloop, mma_store
 #include "gemm/simt.cuh"  // tile_of_block, simt_grid, kMaxGridY
 
 namespace fusegrad::cuda {
@@ -89,7 +89,8 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
   const int wm = warp / Tile::kWarpsN * 16 * kTM, wn = warp % Tile::kWarpsN * 8 * kTN;
 
   // One stage: every tile row is four 16-byte copies.
-  const auto copy_stage = [&](int buf, int64_t k0) {
+  const auto copy_stage = [&](int buf, int64_t step) {
+    const int64_t k0 = step * kBK;
 #pragma unroll
     for (int q = threadIdx.x; q < Tile::kBM * 4; q += Tile::kThreads)
       ptx::cp_async_cg(static_cast<__nv_bfloat16*>(stage_a(buf) + q / 4 * kLd + q % 4 * 8),
@@ -99,20 +100,10 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
       ptx::cp_async_cg(static_cast<__nv_bfloat16*>(stage_b(buf) + q / 4 * kLd + q % 4 * 8),
                        gb + q / 4 * kp + k0 + q % 4 * 8);
   };
-  const int64_t steps = kp / kBK;
-  for (int s = 0; s < kStages - 1; ++s) {  // prologue: the first kStages - 1 steps in flight
-    if (s < steps) copy_stage(s, s * kBK);
-    ptx::cp_async_commit();
-  }
   float acc[kTM][kTN][4] = {};
-  for (int64_t s = 0; s < steps; ++s) {
-    ptx::cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
-    __syncthreads();                    // everyone's have, and everyone is done with step s - 1
-    const int64_t next = s + kStages - 1;
-    if (next < steps) copy_stage(static_cast<int>(next % kStages), next * kBK);
-    ptx::cp_async_commit();  // an empty group past the end keeps the wait count uniform
-    const auto sa = stage_a(static_cast<int>(s % kStages));
-    const auto sb = stage_b(static_cast<int>(s % kStages));
+  const auto multiply = [&](int buf) {
+    const auto sa = stage_a(buf);
+    const auto sb = stage_b(buf);
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
       uint32_t fa[kTM][4], fb[kTN / 2][4];
@@ -131,18 +122,9 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
           ptx::mma_m16n8k16_bf16(acc[i][j], fa[i], bj, acc[i][j]);
         }
     }
-  }
-  ptx::cp_async_wait_all();  // nothing is left in flight, but leave no group behind
-  const int g = lane / 4, t = lane % 4;
-  const int64_t m0 = tm * Tile::kBM, n0 = tn * Tile::kBN;
-#pragma unroll
-  for (int i = 0; i < kTM; ++i)
-#pragma unroll
-    for (int j = 0; j < kTN; ++j) {
-      const int64_t row = m0 + wm + 16 * i + g, col = n0 + wn + 8 * j + 2 * t;
-      ep.store<2>(z, row, col, &acc[i][j][0]);
-      ep.store<2>(z, row + 8, col, &acc[i][j][2]);
-    }
+  };
+  multistage_mainloop<kStages>(kp / kBK, copy_stage, multiply);
+  mma_store(ep, z, tm * Tile::kBM + wm, tn * Tile::kBN + wn, acc);
 }
 
 int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }

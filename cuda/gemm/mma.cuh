@@ -101,6 +101,43 @@ __device__ __forceinline__ void mma_fragment(uint32_t (&r)[4], Span s, int l0, i
   }
 }
 
+// The multistage schedule (CUTLASS's sm80 "multistage"): the first kStages - 1 steps in flight,
+// then per step wait for its copies, barrier (everyone's have landed, and everyone is done with the
+// step before), refill the buffer that step used, multiply. copy(buf, step) issues a step's
+// cp.asyncs into shared buffer buf; multiply(buf) consumes one. An empty group past the end keeps
+// the wait count uniform; none is left in flight at the end.
+template <int kStages, class Copy, class Multiply>
+__device__ __forceinline__ void multistage_mainloop(int64_t steps, Copy&& copy, Multiply&& multiply) {
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < steps) copy(s, int64_t{s});
+    ptx::cp_async_commit();
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+    ptx::cp_async_wait<kStages - 2>();
+    __syncthreads();
+    const int64_t next = s + kStages - 1;
+    if (next < steps) copy(static_cast<int>(next % kStages), next);
+    ptx::cp_async_commit();
+    multiply(static_cast<int>(s % kStages));
+  }
+  ptx::cp_async_wait_all();
+}
+
+// Stores a warp's kTM × kTN m16n8 accumulator tiles, the first of them at (row0, col0) of C.
+template <int kTM, int kTN>
+__device__ __forceinline__ void mma_store(const Epilogue& ep, int64_t z, int64_t row0, int64_t col0,
+                                          const float (&acc)[kTM][kTN][4]) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int i = 0; i < kTM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTN; ++j) {
+      const int64_t row = row0 + 16 * i + g, col = col0 + 8 * j + 2 * t;
+      ep.store<2>(z, row, col, &acc[i][j][0]);
+      ep.store<2>(z, row + 8, col, &acc[i][j][2]);
+    }
+}
+
 template <class Mma, class Tile, class OpA, class OpB>
 __global__ void __launch_bounds__(Tile::kThreads)
 mma_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, const int64_t n, const int64_t k,
@@ -115,30 +152,18 @@ mma_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, co
   int64_t tm, tn;
   tile_of_block(blockIdx.x, (m + Tile::kBM - 1) / Tile::kBM, (n + Tile::kBN - 1) / Tile::kBN, tm, tn);
   const int64_t m0 = tm * Tile::kBM, n0 = tn * Tile::kBN;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   const int wm = warp / Tile::kWarpsN * 16 * kTM, wn = warp % Tile::kWarpsN * 8 * kTN;
 
   const int64_t steps = (k + kBK - 1) / kBK;
-  for (int s = 0; s < kStages - 1; ++s) {  // prologue: the first kStages - 1 steps in flight
-    if (s < steps) {
-      mma_copy_stage<OpA, kBK, Tile::kBM, Tile::kThreads>(a, stage_a(s), z, s * kBK, m0, k);
-      mma_copy_stage<OpB, kBK, Tile::kBN, Tile::kThreads>(b, stage_b(s), z, s * kBK, n0, k);
-    }
-    ptx::cp_async_commit();
-  }
+  const auto copy = [&](int buf, int64_t step) {
+    mma_copy_stage<OpA, kBK, Tile::kBM, Tile::kThreads>(a, stage_a(buf), z, step * kBK, m0, k);
+    mma_copy_stage<OpB, kBK, Tile::kBN, Tile::kThreads>(b, stage_b(buf), z, step * kBK, n0, k);
+  };
   float acc[kTM][kTN][4] = {};
-  for (int64_t s = 0; s < steps; ++s) {
-    ptx::cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
-    __syncthreads();                    // everyone's have, and everyone is done with step s - 1
-    const int64_t next = s + kStages - 1;
-    if (next < steps) {
-      const int buf = static_cast<int>(next % kStages);
-      mma_copy_stage<OpA, kBK, Tile::kBM, Tile::kThreads>(a, stage_a(buf), z, next * kBK, m0, k);
-      mma_copy_stage<OpB, kBK, Tile::kBN, Tile::kThreads>(b, stage_b(buf), z, next * kBK, n0, k);
-    }
-    ptx::cp_async_commit();  // an empty group past the end keeps the wait count uniform
-    const auto sa = stage_a(static_cast<int>(s % kStages));
-    const auto sb = stage_b(static_cast<int>(s % kStages));
+  const auto multiply = [&](int buf) {
+    const auto sa = stage_a(buf);
+    const auto sb = stage_b(buf);
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 8 * Mma::kK8) {
       uint32_t fa[kTM][Mma::kK8][4], fb[kTN / 2][Mma::kK8][4], ua[kTM][4], ub[kTN][2];
@@ -158,17 +183,9 @@ mma_gemm_kernel(const OpA a, const OpB b, const Epilogue ep, const int64_t m, co
 #pragma unroll
         for (int j = 0; j < kTN; ++j) Mma::run(acc[i][j], ua[i], ub[j]);
     }
-  }
-  ptx::cp_async_wait_all();  // nothing is left in flight, but leave no group behind
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int i = 0; i < kTM; ++i)
-#pragma unroll
-    for (int j = 0; j < kTN; ++j) {
-      const int64_t row = m0 + wm + 16 * i + g, col = n0 + wn + 8 * j + 2 * t;
-      ep.store<2>(z, row, col, &acc[i][j][0]);
-      ep.store<2>(z, row + 8, col, &acc[i][j][2]);
-    }
+  };
+  multistage_mainloop<kStages>(steps, copy, multiply);
+  mma_store(ep, z, m0 + wm, n0 + wn, acc);
 }
 
 }  // namespace fusegrad::cuda

@@ -38,6 +38,15 @@ def reference(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse):
 MR = _cpu.gemm_config()["mr"]
 
 
+def random_layer(rng, mode, T, B, I, H, scale):
+    """x (T, B, I) and a layer's weights (times `scale`) and biases, float32."""
+    G = 4 if mode == "lstm" else 3
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * scale).astype(np.float32) for n in (I, H)]
+    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    return x, w_ih, w_hh, b_ih, b_hh
+
+
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 # The last LSTM shape's stacked weights [W_ih | W_hh] pass 1 MiB: its input projection is a GEMM of
 # its own (rnn_forward.cpp, stacked_input); on the others the step's GEMM does it.
@@ -45,11 +54,7 @@ MR = _cpu.gemm_config()["mr"]
                                      (0, 3, 2, 4), (3, MR + 1, 5, 260)])
 @pytest.mark.parametrize("reverse,with_lengths", [(False, False), (True, False), (True, True), (False, True)])
 def test_against_float64_reference(mode, T, B, I, H, reverse, with_lengths, rng):
-    G = 4 if mode == "lstm" else 3
-    s = 1 / np.sqrt(H)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * s).astype(np.float32) for n in (I, H)]
-    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    x, w_ih, w_hh, b_ih, b_hh = random_layer(rng, mode, T, B, I, H, 1 / np.sqrt(H))
     h0, c0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(2)]
     lengths = rng.integers(0, T + 1, B) if with_lengths else None
     y, h_n, c_n, _ = ops.rnn_forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths=lengths, reverse=reverse)
@@ -68,9 +73,7 @@ def test_against_float64_reference(mode, T, B, I, H, reverse, with_lengths, rng)
 def test_missing_biases_count_as_zero(mode, biases, rng):
     T, B, I, H = 4, 5, 3, 16
     G = 4 if mode == "lstm" else 3
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * 0.3).astype(np.float32) for n in (I, H)]
-    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    x, w_ih, w_hh, b_ih, b_hh = random_layer(rng, mode, T, B, I, H, 0.3)
     if biases != "ih":
         b_ih = None
     if biases != "hh":
@@ -89,10 +92,7 @@ def test_empty_rows_in_reverse(mode, batch_first, rng):
     # A row of length 0 runs no step, so its state stays h0 and its outputs zero; the other rows are
     # unaffected. (The step GEMM of a small LSTM still reads some x row for it: one inside x.)
     T, B, I, H = 4, 3, 2, 8
-    G = 4 if mode == "lstm" else 3
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    w_ih, w_hh = [(rng.standard_normal((G * H, n)) * 0.3).astype(np.float32) for n in (I, H)]
-    b_ih, b_hh = [rng.standard_normal(G * H).astype(np.float32) for _ in range(2)]
+    x, w_ih, w_hh, b_ih, b_hh = random_layer(rng, mode, T, B, I, H, 0.3)
     h0, c0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(2)]
     lengths = np.array([0, T, 2])
     xs = np.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x
