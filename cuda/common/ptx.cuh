@@ -14,6 +14,10 @@
 //                                         zero-filled; cg copies 16 bytes
 //   cp_async_commit(), cp_async_wait<N>(), cp_async_wait_all()
 //   tf32_round(x)                         cvt.rna.tf32.f32
+//   smem_descriptor(p, lbo, sbo)          a wgmma shared-memory matrix descriptor (no swizzle)
+//   wgmma_m64n128k16_bf16(d, da, db)      wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 (sm_90a):
+//                                         d += A·B for the warpgroup, A and B K-major in shared memory
+//   wgmma_fence(), wgmma_commit(), wgmma_wait<N>(), wgmma_fence_operands(d), fence_proxy_async_shared()
 // The fragment layouts are the PTX ISA's; emulator/ptx.cpp states them.
 #pragma once
 #include <cstdint>
@@ -101,6 +105,54 @@ __device__ __forceinline__ float tf32_round(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
   return __uint_as_float(r);
 }
+
+// The shared-memory matrix descriptor of wgmma (PTX ISA, "Matrix Descriptor Format"), no swizzle:
+// bits 0-13 the start address, 16-29 the leading byte offset (between core matrices adjacent in
+// K), 32-45 the stride byte offset (between core matrices adjacent in M or N), each in 16-byte
+// units; swizzle mode (bits 62-63) 0. A core matrix is 8 rows of 16 contiguous bytes.
+__device__ __forceinline__ uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  const uint64_t field = 0x3FFF;
+  return (uint64_t{shared_address(p)} >> 4 & field) | (uint64_t{lbo_bytes} >> 4 & field) << 16 |
+         (uint64_t{sbo_bytes} >> 4 & field) << 32;
+}
+
+// wgmma is sm_90a only: other targets compile these to a trap, and the host never launches a
+// kernel that uses them on a device that is not compute capability 9.0.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FG_SM90A_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define FG_SM90A_ASM(...) __trap()
+#endif
+
+__device__ __forceinline__ void fence_proxy_async_shared() { FG_SM90A_ASM("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { FG_SM90A_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { FG_SM90A_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPendingGroups>
+__device__ __forceinline__ void wgmma_wait() {
+  FG_SM90A_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPendingGroups) : "memory");
+}
+
+// The accumulators are written by the tensor cores between a wgmma and the wait that completes it,
+// which the compiler cannot see: this empty statement, placed after the wait (and before the
+// fence), makes each register's uses stay on their side of it.
+template <int kN>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d (this thread's 64 of the warpgroup's 64×128 fp32 tile) += A (64×16 bf16) · B (16×128 bf16),
+// both K-major in shared memory, named by descriptors.
+__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+  FG_SM90A_ASM(
+      "{\n.reg .pred scale_d;\nsetp.ne.b32 scale_d, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, scale_d, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(1)
+      : "memory");
+}
+
+#undef FG_SM90A_ASM
 
 }  // namespace fusegrad::cuda::ptx
 

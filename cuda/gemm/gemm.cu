@@ -24,6 +24,7 @@ void gemm(const GemmArgs& g, GemmPrecision precision, GemmTiles tiles, cudaStrea
   const int sms = multiprocessor_count(device);
   switch (precision) {
     case GemmPrecision::fp32: {
+      if (tiles == GemmTiles::wgmma) throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
       const bool large = tiles == GemmTiles::automatic ? use_large_tiles<SimtLarge>(g.m, g.n, g.batch, sms)
                                                        : tiles == GemmTiles::large;
       gemm_simt(g, large, stream);
@@ -33,12 +34,31 @@ void gemm(const GemmArgs& g, GemmPrecision precision, GemmTiles tiles, cudaStrea
     case GemmPrecision::bf16: {
       const bool large = tiles == GemmTiles::automatic ? use_large_tiles<MmaLarge>(g.m, g.n, g.batch, sms)
                                                        : tiles == GemmTiles::large;
-      if (precision == GemmPrecision::tf32) gemm_tf32(g, large, stream, device);
-      else gemm_bf16(g, large, stream, device);
+      if (precision == GemmPrecision::tf32) {
+        if (tiles == GemmTiles::wgmma) throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
+        gemm_tf32(g, large, stream, device);
+      } else {
+        gemm_bf16(g, tiles, large, stream, device);
+      }
       return;
     }
   }
   throw std::invalid_argument("gemm: unknown precision");
+}
+
+void require_wgmma(int device) {
+#if defined(FG_EMULATED) || defined(FG_SM90A_BUILT)
+  int major = 0, minor = 0;
+  FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  FG_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0)
+    throw std::invalid_argument("gemm: the wgmma kernel runs on compute capability 9.0 (Hopper) only, this device is " +
+                                std::to_string(major) + "." + std::to_string(minor));
+#else
+  (void)device;
+  throw std::invalid_argument("gemm: the wgmma kernel needs the CUDA module built with sm_90a code "
+                              "(FUSEGRAD_CUDA_ARCHS containing 90a)");
+#endif
 }
 
 }  // namespace fusegrad::cuda

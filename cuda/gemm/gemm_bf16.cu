@@ -15,6 +15,11 @@
 //      A fragments and kTilesN/2 pairs of B fragments with ldmatrix.x4 and issues kTilesM·kTilesN
 //      mma. The fragments are the PTX ISA's: A rows (lane % 16), k halves (lane / 16); B as N×K
 //      rows, so a non-transposed ldmatrix gives the "col" operand directly.
+//
+// On Hopper (sm_90a, opt-in: tiles="wgmma") bf16_wgmma_kernel takes step 2 instead: two warpgroups
+// each issue wgmma m64n128k16 on a 128×128 block tile, A and B read by the tensor cores straight
+// from shared memory, in the no-swizzle K-major layout of 8×8 core matrices (one 16-byte row of
+// a core matrix per cp.async, so a warp's copies fill 512 contiguous bytes: no bank conflicts).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -39,7 +44,8 @@ constexpr int kLd = kBK + 8;  // shared row length in bf16 (80 bytes)
 template <int kWarpsMT, int kWarpsNT, int kTilesMT, int kTilesNT, int kStagesT>
 struct Bf16Tile {
   static constexpr int kWarpsM = kWarpsMT, kWarpsN = kWarpsNT, kTilesM = kTilesMT, kTilesN = kTilesNT;
-  static constexpr int kStages = kStagesT;
+  static constexpr int kStages = kStagesT, kBK = ::fusegrad::cuda::kBK;
+  static constexpr bool kWgmma = false;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kBM = 16 * kTilesM * kWarpsM, kBN = 8 * kTilesN * kWarpsN;
   static constexpr int kSmemBytes = 2 * kStages * (kBM + kBN) * kLd;
@@ -50,6 +56,18 @@ struct Bf16Tile {
 using Bf16Large = Bf16Tile<2, 4, 4, 4, 4>;
 // 64×64, 4 warps of 32×32: for problems with fewer large tiles than SMs.
 using Bf16Small = Bf16Tile<2, 2, 2, 4, 4>;
+
+// The wgmma tile: 128×128 as two warpgroups of 64×128, 64 of k per stage (four k16 wgmmas), 3
+// stages of 32 KiB, so two blocks share an SM. A stage of an operand holds its rows in groups of
+// 8 (core-matrix rows), each group's 8 k-groups of 8 bf16 in turn: element (r, k) at
+// ((r / 8) * 8 + k / 8) * 64 + (r % 8) * 8 + k % 8, so the core matrices adjacent in k are 128
+// bytes apart (the descriptor's leading offset) and those adjacent in rows 1024 (its stride offset).
+struct WgmmaTile {
+  static constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
+  static constexpr bool kWgmma = true;
+  static constexpr int kSmemBytes = 2 * kStages * (kBM + kBN) * kBK;
+  static constexpr uint32_t kLeadingBytes = 128, kStrideBytes = 1024;
+};
 
 // dst (items × lp × kp bf16, k contiguous) = the L×K operand rounded to bf16, element (l, k) of item z
 // at src[z·sb + l·sl + k·sk] (sk == 1 or sl == 1), zero outside L×K. A 32×32 tile goes through
@@ -127,6 +145,57 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
   mma_store(ep, z, tm * Tile::kBM + wm, tn * Tile::kBN + wn, acc);
 }
 
+// Step 2 on Hopper: the block's tile is that of bf16_gemm_kernel, computed by wgmma. Each k step
+// of 64: fence (the accumulators are the warpgroup's), four wgmma of k16, commit, and wait for
+// them, so the stage is free again when the next barrier of the mainloop passes.
+__global__ void __launch_bounds__(WgmmaTile::kThreads)
+bf16_wgmma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue ep, const int64_t m, const int64_t n,
+                  const int64_t kp, const int64_t a_bs, const int64_t b_bs, const int64_t z0) {
+  using T = WgmmaTile;
+  constexpr int kStageA = T::kBM * T::kBK, kStageB = T::kBN * T::kBK;
+  FG_DYNAMIC_SHARED(__nv_bfloat16, smem);
+  const auto stage_a = [&](int s) { return smem + s * kStageA; };
+  const auto stage_b = [&](int s) { return smem + T::kStages * kStageA + s * kStageB; };
+  const int64_t z = z0 + blockIdx.y;
+  int64_t tm, tn;
+  tile_of_block(blockIdx.x, (m + T::kBM - 1) / T::kBM, (n + T::kBN - 1) / T::kBN, tm, tn);
+  const __nv_bfloat16* ga = a + z * a_bs + tm * T::kBM * kp;
+  const __nv_bfloat16* gb = b + z * b_bs + tn * T::kBN * kp;
+  const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32;
+
+  // 16-byte piece q of a stage: row group q / 64, k group q / 8 % 8, row q % 8 of the core matrix.
+  const auto copy_operand = [&](auto dst, const __nv_bfloat16* src, int rows, int64_t k0) {
+#pragma unroll
+    for (int q = threadIdx.x; q < rows * 8; q += T::kThreads)
+      ptx::cp_async_cg(static_cast<__nv_bfloat16*>(dst + q * 8), src + (q / 64 * 8 + q % 8) * kp + k0 + q / 8 % 8 * 8);
+  };
+  const auto copy_stage = [&](int buf, int64_t step) {
+    copy_operand(stage_a(buf), ga, T::kBM, step * T::kBK);
+    copy_operand(stage_b(buf), gb, T::kBN, step * T::kBK);
+  };
+  float acc[64] = {};
+  const auto multiply = [&](int buf) {
+    ptx::wgmma_fence_operands(acc);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < T::kBK / 16; ++kk) {
+      // Core matrix (row group, k group) starts 64 elements further per k group, 512 per row group.
+      const uint64_t da = ptx::smem_descriptor(static_cast<const __nv_bfloat16*>(stage_a(buf) + (warpgroup * 64 + 2 * kk) * 64),
+                                               T::kLeadingBytes, T::kStrideBytes);
+      const uint64_t db = ptx::smem_descriptor(static_cast<const __nv_bfloat16*>(stage_b(buf) + 2 * kk * 64),
+                                               T::kLeadingBytes, T::kStrideBytes);
+      ptx::wgmma_m64n128k16_bf16(acc, da, db);
+    }
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();
+    ptx::wgmma_fence_operands(acc);
+  };
+  multistage_mainloop<T::kStages, true>(kp / T::kBK, copy_stage, multiply);
+  // Warp w of a warpgroup holds its rows 16w .. 16w + 15 as sixteen m16n8 accumulator tiles.
+  mma_store(ep, z, tm * T::kBM + warpgroup * 64 + warp % 4 * 16, tn * T::kBN,
+            reinterpret_cast<const float(&)[1][16][4]>(acc));
+}
+
 int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
 // The device's stream-ordered pool keeps what it has mapped: by default it returns its memory to
@@ -167,7 +236,7 @@ void to_bf16(const float* src, int64_t sl, int64_t sk, int64_t sb, int64_t l_end
 
 template <class Tile>
 void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
-  const int64_t mp = round_up(g.m, Tile::kBM), np = round_up(g.n, Tile::kBN), kp = round_up(g.k, kBK);
+  const int64_t mp = round_up(g.m, Tile::kBM), np = round_up(g.n, Tile::kBN), kp = round_up(g.k, Tile::kBK);
   // An operand with batch stride 0 is one matrix shared by every item: converted once.
   const int64_t items_a = g.a_bs == 0 ? 1 : g.batch, items_b = g.b_bs == 0 ? 1 : g.batch;
   const int64_t a_elems = items_a * mp * kp, b_elems = items_b * np * kp;
@@ -180,19 +249,31 @@ void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
     to_bf16(g.b, g.b_cs, g.b_rs, g.b_bs, g.n, g.k, items_b, b, np, kp, stream);  // B as N×K
   }
   const Epilogue ep = gemm_epilogue(g);
-  const auto kernel = bf16_gemm_kernel<Tile>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), Tile::kSmemBytes, device);
   const int64_t a_bs = items_a == 1 ? 0 : mp * kp, b_bs = items_b == 1 ? 0 : np * kp;
-  for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
-    FG_LAUNCH((bf16_gemm_kernel<Tile>), simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes,
-              stream, a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
+  if constexpr (Tile::kWgmma) {
+    allow_dynamic_smem(reinterpret_cast<const void*>(bf16_wgmma_kernel), Tile::kSmemBytes, device);
+    for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
+      FG_LAUNCH(bf16_wgmma_kernel, simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes, stream,
+                a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
+  } else {
+    allow_dynamic_smem(reinterpret_cast<const void*>(bf16_gemm_kernel<Tile>), Tile::kSmemBytes, device);
+    for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
+      FG_LAUNCH((bf16_gemm_kernel<Tile>), simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes,
+                stream, a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
+  }
 }
 
 }  // namespace
 
-void gemm_bf16(const GemmArgs& g, bool large, cudaStream_t stream, int device) {
-  if (large) launch_bf16<Bf16Large>(g, stream, device);
-  else launch_bf16<Bf16Small>(g, stream, device);
+void gemm_bf16(const GemmArgs& g, GemmTiles tiles, bool large, cudaStream_t stream, int device) {
+  if (tiles == GemmTiles::wgmma) {
+    require_wgmma(device);
+    launch_bf16<WgmmaTile>(g, stream, device);
+  } else if (large) {
+    launch_bf16<Bf16Large>(g, stream, device);
+  } else {
+    launch_bf16<Bf16Small>(g, stream, device);
+  }
 }
 
 }  // namespace fusegrad::cuda

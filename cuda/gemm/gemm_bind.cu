@@ -25,12 +25,21 @@ cuda::GemmTiles tiles_of(const std::string& name) {
   if (name == "auto") return cuda::GemmTiles::automatic;
   if (name == "large") return cuda::GemmTiles::large;
   if (name == "small") return cuda::GemmTiles::small;
-  throw py::value_error("tiles must be 'auto', 'large' or 'small', got '" + name + "'");
+  if (name == "wgmma") return cuda::GemmTiles::wgmma;
+  throw py::value_error("tiles must be 'auto', 'large', 'small' or 'wgmma', got '" + name + "'");
 }
 
 }  // namespace
 
 void register_gemm_cuda(py::module_& m) {
+  m.def("gemm_wgmma_usable", [](int device) {
+    try {
+      cuda::require_wgmma(device);
+      return true;
+    } catch (...) {  // not built for sm_90a, not a Hopper, or no usable device at all
+      return false;
+    }
+  }, py::arg("device"), "whether gemm(..., tiles='wgmma') can run on the device (sm_90a code built, a Hopper)");
   m.def("gemm", [](uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t bias, int64_t batch, int64_t m_, int64_t n,
                    int64_t k, int64_t a_rs, int64_t a_cs, int64_t a_bs, int64_t b_rs, int64_t b_cs, int64_t b_bs,
                    int64_t c_rs, int64_t c_bs, int code, bool accumulate, const std::string& precision,

@@ -106,7 +106,9 @@ __device__ __forceinline__ void mma_fragment(uint32_t (&r)[4], Span s, int l0, i
 // step before), refill the buffer that step used, multiply. copy(buf, step) issues a step's
 // cp.asyncs into shared buffer buf; multiply(buf) consumes one. An empty group past the end keeps
 // the wait count uniform; none is left in flight at the end.
-template <int kStages, class Copy, class Multiply>
+// kAsyncReads: the buffers are read by wgmma (the async proxy), so each thread fences its landed
+// copies to that proxy before the barrier.
+template <int kStages, bool kAsyncReads = false, class Copy, class Multiply>
 __device__ __forceinline__ void multistage_mainloop(int64_t steps, Copy&& copy, Multiply&& multiply) {
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < steps) copy(s, int64_t{s});
@@ -114,6 +116,7 @@ __device__ __forceinline__ void multistage_mainloop(int64_t steps, Copy&& copy, 
   }
   for (int64_t s = 0; s < steps; ++s) {
     ptx::cp_async_wait<kStages - 2>();
+    if constexpr (kAsyncReads) ptx::fence_proxy_async_shared();
     __syncthreads();
     const int64_t next = s + kStages - 1;
     if (next < steps) copy(static_cast<int>(next % kStages), next);

@@ -155,6 +155,71 @@ def test_tensor_cores_round_inputs_to_nearest(cuda_device, precision, rounding, 
     assert np.all(np.abs(got - ra @ rb) <= (96 + 2) * 2.0**-23 * (np.abs(ra) @ np.abs(rb)))
 
 
+# --- the Hopper wgmma kernel (bf16, opt-in with tiles "wgmma") -----------------------------------
+# gemm_bf16.cu's WgmmaTile: 128×128 block tiles of two warpgroups, 64 of k per stage. On the emulator
+# it runs every time; on a GPU only where the module has sm_90a code and the device is a Hopper.
+
+
+@pytest.fixture
+def wgmma(cuda_device, tiles):
+    tiles("wgmma")
+    if cuda_device.emulation is None:
+        try:
+            ops.matmul(cuda_device.array(np.ones((1, 1), np.float32)), cuda_device.array(np.ones((1, 1), np.float32)),
+                       precision="bf16")
+        except ValueError as e:  # built without sm_90a, or not a Hopper: nothing of this kernel to run
+            pytest.skip(str(e))
+    return cuda_device
+
+
+def assert_wgmma_ran(cuda_device, grid=None):
+    launches = cuda_device.emulation.launches if cuda_device.emulation is not None else None
+    if launches is None:
+        return
+    last = launches[-1]
+    assert last["kernel"].startswith("bf16_wgmma_kernel"), last["kernel"]
+    assert last["block"] == (256, 1, 1)
+    if grid is not None:
+        assert last["grid"][:2] == grid
+    cuda_device.emulation.clear()
+
+
+def test_wgmma_tails(wgmma, rng):
+    for m, n, k in [(1, 1, 1), (127, 129, 63), (129, 127, 65), (128, 128, 64), (257, 5, 127), (7, 131, 3),
+                    (37, 41, 9 * 64 + 5)]:
+        a, b = rand(rng, m, k), rand(rng, k, n)
+        got = ops.matmul(wgmma.array(a), wgmma.array(b), precision="bf16")
+        assert_wgmma_ran(wgmma, (-(-m // 128) * -(-n // 128), 1))
+        assert_gemm_close(got, a, b, "bf16")
+
+
+def test_wgmma_is_exact_on_inputs_bf16_represents(wgmma, rng):
+    # Every element of A and B lands in one product: a misplaced core matrix, a wrong descriptor
+    # offset or a misread accumulator register changes the exact result.
+    a = rng.integers(-16, 16, (200, 150)).astype(np.float32) / 4
+    b = rng.integers(-16, 16, (150, 140)).astype(np.float32) / 4
+    got = ops.matmul(wgmma.array(a), wgmma.array(b), precision="bf16")
+    assert_wgmma_ran(wgmma)
+    np.testing.assert_array_equal(host(got), a.astype(np.float64) @ b)
+
+
+def test_wgmma_epilogue_layouts_and_batches(wgmma, rng):
+    a, b, bias = rand(rng, 3, 70, 90), rand(rng, 100, 90), rand(rng, 100)  # b used transposed, shared
+    got = ops.matmul(wgmma.array(a), wgmma.array(b).T, bias=wgmma.array(bias), activation="gelu", precision="bf16")
+    assert_wgmma_ran(wgmma, (1, 3))
+    assert_gemm_close(got, a, np.broadcast_to(b.T, (3, 90, 100)), "bf16", bias=bias, activation="gelu")
+    base = rand(rng, 70, 100)
+    out = wgmma.array(base)
+    ops.matmul(wgmma.array(a[0]), wgmma.array(b).T, out=out, accumulate=True, precision="bf16")
+    assert_gemm_close(out, a[0], b.T, "bf16", base=base.astype(np.float64))
+
+
+def test_wgmma_is_for_bf16_only(wgmma, rng):
+    for precision in ("fp32", "tf32"):
+        with pytest.raises(ValueError, match="tiles 'wgmma' are for precision 'bf16'"):
+            ops.matmul(wgmma.array(rand(rng, 4, 4)), wgmma.array(rand(rng, 4, 4)), precision=precision)
+
+
 # --- layouts: row/column-major, leading dimensions, vector and scalar loads -------------------
 
 

@@ -143,6 +143,69 @@ void remove_pending(ThreadContext& ctx, const PendingCopy& c) {
   tls_pending_copies = !ctx.pending_words.empty();
 }
 
+// wgmma: the descriptor fields (see ptx.cuh) and the accumulator layout of the PTX ISA's "Register
+// Fragments and Shared Memory Matrix Layouts" for wgmma .m64nNk16: warp w of the warpgroup holds
+// rows 16w + g and 16w + g + 8; register 4j + i of a lane is row g + 8 * (i / 2), column
+// 8j + 2t + (i % 2).
+struct Descriptor {
+  uint32_t start, lbo, sbo;  // bytes
+};
+
+Descriptor decode(uint64_t desc, const char* what, const char* file, int line) {
+  const auto field = [&](int bit) { return static_cast<uint32_t>(desc >> bit & 0x3FFF) << 4; };
+  if (desc >> 62 != 0 || (desc >> 49 & 7) != 0)
+    fail(std::string(what) + " at " + short_location(file, line) +
+         ": the emulator reads only descriptors without swizzle and with base offset 0");
+  return {field(0), field(16), field(32)};
+}
+
+// Element (r, k) of a K-major bf16 operand: 8×8 core matrices of 16-byte rows.
+float descriptor_element(const ThreadContext& ctx, const Descriptor& d, int r, int k, const char* what,
+                         const char* file, int line) {
+  const size_t at = size_t{d.start} + size_t(r / 8) * d.sbo + size_t(k / 8) * d.lbo + size_t(r % 8) * 16 +
+                    size_t(k % 8) * 2;
+  if (ctx.dynamic_lo == nullptr || at + 2 > static_cast<size_t>(ctx.dynamic_hi - ctx.dynamic_lo))
+    fail(std::string(what) + " at " + short_location(file, line) + ": element (" + std::to_string(r) + ", " +
+         std::to_string(k) + ") lies at byte " + std::to_string(at) + ", outside the dynamic shared memory");
+  const char* p = ctx.dynamic_lo + at;
+  check_shared_access(p, 2);  // a cp.async still in flight to it fails here
+  return bf16_to_float(load16(p));
+}
+
+constexpr int kWgmmaN = 128;
+// The call site of the warp's wgmma, for messages (every lane of a collective is at the same one).
+thread_local const char* tls_wgmma_file = "";
+thread_local int tls_wgmma_line = 0;
+
+void wgmma_exchange(LaneSlot* lanes, unsigned) {
+  const ThreadContext& ctx = *tls_context;
+  const char* what = "wgmma.m64n128k16.bf16";
+  const char* file = tls_wgmma_file;
+  const int line = tls_wgmma_line;
+  const uint64_t da = lanes[0].in[1] | uint64_t{lanes[0].in[2]} << 32, db = lanes[0].in[3] | uint64_t{lanes[0].in[4]} << 32;
+  for (int l = 1; l < 32; ++l)
+    if ((lanes[l].in[1] | uint64_t{lanes[l].in[2]} << 32) != da || (lanes[l].in[3] | uint64_t{lanes[l].in[4]} << 32) != db)
+      fail(std::string(what) + " at " + short_location(file, line) + ": the lanes of a warp name different descriptors");
+  const Descriptor a = decode(da, what, file, line), b = decode(db, what, file, line);
+  const int row0 = 16 * static_cast<int>(lanes[0].in[0] % 4);
+  float fa[16][16], fb[kWgmmaN][16];
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) fa[r][k] = descriptor_element(ctx, a, row0 + r, k, what, file, line);
+  for (int n = 0; n < kWgmmaN; ++n)
+    for (int k = 0; k < 16; ++k) fb[n][k] = descriptor_element(ctx, b, n, k, what, file, line);
+  for (int l = 0; l < 32; ++l) {
+    float* d = static_cast<float*>(const_cast<void*>(lanes[l].address));
+    const int g = l / 4, t = l % 4;
+    for (int j = 0; j < kWgmmaN / 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        const int r = g + 8 * (i / 2), n = 8 * j + 2 * t + i % 2;
+        double s = d[4 * j + i];
+        for (int k = 0; k < 16; ++k) s += static_cast<double>(fa[r][k]) * static_cast<double>(fb[n][k]);
+        d[4 * j + i] = static_cast<float>(s);
+      }
+  }
+}
+
 }  // namespace
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
@@ -221,6 +284,34 @@ void cp_async_wait_group(int pending_groups) {
 void cp_async_wait_all() {
   cp_async_commit();
   cp_async_wait_group(0);
+}
+
+uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, const char* file, int line) {
+  const ThreadContext& ctx = *tls_context;
+  const char* c = static_cast<const char*>(p);
+  if (ctx.dynamic_lo == nullptr || c < ctx.dynamic_lo || c >= ctx.dynamic_hi)
+    fail("wgmma descriptor at " + short_location(file, line) + ": the address is not in the dynamic shared memory");
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || lbo_bytes % 16 != 0 || sbo_bytes % 16 != 0)
+    fail("wgmma descriptor at " + short_location(file, line) + ": address and offsets must be multiples of 16 bytes");
+  const uint64_t field = 0x3FFF;
+  return (static_cast<uint64_t>(c - ctx.dynamic_lo) >> 4 & field) | (uint64_t{lbo_bytes} >> 4 & field) << 16 |
+         (uint64_t{sbo_bytes} >> 4 & field) << 32;
+}
+
+void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
+  const ThreadContext& ctx = *tls_context;
+  const unsigned warp = ctx.current->warp;
+  if ((warp / 4 + 1) * 128 > ctx.block_threads)
+    fail("wgmma.m64n128k16.bf16 at " + short_location(file, line) + ": warp " + std::to_string(warp) +
+         " has no whole warpgroup of 4 warps in a block of " + std::to_string(ctx.block_threads) + " threads");
+  LaneSlot& s = my_lane_slot();
+  s.address = d;
+  tls_wgmma_file = file;
+  tls_wgmma_line = line;
+  s.in[0] = warp;
+  s.in[1] = static_cast<uint32_t>(desc_a), s.in[2] = static_cast<uint32_t>(desc_a >> 32);
+  s.in[3] = static_cast<uint32_t>(desc_b), s.in[4] = static_cast<uint32_t>(desc_b >> 32);
+  warp_collective("wgmma.mma_async.m64n128k16.bf16", kWholeWarp, &wgmma_exchange, file, line);
 }
 
 float tf32_round(float x) {

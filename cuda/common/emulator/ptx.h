@@ -9,6 +9,7 @@
 //   ldmatrix_*    lane 8m+r names row r of matrix m (16-byte aligned, inside shared memory); lane l
 //                 receives row l/4, columns 2(l%4) and 2(l%4)+1 (.trans: that column pair of the
 //                 transposed matrix) of each matrix in its registers.
+//   wgmma_*       see below.
 //   cp_async_*    checks the addresses and queues the copy; cp_async_wait<N> performs all but the
 //                 N most recent committed groups. Until then the destination keeps its old bytes,
 //                 and an access to it through a checked shared-memory name fails.
@@ -51,5 +52,23 @@ void cp_async_wait_all();
 
 // fp32 -> tf32 (kept in an fp32 register), rounding to nearest with ties away from zero.
 float tf32_round(float x);
+
+// wgmma. A descriptor's start address is the byte offset in the launch's dynamic shared memory,
+// so the emulation decodes the same bit fields the GPU does. wgmma_m64n128k16_bf16 is a collective
+// of the calling warp, which computes its 16 rows of the warpgroup's 64 (warp index % 4) at once,
+// reading A and B as the descriptors lay them out (no swizzle; each 16-byte core-matrix row must lie
+// inside the dynamic shared memory). It runs at issue, so commit and wait have nothing to do and a
+// kernel that refills the operands before wgmma_wait is not caught; the proxy fence is a no-op.
+uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, FG_EMU_HERE);
+void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, FG_EMU_HERE);
+inline void wgmma_fence() {}
+inline void wgmma_commit() {}
+template <int kPendingGroups>
+inline void wgmma_wait() {
+  static_assert(kPendingGroups >= 0, "wgmma.wait_group takes a count of groups");
+}
+template <int kN>
+inline void wgmma_fence_operands(float (&)[kN]) {}
+inline void fence_proxy_async_shared() {}
 
 }  // namespace fusegrad::cuda::ptx

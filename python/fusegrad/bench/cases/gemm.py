@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import ops
+from ... import _backend, ops
+from ...ops import gemm as gemm_ops
 from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 SQUARES = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -173,8 +174,10 @@ def _torch_cuda():
     return torch if torch is not None and torch.cuda.is_available() else None
 
 
-def _cuda_product_case(n: int, precision: str, *, tb: bool = False, bias_relu: bool = False) -> Case:
-    """C (n×n) = act(A·B + bias) on the GPU; tb: B is a transposed view of a row-major array."""
+def _cuda_product_case(n: int, precision: str, *, tb: bool = False, bias_relu: bool = False,
+                       tiles: str = "auto") -> Case:
+    """C (n×n) = act(A·B + bias) on the GPU; tb: B is a transposed view of a row-major array;
+    tiles: the kernel configuration (ops.gemm._CUDA_TILES), "wgmma" for the Hopper bf16 kernel."""
 
     def setup():
         import cupy as cp
@@ -185,7 +188,12 @@ def _cuda_product_case(n: int, precision: str, *, tb: bool = False, bias_relu: b
         bias = cp.random.standard_normal(n, dtype=cp.float32) if bias_relu else None
         act = "relu" if bias_relu else None
         o, o2 = cp.empty((n, n), cp.float32), cp.empty((n, n), cp.float32)
-        ours = lambda: ops.matmul(a, b, bias=bias, activation=act, out=o, precision=precision)  # noqa: E731
+        def ours():
+            saved, gemm_ops._CUDA_TILES = gemm_ops._CUDA_TILES, tiles
+            try:
+                return ops.matmul(a, b, bias=bias, activation=act, out=o, precision=precision)
+            finally:
+                gemm_ops._CUDA_TILES = saved
         base = {}
         if precision == "fp32":
             if bias_relu:
@@ -211,7 +219,8 @@ def _cuda_product_case(n: int, precision: str, *, tb: bool = False, bias_relu: b
         return ours, base
 
     what = "bias_relu" if bias_relu else "nt" if tb else "square"
-    name = f"gemm/cuda_{precision}{'_tf32off' if precision == 'fp32' else ''}/{what}/{n}"
+    variant = precision + ("_tf32off" if precision == "fp32" else "") + ("_wgmma" if tiles == "wgmma" else "")
+    name = f"gemm/cuda_{variant}/{what}/{n}"
     note = {"fp32": "cuBLAS with TF32 off", "tf32": "vs cuBLAS TF32",
             "bf16": "fp32 inputs rounded in-kernel vs torch bf16 tensors"}[precision]
     return Case(name, "gemm", "cuda", "GFLOP/s", 2.0 * n**3, setup, limit=CUDA_LIMITS[precision], note=note)
@@ -221,4 +230,7 @@ def _cuda_cases() -> list:
     out = [_cuda_product_case(n, p) for p, sizes in CUDA_SQUARES.items() for n in sizes]
     out.append(_cuda_product_case(4096, "fp32", tb=True))
     out.append(_cuda_product_case(4096, "fp32", bias_relu=True))
+    cuda = _backend.cuda_module()
+    if cuda is not None and _torch_cuda() is not None and cuda.gemm_wgmma_usable(0):
+        out += [_cuda_product_case(n, "bf16", tiles="wgmma") for n in CUDA_SQUARES["bf16"]]
     return out
