@@ -7,7 +7,10 @@
 #      bench/results/cuda-<gpu>-<date>.json;
 #   4. runs the emulator's self-test kernels on the hardware against the same references the
 #      emulator is held to (PTX fragment layouts, shuffles, cp.async, launch errors);
-#   5. runs compute-sanitizer memcheck and racecheck on one test per CUDA family.
+#   5. runs compute-sanitizer memcheck and racecheck on one test per CUDA family;
+#   6. checks and times the Hopper wgmma GEMM apart (its tests, then its bench cases into
+#      bench/results/cuda-<gpu>-<date>-wgmma.json), after the rest: it has run only on the emulator
+#      so far, and a kernel fault would spoil every later CUDA call of its process.
 # Each step has its own time limit, so one hang cannot eat the spell; the summary at the end says
 # which steps passed. Logs go to $OUT when set (the device tool's return folder), else to
 # bench/results/gpu-check-logs/.
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 logs="${OUT:-bench/results/gpu-check-logs}"
 mkdir -p "$logs"
-steps="${GPU_CHECK_STEPS:-build emulator tests sanitizer bench}"
+steps="${GPU_CHECK_STEPS:-build emulator tests sanitizer bench wgmma}"
 py="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 PIP_NO_INDEX=1
 summary=()
@@ -70,10 +73,10 @@ SANITIZED_TESTS=(
   "tests/pool/test_pool_cuda.py::test_max_pool_misaligned_views_take_the_scalar_path"
   "tests/softmax/test_softmax_cuda.py::test_cross_entropy_misaligned_long_rows"
   "tests/gemm/test_gemm_cuda.py::test_tails_of_each_kernel_and_tile"
-  "tests/gemm/test_gemm_cuda.py::test_wgmma_tails"
   "tests/conv/test_conv_cuda.py::test_forward_and_backward_passes"
   "tests/rnn/test_rnn_kernels_cuda.py::test_partial_gradients_and_output_views"
   "tests/attention/test_attention_cuda.py::test_forward_and_backward_match_the_reference"
+  "tests/gemm/test_gemm_cuda.py::test_wgmma_tails"
 )
 sanitize() {
   local rc=0 tool
@@ -89,9 +92,14 @@ export py cc archs
 export SANITIZED_TESTS_LIST="${SANITIZED_TESTS[*]}"
 # Most valuable first: a spell may end early.
 step build 300 build
-step tests 240 "$py" -m pytest -q -p no:cacheprovider -m cuda -rs --ignore=tests/emulator tests
+step tests 240 '"$py" -m pytest -q -p no:cacheprovider -m cuda -rs --ignore=tests/emulator -k "not wgmma" tests'
 step bench 300 "$py" -m fusegrad bench --device cuda --repeat "${BENCH_REPEAT:-10}" --json "$result"
 [[ -f "$result" ]] && cp "$result" "$logs/"
+export wgmma_result="${result%.json}-wgmma.json"
+step wgmma 180 '"$py" -m pytest -q -p no:cacheprovider -m cuda -rs -k wgmma tests/gemm/test_gemm_cuda.py &&
+  FUSEGRAD_BENCH_WGMMA=1 "$py" -m fusegrad bench --device cuda --filter wgmma --repeat "${BENCH_REPEAT:-10}" \
+  --json "$wgmma_result"'
+[[ -f "$wgmma_result" ]] && cp "$wgmma_result" "$logs/"
 step emulator 120 emulator
 step sanitizer 180 'SANITIZED_TESTS=($SANITIZED_TESTS_LIST); sanitize'
 

@@ -24,7 +24,8 @@ void gemm(const GemmArgs& g, GemmPrecision precision, GemmTiles tiles, cudaStrea
   const int sms = multiprocessor_count(device);
   switch (precision) {
     case GemmPrecision::fp32: {
-      if (tiles == GemmTiles::wgmma) throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
+      if (tiles == GemmTiles::wgmma || tiles == GemmTiles::wgmma_wide)
+        throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
       const bool large = tiles == GemmTiles::automatic ? use_large_tiles<SimtLarge>(g.m, g.n, g.batch, sms)
                                                        : tiles == GemmTiles::large;
       gemm_simt(g, large, stream);
@@ -35,7 +36,8 @@ void gemm(const GemmArgs& g, GemmPrecision precision, GemmTiles tiles, cudaStrea
       const bool large = tiles == GemmTiles::automatic ? use_large_tiles<MmaLarge>(g.m, g.n, g.batch, sms)
                                                        : tiles == GemmTiles::large;
       if (precision == GemmPrecision::tf32) {
-        if (tiles == GemmTiles::wgmma) throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
+        if (tiles == GemmTiles::wgmma || tiles == GemmTiles::wgmma_wide)
+          throw std::invalid_argument("gemm: tiles 'wgmma' are for precision 'bf16'");
         gemm_tf32(g, large, stream, device);
       } else {
         gemm_bf16(g, tiles, large, stream, device);

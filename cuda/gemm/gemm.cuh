@@ -7,7 +7,7 @@
 //                  MmaLarge (128×128×32) or MmaSmall (64×64×32) tiles, a 3-stage cp.async pipeline
 //   gemm_bf16.cu   tensor cores, mma.sync m16n8k16 on operands first copied to bf16 (a stream-ordered
 //                  workspace), fp32 sums; 128×128 or 64×64 tiles, a 4-stage pipeline on bf16; or, on
-//                  Hopper when asked for (tiles wgmma), wgmma m64n128k16 on 128×128 tiles
+//                  Hopper when asked for (tiles wgmma, wgmma_wide), wgmma on 128×128 or 128×256 tiles
 // gemm.cu picks the kernel of the precision asked for, and the tile size by whether the large
 // tiles fill the GPU's SMs.
 #pragma once
@@ -20,9 +20,10 @@
 namespace fusegrad::cuda {
 
 enum class GemmPrecision : int { fp32 = 0, tf32 = 1, bf16 = 2 };
-// automatic: by size; large/small force one tile configuration (tests cover each); wgmma: the bf16
-// wgmma kernel (sm_90a), which stays opt-in until a GPU run has verified and timed it.
-enum class GemmTiles : int { automatic = 0, large = 1, small = 2, wgmma = 3 };
+// automatic: by size; large/small force one tile configuration (tests cover each); wgmma,
+// wgmma_wide: the bf16 wgmma kernel (sm_90a) on 128×128 or 128×256 tiles, opt-in until a GPU run has
+// verified and timed it.
+enum class GemmTiles : int { automatic = 0, large = 1, small = 2, wgmma = 3, wgmma_wide = 4 };
 
 // Strides in elements. A is m×k: element (i, p) at a[i * a_rs + p * a_cs], with a_rs == 1 or
 // a_cs == 1; B is k×n: (p, j) at b[p * b_rs + j * b_cs], b_rs == 1 or b_cs == 1; C is m×n with

@@ -16,8 +16,8 @@
 //      mma. The fragments are the PTX ISA's: A rows (lane % 16), k halves (lane / 16); B as N×K
 //      rows, so a non-transposed ldmatrix gives the "col" operand directly.
 //
-// On Hopper (sm_90a, opt-in: tiles="wgmma") bf16_wgmma_kernel takes step 2 instead: two warpgroups
-// each issue wgmma m64n128k16 on a 128×128 block tile, A and B read by the tensor cores straight
+// On Hopper (sm_90a, opt-in: tiles "wgmma" or "wgmma_wide") bf16_wgmma_kernel takes step 2 instead:
+// two warpgroups each issue wgmma m64nNk16 on a 128×N block tile, A and B read by the tensor cores straight
 // from shared memory, in the no-swizzle K-major layout of 8×8 core matrices (one 16-byte row of
 // a core matrix per cp.async, so a warp's copies fill 512 contiguous bytes: no bank conflicts).
 #include <cuda_bf16.h>
@@ -57,17 +57,23 @@ using Bf16Large = Bf16Tile<2, 4, 4, 4, 4>;
 // 64×64, 4 warps of 32×32: for problems with fewer large tiles than SMs.
 using Bf16Small = Bf16Tile<2, 2, 2, 4, 4>;
 
-// The wgmma tile: 128×128 as two warpgroups of 64×128, 64 of k per stage (four k16 wgmmas), 3
-// stages of 32 KiB, so two blocks share an SM. A stage of an operand holds its rows in groups of
-// 8 (core-matrix rows), each group's 8 k-groups of 8 bf16 in turn: element (r, k) at
+// The wgmma tiles: 128×kBN as two warpgroups of 64×kBN, 64 of k per stage (four k16 wgmmas).
+// 128×128 with 5 stages (160 KiB) or 128×256 with 4 (192 KiB): one block per SM, kStages - 2
+// steps of copies in flight. A stage of an operand holds its rows in groups of 8 (core-matrix
+// rows), each group's 8 k-groups of 8 bf16 in turn: element (r, k) at
 // ((r / 8) * 8 + k / 8) * 64 + (r % 8) * 8 + k % 8, so the core matrices adjacent in k are 128
 // bytes apart (the descriptor's leading offset) and those adjacent in rows 1024 (its stride offset).
+template <int kBNT, int kStagesT>
 struct WgmmaTile {
-  static constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
+  static constexpr int kBM = 128, kBN = kBNT, kBK = 64, kStages = kStagesT, kThreads = 256;
   static constexpr bool kWgmma = true;
   static constexpr int kSmemBytes = 2 * kStages * (kBM + kBN) * kBK;
   static constexpr uint32_t kLeadingBytes = 128, kStrideBytes = 1024;
+  static_assert(kBN == 128 || kBN == 256, "wgmma tiles are m64n128 or m64n256 per warpgroup");
+  static_assert(kStages >= 3, "a stage is refilled two steps after its wgmma was issued");
 };
+using WgmmaNarrow = WgmmaTile<128, 5>;
+using WgmmaWide = WgmmaTile<256, 4>;
 
 // dst (items × lp × kp bf16, k contiguous) = the L×K operand rounded to bf16, element (l, k) of item z
 // at src[z·sb + l·sl + k·sk] (sk == 1 or sl == 1), zero outside L×K. A 32×32 tile goes through
@@ -145,14 +151,17 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
   mma_store(ep, z, tm * Tile::kBM + wm, tn * Tile::kBN + wn, acc);
 }
 
-// Step 2 on Hopper: the block's tile is that of bf16_gemm_kernel, computed by wgmma. Each k step
-// of 64: fence (the accumulators are the warpgroup's), four wgmma of k16, commit, and wait for
-// them, so the stage is free again when the next barrier of the mainloop passes.
-__global__ void __launch_bounds__(WgmmaTile::kThreads)
+// Step 2 on Hopper: the block's tile is that of bf16_gemm_kernel, computed by wgmma. Per k step of
+// 64 each warpgroup fences its accumulators, issues four wgmma of k16 and commits them, then waits
+// only for the group before (wait_group 1), so the tensor cores start on this step while the last
+// one finishes. A buffer is therefore refilled two steps after its wgmmas were issued: copies run
+// kStages - 2 steps ahead, and the barrier of a step passes only once every warpgroup has seen the
+// group of two steps back complete.
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, 1)
 bf16_wgmma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue ep, const int64_t m, const int64_t n,
                   const int64_t kp, const int64_t a_bs, const int64_t b_bs, const int64_t z0) {
-  using T = WgmmaTile;
-  constexpr int kStageA = T::kBM * T::kBK, kStageB = T::kBN * T::kBK;
+  constexpr int kStageA = T::kBM * T::kBK, kStageB = T::kBN * T::kBK, kAhead = T::kStages - 2;
   FG_DYNAMIC_SHARED(__nv_bfloat16, smem);
   const auto stage_a = [&](int s) { return smem + s * kStageA; };
   const auto stage_b = [&](int s) { return smem + T::kStages * kStageA + s * kStageB; };
@@ -173,27 +182,46 @@ bf16_wgmma_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue
     copy_operand(stage_a(buf), ga, T::kBM, step * T::kBK);
     copy_operand(stage_b(buf), gb, T::kBN, step * T::kBK);
   };
-  float acc[64] = {};
+  float acc[T::kBN / 2] = {};
   const auto multiply = [&](int buf) {
     ptx::wgmma_fence_operands(acc);
     ptx::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < T::kBK / 16; ++kk) {
       // Core matrix (row group, k group) starts 64 elements further per k group, 512 per row group.
-      const uint64_t da = ptx::smem_descriptor(static_cast<const __nv_bfloat16*>(stage_a(buf) + (warpgroup * 64 + 2 * kk) * 64),
-                                               T::kLeadingBytes, T::kStrideBytes);
+      const uint64_t da = ptx::smem_descriptor(
+          static_cast<const __nv_bfloat16*>(stage_a(buf) + (warpgroup * 64 + 2 * kk) * 64), T::kLeadingBytes,
+          T::kStrideBytes);
       const uint64_t db = ptx::smem_descriptor(static_cast<const __nv_bfloat16*>(stage_b(buf) + 2 * kk * 64),
                                                T::kLeadingBytes, T::kStrideBytes);
-      ptx::wgmma_m64n128k16_bf16(acc, da, db);
+      if constexpr (T::kBN == 128) ptx::wgmma_m64n128k16_bf16(acc, da, db);
+      else ptx::wgmma_m64n256k16_bf16(acc, da, db);
     }
     ptx::wgmma_commit();
-    ptx::wgmma_wait<0>();
+    ptx::wgmma_wait<1>();
     ptx::wgmma_fence_operands(acc);
   };
-  multistage_mainloop<T::kStages, true>(kp / T::kBK, copy_stage, multiply);
-  // Warp w of a warpgroup holds its rows 16w .. 16w + 15 as sixteen m16n8 accumulator tiles.
+
+  const int64_t steps = kp / T::kBK;
+  for (int s = 0; s < kAhead; ++s) {
+    if (s < steps) copy_stage(s, s);
+    ptx::cp_async_commit();
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+    ptx::cp_async_wait<kAhead - 1>();  // this step's copies; the newer ones may still fly
+    ptx::fence_proxy_async_shared();   // landed by ordinary copies, read by the tensor cores
+    __syncthreads();
+    const int64_t next = s + kAhead;   // into the buffer of step s - 2, whose wgmmas are done
+    if (next < steps) copy_stage(static_cast<int>(next % T::kStages), next);
+    ptx::cp_async_commit();
+    multiply(static_cast<int>(s % T::kStages));
+  }
+  ptx::wgmma_wait<0>();
+  ptx::wgmma_fence_operands(acc);
+  ptx::cp_async_wait_all();
+  // Warp w of a warpgroup holds its rows 16w .. 16w + 15 as kBN / 8 m16n8 accumulator tiles.
   mma_store(ep, z, tm * T::kBM + warpgroup * 64 + warp % 4 * 16, tn * T::kBN,
-            reinterpret_cast<const float(&)[1][16][4]>(acc));
+            reinterpret_cast<const float(&)[1][T::kBN / 8][4]>(acc));
 }
 
 int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
@@ -251,10 +279,10 @@ void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
   const Epilogue ep = gemm_epilogue(g);
   const int64_t a_bs = items_a == 1 ? 0 : mp * kp, b_bs = items_b == 1 ? 0 : np * kp;
   if constexpr (Tile::kWgmma) {
-    allow_dynamic_smem(reinterpret_cast<const void*>(bf16_wgmma_kernel), Tile::kSmemBytes, device);
+    allow_dynamic_smem(reinterpret_cast<const void*>(bf16_wgmma_kernel<Tile>), Tile::kSmemBytes, device);
     for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
-      FG_LAUNCH(bf16_wgmma_kernel, simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes, stream,
-                a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
+      FG_LAUNCH((bf16_wgmma_kernel<Tile>), simt_grid<Tile>(g.m, g.n, g.batch - z0), Tile::kThreads, Tile::kSmemBytes,
+                stream, a, b, ep, g.m, g.n, kp, a_bs, b_bs, z0);
   } else {
     allow_dynamic_smem(reinterpret_cast<const void*>(bf16_gemm_kernel<Tile>), Tile::kSmemBytes, device);
     for (int64_t z0 = 0; z0 < g.batch; z0 += kMaxGridY)
@@ -266,9 +294,10 @@ void launch_bf16(const GemmArgs& g, cudaStream_t stream, int device) {
 }  // namespace
 
 void gemm_bf16(const GemmArgs& g, GemmTiles tiles, bool large, cudaStream_t stream, int device) {
-  if (tiles == GemmTiles::wgmma) {
+  if (tiles == GemmTiles::wgmma || tiles == GemmTiles::wgmma_wide) {
     require_wgmma(device);
-    launch_bf16<WgmmaTile>(g, stream, device);
+    if (tiles == GemmTiles::wgmma) launch_bf16<WgmmaNarrow>(g, stream, device);
+    else launch_bf16<WgmmaWide>(g, stream, device);
   } else if (large) {
     launch_bf16<Bf16Large>(g, stream, device);
   } else {

@@ -26,7 +26,8 @@ cuda::GemmTiles tiles_of(const std::string& name) {
   if (name == "large") return cuda::GemmTiles::large;
   if (name == "small") return cuda::GemmTiles::small;
   if (name == "wgmma") return cuda::GemmTiles::wgmma;
-  throw py::value_error("tiles must be 'auto', 'large', 'small' or 'wgmma', got '" + name + "'");
+  if (name == "wgmma_wide") return cuda::GemmTiles::wgmma_wide;
+  throw py::value_error("tiles must be 'auto', 'large', 'small', 'wgmma' or 'wgmma_wide', got '" + name + "'");
 }
 
 }  // namespace

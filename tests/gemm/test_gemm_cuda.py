@@ -155,14 +155,17 @@ def test_tensor_cores_round_inputs_to_nearest(cuda_device, precision, rounding, 
     assert np.all(np.abs(got - ra @ rb) <= (96 + 2) * 2.0**-23 * (np.abs(ra) @ np.abs(rb)))
 
 
-# --- the Hopper wgmma kernel (bf16, opt-in with tiles "wgmma") -----------------------------------
-# gemm_bf16.cu's WgmmaTile: 128×128 block tiles of two warpgroups, 64 of k per stage. On the emulator
-# it runs every time; on a GPU only where the module has sm_90a code and the device is a Hopper.
+# --- the Hopper wgmma kernel (bf16, opt-in with tiles "wgmma" or "wgmma_wide") -------------------
+# gemm_bf16.cu's WgmmaTile: 128×128 or 128×256 block tiles of two warpgroups, 64 of k per stage. On
+# the emulator it runs every time; on a GPU only where the module has sm_90a code and the device is
+# a Hopper.
+WGMMA_BN = {"wgmma": 128, "wgmma_wide": 256}
 
 
-@pytest.fixture
-def wgmma(cuda_device, tiles):
-    tiles("wgmma")
+@pytest.fixture(params=list(WGMMA_BN))
+def wgmma(request, cuda_device, tiles):
+    tiles(request.param)
+    cuda_device.wgmma_bn = WGMMA_BN[request.param]
     if cuda_device.emulation is None:
         try:
             ops.matmul(cuda_device.array(np.ones((1, 1), np.float32)), cuda_device.array(np.ones((1, 1), np.float32)),
@@ -185,11 +188,12 @@ def assert_wgmma_ran(cuda_device, grid=None):
 
 
 def test_wgmma_tails(wgmma, rng):
-    for m, n, k in [(1, 1, 1), (127, 129, 63), (129, 127, 65), (128, 128, 64), (257, 5, 127), (7, 131, 3),
-                    (37, 41, 9 * 64 + 5)]:
+    bn = wgmma.wgmma_bn
+    for m, n, k in [(1, 1, 1), (127, bn + 1, 63), (129, bn - 1, 65), (128, bn, 64), (257, 5, 127), (7, 131, 3),
+                    (37, 41, 9 * 64 + 5), (130, 2 * bn + 3, 3 * 64)]:
         a, b = rand(rng, m, k), rand(rng, k, n)
         got = ops.matmul(wgmma.array(a), wgmma.array(b), precision="bf16")
-        assert_wgmma_ran(wgmma, (-(-m // 128) * -(-n // 128), 1))
+        assert_wgmma_ran(wgmma, (-(-m // 128) * -(-n // bn), 1))
         assert_gemm_close(got, a, b, "bf16")
 
 

@@ -172,14 +172,14 @@ float descriptor_element(const ThreadContext& ctx, const Descriptor& d, int r, i
   return bf16_to_float(load16(p));
 }
 
-constexpr int kWgmmaN = 128;
 // The call site of the warp's wgmma, for messages (every lane of a collective is at the same one).
 thread_local const char* tls_wgmma_file = "";
 thread_local int tls_wgmma_line = 0;
 
+template <int kN>
 void wgmma_exchange(LaneSlot* lanes, unsigned) {
   const ThreadContext& ctx = *tls_context;
-  const char* what = "wgmma.m64n128k16.bf16";
+  const char* what = kN == 128 ? "wgmma.m64n128k16.bf16" : "wgmma.m64n256k16.bf16";
   const char* file = tls_wgmma_file;
   const int line = tls_wgmma_line;
   const uint64_t da = lanes[0].in[1] | uint64_t{lanes[0].in[2]} << 32, db = lanes[0].in[3] | uint64_t{lanes[0].in[4]} << 32;
@@ -188,15 +188,15 @@ void wgmma_exchange(LaneSlot* lanes, unsigned) {
       fail(std::string(what) + " at " + short_location(file, line) + ": the lanes of a warp name different descriptors");
   const Descriptor a = decode(da, what, file, line), b = decode(db, what, file, line);
   const int row0 = 16 * static_cast<int>(lanes[0].in[0] % 4);
-  float fa[16][16], fb[kWgmmaN][16];
+  float fa[16][16], fb[kN][16];
   for (int r = 0; r < 16; ++r)
     for (int k = 0; k < 16; ++k) fa[r][k] = descriptor_element(ctx, a, row0 + r, k, what, file, line);
-  for (int n = 0; n < kWgmmaN; ++n)
+  for (int n = 0; n < kN; ++n)
     for (int k = 0; k < 16; ++k) fb[n][k] = descriptor_element(ctx, b, n, k, what, file, line);
   for (int l = 0; l < 32; ++l) {
     float* d = static_cast<float*>(const_cast<void*>(lanes[l].address));
     const int g = l / 4, t = l % 4;
-    for (int j = 0; j < kWgmmaN / 8; ++j)
+    for (int j = 0; j < kN / 8; ++j)
       for (int i = 0; i < 4; ++i) {
         const int r = g + 8 * (i / 2), n = 8 * j + 2 * t + i % 2;
         double s = d[4 * j + i];
@@ -298,11 +298,14 @@ uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, 
          (uint64_t{sbo_bytes} >> 4 & field) << 32;
 }
 
-void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
+namespace {
+
+template <int kN>
+void wgmma_m64nNk16_bf16(float* d, uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
   const ThreadContext& ctx = *tls_context;
   const unsigned warp = ctx.current->warp;
   if ((warp / 4 + 1) * 128 > ctx.block_threads)
-    fail("wgmma.m64n128k16.bf16 at " + short_location(file, line) + ": warp " + std::to_string(warp) +
+    fail(std::string("wgmma.m64n") + std::to_string(kN) + "k16.bf16 at " + short_location(file, line) + ": warp " + std::to_string(warp) +
          " has no whole warpgroup of 4 warps in a block of " + std::to_string(ctx.block_threads) + " threads");
   LaneSlot& s = my_lane_slot();
   s.address = d;
@@ -311,7 +314,17 @@ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, con
   s.in[0] = warp;
   s.in[1] = static_cast<uint32_t>(desc_a), s.in[2] = static_cast<uint32_t>(desc_a >> 32);
   s.in[3] = static_cast<uint32_t>(desc_b), s.in[4] = static_cast<uint32_t>(desc_b >> 32);
-  warp_collective("wgmma.mma_async.m64n128k16.bf16", kWholeWarp, &wgmma_exchange, file, line);
+  warp_collective(kN == 128 ? "wgmma.mma_async.m64n128k16.bf16" : "wgmma.mma_async.m64n256k16.bf16", kWholeWarp,
+                  &wgmma_exchange<kN>, file, line);
+}
+
+}  // namespace
+
+void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
+  wgmma_m64nNk16_bf16<128>(d, desc_a, desc_b, file, line);
+}
+void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
+  wgmma_m64nNk16_bf16<256>(d, desc_a, desc_b, file, line);
 }
 
 float tf32_round(float x) {

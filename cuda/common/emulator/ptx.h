@@ -54,13 +54,14 @@ void cp_async_wait_all();
 float tf32_round(float x);
 
 // wgmma. A descriptor's start address is the byte offset in the launch's dynamic shared memory,
-// so the emulation decodes the same bit fields the GPU does. wgmma_m64n128k16_bf16 is a collective
+// so the emulation decodes the same bit fields the GPU does. wgmma_m64nNk16_bf16 is a collective
 // of the calling warp, which computes its 16 rows of the warpgroup's 64 (warp index % 4) at once,
 // reading A and B as the descriptors lay them out (no swizzle; each 16-byte core-matrix row must lie
 // inside the dynamic shared memory). It runs at issue, so commit and wait have nothing to do and a
 // kernel that refills the operands before wgmma_wait is not caught; the proxy fence is a no-op.
 uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, FG_EMU_HERE);
 void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, FG_EMU_HERE);
+void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, FG_EMU_HERE);
 inline void wgmma_fence() {}
 inline void wgmma_commit() {}
 template <int kPendingGroups>
