@@ -59,7 +59,9 @@ build() {
 emulator() {
   local build
   build="$(mktemp -d)"
-  nvcc -O2 -std=c++17 -arch="sm_${cc:-90}" --expt-relaxed-constexpr -Xcompiler -fPIC -shared -I cuda -I cpp \
+  local target="-arch=sm_${cc:-90}"
+  [[ "$archs" == 90a ]] && target="-gencode=arch=compute_90a,code=sm_90a -DFG_SM90A_BUILT"
+  nvcc -O2 -std=c++17 $target --expt-relaxed-constexpr -Xcompiler -fPIC -shared -I cuda -I cpp \
     $("$py" -m pybind11 --includes) cuda/common/emulator/selftest.cu cuda/common/cuda_check.cu \
     tests/emulator/selftest_gpu_module.cu -o "$build/fusegrad_selftest_gpu$("$py"-config --extension-suffix 2>/dev/null || echo .so)" &&
   PYTHONPATH="$build" FUSEGRAD_SELFTEST_MODULE=fusegrad_selftest_gpu \

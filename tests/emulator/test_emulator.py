@@ -292,6 +292,28 @@ def test_ldmatrix_feeds_mma_as_a_gemm_does(kind, rng):
     _check_mma(d, a, b, np.zeros((16, 8)))
 
 
+# (leading, stride) byte offsets of the core matrices: k groups adjacent then row groups (the
+# tightest), row groups 1 KiB apart (the GEMM's stages), and row groups adjacent with k groups far.
+WGMMA_LAYOUTS = [(128, 256), (128, 1024), (4096, 128)]
+
+
+@pytest.mark.parametrize("n", [128, 256])
+@pytest.mark.parametrize("lbo, sbo", WGMMA_LAYOUTS, ids=[f"lbo{lb}_sbo{sb}" for lb, sb in WGMMA_LAYOUTS])
+def test_wgmma_against_float64(n, lbo, sbo, rng):
+    """wgmma m64nNk16 bf16 of operands laid out by descriptors: on a GPU, this holds the descriptor
+    fields and the accumulator layout the emulator reads to the hardware."""
+    a, a_bits = _lowp("bf16", (64, 16), rng)
+    b, b_bits = _lowp("bf16", (n, 16), rng)  # B as N×K
+    b_offset = -(-(7 * sbo + lbo + 128) // 128) * 128  # past A's last core matrix
+    try:
+        d = emu.selftest_wgmma(n, a_bits.ravel().tolist(), b_bits.ravel().tolist(), lbo, sbo, b_offset)
+    except RuntimeError as e:
+        if "sm_90a" in str(e):
+            pytest.skip(str(e))
+        raise
+    _check_mma(np.array(d, dtype=np.float32).reshape(64, n), a, b.T, np.zeros((64, n)))
+
+
 @pytest.mark.parametrize("stages", [2, 3, 4])
 @pytest.mark.parametrize("n", [0, 1, 5, 127, 512, 1000, 4099])
 def test_cp_async_pipeline(stages, n, rng):
@@ -457,6 +479,12 @@ BROKEN = [
     ("cp_async_read_before_wait", 0,
      r"cp_async_read_before_wait_kernel .*thread \(\d+,0,0\): reads or writes 'tile' at byte offset \d+ while a cp.async "
      r"into it, issued by thread \(\d+,0,0\) at cuda/common/emulator/selftest.cu:\d+, is still pending"),
+    ("wgmma_misuse", 0,
+     r"wgmma_misuse_kernel .*reads or writes 'smem' at byte offset \d+ while a cp.async into it, issued by thread "
+     r"\(\d+,0,0\) at cuda/common/emulator/selftest.cu:\d+, is still pending"),
+    ("wgmma_misuse", 1,
+     r"warp 0 of block 0 ended with the wgmma at cuda/common/emulator/selftest.cu:\d+ never completed by a "
+     r"wgmma.wait_group"),
     ("stack_overflow", 120, r"thread \(0,0,0\): stack overflow of thread 0 \(fiber stacks are \d+ KiB"),
     ("divide_by_zero", 0, r"divide_kernel .*arithmetic fault \(integer division by zero"),
 ]

@@ -73,10 +73,23 @@ struct WarpOp {
   CollectiveFn fn;
 };
 
+// A wgmma a warp has issued and not yet completed (ptx.cpp): it runs at the wgmma.wait_group that
+// retires its group, reading shared memory then, and writes each lane's accumulators.
+struct PendingWgmma {
+  int n;                   // N of m64nNk16
+  unsigned rows;           // the warp's first row of the 64: 16 * (warp % 4)
+  uint64_t desc_a, desc_b;
+  float* d[32];            // each lane's accumulators
+  const char* file;
+  int line;
+};
+
 struct Warp {
   unsigned present = 0, exited = 0;
   std::vector<WarpOp> ops;
   LaneSlot lanes[32];
+  std::vector<PendingWgmma> wgmma_open;                 // issued since the last commit
+  std::vector<std::vector<PendingWgmma>> wgmma_groups;  // committed, oldest first
 };
 
 // A static shared array of this OS thread, in its own guarded mapping.

@@ -172,38 +172,76 @@ float descriptor_element(const ThreadContext& ctx, const Descriptor& d, int r, i
   return bf16_to_float(load16(p));
 }
 
-// The call site of the warp's wgmma, for messages (every lane of a collective is at the same one).
+// Runs one pending wgmma: D += A·B for the warp's 16 rows, reading shared memory now.
+void run_wgmma(const PendingWgmma& op) {
+  const ThreadContext& ctx = *tls_context;
+  const char* what = op.n == 128 ? "wgmma.m64n128k16.bf16" : "wgmma.m64n256k16.bf16";
+  const Descriptor a = decode(op.desc_a, what, op.file, op.line), b = decode(op.desc_b, what, op.file, op.line);
+  float fa[16][16], fb[256][16];
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k)
+      fa[r][k] = descriptor_element(ctx, a, static_cast<int>(op.rows) + r, k, what, op.file, op.line);
+  for (int n = 0; n < op.n; ++n)
+    for (int k = 0; k < 16; ++k) fb[n][k] = descriptor_element(ctx, b, n, k, what, op.file, op.line);
+  for (int l = 0; l < 32; ++l) {
+    float* d = op.d[l];
+    const int g = l / 4, t = l % 4;
+    for (int j = 0; j < op.n / 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        const int r = g + 8 * (i / 2), n = 8 * j + 2 * t + i % 2;
+        double sum = d[4 * j + i];
+        for (int k = 0; k < 16; ++k) sum += static_cast<double>(fa[r][k]) * static_cast<double>(fb[n][k]);
+        d[4 * j + i] = static_cast<float>(sum);
+      }
+  }
+}
+
+// The warp of a collective, from the index each lane put in in[0].
+Warp& warp_of(const LaneSlot* lanes) { return tls_context->warps[lanes[0].in[0]]; }
+
+// Issue: every lane names the same descriptors; the op joins the warp's open group. lanes[l]:
+// in[0] warp, in[1..4] the descriptors, in[5] N, address the accumulators; file and line in
+// the warp's (identical) call site.
 thread_local const char* tls_wgmma_file = "";
 thread_local int tls_wgmma_line = 0;
 
-template <int kN>
-void wgmma_exchange(LaneSlot* lanes, unsigned) {
-  const ThreadContext& ctx = *tls_context;
-  const char* what = kN == 128 ? "wgmma.m64n128k16.bf16" : "wgmma.m64n256k16.bf16";
-  const char* file = tls_wgmma_file;
-  const int line = tls_wgmma_line;
-  const uint64_t da = lanes[0].in[1] | uint64_t{lanes[0].in[2]} << 32, db = lanes[0].in[3] | uint64_t{lanes[0].in[4]} << 32;
-  for (int l = 1; l < 32; ++l)
-    if ((lanes[l].in[1] | uint64_t{lanes[l].in[2]} << 32) != da || (lanes[l].in[3] | uint64_t{lanes[l].in[4]} << 32) != db)
-      fail(std::string(what) + " at " + short_location(file, line) + ": the lanes of a warp name different descriptors");
-  const Descriptor a = decode(da, what, file, line), b = decode(db, what, file, line);
-  const int row0 = 16 * static_cast<int>(lanes[0].in[0] % 4);
-  float fa[16][16], fb[kN][16];
-  for (int r = 0; r < 16; ++r)
-    for (int k = 0; k < 16; ++k) fa[r][k] = descriptor_element(ctx, a, row0 + r, k, what, file, line);
-  for (int n = 0; n < kN; ++n)
-    for (int k = 0; k < 16; ++k) fb[n][k] = descriptor_element(ctx, b, n, k, what, file, line);
+void wgmma_issue_exchange(LaneSlot* lanes, unsigned) {
+  PendingWgmma op;
+  op.n = static_cast<int>(lanes[0].in[5]);
+  op.rows = 16 * (lanes[0].in[0] % 4);
+  op.desc_a = lanes[0].in[1] | uint64_t{lanes[0].in[2]} << 32;
+  op.desc_b = lanes[0].in[3] | uint64_t{lanes[0].in[4]} << 32;
+  op.file = tls_wgmma_file;
+  op.line = tls_wgmma_line;
   for (int l = 0; l < 32; ++l) {
-    float* d = static_cast<float*>(const_cast<void*>(lanes[l].address));
-    const int g = l / 4, t = l % 4;
-    for (int j = 0; j < kN / 8; ++j)
-      for (int i = 0; i < 4; ++i) {
-        const int r = g + 8 * (i / 2), n = 8 * j + 2 * t + i % 2;
-        double s = d[4 * j + i];
-        for (int k = 0; k < 16; ++k) s += static_cast<double>(fa[r][k]) * static_cast<double>(fb[n][k]);
-        d[4 * j + i] = static_cast<float>(s);
-      }
+    if ((lanes[l].in[1] | uint64_t{lanes[l].in[2]} << 32) != op.desc_a ||
+        (lanes[l].in[3] | uint64_t{lanes[l].in[4]} << 32) != op.desc_b)
+      fail("wgmma at " + short_location(op.file, op.line) + ": the lanes of a warp name different descriptors");
+    op.d[l] = static_cast<float*>(const_cast<void*>(lanes[l].address));
   }
+  warp_of(lanes).wgmma_open.push_back(op);
+}
+
+void wgmma_commit_exchange(LaneSlot* lanes, unsigned) {
+  Warp& w = warp_of(lanes);
+  w.wgmma_groups.push_back(std::move(w.wgmma_open));
+  w.wgmma_open.clear();
+}
+
+// in[1]: the groups that may stay pending.
+void wgmma_wait_exchange(LaneSlot* lanes, unsigned) {
+  Warp& w = warp_of(lanes);
+  while (w.wgmma_groups.size() > lanes[0].in[1]) {
+    for (const PendingWgmma& op : w.wgmma_groups.front()) run_wgmma(op);
+    w.wgmma_groups.erase(w.wgmma_groups.begin());
+  }
+}
+
+void warp_collective_with_index(const char* what, CollectiveFn fn, uint32_t arg, const char* file, int line) {
+  LaneSlot& s = my_lane_slot();
+  s.in[0] = tls_context->current->warp;
+  s.in[1] = arg;
+  warp_collective(what, kWholeWarp, fn, file, line);
 }
 
 }  // namespace
@@ -300,12 +338,12 @@ uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, 
 
 namespace {
 
-template <int kN>
-void wgmma_m64nNk16_bf16(float* d, uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
+void wgmma_m64nNk16_bf16(int n, float* d, uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
   const ThreadContext& ctx = *tls_context;
   const unsigned warp = ctx.current->warp;
+  const std::string what = "wgmma.mma_async.m64n" + std::to_string(n) + "k16.bf16";
   if ((warp / 4 + 1) * 128 > ctx.block_threads)
-    fail(std::string("wgmma.m64n") + std::to_string(kN) + "k16.bf16 at " + short_location(file, line) + ": warp " + std::to_string(warp) +
+    fail(what + " at " + short_location(file, line) + ": warp " + std::to_string(warp) +
          " has no whole warpgroup of 4 warps in a block of " + std::to_string(ctx.block_threads) + " threads");
   LaneSlot& s = my_lane_slot();
   s.address = d;
@@ -314,17 +352,25 @@ void wgmma_m64nNk16_bf16(float* d, uint64_t desc_a, uint64_t desc_b, const char*
   s.in[0] = warp;
   s.in[1] = static_cast<uint32_t>(desc_a), s.in[2] = static_cast<uint32_t>(desc_a >> 32);
   s.in[3] = static_cast<uint32_t>(desc_b), s.in[4] = static_cast<uint32_t>(desc_b >> 32);
-  warp_collective(kN == 128 ? "wgmma.mma_async.m64n128k16.bf16" : "wgmma.mma_async.m64n256k16.bf16", kWholeWarp,
-                  &wgmma_exchange<kN>, file, line);
+  s.in[5] = static_cast<uint32_t>(n);
+  warp_collective(n == 128 ? "wgmma.mma_async.m64n128k16.bf16" : "wgmma.mma_async.m64n256k16.bf16", kWholeWarp,
+                  &wgmma_issue_exchange, file, line);
 }
 
 }  // namespace
 
 void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
-  wgmma_m64nNk16_bf16<128>(d, desc_a, desc_b, file, line);
+  wgmma_m64nNk16_bf16(128, d, desc_a, desc_b, file, line);
 }
 void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, const char* file, int line) {
-  wgmma_m64nNk16_bf16<256>(d, desc_a, desc_b, file, line);
+  wgmma_m64nNk16_bf16(256, d, desc_a, desc_b, file, line);
+}
+void wgmma_commit(const char* file, int line) {
+  warp_collective_with_index("wgmma.commit_group", &wgmma_commit_exchange, 0, file, line);
+}
+void wgmma_wait_group(int pending_groups, const char* file, int line) {
+  warp_collective_with_index("wgmma.wait_group", &wgmma_wait_exchange, static_cast<uint32_t>(pending_groups), file,
+                             line);
 }
 
 float tf32_round(float x) {

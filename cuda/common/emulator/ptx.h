@@ -54,19 +54,24 @@ void cp_async_wait_all();
 float tf32_round(float x);
 
 // wgmma. A descriptor's start address is the byte offset in the launch's dynamic shared memory,
-// so the emulation decodes the same bit fields the GPU does. wgmma_m64nNk16_bf16 is a collective
-// of the calling warp, which computes its 16 rows of the warpgroup's 64 (warp index % 4) at once,
-// reading A and B as the descriptors lay them out (no swizzle; each 16-byte core-matrix row must lie
-// inside the dynamic shared memory). It runs at issue, so commit and wait have nothing to do and a
-// kernel that refills the operands before wgmma_wait is not caught; the proxy fence is a no-op.
+// so the emulation decodes the same bit fields the GPU does. wgmma_m64nNk16_bf16, wgmma_commit and
+// wgmma_wait are collectives of the calling warp, as on the GPU: the issue records the op (its
+// descriptors and each lane's accumulators) in the warp's open group, commit closes the group, and
+// wait<N> runs every group but the N newest, in order. Running reads A and B as the descriptors lay
+// them out (no swizzle) through the shared-memory checks and adds into the accumulators, each warp
+// its 16 rows of the warpgroup's 64 (warp index % 4). So an operand refilled before the wait that
+// retires its wgmma is read refilled (or, still being copied, is an error), and a block that ends
+// with a wgmma not waited for is an error. The proxy fence and wgmma.fence are no-ops.
 uint64_t smem_descriptor(const void* p, uint32_t lbo_bytes, uint32_t sbo_bytes, FG_EMU_HERE);
 void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, FG_EMU_HERE);
 void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, FG_EMU_HERE);
+void wgmma_commit(FG_EMU_HERE);
+void wgmma_wait_group(int pending_groups, const char* file, int line);
 inline void wgmma_fence() {}
-inline void wgmma_commit() {}
 template <int kPendingGroups>
-inline void wgmma_wait() {
+inline void wgmma_wait(FG_EMU_HERE) {
   static_assert(kPendingGroups >= 0, "wgmma.wait_group takes a count of groups");
+  wgmma_wait_group(kPendingGroups, fg_file, fg_line);
 }
 template <int kN>
 inline void wgmma_fence_operands(float (&)[kN]) {}

@@ -308,6 +308,8 @@ bool run_block(ThreadContext& ctx, unsigned long long linear) {
   for (Warp& w : ctx.warps) {
     w.exited = 0;
     w.ops.clear();
+    w.wgmma_open.clear();
+    w.wgmma_groups.clear();
   }
   for (;;) {
     build_order(ctx);
@@ -337,7 +339,18 @@ bool run_block(ThreadContext& ctx, unsigned long long linear) {
         else if (!same_site(barrier->what, barrier->file, barrier->line, f.what, f.file, f.line)) one_barrier = false;
       }
     }
-    if (exited == n) return true;
+    if (exited == n) {
+      for (size_t w = 0; w < ctx.warps.size(); ++w)
+        if (!ctx.warps[w].wgmma_open.empty() || !ctx.warps[w].wgmma_groups.empty()) {
+          const PendingWgmma& op = ctx.warps[w].wgmma_open.empty() ? ctx.warps[w].wgmma_groups.back().back()
+                                                                    : ctx.warps[w].wgmma_open.back();
+          ctx.error = "warp " + std::to_string(w) + " of block " + std::to_string(ctx.block_linear) +
+                      " ended with the wgmma at " + short_location(op.file, op.line) +
+                      " never completed by a wgmma.wait_group";
+          return false;
+        }
+      return true;
+    }
     if (at_collective > 0) {
       ctx.error = describe_collective_deadlock(ctx);
       return false;

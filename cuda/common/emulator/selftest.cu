@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -234,6 +235,40 @@ __global__ void ldmatrix_mma_kernel(int kind, const uint16_t* a, const uint16_t*
   d[(g + 8) * 8 + 2 * t + 1] = r[3];
 }
 
+// One warpgroup: D (64×N, fp32) = A (64×16, row-major) · B^T for B given as N×16 (K-major), both
+// placed in dynamic shared memory as 8×8 core matrices: core matrix (row group g, k group h) at
+// byte g * sbo + h * lbo, its row r at + 16 r. One wgmma (fence, commit, wait 0), D stored by the
+// accumulator layout. The layout is the test's to choose, so the descriptor fields are checked,
+// not only the layout the GEMM uses.
+template <int kN>
+__global__ void wgmma_kernel(const uint16_t* a, const uint16_t* b, int lbo, int sbo, int b_offset, float* d) {
+  FG_DYNAMIC_SHARED(uint16_t, smem);
+  const int t = threadIdx.x;
+  const auto place = [&](const uint16_t* src, int rows, int base) {
+    for (int i = t; i < rows * 16; i += 128) {
+      const int r = i / 16, k = i % 16;
+      smem[(base + r / 8 * sbo + k / 8 * lbo + r % 8 * 16 + k % 8 * 2) / 2] = src[i];
+    }
+  };
+  place(a, 64, 0);
+  place(b, kN, b_offset);
+  ptx::fence_proxy_async_shared();
+  __syncthreads();
+  float acc[kN / 2] = {};
+  const uint64_t da = ptx::smem_descriptor(static_cast<const uint16_t*>(smem + 0), lbo, sbo);
+  const uint64_t db = ptx::smem_descriptor(static_cast<const uint16_t*>(smem + b_offset / 2), lbo, sbo);
+  ptx::wgmma_fence_operands(acc);
+  ptx::wgmma_fence();
+  if constexpr (kN == 128) ptx::wgmma_m64n128k16_bf16(acc, da, db);
+  else ptx::wgmma_m64n256k16_bf16(acc, da, db);
+  ptx::wgmma_commit();
+  ptx::wgmma_wait<0>();
+  ptx::wgmma_fence_operands(acc);
+  const int row0 = t / 32 * 16 + t % 32 / 4, col0 = 2 * (t % 4);
+  for (int j = 0; j < kN / 8; ++j)
+    for (int i = 0; i < 4; ++i) d[(row0 + 8 * (i / 2)) * kN + 8 * j + col0 + i % 2] = acc[4 * j + i];
+}
+
 // out = 2 * src through a kStages-deep cp.async pipeline: each thread copies one 16-byte chunk of
 // each tile (zero-filled past n); every thread then reads chunks other threads copied.
 template <int kStages>
@@ -425,6 +460,27 @@ __global__ void cp_async_read_before_wait_kernel(const float* src, float* out) {
 }
 
 // A thread's local array far larger than its stack, touched from the top down.
+// A wgmma whose operand is refilled by cp.async before the wait that retires it (variant 0), or
+// never waited for at all (variant 1).
+__global__ void wgmma_misuse_kernel(int variant, const float* src) {
+  FG_DYNAMIC_SHARED(uint16_t, smem);
+  for (int i = threadIdx.x; i < 64 * 16 + 128 * 16; i += 128) smem[i] = 0;
+  ptx::fence_proxy_async_shared();
+  __syncthreads();
+  float acc[64] = {};
+  const uint64_t da = ptx::smem_descriptor(static_cast<const uint16_t*>(smem + 0), 128, 256);
+  const uint64_t db = ptx::smem_descriptor(static_cast<const uint16_t*>(smem + 64 * 16), 128, 256);
+  ptx::wgmma_fence();
+  ptx::wgmma_m64n128k16_bf16(acc, da, db);
+  ptx::wgmma_commit();
+  if (variant == 0) {
+    ptx::cp_async_cg(static_cast<uint16_t*>(smem + 8 * threadIdx.x), src + 4 * threadIdx.x);
+    ptx::cp_async_commit();
+    ptx::wgmma_wait<0>();
+    ptx::cp_async_wait_all();
+  }
+}
+
 __global__ void stack_overflow_kernel(float* out, int pages) {
   volatile float big[120 * 1024];  // 480 KiB: under the GPU's 512 KiB local-memory limit
   for (int p = pages - 1; p >= 0; --p) big[p * 1024] = static_cast<float>(p);
@@ -568,6 +624,31 @@ std::vector<float> ldmatrix_mma(const std::string& kind, const std::vector<uint1
   DeviceArray<uint16_t> da(a), db(b);
   DeviceArray<float> dd(128);
   FG_LAUNCH(ldmatrix_mma_kernel, 1, 32, 0, nullptr, k, da.get(), db.get(), dd.get());
+  return dd.read();
+}
+
+// D (64×N) of one wgmma of A (64×16) and B (N×16), bf16 bits row-major, placed with the given core
+// matrix offsets (bytes: lbo between k groups, sbo between row groups, B from byte b_offset).
+std::vector<float> wgmma(int n, const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, int lbo, int sbo,
+                         int b_offset) {
+#if !defined(FG_EMULATED) && !defined(FG_SM90A_BUILT)
+  throw std::runtime_error("wgmma needs this module built for sm_90a (-DFG_SM90A_BUILT)");
+#endif
+  if ((n != 128 && n != 256) || a.size() != 64 * 16 || b.size() != static_cast<size_t>(n) * 16)
+    throw py::value_error("n: 128 or 256; a: 64x16, b: nx16 values");
+  const size_t smem = static_cast<size_t>(b_offset) + static_cast<size_t>(n / 8 - 1) * sbo + lbo + 128;
+  py::gil_scoped_release release;
+  DeviceArray<uint16_t> da(a), db(b);
+  DeviceArray<float> dd(static_cast<size_t>(64) * n);
+  if (n == 128) {
+    FG_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(wgmma_kernel<128>),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    FG_LAUNCH(wgmma_kernel<128>, 1, 128, smem, nullptr, da.get(), db.get(), lbo, sbo, b_offset, dd.get());
+  } else {
+    FG_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(wgmma_kernel<256>),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    FG_LAUNCH(wgmma_kernel<256>, 1, 128, smem, nullptr, da.get(), db.get(), lbo, sbo, b_offset, dd.get());
+  }
   return dd.read();
 }
 
@@ -717,6 +798,8 @@ void broken(const std::string& name, int variant) {
     FG_LAUNCH(divergent_shuffle_kernel, 1, 32, 0, nullptr, variant, out.get());
   } else if (name == "cp_async_read_before_wait") {
     FG_LAUNCH(cp_async_read_before_wait_kernel, 1, 32, 0, nullptr, src.get(), out.get());
+  } else if (name == "wgmma_misuse") {
+    FG_LAUNCH(wgmma_misuse_kernel, 1, 128, (64 + 128) * 16 * 2, nullptr, variant, src.get());
   } else if (name == "null_read") {
     FG_LAUNCH(copy_kernel, 1, 32, 0, nullptr, static_cast<const float*>(nullptr), out.get(), 32LL, 0LL);
   } else if (name == "stack_overflow") {
@@ -745,6 +828,8 @@ void register_emulator_selftests(py::module_& m) {
   m.def("selftest_mma", &st::mma, py::arg("kind"), py::arg("a"), py::arg("b"), py::arg("c"));
   m.def("selftest_ldmatrix", &st::ldmatrix, py::arg("count"), py::arg("trans"), py::arg("matrices"), py::arg("row_stride"));
   m.def("selftest_ldmatrix_mma", &st::ldmatrix_mma, py::arg("kind"), py::arg("a"), py::arg("b"));
+  m.def("selftest_wgmma", &st::wgmma, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("lbo"), py::arg("sbo"),
+        py::arg("b_offset"));
   m.def("selftest_cp_async_pipeline", &st::cp_async_pipeline, py::arg("src"), py::arg("stages"), py::arg("threads"));
   m.def("selftest_cp_async_size", &st::cp_async_size, py::arg("src"), py::arg("bytes"), py::arg("threads"));
   m.def("selftest_barrier_benchmark", &st::barrier_benchmark, py::arg("blocks"), py::arg("threads"), py::arg("iterations"));
