@@ -73,6 +73,31 @@ class CudaDevice:
         """The kernels launched so far in this test (emulated only; None on a GPU)."""
         return self.emulation.kernels() if self.emulation is not None else None
 
+    def run(self, fn):
+        """fn()'s result as host arrays, and the kernels it launched (None on a GPU)."""
+        if self.emulation is not None:
+            self.emulation.clear()
+        result = fn()
+        kernels = self.kernels()
+        if isinstance(result, tuple):
+            return tuple(self.host(r) for r in result), kernels
+        return self.host(result), kernels
+
+    @staticmethod
+    def assert_ran(kernels, *names):
+        """Each name is in some launched kernel's name (nothing to check on a GPU: kernels is None)."""
+        if kernels is None:
+            return
+        for name in names:
+            assert any(name in k for k in kernels), f"{name} not in {kernels}"
+
+    def misaligned(self, host: np.ndarray):
+        """A C-contiguous device view of host's values that starts 4 bytes past a 16-byte boundary."""
+        flat = self.array(np.concatenate([np.zeros(1, host.dtype), host.ravel()]))
+        view = flat[1:].reshape(host.shape)
+        assert fusegrad._backend.info(view).ptr % 16 == 4
+        return view
+
 
 @pytest.fixture(params=[pytest.param("emulated", marks=pytest.mark.cuda_emulated),
                         pytest.param("gpu", marks=pytest.mark.cuda)])

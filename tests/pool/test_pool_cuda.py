@@ -6,7 +6,7 @@ thread as a fiber."""
 import numpy as np
 import pytest
 
-from fusegrad import _backend, ops
+from fusegrad import ops
 
 CHANNELS = [1, 3, 4, 5, 63, 64, 65]
 # (kernel_size, stride, padding): disjoint, overlapping with padding, asymmetric, dense, gapped.
@@ -82,35 +82,6 @@ def distinct_values(rng, shape):
     return (v - v.mean()).reshape(shape).astype(np.float32)
 
 
-# ---- helpers --------------------------------------------------------------------------------------
-
-
-def run(dev, fn):
-    """fn()'s result as host arrays, and the kernels it launched (None on a GPU)."""
-    if dev.emulation is not None:
-        dev.emulation.clear()
-    result = fn()
-    kernels = dev.kernels()
-    if isinstance(result, tuple):
-        return tuple(dev.host(r) for r in result), kernels
-    return dev.host(result), kernels
-
-
-def assert_ran(kernels, *names):
-    if kernels is None:  # a GPU: the launch log is the emulator's
-        return
-    for name in names:
-        assert any(name in k for k in kernels), f"{name} not in {kernels}"
-
-
-def misaligned(dev, host):
-    """A C-contiguous device view of host's values that starts 4 bytes past a 16-byte boundary."""
-    flat = dev.array(np.concatenate([np.zeros(1, host.dtype), host.ravel()]))
-    view = flat[1:].reshape(host.shape)
-    assert _backend.info(view).ptr % 16 == 4
-    return view
-
-
 # ---- max pooling ------------------------------------------------------------------------------------
 
 
@@ -118,8 +89,8 @@ def misaligned(dev, host):
 @pytest.mark.parametrize("geo", GEOMETRIES[:2])
 def test_max_pool_channels(cuda_device, rng, c, geo):
     x = distinct_values(rng, (2, 5, 6, c))
-    (y, ind), kernels = run(cuda_device, lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
-    assert_ran(kernels, f"max_forward_kernel<{4 if c % 4 == 0 else 1}, true>")
+    (y, ind), kernels = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
+    cuda_device.assert_ran(kernels, f"max_forward_kernel<{4 if c % 4 == 0 else 1}, true>")
     ref_y, ref_ind = ref_max_pool(x, *geo)
     np.testing.assert_array_equal(y, ref_y.astype(np.float32))
     np.testing.assert_array_equal(ind, ref_ind)
@@ -128,9 +99,9 @@ def test_max_pool_channels(cuda_device, rng, c, geo):
     np.testing.assert_array_equal(ind, cpu_ind)
 
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.max_pool2d_backward(
+    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(
         cuda_device.array(g), cuda_device.array(ind), x.shape, *geo, check_indices=True))
-    assert_ran(kernels, f"max_backward_kernel<{4 if c % 4 == 0 else 1}, true>")
+    cuda_device.assert_ran(kernels, f"max_backward_kernel<{4 if c % 4 == 0 else 1}, true>")
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
     # The gather adds in the CPU scatter's order: the same bits.
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, *geo))
@@ -139,14 +110,14 @@ def test_max_pool_channels(cuda_device, rng, c, geo):
 @pytest.mark.parametrize("geo", GEOMETRIES)
 def test_max_pool_geometries(cuda_device, rng, geo):
     x = distinct_values(rng, (2, 7, 6, 8))
-    (y, ind), _ = run(cuda_device, lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
+    (y, ind), _ = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
     ref_y, ref_ind = ref_max_pool(x, *geo)
     np.testing.assert_array_equal(y, ref_y.astype(np.float32))
     np.testing.assert_array_equal(ind, ref_ind)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(ind),
+    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(ind),
                                                                  x.shape, *geo))
-    assert_ran(kernels, "max_backward_kernel<4, false>")
+    cuda_device.assert_ran(kernels, "max_backward_kernel<4, false>")
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, ind, x.shape, *geo))
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
 
@@ -159,7 +130,7 @@ def test_max_pool_ties_nan_and_infinities(cuda_device):
     x[0, 2:, 2:, 3] = 7.0           # ties: the first in row-major order
     x[0, 3, 3, 4] = np.inf
     for geo in [(2, None, 0), (3, 1, 1)]:
-        (y, ind), _ = run(cuda_device, lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
+        (y, ind), _ = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), *geo, return_indices=True))
         ref_y, ref_ind = ref_max_pool(x, *geo)
         np.testing.assert_array_equal(y, ref_y.astype(np.float32))
         np.testing.assert_array_equal(ind, ref_ind)
@@ -169,16 +140,16 @@ def test_max_pool_ties_nan_and_infinities(cuda_device):
 
 def test_max_pool_misaligned_views_take_the_scalar_path(cuda_device, rng):
     x = distinct_values(rng, (2, 4, 4, 8))
-    xd = misaligned(cuda_device, x)
-    (y, ind), kernels = run(cuda_device, lambda: ops.max_pool2d(xd, 2, return_indices=True))
-    assert_ran(kernels, "max_forward_kernel<1, true>")
+    xd = cuda_device.misaligned(x)
+    (y, ind), kernels = cuda_device.run(lambda: ops.max_pool2d(xd, 2, return_indices=True))
+    cuda_device.assert_ran(kernels, "max_forward_kernel<1, true>")
     cpu_y, cpu_ind = ops.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(y, cpu_y)
     np.testing.assert_array_equal(ind, cpu_ind)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.max_pool2d_backward(misaligned(cuda_device, g),
+    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.misaligned(g),
                                                                  cuda_device.array(ind), x.shape, 2))
-    assert_ran(kernels, "max_backward_kernel<1, false>")
+    cuda_device.assert_ran(kernels, "max_backward_kernel<1, false>")
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, 2))
 
 
@@ -186,7 +157,7 @@ def test_max_pool_strided_input_and_out(cuda_device, rng):
     x = distinct_values(rng, (2, 6, 6, 12))
     xd = cuda_device.array(x)[:, :, :, ::2]  # not contiguous: copied first
     out = cuda_device.array(np.zeros((2, 3, 3, 6), np.float32))
-    result, _ = run(cuda_device, lambda: ops.max_pool2d(xd, 2, out=out))
+    result, _ = cuda_device.run(lambda: ops.max_pool2d(xd, 2, out=out))
     np.testing.assert_array_equal(result, ref_max_pool(x[..., ::2], 2)[0].astype(np.float32))
     np.testing.assert_array_equal(cuda_device.host(out), result)
     # A non-contiguous out is filled through a temporary.
@@ -198,14 +169,14 @@ def test_max_pool_strided_input_and_out(cuda_device, rng):
 def test_max_pool_empty_sizes(cuda_device):
     for shape in [(0, 4, 4, 3), (2, 4, 4, 0)]:
         x = np.zeros(shape, np.float32)
-        (y, ind), kernels = run(cuda_device, lambda: ops.max_pool2d(cuda_device.array(x), 2, return_indices=True))
+        (y, ind), kernels = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), 2, return_indices=True))
         assert y.shape == ind.shape == (shape[0], 2, 2, shape[3]) and kernels in (None, [])
-        gx, _ = run(cuda_device, lambda: ops.max_pool2d_backward(cuda_device.array(y), cuda_device.array(ind),
+        gx, _ = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.array(y), cuda_device.array(ind),
                                                                shape, 2, check_indices=True))
         assert gx.shape == shape
     # H = 0 with padding: each window holds no pixel; the CPU's values and indices.
     x = np.zeros((2, 0, 3, 4), np.float32)
-    (y, ind), _ = run(cuda_device, lambda: ops.max_pool2d(cuda_device.array(x), 2, 1, 1, return_indices=True))
+    (y, ind), _ = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), 2, 1, 1, return_indices=True))
     cpu_y, cpu_ind = ops.max_pool2d(x, 2, 1, 1, return_indices=True)
     np.testing.assert_array_equal(y, cpu_y)
     np.testing.assert_array_equal(ind, cpu_ind)
@@ -247,15 +218,15 @@ def test_max_pool_backward_int64_indices_and_device_mismatch(cuda_device, rng):
 @pytest.mark.parametrize("geo", GEOMETRIES)
 def test_avg_pool(cuda_device, rng, geo, include_pad):
     x = rng.standard_normal((2, 7, 6, 5)).astype(np.float32)
-    y, kernels = run(cuda_device, lambda: ops.avg_pool2d(cuda_device.array(x), *geo,
+    y, kernels = cuda_device.run(lambda: ops.avg_pool2d(cuda_device.array(x), *geo,
                                                        count_include_pad=include_pad))
-    assert_ran(kernels, "avg_forward_kernel<1>")
+    cuda_device.assert_ran(kernels, "avg_forward_kernel<1>")
     np.testing.assert_allclose(y, ref_avg_pool(x, *geo, include_pad=include_pad), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(y, ops.avg_pool2d(x, *geo, count_include_pad=include_pad), rtol=1e-6, atol=1e-7)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, *geo,
+    gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, *geo,
                                                                  count_include_pad=include_pad))
-    assert_ran(kernels, "avg_backward_kernel<1>")
+    cuda_device.assert_ran(kernels, "avg_backward_kernel<1>")
     np.testing.assert_allclose(gx, ref_avg_pool_backward(g, x.shape, *geo, include_pad=include_pad),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, ops.avg_pool2d_backward(g, x.shape, *geo, count_include_pad=include_pad),
@@ -266,19 +237,19 @@ def test_avg_pool(cuda_device, rng, geo, include_pad):
 def test_avg_pool_channels(cuda_device, rng, c):
     x = rng.standard_normal((1, 5, 5, c)).astype(np.float32)
     vec = 4 if c % 4 == 0 else 1
-    y, kernels = run(cuda_device, lambda: ops.avg_pool2d(cuda_device.array(x), 3, 2, 1, count_include_pad=False))
-    assert_ran(kernels, f"avg_forward_kernel<{vec}>")
+    y, kernels = cuda_device.run(lambda: ops.avg_pool2d(cuda_device.array(x), 3, 2, 1, count_include_pad=False))
+    cuda_device.assert_ran(kernels, f"avg_forward_kernel<{vec}>")
     np.testing.assert_allclose(y, ref_avg_pool(x, 3, 2, 1, include_pad=False), rtol=1e-5, atol=1e-6)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, 3, 2, 1))
-    assert_ran(kernels, f"avg_backward_kernel<{vec}>")
+    gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, 3, 2, 1))
+    cuda_device.assert_ran(kernels, f"avg_backward_kernel<{vec}>")
     np.testing.assert_allclose(gx, ref_avg_pool_backward(g, x.shape, 3, 2, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_avg_pool_misaligned_and_empty(cuda_device, rng):
     x = rng.standard_normal((2, 4, 4, 8)).astype(np.float32)
-    y, kernels = run(cuda_device, lambda: ops.avg_pool2d(misaligned(cuda_device, x), 2))
-    assert_ran(kernels, "avg_forward_kernel<1>")
+    y, kernels = cuda_device.run(lambda: ops.avg_pool2d(cuda_device.misaligned(x), 2))
+    cuda_device.assert_ran(kernels, "avg_forward_kernel<1>")
     np.testing.assert_allclose(y, ref_avg_pool(x, 2), rtol=1e-5, atol=1e-7)
     for shape in [(0, 4, 4, 3), (2, 4, 4, 0)]:
         assert cuda_device.host(ops.avg_pool2d(cuda_device.array(np.zeros(shape, np.float32)), 2)).shape == \
@@ -298,22 +269,22 @@ def test_avg_pool_misaligned_and_empty(cuda_device, rng):
 def test_global_avg_pool(cuda_device, rng, c):
     x = rng.standard_normal((3, 3, 5, c)).astype(np.float32)
     vec = 4 if c % 4 == 0 else 1
-    y, kernels = run(cuda_device, lambda: ops.global_avg_pool2d(cuda_device.array(x)))
-    assert_ran(kernels, f"global_avg_forward_kernel<{vec}>")
+    y, kernels = cuda_device.run(lambda: ops.global_avg_pool2d(cuda_device.array(x)))
+    cuda_device.assert_ran(kernels, f"global_avg_forward_kernel<{vec}>")
     np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(1, 2)), rtol=1e-6, atol=1e-7)
     g = rng.standard_normal((3, c)).astype(np.float32)
-    gx, kernels = run(cuda_device, lambda: ops.global_avg_pool2d_backward(cuda_device.array(g), x.shape))
-    assert_ran(kernels, f"global_avg_backward_kernel<{vec}>")
+    gx, kernels = cuda_device.run(lambda: ops.global_avg_pool2d_backward(cuda_device.array(g), x.shape))
+    cuda_device.assert_ran(kernels, f"global_avg_backward_kernel<{vec}>")
     np.testing.assert_array_equal(gx, ops.global_avg_pool2d_backward(g, x.shape))
 
 
 def test_global_avg_pool_splits_large_planes(cuda_device, rng):
     # One image with a 1024-pixel plane: the plane is split over blocks, partial sums added in order.
     x = (rng.standard_normal((1, 32, 32, 8)) + 100).astype(np.float32)
-    y, kernels = run(cuda_device, lambda: ops.global_avg_pool2d(cuda_device.array(x)))
-    assert_ran(kernels, "global_avg_forward_kernel<4>", "global_avg_finish_kernel")
+    y, kernels = cuda_device.run(lambda: ops.global_avg_pool2d(cuda_device.array(x)))
+    cuda_device.assert_ran(kernels, "global_avg_forward_kernel<4>", "global_avg_finish_kernel")
     np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(1, 2)), rtol=1e-7)
-    y2, _ = run(cuda_device, lambda: ops.global_avg_pool2d(misaligned(cuda_device, x)))
+    y2, _ = cuda_device.run(lambda: ops.global_avg_pool2d(cuda_device.misaligned(x)))
     np.testing.assert_array_equal(y, y2)
 
 

@@ -6,7 +6,7 @@ Shapes stay small: the emulator runs every thread as a fiber."""
 import numpy as np
 import pytest
 
-from fusegrad import _backend, ops
+from fusegrad import ops
 
 # ---- float64 references --------------------------------------------------------------------------
 
@@ -42,35 +42,6 @@ def ref_bce(x, t, reduction="mean"):
     return (loss.sum(), grad) if reduction == "sum" else (loss.mean(), grad / max(x.size, 1))
 
 
-# ---- helpers ----------------------------------------------------------------------------------------
-
-
-def run(dev, fn):
-    """fn()'s result as host arrays, and the kernels it launched (None on a GPU)."""
-    if dev.emulation is not None:
-        dev.emulation.clear()
-    result = fn()
-    kernels = dev.kernels()
-    if isinstance(result, tuple):
-        return tuple(dev.host(r) for r in result), kernels
-    return dev.host(result), kernels
-
-
-def assert_ran(kernels, *names):
-    if kernels is None:  # a GPU: the launch log is the emulator's
-        return
-    for name in names:
-        assert any(name in k for k in kernels), f"{name} not in {kernels}"
-
-
-def misaligned(dev, host):
-    """A C-contiguous device view of host's values that starts 4 bytes past a 16-byte boundary."""
-    flat = dev.array(np.concatenate([np.zeros(1, host.dtype), host.ravel()]))
-    view = flat[1:].reshape(host.shape)
-    assert _backend.info(view).ptr % 16 == 4
-    return view
-
-
 def logits(rng, shape, scale=3.0):
     return np.asarray(rng.standard_normal(shape) * scale, dtype=np.float32)
 
@@ -92,16 +63,16 @@ ROWS = [(5, 1, WARP), (4, 31, WARP), (4, 32, WARP), (3, 33, WARP), (3, 10, WARP)
 def test_softmax_rows(cuda_device, rng, rows, length, kernel, log):
     x = logits(rng, (rows, length))
     fn = ops.log_softmax if log else ops.softmax
-    y, kernels = run(cuda_device, lambda: fn(cuda_device.array(x)))
-    assert_ran(kernels, kernel)
+    y, kernels = cuda_device.run(lambda: fn(cuda_device.array(x)))
+    cuda_device.assert_ran(kernels, kernel)
     ref = ref_log_softmax(x) if log else ref_softmax(x)
     np.testing.assert_allclose(y, ref, rtol=2e-5, atol=1e-6 if log else 1e-7)
     np.testing.assert_allclose(y, fn(x), rtol=2e-5, atol=1e-6 if log else 1e-7)
 
     g = rng.standard_normal(x.shape).astype(np.float32)
     back = ops.log_softmax_backward if log else ops.softmax_backward
-    dx, kernels = run(cuda_device, lambda: back(cuda_device.array(g), cuda_device.array(y)))
-    assert_ran(kernels, "softmax_warp_backward" if length <= 1024 else "softmax_block_backward")
+    dx, kernels = cuda_device.run(lambda: back(cuda_device.array(g), cuda_device.array(y)))
+    cuda_device.assert_ran(kernels, "softmax_warp_backward" if length <= 1024 else "softmax_block_backward")
     y64 = ref.astype(np.float64)
     if log:
         ref_dx = g - np.exp(y64) * g.sum(axis=-1, keepdims=True)
@@ -119,15 +90,15 @@ AXES = [((4, 5, 6), 0), ((4, 5, 6), 1), ((3, 7, 33), 1), ((2, 40, 3), 1), ((10, 
 def test_softmax_any_axis(cuda_device, rng, shape, axis, log):
     x = logits(rng, shape)
     fn = ops.log_softmax if log else ops.softmax
-    y, kernels = run(cuda_device, lambda: fn(cuda_device.array(x), axis))
+    y, kernels = cuda_device.run(lambda: fn(cuda_device.array(x), axis))
     inner = int(np.prod(shape[axis + 1:]))
-    assert_ran(kernels, "softmax_column_forward" if inner > 1 else "softmax_warp_forward")
+    cuda_device.assert_ran(kernels, "softmax_column_forward" if inner > 1 else "softmax_warp_forward")
     ref = ref_log_softmax(x, axis) if log else ref_softmax(x, axis)
     np.testing.assert_allclose(y, ref, rtol=2e-5, atol=1e-6)
     g = rng.standard_normal(shape).astype(np.float32)
     back = ops.log_softmax_backward if log else ops.softmax_backward
-    dx, kernels = run(cuda_device, lambda: back(cuda_device.array(g), cuda_device.array(y), axis))
-    assert_ran(kernels, "softmax_column_backward" if inner > 1 else "softmax_warp_backward")
+    dx, kernels = cuda_device.run(lambda: back(cuda_device.array(g), cuda_device.array(y), axis))
+    cuda_device.assert_ran(kernels, "softmax_column_backward" if inner > 1 else "softmax_warp_backward")
     np.testing.assert_allclose(dx, back(g, y, axis), rtol=1e-4, atol=1e-5)
 
 
@@ -156,19 +127,19 @@ def test_softmax_in_place_out_strided_and_misaligned(cuda_device, rng):
     ops.log_softmax(xd[:, ::2], out=out)  # strided input: copied first
     np.testing.assert_allclose(cuda_device.host(out), ref_log_softmax(x[:, ::2]), rtol=2e-5, atol=1e-6)
     long_rows = logits(rng, (2, 1028))
-    y, kernels = run(cuda_device, lambda: ops.softmax(misaligned(cuda_device, long_rows)))
-    assert_ran(kernels, "softmax_block_forward<1, true")
+    y, kernels = cuda_device.run(lambda: ops.softmax(cuda_device.misaligned(long_rows)))
+    cuda_device.assert_ran(kernels, "softmax_block_forward<1, true")
     np.testing.assert_allclose(y, ref_softmax(long_rows), rtol=2e-5, atol=1e-8)
     g = rng.standard_normal(long_rows.shape).astype(np.float32)
-    dx, kernels = run(cuda_device, lambda: ops.softmax_backward(misaligned(cuda_device, g), cuda_device.array(y)))
-    assert_ran(kernels, "softmax_block_backward<1")
+    dx, kernels = cuda_device.run(lambda: ops.softmax_backward(cuda_device.misaligned(g), cuda_device.array(y)))
+    cuda_device.assert_ran(kernels, "softmax_block_backward<1")
     np.testing.assert_allclose(dx, ops.softmax_backward(g, y), rtol=1e-4, atol=1e-7)
 
 
 def test_softmax_zero_size(cuda_device):
     for shape, axis in [((0, 5), -1), ((3, 0), -1), ((3, 0, 2), 0)]:
         x = cuda_device.array(np.zeros(shape, np.float32))
-        y, kernels = run(cuda_device, lambda: ops.softmax(x, axis))
+        y, kernels = cuda_device.run(lambda: ops.softmax(x, axis))
         assert y.shape == shape and kernels in (None, [])
         assert cuda_device.host(ops.log_softmax_backward(x, x, axis)).shape == shape
 
@@ -184,12 +155,12 @@ def test_cross_entropy(cuda_device, rng, shape, reduction, smoothing):
     n, c = shape
     x = logits(rng, shape)
     labels = rng.integers(0, c, n)
-    (loss, grad), kernels = run(cuda_device, lambda: ops.softmax_cross_entropy(
+    (loss, grad), kernels = cuda_device.run(lambda: ops.softmax_cross_entropy(
         cuda_device.array(x), cuda_device.array(labels), reduction=reduction, label_smoothing=smoothing,
         return_grad=True))
-    assert_ran(kernels, "xent_warp_kernel" if c <= 1024 else "xent_block_kernel")
+    cuda_device.assert_ran(kernels, "xent_warp_kernel" if c <= 1024 else "xent_block_kernel")
     if reduction != "none":
-        assert_ran(kernels, "loss_finish_kernel")
+        cuda_device.assert_ran(kernels, "loss_finish_kernel")
         assert loss.shape == () and loss.dtype == np.float32
     ref_loss, ref_grad = ref_xent(x, labels, reduction, smoothing)
     np.testing.assert_allclose(loss, ref_loss, rtol=2e-5, atol=1e-6)
@@ -215,9 +186,9 @@ def test_cross_entropy_loss_only_is_deterministic_and_large_logits(cuda_device, 
 def test_cross_entropy_misaligned_long_rows(cuda_device, rng):
     x = logits(rng, (2, 1100))
     labels = np.array([3, 1099])
-    (loss, grad), kernels = run(cuda_device, lambda: ops.softmax_cross_entropy(
-        misaligned(cuda_device, x), cuda_device.array(labels), return_grad=True, label_smoothing=0.1))
-    assert_ran(kernels, "xent_block_kernel<1>")
+    (loss, grad), kernels = cuda_device.run(lambda: ops.softmax_cross_entropy(
+        cuda_device.misaligned(x), cuda_device.array(labels), return_grad=True, label_smoothing=0.1))
+    cuda_device.assert_ran(kernels, "xent_block_kernel<1>")
     ref_loss, ref_grad = ref_xent(x, labels, "mean", 0.1)
     np.testing.assert_allclose(loss, ref_loss, rtol=2e-5)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-8)
@@ -230,7 +201,7 @@ def test_cross_entropy_bad_labels(cuda_device, rng, c):
     with pytest.raises(ValueError, match=f"labels out of range \\[0, {c}\\): row 2 has label {c}"):
         ops.softmax_cross_entropy(cuda_device.array(x), cuda_device.array(labels), check_labels=True)
     # Unchecked: no wait for the GPU, and the bad rows' loss and gradient are NaN.
-    (rows, grad), _ = run(cuda_device, lambda: ops.softmax_cross_entropy(
+    (rows, grad), _ = cuda_device.run(lambda: ops.softmax_cross_entropy(
         cuda_device.array(x), cuda_device.array(labels), reduction="none", return_grad=True))
     bad = np.array([False, False, True, False, True, False])
     assert np.isnan(rows[bad]).all() and np.isnan(grad[bad]).all()
@@ -266,11 +237,11 @@ def test_cross_entropy_empty_and_argument_errors(cuda_device):
 def test_bce_with_logits(cuda_device, rng, shape, reduction):
     x = logits(rng, shape, 4.0)
     t = np.asarray(rng.random(shape), dtype=np.float32)
-    (loss, grad), kernels = run(cuda_device, lambda: ops.bce_with_logits(
+    (loss, grad), kernels = cuda_device.run(lambda: ops.bce_with_logits(
         cuda_device.array(x), cuda_device.array(t), reduction=reduction, return_grad=True))
-    assert_ran(kernels, "bce_kernel")
+    cuda_device.assert_ran(kernels, "bce_kernel")
     if reduction != "none":
-        assert_ran(kernels, "loss_finish_kernel")
+        cuda_device.assert_ran(kernels, "loss_finish_kernel")
     ref_loss, ref_grad = ref_bce(x, t, reduction)
     assert loss.shape == np.shape(ref_loss) and grad.shape == shape
     np.testing.assert_allclose(loss, ref_loss, rtol=2e-5, atol=1e-6)
@@ -288,9 +259,9 @@ def test_bce_extremes_misaligned_and_empty(cuda_device, rng):
     np.testing.assert_allclose(cuda_device.host(loss), cpu_loss, rtol=1e-5, atol=1e-30)
     np.testing.assert_allclose(cuda_device.host(grad), cpu_grad, rtol=1e-5, atol=1e-30)
     xs, ts = logits(rng, (64,)), rng.random(64).astype(np.float32)
-    (loss, grad), kernels = run(cuda_device, lambda: ops.bce_with_logits(
-        misaligned(cuda_device, xs), cuda_device.array(ts), return_grad=True))
-    assert_ran(kernels, "bce_kernel<1>")
+    (loss, grad), kernels = cuda_device.run(lambda: ops.bce_with_logits(
+        cuda_device.misaligned(xs), cuda_device.array(ts), return_grad=True))
+    cuda_device.assert_ran(kernels, "bce_kernel<1>")
     np.testing.assert_allclose(loss, ref_bce(xs, ts)[0], rtol=2e-5)
     empty = cuda_device.array(np.zeros((0, 3), np.float32))
     assert np.isnan(cuda_device.host(ops.bce_with_logits(empty, empty)))
