@@ -42,6 +42,27 @@ def _numpy_xent(x, labels, backward):
     return run
 
 
+def _torch_xent(torch, xt, lt, backward: bool) -> dict:
+    """PyTorch's cross-entropy on its own tensors: through autograd ("torch") and, for forward +
+    backward, as the bare aten calls autograd makes ("torch_aten")."""
+    F, aten = torch.nn.functional, torch.ops.aten
+    if not backward:
+        return {"torch": lambda: F.cross_entropy(xt, lt)}
+
+    def autograd():
+        xr = xt.detach().requires_grad_()
+        F.cross_entropy(xr, lt).backward()
+        return xr.grad
+
+    def bare():
+        lsm = aten._log_softmax(xt, 1, False)
+        loss, total = aten.nll_loss_forward(lsm, lt, None, 1, -100)
+        one = torch.ones((), dtype=torch.float32, device=xt.device)
+        g = aten.nll_loss_backward(one, lsm, lt, None, 1, -100, total)
+        return loss, aten._log_softmax_backward_data(g, lsm, 1, torch.float32)
+    return {"torch": autograd, "torch_aten": bare}
+
+
 def _xent_case(n, c, backward: bool) -> Case:
     def setup():
         x, labels = _logits(n, c)
@@ -49,23 +70,7 @@ def _xent_case(n, c, backward: bool) -> Case:
         base = {"numpy": _numpy_xent(x, labels, backward)}
         torch = optional_import("torch")
         if torch is not None:
-            F, aten = torch.nn.functional, torch.ops.aten
-            xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
-            if backward:
-                def autograd():
-                    xr = xt.detach().requires_grad_()
-                    F.cross_entropy(xr, lt).backward()
-                    return xr.grad
-
-                def bare():
-                    lsm = aten._log_softmax(xt, 1, False)
-                    loss, total = aten.nll_loss_forward(lsm, lt, None, 1, -100)
-                    one = torch.ones((), dtype=torch.float32)
-                    g = aten.nll_loss_backward(one, lsm, lt, None, 1, -100, total)
-                    return loss, aten._log_softmax_backward_data(g, lsm, 1, torch.float32)
-                base["torch"], base["torch_aten"] = autograd, bare
-            else:
-                base["torch"] = lambda: F.cross_entropy(xt, lt)
+            base.update(_torch_xent(torch, torch.from_numpy(x), torch.from_numpy(labels), backward))
         return ours, base
 
     kind = "fwd_bwd" if backward else "fwd"
@@ -156,23 +161,7 @@ def _cuda_xent_case(n, c, backward: bool) -> Case:
         base = {}
         torch = _torch_cuda()
         if torch is not None:
-            F, aten = torch.nn.functional, torch.ops.aten
-            xt, lt = torch.from_dlpack(x), torch.from_dlpack(labels)
-            if backward:
-                def autograd():
-                    xr = xt.detach().requires_grad_()
-                    F.cross_entropy(xr, lt).backward()
-                    return xr.grad
-
-                def bare():
-                    lsm = aten._log_softmax(xt, 1, False)
-                    loss, total = aten.nll_loss_forward(lsm, lt, None, 1, -100)
-                    one = torch.ones((), dtype=torch.float32, device="cuda")
-                    g = aten.nll_loss_backward(one, lsm, lt, None, 1, -100, total)
-                    return loss, aten._log_softmax_backward_data(g, lsm, 1, torch.float32)
-                base["torch"], base["torch_aten"] = autograd, bare
-            else:
-                base["torch"] = lambda: F.cross_entropy(xt, lt)
+            base.update(_torch_xent(torch, torch.from_dlpack(x), torch.from_dlpack(labels), backward))
         return ours, base
 
     kind = "fwd_bwd" if backward else "fwd"
