@@ -8,6 +8,7 @@
 
 #include "common/bind.cuh"
 #include "gemm/gemm.cuh"
+#include "gemm/int8.cuh"
 
 namespace py = pybind11;
 
@@ -33,6 +34,46 @@ cuda::GemmTiles tiles_of(const std::string& name) {
 }  // namespace
 
 void register_gemm_cuda(py::module_& m) {
+  m.def("int8_gemm", [](uintptr_t a, int64_t lda, int64_t m_, int64_t k, uintptr_t bt, uintptr_t colsum, int64_t n,
+                        uintptr_t out, int64_t ldo, int out_type, int a_zero_point, uintptr_t scale, uintptr_t bias,
+                        int activation, float inv_out_scale, int out_zero_point, uintptr_t stream, int device) {
+    if (m_ < 0 || n < 0 || k < 0) throw py::value_error("int8_gemm: sizes must be >= 0");
+    if (out_type < 0 || out_type > 3) throw py::value_error("int8_gemm: unknown output type");
+    cuda::Int8GemmArgs g;
+    g.m = m_, g.n = n, g.k = k;
+    g.a = k > 0 && m_ > 0 ? device_ptr<const uint8_t>(a, "a") : nullptr;
+    g.lda = lda;
+    g.bt = k > 0 && n > 0 ? device_ptr<const int8_t>(bt, "b") : nullptr;
+    g.colsum = device_ptr<const int32_t>(colsum, "colsum");
+    g.out = device_ptr<void>(out, "out");
+    g.ldo = ldo;
+    g.out_type = static_cast<cuda::Int8Out>(out_type);
+    g.a_zero_point = a_zero_point;
+    g.scale = scale != 0 ? reinterpret_cast<const float*>(scale) : nullptr;
+    g.bias = bias != 0 ? reinterpret_cast<const float*>(bias) : nullptr;
+    if (g.out_type != cuda::Int8Out::s32 && g.scale == nullptr) throw py::value_error("int8_gemm: scales needed");
+    const Activation act = activation_from_code(activation);
+    if (act != Activation::none && act != Activation::relu)
+      throw py::value_error("int8_gemm: the activation is none or relu");
+    g.relu = act == Activation::relu;
+    g.inv_out_scale = inv_out_scale;
+    g.out_zero_point = out_zero_point;
+    py::gil_scoped_release release;
+    cuda::int8_gemm(g, as_stream(stream), device);
+  }, py::arg("a"), py::arg("lda"), py::arg("m"), py::arg("k"), py::arg("bt"), py::arg("colsum"), py::arg("n"),
+     py::arg("out"), py::arg("ldo"), py::arg("out_type"), py::arg("a_zero_point"), py::arg("scale"), py::arg("bias"),
+     py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("stream"), py::arg("device"),
+     "the int8 GEMM on the device (cuda/gemm/int8.cuh); B given as B^T (N×K int8) with its column sums");
+  m.def("quantize_uint8", [](uintptr_t x, int64_t n, uintptr_t q, float inv_scale, int zero_point, uintptr_t stream,
+                             int device) {
+    if (n < 0) throw py::value_error("quantize_uint8: n must be >= 0");
+    if (n == 0) return;
+    const float* xp = device_ptr<const float>(x, "x");
+    uint8_t* qp = device_ptr<uint8_t>(q, "q");
+    py::gil_scoped_release release;
+    cuda::quantize_uint8(xp, n, inv_scale, zero_point, qp, as_stream(stream), device);
+  }, py::arg("x"), py::arg("n"), py::arg("q"), py::arg("inv_scale"), py::arg("zero_point"), py::arg("stream"),
+     py::arg("device"), "uint8 quantization of n floats on the device");
   m.def("gemm_wgmma_usable", [](int device) {
     try {
       cuda::require_wgmma(device);

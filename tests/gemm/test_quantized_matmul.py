@@ -213,9 +213,10 @@ def test_errors(rng):
 
 
 @pytest.mark.cuda_emulated
-def test_device_arrays_raise_not_implemented(rng):
+def test_device_input_and_host_weight_are_refused(rng):
+    # (the CUDA kernels themselves: test_quantized_matmul_cuda.py)
     a = _emulated.to_device(u8(rng, 4, 6))
-    with pytest.raises(NotImplementedError, match="the int8 kernels run on the CPU only"):
+    with pytest.raises(ValueError, match="packed for cpu but the input is on cuda:0"):
         ops.quantized_matmul(a, s8(rng, 6, 5))
 
 

@@ -89,6 +89,17 @@ inline double __hiloint2double(int hi, int lo) {
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x)); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// Four-way byte dot products added to c, wrapping as the hardware's 32-bit add does.
+inline int __dp4a(int a, int b, int c) {
+  uint32_t sum = static_cast<uint32_t>(c);
+  for (int i = 0; i < 4; ++i)
+    sum += static_cast<uint32_t>(static_cast<int>(static_cast<int8_t>(a >> 8 * i)) * static_cast<int8_t>(b >> 8 * i));
+  return static_cast<int>(sum);
+}
+inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+  for (int i = 0; i < 4; ++i) c += (a >> 8 * i & 0xFFu) * (b >> 8 * i & 0xFFu);
+  return c;
+}
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }

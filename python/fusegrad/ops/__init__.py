@@ -1,5 +1,6 @@
 """The kernel API: plain functions on raw arrays (NumPy in, NumPy out; CuPy in, CuPy out)."""
-from .gemm import QuantizedWeight, matmul, pack_quantized_weight, quantize_uint8, quantized_matmul
+from .gemm import matmul
+from .gemm_int8 import QuantizedWeight, pack_quantized_weight, quantize_uint8, quantized_matmul
 from .attention import attention, attention_backward, embedding_backward, layer_norm, layer_norm_backward
 from .attention import draw_seed as attention_draw_seed
 from .activation import (

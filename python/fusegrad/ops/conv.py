@@ -35,8 +35,9 @@ from ._common import (check_out, check_same_device, cpu_output, finish_output, f
                       integer, pair, real, shape_argument)
 from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
 from . import conv_bf16
-from . import gemm as gemm_ops
-from .gemm import as_quantized_weight, cpu_only, epilogue_code, int8_output, requant_args
+from . import gemm_int8
+from .gemm import epilogue_code
+from .gemm_int8 import as_quantized_weight, cpu_only, int8_output, requant_args
 
 
 def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
@@ -174,7 +175,7 @@ def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_z
     target, result = int8_output(out, (xa.shape[0], oh, ow, co), dtype, (xa,), fn)
     if target.size:
         _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, act, inv, out_zp,
-                                 gemm_ops._INT8_PATH)
+                                 gemm_int8._INT8_PATH)
     return finish_output(target, result, out, kind)
 
 

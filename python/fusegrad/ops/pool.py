@@ -29,7 +29,7 @@ from .. import _backend, _cpu
 from .._backend import array_module, device_of, native, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input, pair,
                       shape_argument)
-from .gemm import cpu_only, int8_output
+from .gemm_int8 import cpu_only, int8_output
 
 
 def _float32(x, name: str):

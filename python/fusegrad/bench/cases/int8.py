@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from ... import _cpu, ops
-from ...ops import gemm as gemm_ops
+from ...ops import gemm_int8
 from ..case import SPINNING_BASELINE_SETTLE_S, Case, optional_import
 
 SQUARES = (1024, 2048, 4096)
@@ -65,18 +65,18 @@ def _engine_call(torch, engine, fn):
     return call
 
 
-# int8 path codes (ops.gemm._INT8_PATH): 0 the best the CPU has, 2 AVX-512 VNNI.
+# int8 path codes (ops.gemm_int8._INT8_PATH): 0 the best the CPU has, 2 AVX-512 VNNI.
 AUTOMATIC, VNNI = 0, 2
 
 
 def _on_path(path: int, fn):
     """fn run on one int8 path (the VNNI cases on a machine whose automatic choice is AMX)."""
     def call():
-        saved, gemm_ops._INT8_PATH = gemm_ops._INT8_PATH, path
+        saved, gemm_int8._INT8_PATH = gemm_int8._INT8_PATH, path
         try:
             return fn()
         finally:
-            gemm_ops._INT8_PATH = saved
+            gemm_int8._INT8_PATH = saved
     return call
 
 

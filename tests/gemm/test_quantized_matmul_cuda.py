@@ -1,0 +1,122 @@
+"""fusegrad.ops.quantized_matmul, pack_quantized_weight and quantize_uint8 on CUDA arrays
+(cuda/gemm/gemm_int8.cu) against exact int64 NumPy references and the CPU kernels: shapes one
+below and above the 64×64 tile and the 32-byte k step, unaligned rows (the byte loads), every
+output type with saturation, and the errors of mixing devices. On the emulator every run, on a GPU
+where there is one.
+"""
+import numpy as np
+import pytest
+
+import fusegrad.ops as ops
+from fusegrad import _cpu
+from quantized import assert_requantized, real_result, s8, u8
+
+TILE, K_STEP = 64, 32
+
+
+def exact(a, b, zp=0):
+    return (a.astype(np.int64) - zp) @ b.astype(np.int64)
+
+
+def test_exact_int32_on_edge_shapes(cuda_device, rng):
+    for m, k, n in [(1, 1, 1), (TILE - 1, K_STEP - 1, TILE + 1), (TILE + 1, K_STEP + 1, TILE - 1), (TILE, 3, TILE),
+                    (2 * TILE + 3, 2 * K_STEP + 5, 7), (5, 4 * K_STEP, 2 * TILE + 9)]:
+        a, b = u8(rng, m, k), s8(rng, k, n)
+        w = ops.pack_quantized_weight(cuda_device.array(b))
+        assert w.device.startswith("cuda") and w.shape == (k, n)
+        np.testing.assert_array_equal(w.column_sums(), b.astype(np.int64).sum(0))
+        for zp in (0, 128, 255):
+            got, kernels = cuda_device.run(lambda: ops.quantized_matmul(cuda_device.array(a), w, a_zero_point=zp))
+            cuda_device.assert_ran(kernels, "int8_gemm_kernel")
+            assert got.dtype == np.int32 and got.shape == (m, n)
+            np.testing.assert_array_equal(got, exact(a, b, zp), err_msg=f"{m}x{k}x{n} zp={zp}")
+
+
+def test_extreme_values_sum_exactly(cuda_device):
+    for k in (64, 1000, 4099):
+        a = np.full((40, k), 255, np.uint8)
+        b = np.full((k, 40), -128, np.int8)
+        b[:, ::2] = 127
+        got = cuda_device.host(ops.quantized_matmul(cuda_device.array(a), cuda_device.array(b)))
+        np.testing.assert_array_equal(got, exact(a, b))
+
+
+def test_unaligned_rows_and_batches(cuda_device, rng):
+    # K = 37: rows 37 bytes apart, so most 4-byte words of A and of B^T are unaligned; a view of
+    # every other row of a wider array gives a row stride of 2·41 bytes.
+    b = s8(rng, 37, 19)
+    wide = u8(rng, 12, 41)
+    view = cuda_device.array(wide)[::2, :37]
+    np.testing.assert_array_equal(cuda_device.host(ops.quantized_matmul(view, cuda_device.array(b))),
+                                  exact(wide[::2, :37], b))
+    a3 = u8(rng, 3, 5, 37)
+    got = cuda_device.host(ops.quantized_matmul(cuda_device.array(a3), cuda_device.array(b), a_zero_point=9))
+    np.testing.assert_array_equal(got, exact(a3.reshape(-1, 37), b, 9).reshape(3, 5, 19))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int8])
+def test_real_and_requantized_outputs_equal_the_cpu(cuda_device, rng, dtype):
+    m, k, n = 70, 200, 150
+    a, b = u8(rng, m, k), s8(rng, k, n)
+    bias = rng.standard_normal(n).astype(np.float32) * 5
+    b_scale = rng.uniform(0.001, 0.01, n).astype(np.float32)
+    w = ops.pack_quantized_weight(cuda_device.array(b))
+    for out_scale in (0.5, 0.05):  # 0.05: most values saturate
+        for relu in (False, True):
+            kw = dict(a_scale=0.02, a_zero_point=128, activation="relu" if relu else None)
+            if dtype != np.float32:
+                kw.update(out_dtype=dtype, out_scale=out_scale, out_zero_point=128 if dtype == np.uint8 else 0)
+            got = cuda_device.host(ops.quantized_matmul(cuda_device.array(a), w, b_scale=cuda_device.array(b_scale),
+                                                        bias=cuda_device.array(bias), **kw))
+            cpu = ops.quantized_matmul(a, b, b_scale=b_scale, bias=bias, **kw)
+            real = real_result(exact(a, b, 128), 0.02 * b_scale.astype(np.float64), bias, relu)
+            if dtype == np.float32:
+                np.testing.assert_allclose(got, real, rtol=2e-6, atol=1e-5 * np.abs(real).max())
+                np.testing.assert_allclose(got, cpu, rtol=1e-6, atol=1e-6 * np.abs(real).max())
+            else:
+                assert_requantized(got, real, out_scale, kw["out_zero_point"], dtype)
+                assert np.abs(got.astype(np.int64) - cpu).max() <= 1
+
+
+def test_out_argument(cuda_device, rng):
+    a, b = u8(rng, 9, 33), s8(rng, 33, 21)
+    out = cuda_device.array(np.zeros((9, 21), np.int32))
+    assert ops.quantized_matmul(cuda_device.array(a), cuda_device.array(b), out=out) is out
+    np.testing.assert_array_equal(cuda_device.host(out), exact(a, b))
+    big = cuda_device.array(np.zeros((9, 42), np.float32))
+    ops.quantized_matmul(cuda_device.array(a), cuda_device.array(b), a_scale=1.0, b_scale=1.0, out=big[:, ::2])
+    np.testing.assert_array_equal(cuda_device.host(big)[:, ::2], exact(a, b))
+    np.testing.assert_array_equal(cuda_device.host(big)[:, 1::2], 0)
+
+
+def test_empty_sizes(cuda_device, rng):
+    assert cuda_device.host(ops.quantized_matmul(cuda_device.array(u8(rng, 0, 5)),
+                                                 cuda_device.array(s8(rng, 5, 3)))).shape == (0, 3)
+    got = cuda_device.host(ops.quantized_matmul(cuda_device.array(u8(rng, 4, 0)), cuda_device.array(s8(rng, 0, 3))))
+    np.testing.assert_array_equal(got, np.zeros((4, 3), np.int32))
+
+
+def test_devices_are_not_mixed(cuda_device, rng):
+    a, b = u8(rng, 4, 8), s8(rng, 8, 3)
+    host_weight = ops.QuantizedWeight(_cpu.int8_pack_weight(b))  # packed for the CPU even while emulating
+    with pytest.raises(ValueError, match="packed for cpu but the input is on cuda"):
+        ops.quantized_matmul(cuda_device.array(a), host_weight)
+    device_weight = ops.pack_quantized_weight(cuda_device.array(b))
+    if cuda_device.emulation is None:  # while emulating, NumPy arrays are device arrays too
+        with pytest.raises(ValueError, match="packed for cuda:0 but the input is on cpu"):
+            ops.quantized_matmul(a, device_weight)
+        with pytest.raises(ValueError, match="b_scale is on cpu but the input is on cuda"):
+            ops.quantized_matmul(cuda_device.array(a), device_weight, a_scale=0.1, b_scale=np.ones(3, np.float32))
+
+
+def test_quantize_uint8_equals_the_cpu(cuda_device, rng):
+    x = (rng.standard_normal(5000) * 30).astype(np.float32)
+    x[:6] = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.05]  # NaN gives 0; the rest saturate or round
+    x[6:10] = np.array([0.5, 1.5, 2.5, -0.5], np.float32) * 0.1  # ties: to even
+    for scale, zp in ((0.1, 128), (0.37, 0), (2.0, 255)):
+        got, kernels = cuda_device.run(lambda: ops.quantize_uint8(cuda_device.array(x), scale, zp))
+        cuda_device.assert_ran(kernels, "quantize_uint8_kernel")
+        np.testing.assert_array_equal(got, ops.quantize_uint8(x, scale, zp))
+    q = cuda_device.array(np.zeros((50, 100), np.uint8))
+    assert ops.quantize_uint8(cuda_device.array(x[:5000].reshape(50, 100)), 0.1, 3, out=q) is q
+    np.testing.assert_array_equal(cuda_device.host(q), ops.quantize_uint8(x.reshape(50, 100), 0.1, 3))
