@@ -1,5 +1,5 @@
-"""Helpers of the int8 kernel tests (tests/gemm/test_quantized_matmul.py, tests/conv/
-test_quantized_conv.py): the paths this machine has, and the integer and float64 references."""
+"""Helpers of the int8 kernel tests (tests/gemm/test_quantized_matmul*.py, tests/conv/
+test_quantized_conv*.py): the paths this machine has, and the integer and float64 references."""
 import numpy as np
 import pytest
 
@@ -74,3 +74,29 @@ def assert_requantized(got, real, out_scale, zero_point, dtype):
     near_tie = np.abs(np.abs(x - np.floor(x)) - 0.5) < 1e-3 + 1e-5 * np.abs(x)
     assert diff.max(initial=0) <= 1
     assert not np.any((diff == 1) & ~near_tie), "a requantized value is off by one away from a rounding tie"
+
+
+def conv_reference(x, w, zp, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """Exact int64 sums of (x − zp) · w over each window, padding positions holding zp."""
+    xp = np.pad(x.astype(np.int64) - zp, ((0, 0), padding[0], padding[1], (0, 0)))
+    kh, kw, _, co = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    oh = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, co), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+            out += patch @ w[i, j].astype(np.int64)
+    return out
+
+
+def pool_reference(x, k, s, p):
+    lo = np.iinfo(x.dtype).min
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=lo)
+    oh, ow = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
+    out = np.full((x.shape[0], oh, ow, x.shape[3]), lo, x.dtype)
+    for i in range(k):
+        for j in range(k):
+            out = np.maximum(out, xp[:, i: i + s * (oh - 1) + 1: s, j: j + s * (ow - 1) + 1: s])
+    return out

@@ -62,6 +62,10 @@ void depthwise_backward_weight(const ConvDims& d, const float* x, const float* g
 inline bool is_depthwise(const ConvDims& d) { return d.groups > 1 && d.ci == 1; }
 
 // out[i] = Σ_s parts[s·len + i] for s < splits: the split-K sums, in a fixed order.
+// The patches of a uint8 NHWC image as (N·OH·OW) × (KH·KW·C) rows for the int8 GEMM, padding
+// filled with zero_point (conv_int8.cu; groups 1).
+void int8_im2col(const ConvDims& d, const uint8_t* x, uint8_t* cols, uint8_t zero_point, cudaStream_t stream,
+                 int device);
 void sum_splits(const float* parts, float* out, int64_t splits, int64_t len, cudaStream_t stream, int device);
 // out (rows, groups·width) = parts (groups, rows, width) interleaved: the per-group weight
 // gradients into one HWIO array.

@@ -48,6 +48,18 @@ T* ptr(uintptr_t address, int64_t elements, const char* name) {
 }  // namespace
 
 void register_conv_cuda(py::module_& m) {
+  m.def("int8_im2col", [](uintptr_t x, uintptr_t cols, const Dims& dims, int zero_point, uintptr_t stream,
+                          int device) {
+    const cuda::ConvDims d = dims_of(dims);
+    if (zero_point < 0 || zero_point > 255) throw py::value_error("int8_im2col: zero_point must be in [0, 255]");
+    const int64_t rows = d.n * d.oh * d.ow, k = d.kh * d.kw * d.ci;
+    if (rows * k == 0) return;
+    const auto* xp = ptr<const uint8_t>(x, d.n * d.h * d.w * d.ci, "x");
+    auto* cp = device_ptr<uint8_t>(cols, "cols");
+    py::gil_scoped_release release;
+    cuda::int8_im2col(d, xp, cp, static_cast<uint8_t>(zero_point), as_stream(stream), device);
+  }, py::arg("x"), py::arg("cols"), py::arg("dims"), py::arg("zero_point"), py::arg("stream"), py::arg("device"),
+     "the (N·OH·OW) × (KH·KW·C) patches of a uint8 NHWC image, padding = zero_point (dims as conv2d_forward's)");
   m.def("conv2d_forward", [](uintptr_t x, uintptr_t w, uintptr_t bias, uintptr_t y, const Dims& dims, int code,
                              float param, const std::string& tiles, uintptr_t stream, int device, int64_t groups) {
     const cuda::ConvDims d = dims_of(dims, groups);

@@ -40,6 +40,19 @@ __device__ __forceinline__ Window window_of(const PoolGeometry& g, int64_t oh, i
   return win;
 }
 
+// Output pixel q (flat over n, oh, ow) of a forward kernel's grid-stride walk, with its window.
+struct OutputPixel {
+  int64_t n, oh, ow;
+  Window win;
+};
+
+__device__ __forceinline__ OutputPixel output_pixel(const PoolGeometry& g, int64_t q) {
+  OutputPixel o;
+  o.n = divmod(divmod(q, g.ow, o.ow), g.oh, o.oh);
+  o.win = window_of(g, o.oh, o.ow);
+  return o;
+}
+
 // Taps of a window along one axis: positions first, first + dil, ... below end.
 __device__ __forceinline__ int taps_between(int64_t first, int64_t end, int64_t dil) {
   if (end <= first) return 0;
@@ -81,10 +94,9 @@ max_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
                    int32_t* __restrict__ indices) {
   const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
   for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
-    int64_t ow, oh;
-    const int64_t n = divmod(divmod(q, g.ow, ow), g.oh, oh);
-    const Window win = window_of(g, oh, ow);
-    const float* plane = x + n * g.h * g.w * g.c;
+    const OutputPixel o = output_pixel(g, q);
+    const Window& win = o.win;
+    const float* plane = x + o.n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       float m[kW];
       int32_t best[kW];
@@ -224,9 +236,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 avg_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __restrict__ y, bool include_pad) {
   const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
   for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
-    int64_t ow, oh;
-    const int64_t n = divmod(divmod(q, g.ow, ow), g.oh, oh);
-    const Window win = window_of(g, oh, ow);
+    const OutputPixel o = output_pixel(g, q);
+    const int64_t n = o.n, oh = o.oh, ow = o.ow;
+    const Window& win = o.win;
     const float scale = inv_count(g, oh, ow, win, include_pad);
     const float* plane = x + n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
@@ -276,6 +288,40 @@ avg_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, float* _
         oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
       }
       store_vec<kW>(gx + q * g.c + v * kW, acc);
+    }
+  }
+}
+
+// Max pooling of quantized images (quantized_max_pool2d): uint8 or int8, no indices, no dilation.
+// Padding never wins: a window's taps start at its first real pixel, and every window holds one
+// (padding <= kernel / 2). Four channels a thread as one 32-bit word where C % 4 == 0 and both
+// arrays are 4-byte aligned. int8 values are compared as uint8 after flipping their top bit
+// (`flip`), which keeps their order; the maximum is flipped back when stored.
+__device__ __forceinline__ uint32_t max_bytes(uint32_t a, uint32_t b) {
+  uint32_t r = 0;
+#pragma unroll
+  for (int i = 0; i < 32; i += 8) r |= max((a >> i) & 0xFFu, (b >> i) & 0xFFu) << i;
+  return r;
+}
+
+template <bool kWord>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+max_forward_int8_kernel(const PoolGeometry g, const uint8_t* __restrict__ x, uint8_t* __restrict__ y, uint32_t flip) {
+  const int64_t vectors = kWord ? g.c / 4 : g.c, pixels = g.n * g.oh * g.ow;
+  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
+    const OutputPixel o = output_pixel(g, q);
+    const Window& win = o.win;
+    const uint8_t* plane = x + o.n * g.h * g.w * g.c;
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      uint32_t m = 0;  // the least value in the flipped order
+      for (int64_t ih = win.h0; ih < win.h1; ++ih)
+        for (int64_t iw = win.w0; iw < win.w1; ++iw) {
+          const uint8_t* p = plane + (ih * g.w + iw) * g.c;
+          const uint32_t value = (kWord ? reinterpret_cast<const uint32_t*>(p)[v] : uint32_t{p[v]}) ^ flip;
+          m = kWord ? max_bytes(m, value) : max(m, value);
+        }
+      if (kWord) reinterpret_cast<uint32_t*>(y + q * g.c)[v] = m ^ flip;
+      else y[q * g.c + v] = static_cast<uint8_t>(m ^ flip);
     }
   }
 }
@@ -331,6 +377,15 @@ void avg_pool2d_backward(const PoolGeometry& g, const float* gy, float* gx, bool
   const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
   if (vec) FG_LAUNCH(avg_backward_kernel<4>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
   else FG_LAUNCH(avg_backward_kernel<1>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
+}
+
+void max_pool2d_int8_forward(const PoolGeometry& g, const uint8_t* x, uint8_t* y, bool is_signed, cudaStream_t stream,
+                             int device) {
+  DeviceGuard guard(device);
+  const bool word = g.c % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 4 == 0;
+  const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, word ? g.c / 4 : g.c, device);
+  if (word) FG_LAUNCH(max_forward_int8_kernel<true>, l.grid, l.block, 0, stream, g, x, y, is_signed ? 0x80808080u : 0u);
+  else FG_LAUNCH(max_forward_int8_kernel<false>, l.grid, l.block, 0, stream, g, x, y, is_signed ? 0x80u : 0u);
 }
 
 }  // namespace fusegrad::cuda

@@ -29,6 +29,9 @@ void max_pool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t
 // contributes nothing; if `bad` is not null, the number of such indices is added to *bad.
 void max_pool2d_backward(const PoolGeometry& g, const float* gy, const int32_t* indices, float* gx,
                          unsigned long long* bad, cudaStream_t stream, int device);
+// Max pooling of a quantized uint8 (or, is_signed, int8) image into y; no indices, no dilation.
+void max_pool2d_int8_forward(const PoolGeometry& g, const uint8_t* x, uint8_t* y, bool is_signed, cudaStream_t stream,
+                             int device);
 void avg_pool2d_forward(const PoolGeometry& g, const float* x, float* y, bool count_include_pad,
                         cudaStream_t stream, int device);
 void avg_pool2d_backward(const PoolGeometry& g, const float* gy, float* gx, bool count_include_pad,

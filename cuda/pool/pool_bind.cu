@@ -78,6 +78,17 @@ void register_pool_cuda(py::module_& m) {
      py::arg("device"), "input: (n, h, w, c, oh, ow); window: (kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode); "
      "indices may be 0");
 
+  m.def("max_pool2d_int8_forward", [](uintptr_t x, uintptr_t y, const py::tuple& input, const py::tuple& window,
+                                      bool is_signed, uintptr_t stream, int device) {
+    const cuda::PoolGeometry g = avg_geometry(input, window);  // no dilation either
+    if (output_empty(g)) return;
+    const auto* xp = input_empty(g) ? reinterpret_cast<const uint8_t*>(x) : device_ptr<const uint8_t>(x, "x");
+    auto* yp = device_ptr<uint8_t>(y, "y");
+    py::gil_scoped_release release;
+    cuda::max_pool2d_int8_forward(g, xp, yp, is_signed, as_stream(stream), device);
+  }, py::arg("x"), py::arg("y"), py::arg("input"), py::arg("window"), py::arg("is_signed"), py::arg("stream"),
+     py::arg("device"), "max pooling of a uint8 (is_signed: int8) NHWC image; window as max_pool2d_forward's, dilation 1");
+
   m.def("max_pool2d_backward", [](uintptr_t grad_out, uintptr_t indices, uintptr_t grad_input, uintptr_t bad,
                                   const py::tuple& input, const py::tuple& window, uintptr_t stream, int device) {
     const cuda::PoolGeometry g = geometry(input, window);

@@ -5,22 +5,8 @@ import pytest
 
 import fusegrad.ops as ops
 from fusegrad import _emulated
-from quantized import assert_requantized, int8_path, real_result, s8, threads, u8  # noqa: F401
-
-
-def reference(x, w, zp, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
-    """Exact int64 sums of (x − zp) · w over each window, padding positions holding zp."""
-    xp = np.pad(x.astype(np.int64) - zp, ((0, 0), padding[0], padding[1], (0, 0)))
-    kh, kw, _, co = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    oh = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
-    ow = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    out = np.zeros((x.shape[0], oh, ow, co), np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
-            out += patch @ w[i, j].astype(np.int64)
-    return out
+from quantized import (assert_requantized, conv_reference as reference, int8_path, pool_reference,  # noqa: F401
+                       real_result, s8, threads, u8)
 
 
 # (N, H, W, C_in, KH, KW, C_out, stride, padding pairs, dilation)
@@ -92,17 +78,6 @@ def test_conv_relu_pool_stays_in_int8(int8_path, rng):
     assert_requantized(pooled, real_pooled, 0.05, 0, np.uint8)
 
 
-def pool_reference(x, k, s, p):
-    lo = np.iinfo(x.dtype).min
-    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=lo)
-    oh, ow = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
-    out = np.full((x.shape[0], oh, ow, x.shape[3]), lo, x.dtype)
-    for i in range(k):
-        for j in range(k):
-            out = np.maximum(out, xp[:, i: i + s * (oh - 1) + 1: s, j: j + s * (ow - 1) + 1: s])
-    return out
-
-
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0)])
 def test_quantized_max_pool(rng, dtype, k, s, p):
@@ -141,12 +116,13 @@ def test_errors(rng):
 
 
 @pytest.mark.cuda_emulated
-def test_device_arrays_raise_not_implemented(rng):
+def test_device_input_and_host_weight_are_refused(rng):
+    # (the CUDA kernels themselves: test_quantized_conv_cuda.py)
     x, w = u8(rng, 1, 5, 5, 3), s8(rng, 3, 3, 3, 4)
-    with pytest.raises(NotImplementedError, match="CPU only"):
+    with pytest.raises(ValueError, match="packed for cpu but the input is on cuda:0"):
         ops.quantized_conv2d(_emulated.to_device(x), w)
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        ops.quantized_max_pool2d(_emulated.to_device(x), 2)
+    with pytest.raises(ValueError, match="out is on cuda:0 but the inputs are on cpu"):
+        ops.quantized_max_pool2d(x, 2, out=_emulated.to_device(np.zeros((1, 2, 2, 3), np.uint8)))
 
 
 def test_empty_batch(int8_path, rng):

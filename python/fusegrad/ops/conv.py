@@ -37,7 +37,7 @@ from .activation import COMMUTES_WITH_MAX, TABLE, activation_code
 from . import conv_bf16
 from . import gemm_int8
 from .gemm import epilogue_code
-from .gemm_int8 import as_quantized_weight, cpu_only, int8_output, requant_args
+from .gemm_int8 import as_quantized_weight, int8_operand, int8_output, requant_args
 
 
 def conv_padding(padding, in_hw, kernel_hw, stride, dilation, fn: str = "conv2d") -> tuple:
@@ -148,35 +148,62 @@ def _precision(precision, device: str, fn: str, groups=1) -> str:
 
 
 def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_zero_point=0, w_scale=None,
-                     bias=None, activation=None, out_dtype=None, out_scale=None, out_zero_point=0, out=None):
+                     bias=None, activation=None, out_dtype=None, out_scale=None, out_zero_point=0, out=None,
+                     stream=None):
     """The int8 convolution: uint8 NHWC x (N, H, W, C_in) with int8 HWIO w (KH, KW, C_in, C_out),
     or w packed once by pack_quantized_weight(w) (a QuantizedWeight with its kernel_shape).
 
     Padding positions hold x_zero_point, the quantized real 0. The epilogue is quantized_matmul's
-    (fusegrad.ops.gemm): no scales, the exact int32 sums of (x − x_zero_point) · w; with x_scale
+    (fusegrad.ops.gemm_int8): no scales, the exact int32 sums of (x − x_zero_point) · w; with x_scale
     and w_scale (a number or (C_out,) per output channel), x_scale · w_scale · sums + bias, relu,
     as float32 or with out_dtype=np.uint8 / np.int8 requantized with out_scale, out_zero_point.
-    It runs as an im2col of blocks of output pixels and the int8 GEMM; a 1×1 convolution of stride
-    1 without padding multiplies the image in place. CPU arrays only.
+    On the CPU it runs as an im2col of blocks of output pixels and the int8 GEMM (AMX: an implicit
+    GEMM); a 1×1 convolution of stride 1 without padding multiplies the image in place. On a CUDA
+    array (with a weight packed from a CUDA array) it is one im2col kernel and the CUDA int8 GEMM.
     """
     fn = "quantized_conv2d"
-    xa, kind = cpu_only(x, "x", fn)
+    xa, kind, cuda = int8_operand(x, "x")
     if xa.dtype != np.uint8:
         raise TypeError(f"x: expected dtype uint8, got {xa.dtype}")
-    packed = as_quantized_weight(w, fn)
+    device = _backend.device_of(xa)
+    packed = as_quantized_weight(w, fn, device)
     if packed.kernel_shape is None:
         raise ValueError(f"{fn}: w must be a 4-D HWIO (KH, KW, C_in, C_out) weight or one packed from it, "
                          f"got a packed {packed.shape} matrix")
     oh, ow, geo = conv_geometry(xa.shape, packed.kernel_shape, stride, padding, dilation, fn)
     kh, kw, _, co = packed.kernel_shape
     zp, dtype, scale, bias, act, inv, out_zp = requant_args(
-        fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w")
+        fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w",
+        device=device)
+    shape = (xa.shape[0], oh, ow, co)
+    if cuda:
+        xa = array_module(xa).ascontiguousarray(xa)
+        cols = _int8_patches(xa, packed.kernel_shape, oh, ow, geo, zp, stream)
+        return gemm_int8.quantized_matmul_cuda(cols, packed.packed, shape, zp, dtype, scale, bias, act, inv, out_zp,
+                                               out, kind, stream, fn)
     xa = np.ascontiguousarray(xa)
-    target, result = int8_output(out, (xa.shape[0], oh, ow, co), dtype, (xa,), fn)
+    target, result = int8_output(out, shape, dtype, (xa,), fn)
     if target.size:
         _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, act, inv, out_zp,
                                  gemm_int8._INT8_PATH)
     return finish_output(target, result, out, kind)
+
+
+def _int8_patches(x, kernel_shape, oh, ow, geo, zero_point: int, stream):
+    """The A operand of a CUDA int8 convolution: x itself (as N·H·W rows of C) for a 1×1 kernel of
+    stride 1 without padding, else its im2col rows (N·OH·OW, KH·KW·C), padding = zero_point."""
+    n, _, _, ci = x.shape
+    kh, kw = kernel_shape[:2]
+    if (kh, kw, geo.sh, geo.sw, geo.pt, geo.pl) == (1, 1, 1, 1, 0, 0):
+        return x.reshape(-1, ci)
+    xp = array_module(x)
+    with _backend.on_device(x):
+        cols = xp.empty((n * oh * ow, kh * kw * ci), np.uint8)
+    if cols.size:
+        with _backend.device_call([x, cols], written=(1,), stream=stream) as call:
+            call.module.int8_im2col(*call.pointers, _dims(x.shape, kernel_shape, oh, ow, geo), zero_point, call.stream,
+                                    call.device)
+    return cols
 
 
 # --- CUDA ---------------------------------------------------------------------------------------

@@ -22,18 +22,6 @@ INT8_MAX_K = _cpu.int8_max_k()
 _OUT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
-def cpu_only(x, name: str, fn: str):
-    """(NumPy array, caller's kind) for an int8-kernel argument: NotImplementedError for arrays
-    on a CUDA device, which have no int8 kernels yet."""
-    if isinstance(x, np.ndarray) and not _backend.is_emulated(x):
-        return x, "numpy"
-    arr, kind = native(x, name)
-    if _backend.device_of(arr) != "cpu" or _backend.is_emulated(arr):
-        raise NotImplementedError(f"{fn}: the int8 kernels run on the CPU only; {name} is a CUDA array "
-                                  "(move it to the host, e.g. with .get() or .cpu())")
-    return arr, kind
-
-
 def int8_operand(x, name: str):
     """(native array, caller's kind, whether it is on a CUDA device) for an int8-kernel argument."""
     arr, kind = native(x, name)
@@ -213,7 +201,9 @@ def int8_output(out, shape: tuple, dtype, inputs, fn: str):
     it shares no memory with an input, else a fresh array finish_output copies into out."""
     if out is None:
         return np.empty(shape, dtype), None
-    arr, _ = cpu_only(out, "out", fn)
+    arr, _ = native(out, "out")
+    if device_of(arr) != "cpu":
+        raise ValueError(f"{fn}: out is on {device_of(arr)} but the inputs are on cpu")
     check_dtype(arr, "out", dtype)
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{fn}: out must have shape {tuple(shape)}, got {tuple(arr.shape)}")
@@ -254,7 +244,7 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
         fn, n, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale, out_zero_point, device=device)
     shape = a_arr.shape[:-1] + (n,)
     if cuda:
-        return _quantized_matmul_cuda(a_arr, w.packed, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
+        return quantized_matmul_cuda(a_arr, w.packed, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
                                       stream, fn)
     target, result = int8_output(out, shape, dtype, (a_arr,), fn)
     if target.size:
@@ -288,7 +278,7 @@ def int8_device_output(out, shape: tuple, dtype, like, fn: str):
         return xp.empty(shape, dtype), arr
 
 
-def _quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
+def quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
                            stream, fn):
     xp = array_module(a)
     k, n = w.k, w.n

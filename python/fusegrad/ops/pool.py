@@ -29,7 +29,7 @@ from .. import _backend, _cpu
 from .._backend import array_module, device_of, native, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input, pair,
                       shape_argument)
-from .gemm_int8 import cpu_only, int8_output
+from .gemm_int8 import int8_device_output, int8_operand, int8_output
 
 
 def _float32(x, name: str):
@@ -268,18 +268,29 @@ __all__ = [
 ]
 
 
-def quantized_max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None):
+def quantized_max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, stream=None):
     """Max pooling of a quantized NHWC image: uint8 or int8 x -> (N, OH, OW, C) of the same dtype,
     scale and zero point (padding never wins). Requantization is monotone, so pooling a quantized
     convolution's output equals quantizing its pooled real output: a quantized conv -> relu ->
-    pool network stays in int8. CPU arrays only."""
+    pool network stays in int8. On the CPU or, for a CUDA array, on its device."""
     fn = "quantized_max_pool2d"
-    arr, kind = cpu_only(x, "x", fn)
+    arr, kind, cuda = int8_operand(x, "x")
     if arr.dtype not in (np.uint8, np.int8):
         raise TypeError(f"x: expected dtype uint8 or int8, got {arr.dtype}")
     oh, ow, window = _geometry(arr.shape, kernel_size, stride, padding, fn)
+    shape = (arr.shape[0], oh, ow, arr.shape[3])
+    if cuda:
+        arr = _contiguous(arr)
+        target, result = int8_device_output(out, shape, arr.dtype, arr, fn)
+        if target.size:
+            with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
+                call.module.max_pool2d_int8_forward(*call.pointers, (*arr.shape, oh, ow), window, arr.dtype == np.int8,
+                                                    call.stream, call.device)
+        if result is not None:
+            result[...] = target
+        return result if out is not None else to_kind(target, kind)
     arr = np.ascontiguousarray(arr)
-    target, result = int8_output(out, (arr.shape[0], oh, ow, arr.shape[3]), arr.dtype, (arr,), fn)
+    target, result = int8_output(out, shape, arr.dtype, (arr,), fn)
     if target.size:
         _cpu.max_pool2d_int8_forward(arr, target, *window[:6])  # no dilation, floor mode
     return finish_output(target, result, out, kind)

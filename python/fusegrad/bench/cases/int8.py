@@ -20,6 +20,9 @@ gemm/int8_1thread/1024, gemm/int8_u8out_1thread/1024: on one core (every library
 gemm/int8_vnni/<n>, conv/int8_vnni/<layer>: the same on the AVX-512 VNNI path, forced, on machines
 whose automatic choice is AMX.
 
+gemm/cuda_int8/<n>: u8 × s8 -> exact int32 on CuPy arrays (cuda/gemm/gemm_int8.cu), against
+torch._int_mm where PyTorch has CUDA.
+
 conv/int8/<layer>: u8 NHWC × s8 HWIO, per-channel scales, bias, relu, uint8 output (a conv layer
 of a quantized CNN). Baselines: fusegrad_fp32 (ops.conv2d with bias and relu) and PyTorch's
 quantized conv2d on a channels-last input (its fast layout) with each engine.
@@ -158,8 +161,32 @@ def _variant(path: int) -> str:
     return "int8" if path == AUTOMATIC else "int8_vnni"
 
 
+def _cuda_gemm_case(n: int) -> Case:
+    """u8 (n×n) × s8 (n×n) -> exact int32 on the GPU (the dp4a kernel, weight packed once), against
+    PyTorch's int8 matrix product (torch._int_mm, cuBLASLt: s8 × s8 -> s32, the same work)."""
+    def setup():
+        import cupy as cp
+
+        a = cp.random.randint(0, 256, (n, n), dtype=cp.uint8)
+        b = cp.random.randint(-128, 128, (n, n), dtype=cp.int8)
+        w = ops.pack_quantized_weight(b)
+        out = cp.empty((n, n), cp.int32)
+        ours = lambda: ops.quantized_matmul(a, w, a_zero_point=128, out=out)  # noqa: E731
+        base = {}
+        torch = optional_import("torch")
+        if torch is not None and torch.cuda.is_available() and hasattr(torch, "_int_mm"):
+            ta = torch.from_dlpack((a.astype(cp.int16) - 128).astype(cp.int8))
+            tb = torch.from_dlpack(b)
+            base["torch_int_mm"] = lambda: torch._int_mm(ta, tb)
+        return ours, base
+
+    return Case(f"gemm/cuda_int8/{n}", "gemm", "cuda", "GOP/s", 2.0 * n**3, setup,
+                note="u8 × s8 -> s32, dp4a; vs torch._int_mm (cuBLASLt s8 × s8)")
+
+
 def cases():
     out = [_gemm_case(n) for n in SQUARES] + [_gemm_case(n, requant=True) for n in SQUARES[:2]]
+    out += [_cuda_gemm_case(n) for n in (2048, 4096)]
     out += [_gemm_case(1024, threads=1), _gemm_case(1024, threads=1, requant=True)]
     out += [_conv_case(*c) for c in CONVS]
     # Where the automatic choice is AMX, the VNNI path is measured too (forced).
