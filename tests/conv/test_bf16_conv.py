@@ -1,4 +1,4 @@
-"""ops.conv2d and its input/weight gradients with precision="bf16" on the CPU, against float64
+"""ops.conv2d and its input/weight gradients with precision="bf16" on the CPU (and on CUDA arrays), against float64
 references computed from the bf16-rounded operands, on every path of the bf16 GEMM this machine
 has (the bf16_path fixture)."""
 import numpy as np
@@ -150,3 +150,38 @@ def test_agrees_with_torch_bf16_conv(rng):
     tw = torch.from_numpy(w).permute(3, 2, 0, 1).bfloat16()
     theirs = torch.nn.functional.conv2d(tx, tw, padding=1).float().permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=2.0**-7, atol=2e-2)
+
+
+# --- on CUDA arrays: the im2col on the device and the tensor-core bf16 GEMM ---------------------
+
+
+@pytest.mark.parametrize("xs,ws,stride,pads,dilation", CASES[:5], ids=[f"case{i}" for i in range(5)])
+def test_cuda_forward_and_gradients(cuda_device, rng, xs, ws, stride, pads, dilation):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[3]).astype(np.float32)
+    geo = dict(stride=stride, padding=pads, dilation=dilation)
+    k = ws[0] * ws[1] * ws[2]
+    y, kernels = cuda_device.run(lambda: ops.conv2d(cuda_device.array(x), cuda_device.array(w), cuda_device.array(b),
+                                                    **geo, precision="bf16"))
+    cuda_device.assert_ran(kernels, "bf16_gemm_kernel")
+    assert_close(y, ref_forward(bf16_round(x), bf16_round(w), stride, pads, dilation) + b,
+                 ref_forward(np.abs(bf16_round(x)), np.abs(bf16_round(w)), stride, pads, dilation) + np.abs(b), k)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = cuda_device.host(ops.conv2d_backward_input(cuda_device.array(g), cuda_device.array(w), xs, **geo,
+                                                    precision="bf16"))
+    gw = cuda_device.host(ops.conv2d_backward_weight(cuda_device.array(x), cuda_device.array(g), ws, **geo,
+                                                     precision="bf16"))
+    rx, rw = ref_backward(bf16_round(g), bf16_round(x), bf16_round(w), stride, pads, dilation)
+    mx, mw = ref_backward(np.abs(bf16_round(g)), np.abs(bf16_round(x)), np.abs(bf16_round(w)), stride, pads, dilation)
+    assert_close(gx, rx, mx, ws[0] * ws[1] * ws[3])
+    assert_close(gw, rw, mw, g.shape[0] * g.shape[1] * g.shape[2])
+
+
+def test_cuda_empty_batch(cuda_device):
+    x = cuda_device.array(np.zeros((0, 5, 5, 3), np.float32))
+    w = np.ones((3, 3, 3, 4), np.float32)
+    assert cuda_device.host(ops.conv2d(x, cuda_device.array(w), precision="bf16")).shape == (0, 3, 3, 4)
+    gw = ops.conv2d_backward_weight(x, cuda_device.array(np.zeros((0, 3, 3, 4), np.float32)), w.shape,
+                                    precision="bf16")
+    np.testing.assert_array_equal(cuda_device.host(gw), np.zeros(w.shape, np.float32))

@@ -10,7 +10,8 @@ decorator. A Function decides its precision when its forward runs and keeps it f
 so backward() outside the context repeats what forward did.
 
 What stays fp32: attention and the recurrent layers (their kernels are fp32 only), and on CUDA
-the convolutions (the CUDA conv kernels have no bf16 path; CUDA matrix products do use bf16).
+the convolutions: their bf16 path (an im2col and the tensor-core GEMM, ops.conv2d(precision="bf16"))
+has not yet been timed against the fp32 implicit GEMM on a GPU. CUDA matrix products do use bf16.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def gemm_precision(device: str) -> str:
 
 def conv_precision(device: str, groups: int = 1) -> str:
     """The precision a convolution on `device` runs with now (CUDA and grouped convolutions: always
-    "fp32", the only precision of their kernels)."""
+    "fp32": grouped ones have no bf16 path, CUDA ones' is not yet measured)."""
     return _state.precision["cpu"] if device == "cpu" and groups == 1 else "fp32"
 
 

@@ -21,9 +21,9 @@ cpp/conv/conv.h), on a GPU (CuPy and other CUDA arrays) on the CUDA GEMM's SIMT 
 cuda/conv/conv.cuh), in fp32 on both. CUDA kernels run on the caller's current CuPy stream unless
 stream= is given. Inputs of any layout are used C-contiguous (copied when they are not).
 
-precision: "fp32" (the default), or on the CPU "bf16" for conv2d and its input and weight
-gradients: input and weight rounded to bf16, fp32 sums, fp32 results (im2col and the bf16 GEMM;
-ops/conv_bf16.py). The CUDA convolutions compute in fp32 only and refuse "bf16".
+precision: "fp32" (the default), or "bf16" for conv2d and its input and weight gradients (groups 1):
+input and weight rounded to bf16, fp32 sums, fp32 results, as an im2col and the bf16 GEMM of either
+device (ops/conv_bf16.py; on CUDA the tensor-core GEMM, not yet timed on a GPU).
 """
 from __future__ import annotations
 
@@ -139,9 +139,6 @@ CONV_PRECISIONS = ("fp32", "bf16")
 def _precision(precision, device: str, fn: str, groups=1) -> str:
     if type(precision) is not str or precision not in CONV_PRECISIONS:
         raise ValueError(f"{fn}: precision must be one of {', '.join(map(repr, CONV_PRECISIONS))}, got {precision!r}")
-    if precision == "bf16" and device != "cpu":
-        raise ValueError(f"{fn}: precision='bf16' runs on the CPU only; the CUDA convolutions compute in fp32 "
-                         "(precision='fp32')")
     if precision == "bf16" and groups != 1:
         raise ValueError(f"{fn}: precision='bf16' needs groups=1; grouped convolutions compute in fp32")
     return precision
@@ -254,8 +251,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
     x (N, H, W, C_in), w (KH, KW, C_in / groups, C_out), bias (C_out,) or None; stride and
     dilation an int or a pair; padding and groups as in the module docstring. activation: None,
     "relu", "gelu", "gelu_tanh", "sigmoid", "tanh" or "silu", applied with the bias while the
-    kernel stores the output. precision: "fp32", or "bf16" on the CPU for groups=1 (see the
-    module docstring).
+    kernel stores the output. precision: "fp32", or "bf16" for groups=1 (see the module docstring).
     """
     fn = "conv2d"
     xa, wa, ba, kind, device = _inputs(fn, x=x, w=w, bias=bias)
@@ -269,7 +265,9 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, activa
         xp = array_module(xa)
         xa, wa, ba = _contiguous(xp, xa, wa, ba)
         target, result = _device_output(xp, out, shape, device, (xa, wa, ba))
-        if target.size:
+        if target.size and precision == "bf16":
+            conv_bf16.forward(xa, wa, ba, geo, oh, ow, activation, target, stream)
+        elif target.size:
             _cuda_call("conv2d_forward", [xa, wa, ba, target], (3,), stream,
                        _dims(xa.shape, wa.shape, oh, ow, geo, groups), code, 0.0, _CUDA_TILES, groups=groups)
         return finish_output(target, result, out, kind)
@@ -331,7 +329,7 @@ def conv2d_max_pool2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, pool=
 def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None,
                           precision="fp32", stream=None):
     """The gradient of conv2d with respect to x, shape input_shape (N, H, W, C_in). precision:
-    "fp32", or "bf16" on the CPU (grad_out and w rounded to bf16, fp32 sums)."""
+    "fp32", or "bf16" (grad_out and w rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_input"
     g, wa, kind, device = _inputs(fn, grad_out=grad_out, w=w)
     precision = _precision(precision, device, fn, groups)
@@ -346,7 +344,9 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
         xp = array_module(g)
         g, wa = _contiguous(xp, g, wa)
         target, result = _device_output(xp, out, shape, device, (g, wa))
-        if target.size:
+        if target.size and precision == "bf16":
+            conv_bf16.backward_input(g, wa, shape, geo, oh, ow, target, stream)
+        elif target.size:
             _cuda_call("conv2d_backward_input", [g, wa, target], (2,), stream,
                        _dims(shape, wa.shape, oh, ow, geo, groups), _CUDA_TILES, groups=groups)
         return finish_output(target, result, out, kind)
@@ -363,7 +363,7 @@ def conv2d_backward_input(grad_out, w, input_shape, *, stride=1, padding=0, dila
 def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, dilation=1, groups=1, out=None,
                            precision="fp32", stream=None):
     """The gradient of conv2d with respect to w, shape weight_shape (KH, KW, C_in / groups, C_out).
-    precision: "fp32", or "bf16" on the CPU (x and grad_out rounded to bf16, fp32 sums)."""
+    precision: "fp32", or "bf16" (x and grad_out rounded to bf16, fp32 sums)."""
     fn = "conv2d_backward_weight"
     xa, g, kind, device = _inputs(fn, x=x, grad_out=grad_out)
     precision = _precision(precision, device, fn, groups)
@@ -378,7 +378,12 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
         xp = array_module(xa)
         xa, g = _contiguous(xp, xa, g)
         target, result = _device_output(xp, out, shape, device, (xa, g))
-        if target.size:
+        if target.size and precision == "bf16":
+            if g.size:
+                conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target, stream)
+            else:
+                target[...] = 0.0  # no output pixels: nothing contributes
+        elif target.size:
             _cuda_call("conv2d_backward_weight", [xa, g, target], (2,), stream,
                        _dims(xa.shape, shape, oh, ow, geo, groups), _CUDA_TILES, _CUDA_WGRAD_SPLITS, groups=groups)
         return finish_output(target, result, out, kind)
