@@ -7,6 +7,8 @@
 //                                         C and D 4 fp32; d may alias c
 //   mma_m16n8k8_tf32(d, a, b, c)          mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: A 4 regs,
 //                                         B 2 regs of tf32 bits (round them with tf32_round)
+//   mma_m16n8k32_u8s8(d, a, b, c)         mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32: A 4 regs and B 2
+//                                         regs of 4 bytes each, C and D int32 (exact products, wrapping sum)
 //   ldmatrix_x1/x2/x4[_trans](r, row)     ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16;
 //                                         `row` is this lane's 16-byte row in shared memory
 //   cp_async_ca<4|8|16>(dst, src[, src_bytes]), cp_async_cg(dst, src[, src_bytes])
@@ -50,6 +52,14 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ void mma_m16n8k32_u8s8(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                                  const int (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]));
 }
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {

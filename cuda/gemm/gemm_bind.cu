@@ -36,7 +36,8 @@ cuda::GemmTiles tiles_of(const std::string& name) {
 void register_gemm_cuda(py::module_& m) {
   m.def("int8_gemm", [](uintptr_t a, int64_t lda, int64_t m_, int64_t k, uintptr_t bt, uintptr_t colsum, int64_t n,
                         uintptr_t out, int64_t ldo, int out_type, int a_zero_point, uintptr_t scale, uintptr_t bias,
-                        int activation, float inv_out_scale, int out_zero_point, uintptr_t stream, int device) {
+                        int activation, float inv_out_scale, int out_zero_point, const std::string& kernel,
+                        uintptr_t stream, int device) {
     if (m_ < 0 || n < 0 || k < 0) throw py::value_error("int8_gemm: sizes must be >= 0");
     if (out_type < 0 || out_type > 3) throw py::value_error("int8_gemm: unknown output type");
     cuda::Int8GemmArgs g;
@@ -58,11 +59,16 @@ void register_gemm_cuda(py::module_& m) {
     g.relu = act == Activation::relu;
     g.inv_out_scale = inv_out_scale;
     g.out_zero_point = out_zero_point;
+    const cuda::Int8Kernel which = kernel == "auto"   ? cuda::Int8Kernel::automatic
+                                   : kernel == "mma"  ? cuda::Int8Kernel::mma
+                                   : kernel == "dp4a" ? cuda::Int8Kernel::dp4a
+                                                      : throw py::value_error("int8_gemm: kernel must be 'auto', 'mma' or 'dp4a'");
     py::gil_scoped_release release;
-    cuda::int8_gemm(g, as_stream(stream), device);
+    cuda::int8_gemm(g, which, as_stream(stream), device);
   }, py::arg("a"), py::arg("lda"), py::arg("m"), py::arg("k"), py::arg("bt"), py::arg("colsum"), py::arg("n"),
      py::arg("out"), py::arg("ldo"), py::arg("out_type"), py::arg("a_zero_point"), py::arg("scale"), py::arg("bias"),
-     py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("stream"), py::arg("device"),
+     py::arg("activation"), py::arg("inv_out_scale"), py::arg("out_zero_point"), py::arg("kernel"), py::arg("stream"),
+     py::arg("device"),
      "the int8 GEMM on the device (cuda/gemm/int8.cuh); B given as B^T (N×K int8) with its column sums");
   m.def("quantize_uint8", [](uintptr_t x, int64_t n, uintptr_t q, float inv_scale, int zero_point, uintptr_t stream,
                              int device) {

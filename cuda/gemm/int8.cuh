@@ -31,8 +31,13 @@ struct Int8GemmArgs {
   int32_t out_zero_point = 0;    // u8/s8
 };
 
-// Enqueues the product on `stream`. Throws std::invalid_argument for sizes the kernel cannot index.
-void int8_gemm(const Int8GemmArgs& args, cudaStream_t stream, int device);
+// automatic: tensor cores (mma.sync m16n8k32) where K and lda are multiples of 16 and the arrays
+// 16-byte aligned, else dp4a; the others force one (tests cover both).
+enum class Int8Kernel : int { automatic = 0, mma = 1, dp4a = 2 };
+
+// Enqueues the product on `stream`. Throws std::invalid_argument for sizes the kernel cannot index
+// and for a forced tensor-core kernel on operands it cannot read.
+void int8_gemm(const Int8GemmArgs& args, Int8Kernel kernel, cudaStream_t stream, int device);
 
 // q[i] = clamp(round_half_even(clamp(x[i] · inv_scale, -512, 512)) + zero_point, 0, 255); NaN gives 0
 // (the CPU's quantize_uint8, value for value).

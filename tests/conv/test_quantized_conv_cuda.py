@@ -30,8 +30,8 @@ def test_exact_int32(cuda_device, rng, geometry):
     for zp in (0, 77):
         got, kernels = cuda_device.run(lambda: ops.quantized_conv2d(
             cuda_device.array(x), packed, stride=stride, padding=pads, dilation=dilation, x_zero_point=zp))
-        names = ["int8_gemm_kernel"] + ([] if (kh, kw, stride, pads) == (1, 1, (1, 1), ((0, 0), (0, 0)))
-                                        else ["int8_im2col_kernel"])
+        gemm = "int8_mma_kernel" if kh * kw * ci % 16 == 0 else "int8_gemm_kernel"  # tensor cores, else dp4a
+        names = [gemm] + ([] if (kh, kw, stride, pads) == (1, 1, (1, 1), ((0, 0), (0, 0))) else ["int8_im2col_kernel"])
         cuda_device.assert_ran(kernels, *names)
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, conv_reference(x, w, zp, stride, pads, dilation))

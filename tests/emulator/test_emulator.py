@@ -292,6 +292,17 @@ def test_ldmatrix_feeds_mma_as_a_gemm_does(kind, rng):
     _check_mma(d, a, b, np.zeros((16, 8)))
 
 
+def test_ldmatrix_feeds_the_int8_mma_as_the_int8_gemm_does(rng):
+    """mma.sync m16n8k32 u8 × s8 -> s32 from ldmatrix'd 16-byte rows: exact, the extremes included."""
+    for _ in range(3):
+        a = rng.integers(0, 256, (16, 32), dtype=np.uint8)
+        b = rng.integers(-128, 128, (32, 8), dtype=np.int8)
+        a[0], b[:, 0] = 255, -128
+        d = np.array(emu.selftest_ldmatrix_mma_int8(a.ravel().tolist(), np.ascontiguousarray(b.T).view(np.uint8).ravel()
+                                                    .tolist()), dtype=np.int64).reshape(16, 8)
+        np.testing.assert_array_equal(d, a.astype(np.int64) @ b.astype(np.int64))
+
+
 # (leading, stride) byte offsets of the core matrices: k groups adjacent then row groups (the
 # tightest), row groups 1 KiB apart (the GEMM's stages), and row groups adjacent with k groups far.
 WGMMA_LAYOUTS = [(128, 256), (128, 1024), (4096, 128)]

@@ -1,14 +1,15 @@
 """fusegrad.ops.quantized_matmul, pack_quantized_weight and quantize_uint8 on CUDA arrays
-(cuda/gemm/gemm_int8.cu) against exact int64 NumPy references and the CPU kernels: shapes one
-below and above the 64×64 tile and the 32-byte k step, unaligned rows (the byte loads), every
-output type with saturation, and the errors of mixing devices. On the emulator every run, on a GPU
-where there is one.
+(cuda/gemm/gemm_int8.cu) against exact int64 NumPy references and the CPU kernels: both kernels
+(tensor cores: shapes around the 128×128 tile and 64-byte k step; dp4a: around its 64×64 tile and
+32-byte step, unaligned rows and byte loads), every output type with saturation, and the errors of
+mixing devices. On the emulator every run, on a GPU where there is one.
 """
 import numpy as np
 import pytest
 
 import fusegrad.ops as ops
 from fusegrad import _cpu
+from fusegrad.ops import gemm_int8
 from quantized import assert_requantized, real_result, s8, u8
 
 TILE, K_STEP = 64, 32
@@ -18,7 +19,35 @@ def exact(a, b, zp=0):
     return (a.astype(np.int64) - zp) @ b.astype(np.int64)
 
 
-def test_exact_int32_on_edge_shapes(cuda_device, rng):
+@pytest.fixture
+def int8_kernel(monkeypatch):
+    """Forces the CUDA int8 GEMM kernel: int8_kernel("mma") or int8_kernel("dp4a")."""
+    return lambda name: monkeypatch.setattr(gemm_int8, "_CUDA_INT8_KERNEL", name)
+
+
+def test_tensor_core_kernel_on_edge_shapes(cuda_device, int8_kernel, rng):
+    int8_kernel("mma")
+    for m, k, n in [(1, 16, 1), (127, 64, 129), (129, 48, 127), (128, 128, 128), (257, 16, 7), (5, 320, 263)]:
+        a, b = u8(rng, m, k), s8(rng, k, n)
+        w = ops.pack_quantized_weight(cuda_device.array(b))
+        for zp in (0, 255):
+            got, kernels = cuda_device.run(lambda: ops.quantized_matmul(cuda_device.array(a), w, a_zero_point=zp))
+            cuda_device.assert_ran(kernels, "int8_mma_kernel")
+            np.testing.assert_array_equal(got, exact(a, b, zp), err_msg=f"{m}x{k}x{n} zp={zp}")
+    with pytest.raises(ValueError, match="tensor-core kernel needs K"):
+        ops.quantized_matmul(cuda_device.array(u8(rng, 4, 30)), cuda_device.array(s8(rng, 30, 3)))
+
+
+def test_automatic_choice(cuda_device, rng):
+    for k, kernel in ((64, "int8_mma_kernel"), (30, "int8_gemm_kernel")):
+        a, b = u8(rng, 9, k), s8(rng, k, 5)
+        got, kernels = cuda_device.run(lambda: ops.quantized_matmul(cuda_device.array(a), cuda_device.array(b)))
+        cuda_device.assert_ran(kernels, kernel)
+        np.testing.assert_array_equal(got, exact(a, b))
+
+
+def test_exact_int32_on_edge_shapes(cuda_device, int8_kernel, rng):
+    int8_kernel("dp4a")
     for m, k, n in [(1, 1, 1), (TILE - 1, K_STEP - 1, TILE + 1), (TILE + 1, K_STEP + 1, TILE - 1), (TILE, 3, TILE),
                     (2 * TILE + 3, 2 * K_STEP + 5, 7), (5, 4 * K_STEP, 2 * TILE + 9)]:
         a, b = u8(rng, m, k), s8(rng, k, n)
@@ -27,13 +56,13 @@ def test_exact_int32_on_edge_shapes(cuda_device, rng):
         np.testing.assert_array_equal(w.column_sums(), b.astype(np.int64).sum(0))
         for zp in (0, 128, 255):
             got, kernels = cuda_device.run(lambda: ops.quantized_matmul(cuda_device.array(a), w, a_zero_point=zp))
-            cuda_device.assert_ran(kernels, "int8_gemm_kernel")
+            cuda_device.assert_ran(kernels, "int8_gemm_kernel")  # dp4a
             assert got.dtype == np.int32 and got.shape == (m, n)
             np.testing.assert_array_equal(got, exact(a, b, zp), err_msg=f"{m}x{k}x{n} zp={zp}")
 
 
 def test_extreme_values_sum_exactly(cuda_device):
-    for k in (64, 1000, 4099):
+    for k in (64, 1000, 4096, 4099):  # 64 and 4096 on the tensor cores
         a = np.full((40, k), 255, np.uint8)
         b = np.full((k, 40), -128, np.int8)
         b[:, ::2] = 127
@@ -54,9 +83,11 @@ def test_unaligned_rows_and_batches(cuda_device, rng):
     np.testing.assert_array_equal(got, exact(a3.reshape(-1, 37), b, 9).reshape(3, 5, 19))
 
 
+@pytest.mark.parametrize("kernel", ["mma", "dp4a"])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int8])
-def test_real_and_requantized_outputs_equal_the_cpu(cuda_device, rng, dtype):
-    m, k, n = 70, 200, 150
+def test_real_and_requantized_outputs_equal_the_cpu(cuda_device, int8_kernel, rng, dtype, kernel):
+    int8_kernel(kernel)
+    m, k, n = 70, 208, 150
     a, b = u8(rng, m, k), s8(rng, k, n)
     bias = rng.standard_normal(n).astype(np.float32) * 5
     b_scale = rng.uniform(0.001, 0.01, n).astype(np.float32)

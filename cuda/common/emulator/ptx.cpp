@@ -83,6 +83,31 @@ void mma_m16n8k8_tf32_exchange(LaneSlot* lanes, unsigned) {
   scatter_d(d, lanes);
 }
 
+// m16n8k32 .u8.s8.s32: A 16x32 (4 regs of 4 bytes, low byte first): register r holds row
+// g + 8 * (r % 2), k 4t + 16 * (r / 2) + byte; B 32x8 (2 regs): register r holds k 4t + 16r + byte,
+// column g; C and D int32 as the fp32 accumulators. Products exact, the sum wraps as the hardware's.
+void mma_m16n8k32_u8s8_exchange(LaneSlot* lanes, unsigned) {
+  int a[16][32], b[32][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int r = 0; r < 4; ++r)
+      for (int byte = 0; byte < 4; ++byte)
+        a[g + 8 * (r % 2)][4 * t + 16 * (r / 2) + byte] = static_cast<int>(lanes[l].in[r] >> 8 * byte & 0xFFu);
+    for (int r = 0; r < 2; ++r)
+      for (int byte = 0; byte < 4; ++byte)
+        b[4 * t + 16 * r + byte][g] = static_cast<int8_t>(lanes[l].in[4 + r] >> 8 * byte & 0xFFu);
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+      uint32_t sum = lanes[l].in[6 + i];
+      for (int k = 0; k < 32; ++k) sum += static_cast<uint32_t>(a[row][k] * b[k][col]);
+      lanes[l].out[i] = sum;
+    }
+  }
+}
+
 void mma(const char* what, CollectiveFn exchange, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
          const float (&c)[4], const char* file, int line) {
   LaneSlot& s = my_lane_slot();
@@ -246,6 +271,16 @@ void warp_collective_with_index(const char* what, CollectiveFn fn, uint32_t arg,
 
 }  // namespace
 
+void mma_m16n8k32_u8s8(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const int (&c)[4],
+                       const char* file, int line) {
+  LaneSlot& s = my_lane_slot();
+  for (int i = 0; i < 4; ++i) s.in[i] = a[i];
+  s.in[4] = b[0];
+  s.in[5] = b[1];
+  for (int i = 0; i < 4; ++i) s.in[6 + i] = static_cast<uint32_t>(c[i]);
+  warp_collective("mma.sync.m16n8k32.u8.s8", kWholeWarp, &mma_m16n8k32_u8s8_exchange, file, line);
+  for (int i = 0; i < 4; ++i) d[i] = static_cast<int>(s.out[i]);
+}
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
                        const char* file, int line) {
   mma("mma.sync.m16n8k16.bf16", &mma_m16n8k16_exchange<Input::bf16>, d, a, b, c, file, line);

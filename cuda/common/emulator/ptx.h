@@ -23,6 +23,7 @@ namespace fusegrad::cuda::ptx {
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4], FG_EMU_HERE);
 void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4], FG_EMU_HERE);
 void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4], FG_EMU_HERE);
+void mma_m16n8k32_u8s8(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const int (&c)[4], FG_EMU_HERE);
 
 void ldmatrix_x1(uint32_t (&r)[1], const void* smem_row, FG_EMU_HERE);
 void ldmatrix_x2(uint32_t (&r)[2], const void* smem_row, FG_EMU_HERE);

@@ -235,6 +235,28 @@ __global__ void ldmatrix_mma_kernel(int kind, const uint16_t* a, const uint16_t*
   d[(g + 8) * 8 + 2 * t + 1] = r[3];
 }
 
+// One warp: D (16x8, int32) = A (16x32 uint8, row-major) · B (32x8 int8), B given as B^T (8 rows of
+// 32 k), with A and B loaded by ldmatrix.x4 / .x2 from 16-byte rows as the int8 GEMM loads them.
+__global__ void ldmatrix_mma_int8_kernel(const uint8_t* a, const uint8_t* bt, int* d) {
+  FG_SHARED(uint8_t, sa, [16][48]);  // rows padded to 48 bytes, 16-byte aligned
+  FG_SHARED(uint8_t, sb, [8][48]);
+  const int l = threadIdx.x;
+  for (int i = l; i < 512; i += 32) sa[i / 32][i % 32] = a[i];
+  for (int i = l; i < 256; i += 32) sb[i / 32][i % 32] = bt[i];
+  __syncwarp();
+  uint32_t ra[4], rb[2];
+  ptx::ldmatrix_x4(ra, &sa[l % 16][l / 16 * 16]);
+  ptx::ldmatrix_x2(rb, &sb[l % 8][l / 8 % 2 * 16]);
+  const int c[4] = {0, 0, 0, 0};
+  int r[4];
+  ptx::mma_m16n8k32_u8s8(r, ra, rb, c);
+  const int g = l / 4, t = l % 4;
+  d[g * 8 + 2 * t] = r[0];
+  d[g * 8 + 2 * t + 1] = r[1];
+  d[(g + 8) * 8 + 2 * t] = r[2];
+  d[(g + 8) * 8 + 2 * t + 1] = r[3];
+}
+
 // One warpgroup: D (64×N, fp32) = A (64×16, row-major) · B^T for B given as N×16 (K-major), both
 // placed in dynamic shared memory as 8×8 core matrices: core matrix (row group g, k group h) at
 // byte g * sbo + h * lbo, its row r at + 16 r. One wgmma (fence, commit, wait 0), D stored by the
@@ -652,6 +674,15 @@ std::vector<float> wgmma(int n, const std::vector<uint16_t>& a, const std::vecto
   return dd.read();
 }
 
+std::vector<int> ldmatrix_mma_int8(const std::vector<uint8_t>& a, const std::vector<uint8_t>& bt) {
+  if (a.size() != 512 || bt.size() != 256) throw py::value_error("a: 16x32 bytes, bt: 8x32 bytes");
+  py::gil_scoped_release release;
+  DeviceArray<uint8_t> da(a), db(bt);
+  DeviceArray<int> dd(128);
+  FG_LAUNCH(ldmatrix_mma_int8_kernel, 1, 32, 0, nullptr, da.get(), db.get(), dd.get());
+  return dd.read();
+}
+
 std::vector<float> cp_async_pipeline(const std::vector<float>& src, int stages, int threads) {
   const long long n = static_cast<long long>(src.size());
   const size_t smem = static_cast<size_t>(stages) * 4 * threads * sizeof(float);
@@ -828,6 +859,7 @@ void register_emulator_selftests(py::module_& m) {
   m.def("selftest_mma", &st::mma, py::arg("kind"), py::arg("a"), py::arg("b"), py::arg("c"));
   m.def("selftest_ldmatrix", &st::ldmatrix, py::arg("count"), py::arg("trans"), py::arg("matrices"), py::arg("row_stride"));
   m.def("selftest_ldmatrix_mma", &st::ldmatrix_mma, py::arg("kind"), py::arg("a"), py::arg("b"));
+  m.def("selftest_ldmatrix_mma_int8", &st::ldmatrix_mma_int8, py::arg("a"), py::arg("bt"));
   m.def("selftest_wgmma", &st::wgmma, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("lbo"), py::arg("sbo"),
         py::arg("b_offset"));
   m.def("selftest_cp_async_pipeline", &st::cp_async_pipeline, py::arg("src"), py::arg("stages"), py::arg("threads"));

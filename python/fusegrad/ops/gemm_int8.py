@@ -3,7 +3,8 @@ int32 sums, a requantizing epilogue), the weight packing it reuses, and the uint
 front of it; the checks and epilogue arguments quantized_conv2d and quantized_max_pool2d share.
 
 On NumPy arrays they run the CPU kernels (cpp/gemm/int8_*: AMX tiles, AVX-512 VNNI or portable
-C++); on CUDA arrays the kernels of cuda/gemm/gemm_int8.cu (dp4a), on the caller's stream. A
+C++); on CUDA arrays the kernels of cuda/gemm/gemm_int8.cu (tensor cores, or dp4a where the rows
+are not 16-byte aligned), on the caller's stream. A
 weight is packed for one device, the one of the array it was packed from.
 """
 from __future__ import annotations
@@ -227,8 +228,9 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
         then relu, as float32, or with out_dtype=np.uint8 / np.int8 requantized:
         clamp(round_half_even(real / out_scale) + out_zero_point).
     On the CPU the path is the best the CPU has: AMX-INT8 tiles, AVX-512 VNNI, or portable C++. On
-    CUDA arrays (a weight packed from a CUDA array) it is the dp4a kernel of cuda/gemm/gemm_int8.cu,
-    on the caller's stream.
+    CUDA arrays (a weight packed from a CUDA array) it is cuda/gemm/gemm_int8.cu's tensor-core
+    kernel where K and a's row stride are multiples of 16, else its dp4a kernel, on the caller's
+    stream.
     """
     fn = "quantized_matmul"
     a_arr, kind, cuda = int8_operand(a, "a")
@@ -254,6 +256,10 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
         _cpu.int8_gemm(rows, w.packed, target.reshape(-1, n), a_zp, scale, bias, act, inv, out_zp, _INT8_PATH)
     return finish_output(target, result, out, kind)
 
+
+# The CUDA int8 GEMM kernel: "auto" (tensor cores where the operands allow, else dp4a), "mma" or
+# "dp4a" (tests force each).
+_CUDA_INT8_KERNEL = "auto"
 
 # Output type codes of the int8 kernels (cpp/gemm/int8_gemm.h, cuda/gemm/int8.cuh).
 _INT8_OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
@@ -293,7 +299,7 @@ def quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bia
         with _backend.device_call([rows, w.bt, w.colsum, target, scale_d, bias_d], written=(3,), stream=stream) as call:
             pa, pb, pc, po, ps, pbias = call.pointers
             call.module.int8_gemm(pa, rows.strides[0] if rows.shape[0] > 1 else k, rows.shape[0], k, pb, pc, n, po, n,
-                                  _INT8_OUT_CODES[np.dtype(dtype)], a_zp, ps, pbias, act, inv, out_zp,
+                                  _INT8_OUT_CODES[np.dtype(dtype)], a_zp, ps, pbias, act, inv, out_zp, _CUDA_INT8_KERNEL,
                                   call.stream, call.device)
     if result is not None:
         result[...] = target

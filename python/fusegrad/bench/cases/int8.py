@@ -162,7 +162,7 @@ def _variant(path: int) -> str:
 
 
 def _cuda_gemm_case(n: int) -> Case:
-    """u8 (n×n) × s8 (n×n) -> exact int32 on the GPU (the dp4a kernel, weight packed once), against
+    """u8 (n×n) × s8 (n×n) -> exact int32 on the GPU (the tensor-core kernel, weight packed once), against
     PyTorch's int8 matrix product (torch._int_mm, cuBLASLt: s8 × s8 -> s32, the same work)."""
     def setup():
         import cupy as cp
@@ -181,7 +181,7 @@ def _cuda_gemm_case(n: int) -> Case:
         return ours, base
 
     return Case(f"gemm/cuda_int8/{n}", "gemm", "cuda", "GOP/s", 2.0 * n**3, setup,
-                note="u8 × s8 -> s32, dp4a; vs torch._int_mm (cuBLASLt s8 × s8)")
+                note="u8 × s8 -> s32, mma.sync m16n8k32; vs torch._int_mm (cuBLASLt s8 × s8)")
 
 
 def cases():
