@@ -109,7 +109,7 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
   tile_of_block(blockIdx.x, (m + Tile::kBM - 1) / Tile::kBM, (n + Tile::kBN - 1) / Tile::kBN, tm, tn);
   const __nv_bfloat16* ga = a + z * a_bs + tm * Tile::kBM * kp;
   const __nv_bfloat16* gb = b + z * b_bs + tn * Tile::kBN * kp;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   const int wm = warp / Tile::kWarpsN * 16 * kTM, wn = warp % Tile::kWarpsN * 8 * kTN;
 
   // One stage: every tile row is four 16-byte copies.
@@ -126,26 +126,12 @@ bf16_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, const Epilogue 
   };
   float acc[kTM][kTN][4] = {};
   const auto multiply = [&](int buf) {
-    const auto sa = stage_a(buf);
-    const auto sb = stage_b(buf);
 #pragma unroll
-    for (int kk = 0; kk < kBK; kk += 16) {
-      uint32_t fa[kTM][4], fb[kTN / 2][4];
-#pragma unroll
-      for (int i = 0; i < kTM; ++i)
-        ptx::ldmatrix_x4(fa[i], static_cast<const __nv_bfloat16*>(sa + (wm + 16 * i + lane % 16) * kLd + kk + lane / 16 * 8));
-#pragma unroll
-      for (int j = 0; j < kTN / 2; ++j)
-        ptx::ldmatrix_x4(fb[j], static_cast<const __nv_bfloat16*>(sb + (wn + 16 * j + lane % 8 + lane / 16 * 8) * kLd + kk +
-                                                                   lane / 8 % 2 * 8));
-#pragma unroll
-      for (int i = 0; i < kTM; ++i)
-#pragma unroll
-        for (int j = 0; j < kTN; ++j) {
-          const uint32_t bj[2] = {fb[j / 2][2 * (j % 2)], fb[j / 2][2 * (j % 2) + 1]};
-          ptx::mma_m16n8k16_bf16(acc[i][j], fa[i], bj, acc[i][j]);
-        }
-    }
+    for (int kk = 0; kk < kBK; kk += 16)
+      warp_mma_step<kTM, kTN, kLd, 8>(stage_a(buf), stage_b(buf), wm, wn, kk, acc,
+                                      [](float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+                                        ptx::mma_m16n8k16_bf16(d, a, b, d);
+                                      });
   };
   multistage_mainloop<kStages>(kp / kBK, copy_stage, multiply);
   mma_store(ep, z, tm * Tile::kBM + wm, tn * Tile::kBN + wn, acc);

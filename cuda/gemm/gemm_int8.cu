@@ -158,26 +158,12 @@ __global__ void __launch_bounds__(kMmaThreads) int8_mma_kernel(const Int8GemmArg
   };
   int acc[kMmaTM][kMmaTN][4] = {};
   const auto multiply = [&](int buf) {
-    const auto sa = stage_a(buf);
-    const auto sb = stage_b(buf);
 #pragma unroll
-    for (int kk = 0; kk < kMmaBK; kk += 32) {
-      uint32_t fa[kMmaTM][4], fb[kMmaTN / 2][4];
-#pragma unroll
-      for (int i = 0; i < kMmaTM; ++i)
-        ptx::ldmatrix_x4(fa[i], static_cast<const uint8_t*>(sa + (wm + 16 * i + lane % 16) * kMmaLd + kk + lane / 16 * 16));
-#pragma unroll
-      for (int j = 0; j < kMmaTN / 2; ++j)
-        ptx::ldmatrix_x4(fb[j], static_cast<const uint8_t*>(sb + (wn + 16 * j + lane % 8 + lane / 16 * 8) * kMmaLd + kk +
-                                                            lane / 8 % 2 * 16));
-#pragma unroll
-      for (int i = 0; i < kMmaTM; ++i)
-#pragma unroll
-        for (int j = 0; j < kMmaTN; ++j) {
-          const uint32_t bj[2] = {fb[j / 2][2 * (j % 2)], fb[j / 2][2 * (j % 2) + 1]};
-          ptx::mma_m16n8k32_u8s8(acc[i][j], fa[i], bj, acc[i][j]);
-        }
-    }
+    for (int kk = 0; kk < kMmaBK; kk += 32)
+      warp_mma_step<kMmaTM, kMmaTN, kMmaLd, 16>(stage_a(buf), stage_b(buf), wm, wn, kk, acc,
+                                               [](int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+                                                 ptx::mma_m16n8k32_u8s8(d, a, b, d);
+                                               });
   };
   multistage_mainloop<kMmaStages>((g.k + kMmaBK - 1) / kMmaBK, copy_stage, multiply);
   const int gr = lane / 4, t = lane % 4;

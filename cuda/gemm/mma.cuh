@@ -126,6 +126,31 @@ __device__ __forceinline__ void multistage_mainloop(int64_t steps, Copy&& copy, 
   ptx::cp_async_wait_all();
 }
 
+// One 32-byte step of k for a warp's kTM × kTN m16n8 tiles of a 16-bit (k16) or 8-bit (k32) mma,
+// from k-contiguous shared rows of kLd elements, the step starting at element kk (kHalf elements are
+// 16 bytes): A fragments by ldmatrix.x4 (rows lane % 16, k halves lane / 16), B fragments two n8
+// tiles per ldmatrix.x4 (B as N×K rows, so the non-transposed load gives the "col" operand), then
+// kTM·kTN mma(acc, a, b). The same bytes serve gemm_bf16.cu and gemm_int8.cu.
+template <int kTM, int kTN, int kLd, int kHalf, class SpanA, class SpanB, class Acc, class Mma>
+__device__ __forceinline__ void warp_mma_step(SpanA sa, SpanB sb, int wm, int wn, int kk, Acc (&acc)[kTM][kTN][4],
+                                              Mma mma) {
+  static_assert(kTN % 2 == 0, "B fragments come two n8 tiles per ldmatrix.x4");
+  const int lane = threadIdx.x % 32;
+  uint32_t fa[kTM][4], fb[kTN / 2][4];
+#pragma unroll
+  for (int i = 0; i < kTM; ++i) ptx::ldmatrix_x4(fa[i], &sa[(wm + 16 * i + lane % 16) * kLd + kk + lane / 16 * kHalf]);
+#pragma unroll
+  for (int j = 0; j < kTN / 2; ++j)
+    ptx::ldmatrix_x4(fb[j], &sb[(wn + 16 * j + lane % 8 + lane / 16 * 8) * kLd + kk + lane / 8 % 2 * kHalf]);
+#pragma unroll
+  for (int i = 0; i < kTM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTN; ++j) {
+      const uint32_t bj[2] = {fb[j / 2][2 * (j % 2)], fb[j / 2][2 * (j % 2) + 1]};
+      mma(acc[i][j], fa[i], bj);
+    }
+}
+
 // Stores a warp's kTM × kTN m16n8 accumulator tiles, the first of them at (row0, col0) of C.
 template <int kTM, int kTN>
 __device__ __forceinline__ void mma_store(const Epilogue& ep, int64_t z, int64_t row0, int64_t col0,
