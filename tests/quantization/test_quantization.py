@@ -267,3 +267,31 @@ def test_quantized_models_copy_and_pickle():
     dynamic = quantization.quantize_dynamic(models.mlp(256, (16,), 10))
     dynamic(x.reshape(3, 256))
     assert np.array_equal(copy.deepcopy(dynamic)(x.reshape(3, 256)).numpy(), dynamic(x.reshape(3, 256)).numpy())
+
+
+# -- on a CUDA device ------------------------------------------------------------------------------
+
+@pytest.mark.cuda_emulated
+def test_static_and_dynamic_int8_models_run_on_the_emulated_gpu():
+    """model.to("cuda") moves the int8 weights and quantization parameters; the layers repack the
+    weight for the device and run the CUDA int8 kernels, giving the CPU's outputs (requantized
+    values may differ by one step next to a rounding tie). (The CPU runs outside emulate(), where
+    NumPy arrays take the CPU kernels.)"""
+    fg.manual_seed(2)
+    model = models.digits_cnn(channels=4).eval()
+    q = quantization.convert(_calibrated(model, [_images(64, seed=s) for s in range(3)]))
+    dq = quantization.quantize_dynamic(nn.Sequential(nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10)))
+    x = _images(16, seed=9)
+    cpu_out, cpu_dyn = q(x).numpy(), dq(x.reshape(16, -1)).numpy()  # also packs the weights for the CPU
+    with fg.cuda.emulate() as emu:
+        q.to("cuda")
+        dq.to("cuda")
+        got = q(fg.tensor(x, device="cuda"))
+        assert got.device == "cuda:0"
+        kernels = emu.kernels()
+        for name in ("quantize_uint8_kernel", "int8_im2col_kernel", "max_forward_int8_kernel"):
+            assert any(name in k for k in kernels), f"{name} not in {kernels}"
+        got_dyn = dq(fg.tensor(x.reshape(16, -1), device="cuda"))
+        got, got_dyn = got.numpy(), got_dyn.numpy()
+    assert np.abs(got - cpu_out).max() <= 0.02 * np.abs(cpu_out).max()
+    np.testing.assert_allclose(got_dyn, cpu_dyn, rtol=1e-5, atol=1e-5 * np.abs(cpu_dyn).max())

@@ -147,12 +147,17 @@ class Module:
         return self
 
     def to(self, device) -> Module:
-        """Moves every parameter and buffer to `device` in place (the same objects, new storage)."""
+        """Moves every parameter and buffer to `device` in place (the same objects, new storage);
+        state derived from their storage (e.g. a packed int8 weight) is rebuilt on next use."""
         device = normalise_device(device)
         for t in list(self.parameters()) + list(self.buffers()):
             t.data = to_device(t.data, device)
             if t.grad is not None:
                 t.grad.data = to_device(t.grad.data, device)
+        for module in self.modules():
+            reset = getattr(module, "_reset_derived_state", None)
+            if reset is not None:
+                reset()
         return self
 
     def cpu(self) -> Module:

@@ -7,13 +7,16 @@ quantizes a float input with its calibrated input (scale, zero point); the kerne
 activation zero point through the weight column sums, multiplies by the two scales, adds the
 float32 bias and applies ReLU in its store, and writes float32 or, when the next layer is int8 too
 (`quantized_output`), uint8 requantized to the calibrated output scale. Modules built by
-fusegrad.quantization.convert / quantize_dynamic; inference only (no gradients), CPU only.
+fusegrad.quantization.convert / quantize_dynamic; inference only (no gradients). `model.to("cuda")`
+moves the int8 weights and quantization parameters, and the layers then run the CUDA int8 kernels
+(the weight is packed again for the device on first use).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ... import ops
+from ..._backend import as_array
 from ...tensor import Tensor
 from .. import functional as F
 from ..modules.module import Module
@@ -91,7 +94,7 @@ class _QuantizedLayer(_PackedWeightLayer):
         if isinstance(x, QuantizedTensor):
             return x
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x, np.float32))
+            x = Tensor(as_array(x, np.float32))
         scale, zero_point = float(self.input_scale.data[0]), int(self.input_zero_point.data[0])
         return QuantizedTensor(quantize(x, scale, zero_point), scale, zero_point)
 
@@ -219,8 +222,9 @@ class DynamicLinear(_PackedWeightLayer):
         return q
 
     def forward(self, x):
-        data = (x.data if isinstance(x, Tensor) else np.asarray(x, np.float32))
-        scale, zero_point = choose_qparams(data.min(initial=0.0), data.max(initial=0.0))
+        data = x.data if isinstance(x, Tensor) else as_array(x, np.float32)
+        low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+        scale, zero_point = choose_qparams(low, high)
         lead = data.shape[:-1]
         y = ops.quantized_matmul(quantize(data, scale, zero_point).reshape(-1, data.shape[-1]), self.packed_weight(),
                                  a_scale=scale, a_zero_point=zero_point, b_scale=self.weight_scale.data,
