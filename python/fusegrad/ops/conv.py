@@ -179,7 +179,7 @@ def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_z
         return gemm_int8.quantized_matmul_cuda(cols, packed.packed, shape, zp, dtype, scale, bias, act, inv, out_zp,
                                                out, kind, stream, fn)
     xa = np.ascontiguousarray(xa)
-    target, result = int8_output(out, shape, dtype, (xa,), fn)
+    target, result = int8_output(out, shape, dtype, xa, fn)
     if target.size:
         _cpu.int8_conv2d_forward(xa, packed.packed, kh, kw, target, geo, zp, scale, bias, act, inv, out_zp,
                                  gemm_int8._INT8_PATH)
@@ -379,10 +379,7 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
         xa, g = _contiguous(xp, xa, g)
         target, result = _device_output(xp, out, shape, device, (xa, g))
         if target.size and precision == "bf16":
-            if g.size:
-                conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target, stream)
-            else:
-                target[...] = 0.0  # no output pixels: nothing contributes
+            conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target, stream)
         elif target.size:
             _cuda_call("conv2d_backward_weight", [xa, g, target], (2,), stream,
                        _dims(xa.shape, shape, oh, ow, geo, groups), _CUDA_TILES, _CUDA_WGRAD_SPLITS, groups=groups)
@@ -392,10 +389,8 @@ def conv2d_backward_weight(x, grad_out, weight_shape, *, stride=1, padding=0, di
     if target.size:
         if precision != "bf16":
             _cpu.conv2d_backward_weight(xa, g, target, geo, groups)
-        elif g.size:
-            conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target)
         else:
-            target[...] = 0.0  # no output pixels: nothing contributes
+            conv_bf16.backward_weight(xa, g, shape, geo, oh, ow, target)
     return finish_output(target, result, out, kind)
 
 

@@ -85,6 +85,9 @@ def forward(x, w, bias, geo, oh, ow, code_name, target, stream=None):
 def backward_weight(x, g, w_shape, geo, oh, ow, target, stream=None):
     """target (KH, KW, C_in, C_out) = the gradient of conv2d with respect to w."""
     kh, kw, ci, co = w_shape
+    if g.size == 0:  # no output pixels: nothing contributes
+        target[...] = 0.0
+        return target
     t2 = target.reshape(kh * kw * ci, co)
     if _is_pointwise(w_shape, geo):
         matmul(x.reshape(-1, ci).T, g.reshape(-1, co), out=t2, precision="bf16", stream=stream)

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _cpu
-from .._backend import array_module, device_of, native, to_kind
+from .._backend import array_module, device_of, native
 from ._common import check_dtype, finish_output, integer, real
 from .gemm import epilogue_code
 
@@ -197,22 +197,25 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
     return a_zp, dtype, scale, bias, act, float(inv), out_zp
 
 
-def int8_output(out, shape: tuple, dtype, inputs, fn: str):
-    """(array the kernel writes, caller's out or None): out itself when its rows are contiguous and
-    it shares no memory with an input, else a fresh array finish_output copies into out."""
+def int8_output(out, shape: tuple, dtype, like, fn: str):
+    """(array the kernel writes, caller's out or None) on like's device: out itself when it is
+    C-contiguous and shares no memory with like, else a fresh array finish_output copies into out."""
+    xp = array_module(like)
     if out is None:
-        return np.empty(shape, dtype), None
+        with _backend.on_device(like):
+            return xp.empty(shape, dtype), None
     arr, _ = native(out, "out")
-    if device_of(arr) != "cpu":
-        raise ValueError(f"{fn}: out is on {device_of(arr)} but the inputs are on cpu")
+    if device_of(arr) != device_of(like):
+        raise ValueError(f"{fn}: out is on {device_of(arr)} but the inputs are on {device_of(like)}")
     check_dtype(arr, "out", dtype)
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{fn}: out must have shape {tuple(shape)}, got {tuple(arr.shape)}")
-    if not arr.flags.writeable:
+    if isinstance(arr, np.ndarray) and not arr.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
-    if arr.flags.c_contiguous and not any(np.may_share_memory(arr, x) for x in inputs if x is not None):
+    if arr.flags.c_contiguous and not xp.may_share_memory(arr, like):
         return arr, arr
-    return np.empty(shape, dtype), arr
+    with _backend.on_device(like):
+        return xp.empty(shape, dtype), arr
 
 
 def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=None, activation=None,
@@ -248,7 +251,7 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
     if cuda:
         return quantized_matmul_cuda(a_arr, w.packed, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
                                       stream, fn)
-    target, result = int8_output(out, shape, dtype, (a_arr,), fn)
+    target, result = int8_output(out, shape, dtype, a_arr, fn)
     if target.size:
         rows = a_arr.reshape(math.prod(a_arr.shape[:-1]), k)
         if (k > 1 and rows.strides[1] != 1) or (rows.shape[0] > 1 and rows.strides[0] < k):
@@ -265,30 +268,11 @@ _CUDA_INT8_KERNEL = "auto"
 _INT8_OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
 
 
-def int8_device_output(out, shape: tuple, dtype, like, fn: str):
-    """(array the CUDA kernel writes, caller's out or None), as int8_output for a device: out itself
-    when it is C-contiguous on like's device and shares no memory with like, else a fresh array."""
-    xp = array_module(like)
-    if out is None:
-        with _backend.on_device(like):
-            return xp.empty(shape, dtype), None
-    arr, _ = native(out, "out")
-    check_dtype(arr, "out", dtype)
-    if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{fn}: out must have shape {tuple(shape)}, got {tuple(arr.shape)}")
-    if device_of(arr) != device_of(like):
-        raise ValueError(f"{fn}: out is on {device_of(arr)} but the inputs are on {device_of(like)}")
-    if arr.flags.c_contiguous and not xp.may_share_memory(arr, like):
-        return arr, arr
-    with _backend.on_device(like):
-        return xp.empty(shape, dtype), arr
-
-
 def quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
                            stream, fn):
     xp = array_module(a)
     k, n = w.k, w.n
-    target, result = int8_device_output(out, shape, dtype, a, fn)
+    target, result = int8_output(out, shape, dtype, a, fn)
     if target.size:
         rows = a.reshape(-1, k) if a.ndim != 2 else a
         if (k > 1 and rows.strides[1] != 1) or (rows.shape[0] > 1 and rows.strides[0] < k):
@@ -301,9 +285,7 @@ def quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bia
             call.module.int8_gemm(pa, rows.strides[0] if rows.shape[0] > 1 else k, rows.shape[0], k, pb, pc, n, po, n,
                                   _INT8_OUT_CODES[np.dtype(dtype)], a_zp, ps, pbias, act, inv, out_zp, _CUDA_INT8_KERNEL,
                                   call.stream, call.device)
-    if result is not None:
-        result[...] = target
-    return result if out is not None else to_kind(target, kind)
+    return finish_output(target, result, out, kind)
 
 
 # The int8 path: 0 the best usable (automatic); 1 generic, 2 vnni, 3 amx force one (benchmarks).
@@ -320,18 +302,12 @@ def quantize_uint8(x, scale, zero_point=0, *, out=None, stream=None):
     scale = _positive(scale, "scale", fn)
     zero_point = _zero_point(zero_point, "zero_point", fn, 0, 255)
     inv = np.float32(1.0) / np.float32(scale)
-    if cuda:
-        arr = array_module(arr).ascontiguousarray(arr)
-        target, result = int8_device_output(out, arr.shape, np.uint8, arr, fn)
-        if target.size:
-            with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
-                call.module.quantize_uint8(call.pointers[0], arr.size, call.pointers[1], float(inv), zero_point,
-                                           call.stream, call.device)
-        if result is not None:
-            result[...] = target
-        return result if out is not None else to_kind(target, kind)
-    arr = np.ascontiguousarray(arr)
-    target, result = int8_output(out, arr.shape, np.uint8, (arr,), fn)
-    if target.size:
+    arr = array_module(arr).ascontiguousarray(arr)
+    target, result = int8_output(out, arr.shape, np.uint8, arr, fn)
+    if target.size and cuda:
+        with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
+            call.module.quantize_uint8(call.pointers[0], arr.size, call.pointers[1], float(inv), zero_point,
+                                       call.stream, call.device)
+    elif target.size:
         _cpu.quantize_uint8(arr, target, inv, zero_point)
     return finish_output(target, result, out, kind)

@@ -29,7 +29,7 @@ from .. import _backend, _cpu
 from .._backend import array_module, device_of, native, to_kind
 from ._common import (check_out, check_same_device, cpu_output, finish_output, flag, float32_input, pair,
                       shape_argument)
-from .gemm_int8 import int8_device_output, int8_operand, int8_output
+from .gemm_int8 import int8_operand, int8_output
 
 
 def _float32(x, name: str):
@@ -279,18 +279,12 @@ def quantized_max_pool2d(x, kernel_size, stride=None, padding=0, *, out=None, st
         raise TypeError(f"x: expected dtype uint8 or int8, got {arr.dtype}")
     oh, ow, window = _geometry(arr.shape, kernel_size, stride, padding, fn)
     shape = (arr.shape[0], oh, ow, arr.shape[3])
-    if cuda:
-        arr = _contiguous(arr)
-        target, result = int8_device_output(out, shape, arr.dtype, arr, fn)
-        if target.size:
-            with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
-                call.module.max_pool2d_int8_forward(*call.pointers, (*arr.shape, oh, ow), window, arr.dtype == np.int8,
-                                                    call.stream, call.device)
-        if result is not None:
-            result[...] = target
-        return result if out is not None else to_kind(target, kind)
-    arr = np.ascontiguousarray(arr)
-    target, result = int8_output(out, shape, arr.dtype, (arr,), fn)
-    if target.size:
+    arr = _contiguous(arr)
+    target, result = int8_output(out, shape, arr.dtype, arr, fn)
+    if target.size and cuda:
+        with _backend.device_call([arr, target], written=(1,), stream=stream) as call:
+            call.module.max_pool2d_int8_forward(*call.pointers, (*arr.shape, oh, ow), window, arr.dtype == np.int8,
+                                                call.stream, call.device)
+    elif target.size:
         _cpu.max_pool2d_int8_forward(arr, target, *window[:6])  # no dilation, floor mode
     return finish_output(target, result, out, kind)
