@@ -62,7 +62,7 @@ emulator() {
   local target="-arch=sm_${cc:-90}"
   [[ "$archs" == 90a ]] && target="-gencode=arch=compute_90a,code=sm_90a -DFG_SM90A_BUILT"
   nvcc -O2 -std=c++17 $target --expt-relaxed-constexpr -Xcompiler -fPIC -shared -I cuda -I cpp \
-    $("$py" -m pybind11 --includes) cuda/common/emulator/selftest.cu cuda/common/cuda_check.cu \
+    $("$py" -m pybind11 --includes) cuda/common/emulator/selftest.cu cuda/common/emulator/selftest_tensor_cores.cu cuda/common/cuda_check.cu \
     tests/emulator/selftest_gpu_module.cu -o "$build/fusegrad_selftest_gpu$("$py"-config --extension-suffix 2>/dev/null || echo .so)" &&
   PYTHONPATH="$build" FUSEGRAD_SELFTEST_MODULE=fusegrad_selftest_gpu \
     "$py" -m pytest -q -p no:cacheprovider --noconftest -rs tests/emulator

@@ -20,7 +20,7 @@ if(FUSEGRAD_CUDA_EMULATED)
     ${FG_EMULATOR_DIR}/warp.cpp
   )
   set(FG_EMULATED_WRAPPERS)
-  foreach(cu IN LISTS FG_CUDA_SOURCES ITEMS cuda/common/emulator/selftest.cu)
+  foreach(cu IN LISTS FG_CUDA_SOURCES ITEMS cuda/common/emulator/selftest.cu cuda/common/emulator/selftest_tensor_cores.cu)
     string(MAKE_C_IDENTIFIER "${cu}" wrapper_name)
     set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/emulated/${wrapper_name}.cpp)
     file(CONFIGURE OUTPUT ${wrapper}

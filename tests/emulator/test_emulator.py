@@ -1,7 +1,7 @@
 """The host SIMT emulator (fusegrad._cuda_emulated), through the self-test kernels of
-cuda/common/emulator/selftest.cu: every emulated feature against a plain reference, every class of
-kernel bug the emulator must report (with the message it must give), and the real kernels of
-_cuda running on it.
+cuda/common/emulator/selftest.cu and selftest_tensor_cores.cu: every emulated feature against a
+plain reference, every class of kernel bug the emulator must report (with the message it must
+give), and the real kernels of _cuda running on it.
 
 FUSEGRAD_SELFTEST_MODULE names another module exposing the same selftest_* functions (the
 self-tests built with nvcc, see gpu_check.sh): then the tests that need the emulator itself skip
