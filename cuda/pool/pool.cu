@@ -229,6 +229,93 @@ max_backward_dilated_kernel(const PoolGeometry g, const float* __restrict__ gy, 
   }
 }
 
+// ---- backward where the windows tile the input ------------------------------------------------------
+
+// Where no two windows share a pixel (kernel <= stride, no dilation: 2x2 stride 2 above all), the
+// gather above would run a thread per input channel vector (four times the forward's threads for
+// 2x2) to find the one window that holds it, redoing the index arithmetic each time. Instead a
+// thread takes one channel vector of an output pixel and writes its whole cell: the stride x
+// stride pixels from its window's first row and column, clipped to the input, and on the last
+// output row (column) every row (column) to the input's end. Cells cover the input once, so gx is
+// written once, each gy value read once, with the forward's arithmetic; pixels of a cell outside
+// its window (gaps between windows, the input's uncovered end) get zeros.
+inline bool windows_tile(const PoolGeometry& g) {
+  return g.kh <= g.sh && g.kw <= g.sw && g.dh == 1 && g.dw == 1 && g.oh > 0 && g.ow > 0;
+}
+
+__device__ __forceinline__ Window cell_of(const PoolGeometry& g, const OutputPixel& o) {
+  const int64_t hs = o.oh * g.sh - g.ph, ws = o.ow * g.sw - g.pw;
+  return {max(hs, int64_t(0)), o.oh == g.oh - 1 ? g.h : min(hs + g.sh, g.h), max(ws, int64_t(0)),
+          o.ow == g.ow - 1 ? g.w : min(ws + g.sw, g.w)};
+}
+
+__device__ __forceinline__ bool inside(const Window& win, int64_t ih, int64_t iw) {
+  return ih >= win.h0 && ih < win.h1 && iw >= win.w0 && iw < win.w1;
+}
+
+// Max pooling's: a pixel of the window gets the gradient whose index names it (0 + g, as the
+// CPU's scatter into zeros: -0 becomes +0). With kCheck, the indices that name no pixel of their
+// window are counted into `bad`; like every index that names no pixel, they contribute nothing.
+template <int kW, bool kCheck>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+max_backward_tiled_kernel(const PoolGeometry g, const float* __restrict__ gy, const int32_t* __restrict__ indices,
+                          float* __restrict__ gx, unsigned long long* bad) {
+  const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
+  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
+    const OutputPixel o = output_pixel(g, q);
+    const Window cell = cell_of(g, o);
+    float* plane = gx + o.n * g.h * g.w * g.c;
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      int32_t id[kW];
+      float gv[kW];
+      load_vec<kW>(indices + q * g.c + v * kW, id);
+      load_vec<kW>(gy + q * g.c + v * kW, gv);
+      if constexpr (kCheck) {
+        unsigned misplaced = 0;
+#pragma unroll
+        for (int l = 0; l < kW; ++l) misplaced += !names_a_tap(g, o.win, id[l]);
+        if (misplaced) atomicAdd(bad, static_cast<unsigned long long>(misplaced));
+      }
+      for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
+        for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
+          const int32_t pos = static_cast<int32_t>(ih * g.w + iw);
+          const bool in_window = inside(o.win, ih, iw);
+          float out[kW];
+#pragma unroll
+          for (int l = 0; l < kW; ++l) out[l] = in_window && id[l] == pos ? 0.0f + gv[l] : 0.0f;
+          store_vec<kW>(plane + int64_t(pos) * g.c + v * kW, out);
+        }
+    }
+  }
+}
+
+// Average pooling's: every pixel of the window gets g times the divisor (fmaf(g, 1/count, 0), the
+// gather's and the CPU's value for a pixel of one window).
+template <int kW>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+avg_backward_tiled_kernel(const PoolGeometry g, const float* __restrict__ gy, float* __restrict__ gx,
+                          bool include_pad) {
+  const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
+  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
+    const OutputPixel o = output_pixel(g, q);
+    const Window cell = cell_of(g, o);
+    const float scale = inv_count(g, o.oh, o.ow, o.win, include_pad);
+    float* plane = gx + o.n * g.h * g.w * g.c;
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      float gv[kW];
+      load_vec<kW>(gy + q * g.c + v * kW, gv);
+      for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
+        for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
+          const bool in_window = inside(o.win, ih, iw);
+          float out[kW];
+#pragma unroll
+          for (int l = 0; l < kW; ++l) out[l] = in_window ? fmaf(gv[l], scale, 0.0f) : 0.0f;
+          store_vec<kW>(plane + (ih * g.w + iw) * g.c + v * kW, out);
+        }
+    }
+  }
+}
+
 // Average pooling: as max_forward_kernel, summing the window in row-major order (the CPU's order)
 // and scaling once by the divisor.
 template <int kW>
@@ -343,6 +430,18 @@ void max_pool2d_backward(const PoolGeometry& g, const float* gy, const int32_t* 
                          unsigned long long* bad, cudaStream_t stream, int device) {
   DeviceGuard guard(device);
   const bool vec = vectorised(g.c, {gy, indices, gx});
+  if (windows_tile(g)) {
+    const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
+    if (vec && bad)
+      FG_LAUNCH((max_backward_tiled_kernel<4, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
+    else if (vec)
+      FG_LAUNCH((max_backward_tiled_kernel<4, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
+    else if (bad)
+      FG_LAUNCH((max_backward_tiled_kernel<1, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
+    else
+      FG_LAUNCH((max_backward_tiled_kernel<1, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
+    return;
+  }
   const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
   if (g.dh != 1 || g.dw != 1) {
     if (vec && bad)
@@ -374,6 +473,12 @@ void avg_pool2d_backward(const PoolGeometry& g, const float* gy, float* gx, bool
                          cudaStream_t stream, int device) {
   DeviceGuard guard(device);
   const bool vec = vectorised(g.c, {gy, gx});
+  if (windows_tile(g)) {
+    const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
+    if (vec) FG_LAUNCH(avg_backward_tiled_kernel<4>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
+    else FG_LAUNCH(avg_backward_tiled_kernel<1>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
+    return;
+  }
   const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
   if (vec) FG_LAUNCH(avg_backward_kernel<4>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
   else FG_LAUNCH(avg_backward_kernel<1>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);

@@ -6,7 +6,8 @@
 //
 // Backward passes gather from the input side: each input pixel sums the gradients of the output
 // windows that hold it, in output order. No atomics, so the result is deterministic and equal to
-// the CPU's scatter, which adds in the same order.
+// the CPU's scatter, which adds in the same order. Where no two windows share a pixel (kernel <=
+// stride), each output pixel instead writes the input cell it alone covers (pool.cu).
 #pragma once
 #include <cuda_runtime.h>
 

@@ -9,8 +9,9 @@ import pytest
 from fusegrad import ops
 
 CHANNELS = [1, 3, 4, 5, 63, 64, 65]
-# (kernel_size, stride, padding): disjoint, overlapping with padding, asymmetric, dense, gapped.
-GEOMETRIES = [(2, None, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0)), (3, 1, 1), (2, 3, 0)]
+# (kernel_size, stride, padding): disjoint, overlapping with padding, asymmetric, dense, gapped,
+# gapped rows and disjoint columns with padding.
+GEOMETRIES = [(2, None, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0)), (3, 1, 1), (2, 3, 0), ((2, 3), 3, 1)]
 
 
 # ---- float64 references -------------------------------------------------------------------------
@@ -22,6 +23,13 @@ def _geo(h, w, k, s, p):
     sh, sw = (s, s) if isinstance(s, int) else s
     ph, pw = (p, p) if isinstance(p, int) else p
     return kh, kw, sh, sw, ph, pw, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def backward_kernel(kind, geo):
+    """The backward kernel for these windows: where no two share a pixel (kernel <= stride, no
+    dilation), each output pixel's thread writes its own cell of the input (pool.cu)."""
+    kh, kw, sh, sw, *_ = _geo(1, 1, *geo)
+    return f"{kind}_backward_tiled_kernel" if kh <= sh and kw <= sw else f"{kind}_backward_kernel"
 
 
 def _windows(shape, k, s, p):
@@ -101,7 +109,7 @@ def test_max_pool_channels(cuda_device, rng, c, geo):
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(
         cuda_device.array(g), cuda_device.array(ind), x.shape, *geo, check_indices=True))
-    cuda_device.assert_ran(kernels, f"max_backward_kernel<{4 if c % 4 == 0 else 1}, true>")
+    cuda_device.assert_ran(kernels, f"{backward_kernel('max', geo)}<{4 if c % 4 == 0 else 1}, true>")
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
     # The gather adds in the CPU scatter's order: the same bits.
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, *geo))
@@ -117,7 +125,7 @@ def test_max_pool_geometries(cuda_device, rng, geo):
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(ind),
                                                                  x.shape, *geo))
-    cuda_device.assert_ran(kernels, "max_backward_kernel<4, false>")
+    cuda_device.assert_ran(kernels, f"{backward_kernel('max', geo)}<4, false>")
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, ind, x.shape, *geo))
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
 
@@ -149,8 +157,38 @@ def test_max_pool_misaligned_views_take_the_scalar_path(cuda_device, rng):
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.misaligned(g),
                                                                  cuda_device.array(ind), x.shape, 2))
-    cuda_device.assert_ran(kernels, "max_backward_kernel<1, false>")
+    cuda_device.assert_ran(kernels, "max_backward_tiled_kernel<1, false>")
     np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, 2))
+    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.misaligned(g),
+                                                                 cuda_device.array(ind), x.shape, 3, 2, 1))
+    cuda_device.assert_ran(kernels, "max_backward_kernel<1, false>")
+
+
+# Windows that tile the input with a partial last window (ceil mode), input rows and columns past
+# the last window, gaps, padding: every pixel of gx is written once, by the cell that holds it.
+TILED = [((2, None, 0), False), ((2, None, 0), True), ((3, None, 1), True), (((2, 3), (3, 4), (1, 0)), True),
+         ((1, 3, 0), False)]
+
+
+@pytest.mark.parametrize("c", [4, 5])
+@pytest.mark.parametrize("geo,ceil", TILED)
+def test_backward_of_tiling_windows(cuda_device, rng, geo, ceil, c):
+    vec = 4 if c % 4 == 0 else 1
+    x = distinct_values(rng, (2, 7, 9, c))
+    y, ind = ops.max_pool2d(x, *geo, ceil_mode=ceil, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    g[0, 0, 0, 0] = -0.0  # the CPU's scatter into zeros gives +0: compared bit for bit
+    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(
+        cuda_device.array(g), cuda_device.array(ind), x.shape, *geo, ceil_mode=ceil, check_indices=True))
+    cuda_device.assert_ran(kernels, f"max_backward_tiled_kernel<{vec}, true>")
+    cpu = ops.max_pool2d_backward(g, ind, x.shape, *geo, ceil_mode=ceil)
+    np.testing.assert_array_equal(gx.view(np.uint32), cpu.view(np.uint32))
+    for include_pad in (True, False):
+        gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(
+            cuda_device.array(g), x.shape, *geo, ceil_mode=ceil, count_include_pad=include_pad))
+        cuda_device.assert_ran(kernels, f"avg_backward_tiled_kernel<{vec}>")
+        cpu = ops.avg_pool2d_backward(g, x.shape, *geo, ceil_mode=ceil, count_include_pad=include_pad)
+        np.testing.assert_array_equal(gx.view(np.uint32), cpu.view(np.uint32))
 
 
 def test_max_pool_strided_input_and_out(cuda_device, rng):
@@ -199,6 +237,20 @@ def test_max_pool_backward_indices_outside_their_window(cuda_device, rng, geo):
     np.testing.assert_allclose(gx, ref_max_pool_backward(g_kept, ind, x.shape), rtol=1e-6, atol=1e-6)
 
 
+def test_tiled_backward_ignores_an_index_into_its_cells_uncovered_end(cuda_device, rng):
+    x = distinct_values(rng, (1, 5, 5, 4))
+    y, ind = ops.max_pool2d(x, 2, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    bad = ind.copy()
+    bad[0, 1, 1, 0] = 24  # pixel (4, 4): in the last cell, which writes it, but in no window
+    with pytest.raises(ValueError, match="1 indices do not name a pixel of their pooling window"):
+        ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(bad), x.shape, 2, check_indices=True)
+    gx = cuda_device.host(ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(bad), x.shape, 2))
+    g_kept = g.copy()
+    g_kept[0, 1, 1, 0] = 0
+    np.testing.assert_array_equal(gx, ref_max_pool_backward(g_kept, ind, x.shape).astype(np.float32))
+
+
 def test_max_pool_backward_int64_indices_and_device_mismatch(cuda_device, rng):
     x = distinct_values(rng, (1, 4, 4, 4))
     y, ind = ops.max_pool2d(x, 2, return_indices=True)
@@ -226,7 +278,7 @@ def test_avg_pool(cuda_device, rng, geo, include_pad):
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, *geo,
                                                                  count_include_pad=include_pad))
-    cuda_device.assert_ran(kernels, "avg_backward_kernel<1>")
+    cuda_device.assert_ran(kernels, f"{backward_kernel('avg', geo)}<1>")
     np.testing.assert_allclose(gx, ref_avg_pool_backward(g, x.shape, *geo, include_pad=include_pad),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, ops.avg_pool2d_backward(g, x.shape, *geo, count_include_pad=include_pad),
