@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import numpy as np
@@ -68,6 +69,17 @@ class CudaDevice:
 
     def host(self, x) -> np.ndarray:
         return fusegrad._backend.to_host(x)
+
+    @contextlib.contextmanager
+    def cpu(self):
+        """The CPU kernels for NumPy arrays inside the block, as on a GPU. The emulator's context
+        otherwise runs fusegrad.ops on NumPy arrays on the emulated device, so a reference
+        computed with NumPy arrays would be the emulated kernel compared with itself."""
+        saved, fusegrad._backend.emulating = fusegrad._backend.emulating, False
+        try:
+            yield
+        finally:
+            fusegrad._backend.emulating = saved
 
     def kernels(self) -> list | None:
         """The kernels launched so far in this test (emulated only; None on a GPU)."""

@@ -60,25 +60,14 @@ __device__ __forceinline__ int taps_between(int64_t first, int64_t end, int64_t 
   return static_cast<int>(dil == 1 ? end - first : divmod(end - first + dil - 1, dil, unused));
 }
 
-// The outputs [o0, o1] along one axis whose windows cover input position i.
-__device__ __forceinline__ void covering(int64_t i, int64_t k, int64_t s, int64_t p, int64_t count, int64_t& o0,
-                                         int64_t& o1) {
-  int64_t unused;
-  const int64_t padded = i + p;
-  o0 = padded < k ? 0 : divmod(padded - k, s, unused) + 1;
-  o1 = min(divmod(padded, s, unused), count - 1);
-}
-
-// PyTorch's divisor, as the CPU computes it: with count_include_pad the window clipped to the
-// padded input, otherwise the real pixels in it.
-__device__ __forceinline__ float inv_count(const PoolGeometry& g, int64_t oh, int64_t ow, const Window& win,
-                                           bool include_pad) {
-  if (include_pad) {
-    const int64_t hs = oh * g.sh - g.ph, ws = ow * g.sw - g.pw;
-    const int64_t hn = min(hs + g.kh, g.h + g.ph) - hs, wn = min(ws + g.kw, g.w + g.pw) - ws;
-    return 1.0f / (static_cast<float>(hn) * static_cast<float>(wn));
-  }
-  return 1.0f / static_cast<float>((win.h1 - win.h0) * (win.w1 - win.w0));
+// 1 / PyTorch's divisor of average-pooling window (oh, ow), as the CPU computes it: with
+// count_include_pad the window clipped to the padded input, otherwise the real pixels in it.
+__device__ __forceinline__ float inv_count(const PoolGeometry& g, int64_t oh, int64_t ow, bool include_pad) {
+  const int64_t hs = oh * g.sh - g.ph, ws = ow * g.sw - g.pw;
+  const int64_t h0 = include_pad ? hs : max(hs, int64_t(0)), w0 = include_pad ? ws : max(ws, int64_t(0));
+  const int64_t h1 = min(hs + g.kh, include_pad ? g.h + g.ph : g.h);
+  const int64_t w1 = min(ws + g.kw, include_pad ? g.w + g.pw : g.w);
+  return 1.0f / (static_cast<float>(h1 - h0) * static_cast<float>(w1 - w0));
 }
 
 
@@ -160,45 +149,12 @@ __device__ __forceinline__ void take_window(const PoolGeometry& g, const float* 
   }
 }
 
-// Max-pool backward as a gather: a thread takes one channel vector of an input pixel and adds the
-// gradients of the windows that cover it whose index names it, in output order (the CPU's scatter
-// adds in that order too). No atomics on gx, so no zero-fill pass and a deterministic result.
-// With `bad`, each window's first pixel also checks that the window's indices lie inside it and
-// counts those that do not (they match no pixel, so they contribute nothing).
-template <int kW, bool kCheck>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-max_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, const int32_t* __restrict__ indices,
-                    float* __restrict__ gx, unsigned long long* bad) {
-  const int64_t vectors = g.c / kW, pixels = g.n * g.h * g.w;
-  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
-    int64_t iw, ih, oh0, oh1, ow0, ow1;
-    const int64_t n = divmod(divmod(q, g.w, iw), g.h, ih);
-    covering(ih, g.kh, g.sh, g.ph, g.oh, oh0, oh1);
-    covering(iw, g.kw, g.sw, g.pw, g.ow, ow0, ow1);
-    const int32_t pos = static_cast<int32_t>(ih * g.w + iw);
-    const int64_t out_plane = n * g.oh * g.ow * g.c;
-    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-      float acc[kW] = {};
-      unsigned misplaced = 0;
-      // The covering windows in output order as one flat loop (unrolled: several loads in flight).
-      const int cols = static_cast<int>(ow1 - ow0 + 1), count = max(static_cast<int>(oh1 - oh0 + 1), 0) * max(cols, 0);
-      int64_t oh = oh0, ow = ow0, o = out_plane + (oh0 * g.ow + ow0) * g.c + v * kW;
-#pragma unroll kUnroll
-      for (int t = 0; t < count; ++t) {
-        take_window<kW, kCheck>(g, gy, indices, o, oh, ow, ih, iw, pos, acc, misplaced);
-        const bool wrap = ++ow > ow1;
-        oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
-      }
-      store_vec<kW>(gx + q * g.c + v * kW, acc);
-      if (kCheck && misplaced) atomicAdd(bad, static_cast<unsigned long long>(misplaced));
-    }
-  }
-}
-
-// Max-pool backward with dilation, as a gather too: the windows that hold an input pixel are no
-// longer a rectangle of outputs, so a thread walks the taps instead. Tap (i, j) of output (oh, ow)
-// lands on (ih, iw) when oh·sh = ih + ph − i·dh and ow·sw = iw + pw − j·dw; taps from last to first
-// meet the outputs in increasing order, the order the CPU's scatter adds in. With `bad`, as above.
+// Max-pool backward with dilation, as a gather: a thread takes one channel vector of an input pixel
+// and walks the taps that can land on it, since the windows that hold it are not a run of outputs
+// (the cells below assume they are). Tap (i, j) of output (oh, ow) lands on (ih, iw) when
+// oh·sh = ih + ph − i·dh and ow·sw = iw + pw − j·dw; taps from last to first meet the outputs in
+// increasing order, the order the CPU's scatter adds in. With `bad`, each window's first pixel
+// counts the window's indices that name no tap of it (they contribute nothing).
 template <int kW, bool kCheck>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
 max_backward_dilated_kernel(const PoolGeometry g, const float* __restrict__ gy, const int32_t* __restrict__ indices,
@@ -229,48 +185,62 @@ max_backward_dilated_kernel(const PoolGeometry g, const float* __restrict__ gy, 
   }
 }
 
-// ---- backward where the windows tile the input ------------------------------------------------------
+// ---- backward without dilation: a thread per output pixel and its input cell ------------------------
 
-// Where no two windows share a pixel (kernel <= stride, no dilation: 2x2 stride 2 above all), the
-// gather above would run a thread per input channel vector (four times the forward's threads for
-// 2x2) to find the one window that holds it, redoing the index arithmetic each time. Instead a
-// thread takes one channel vector of an output pixel and writes its whole cell: the stride x
-// stride pixels from its window's first row and column, clipped to the input, and on the last
-// output row (column) every row (column) to the input's end. Cells cover the input once, so gx is
-// written once, each gy value read once, with the forward's arithmetic; pixels of a cell outside
-// its window (gaps between windows, the input's uncovered end) get zeros.
-inline bool windows_tile(const PoolGeometry& g) {
-  return g.kh <= g.sh && g.kw <= g.sw && g.dh == 1 && g.dw == 1 && g.oh > 0 && g.ow > 0;
+// A thread takes one channel vector of an output pixel, as in the forward, and writes every input
+// pixel of its cell: the stride x stride pixels from its window's first row and column, clipped to
+// the input, and on the last output row (column) every row (column) to the input's end. The cells
+// partition the input, so gx is written once, without atomics. A pixel sums the gradients of the
+// windows that hold it, in output order (the order the CPU's scatter adds in): they lie among its
+// cell's window and the span - 1 before it on each axis (span = ceil(k / s): 1 where the windows
+// tile the input, 2 for 3x3 stride 2). A thread per input pixel would run s² times the threads,
+// each redoing the index arithmetic that finds its windows.
+struct Span {
+  int64_t h, w;
+};
+
+inline Span window_span(const PoolGeometry& g) { return {(g.kh + g.sh - 1) / g.sh, (g.kw + g.sw - 1) / g.sw}; }
+
+__device__ __forceinline__ Window cell_of(const PoolGeometry& g, int64_t oh, int64_t ow) {
+  const int64_t hs = oh * g.sh - g.ph, ws = ow * g.sw - g.pw;
+  return {max(hs, int64_t(0)), oh == g.oh - 1 ? g.h : min(hs + g.sh, g.h), max(ws, int64_t(0)),
+          ow == g.ow - 1 ? g.w : min(ws + g.sw, g.w)};
 }
 
-__device__ __forceinline__ Window cell_of(const PoolGeometry& g, const OutputPixel& o) {
-  const int64_t hs = o.oh * g.sh - g.ph, ws = o.ow * g.sw - g.pw;
-  return {max(hs, int64_t(0)), o.oh == g.oh - 1 ? g.h : min(hs + g.sh, g.h), max(ws, int64_t(0)),
-          o.ow == g.ow - 1 ? g.w : min(ws + g.sw, g.w)};
+// Calls take(a, b, o) for the windows (a, b) that hold input pixel (ih, iw) of the cell of (oh, ow),
+// in output order; o: the window's flat output pixel in its image.
+template <class Take>
+__device__ __forceinline__ void windows_holding(const PoolGeometry& g, Span span, int64_t oh, int64_t ow, int64_t ih,
+                                                int64_t iw, Take&& take) {
+#pragma unroll 1
+  for (int64_t a = max(oh - span.h + 1, int64_t(0)); a <= oh; ++a) {
+    const int64_t hs = a * g.sh - g.ph;
+    if (ih < hs || ih >= hs + g.kh) continue;
+#pragma unroll 1
+    for (int64_t b = max(ow - span.w + 1, int64_t(0)); b <= ow; ++b) {
+      const int64_t ws = b * g.sw - g.pw;
+      if (iw >= ws && iw < ws + g.kw) take(a, b, a * g.ow + b);
+    }
+  }
 }
 
-__device__ __forceinline__ bool inside(const Window& win, int64_t ih, int64_t iw) {
-  return ih >= win.h0 && ih < win.h1 && iw >= win.w0 && iw < win.w1;
-}
-
-// Max pooling's: a pixel of the window gets the gradient whose index names it (0 + g, as the
-// CPU's scatter into zeros: -0 becomes +0). With kCheck, the indices that name no pixel of their
-// window are counted into `bad`; like every index that names no pixel, they contribute nothing.
+// Max pooling's: a window adds its gradient to the pixel its index names. With kCheck, each window
+// counts its indices that name no pixel of it into `bad`; like every index that names no pixel,
+// they contribute nothing.
 template <int kW, bool kCheck>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
-max_backward_tiled_kernel(const PoolGeometry g, const float* __restrict__ gy, const int32_t* __restrict__ indices,
-                          float* __restrict__ gx, unsigned long long* bad) {
+max_backward_kernel(const PoolGeometry g, const Span span, const float* __restrict__ gy,
+                    const int32_t* __restrict__ indices, float* __restrict__ gx, unsigned long long* bad) {
   const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
   for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
     const OutputPixel o = output_pixel(g, q);
-    const Window cell = cell_of(g, o);
+    const Window cell = cell_of(g, o.oh, o.ow);
+    const int64_t image = o.n * g.oh * g.ow;
     float* plane = gx + o.n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-      int32_t id[kW];
-      float gv[kW];
-      load_vec<kW>(indices + q * g.c + v * kW, id);
-      load_vec<kW>(gy + q * g.c + v * kW, gv);
       if constexpr (kCheck) {
+        int32_t id[kW];
+        load_vec<kW>(indices + q * g.c + v * kW, id);
         unsigned misplaced = 0;
 #pragma unroll
         for (int l = 0; l < kW; ++l) misplaced += !names_a_tap(g, o.win, id[l]);
@@ -279,40 +249,43 @@ max_backward_tiled_kernel(const PoolGeometry g, const float* __restrict__ gy, co
       for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
         for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
           const int32_t pos = static_cast<int32_t>(ih * g.w + iw);
-          const bool in_window = inside(o.win, ih, iw);
-          float out[kW];
-#pragma unroll
-          for (int l = 0; l < kW; ++l) out[l] = in_window && id[l] == pos ? 0.0f + gv[l] : 0.0f;
-          store_vec<kW>(plane + int64_t(pos) * g.c + v * kW, out);
+          float acc[kW] = {};
+          unsigned unused = 0;
+          windows_holding(g, span, o.oh, o.ow, ih, iw, [&](int64_t a, int64_t b, int64_t w) {
+            take_window<kW, false>(g, gy, indices, (image + w) * g.c + v * kW, a, b, ih, iw, pos, acc, unused);
+          });
+          store_vec<kW>(plane + int64_t(pos) * g.c + v * kW, acc);
         }
     }
   }
 }
 
-// Average pooling's: every pixel of the window gets g times the divisor (fmaf(g, 1/count, 0), the
-// gather's and the CPU's value for a pixel of one window).
+// Average pooling's: a window adds its gradient times its divisor (fmaf, as the CPU's accumulation).
 template <int kW>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
-avg_backward_tiled_kernel(const PoolGeometry g, const float* __restrict__ gy, float* __restrict__ gx,
-                          bool include_pad) {
+avg_backward_kernel(const PoolGeometry g, const Span span, const float* __restrict__ gy, float* __restrict__ gx,
+                    bool include_pad) {
   const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
   for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
     const OutputPixel o = output_pixel(g, q);
-    const Window cell = cell_of(g, o);
-    const float scale = inv_count(g, o.oh, o.ow, o.win, include_pad);
+    const Window cell = cell_of(g, o.oh, o.ow);
+    const int64_t image = o.n * g.oh * g.ow;
     float* plane = gx + o.n * g.h * g.w * g.c;
-    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-      float gv[kW];
-      load_vec<kW>(gy + q * g.c + v * kW, gv);
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x)
+#pragma unroll 1
       for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
+#pragma unroll 1
         for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
-          const bool in_window = inside(o.win, ih, iw);
-          float out[kW];
+          float acc[kW] = {};
+          windows_holding(g, span, o.oh, o.ow, ih, iw, [&](int64_t a, int64_t b, int64_t w) {
+            const float scale = inv_count(g, a, b, include_pad);
+            float gv[kW];
+            load_vec<kW>(gy + (image + w) * g.c + v * kW, gv);
 #pragma unroll
-          for (int l = 0; l < kW; ++l) out[l] = in_window ? fmaf(gv[l], scale, 0.0f) : 0.0f;
-          store_vec<kW>(plane + (ih * g.w + iw) * g.c + v * kW, out);
+            for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
+          });
+          store_vec<kW>(plane + (ih * g.w + iw) * g.c + v * kW, acc);
         }
-    }
   }
 }
 
@@ -326,7 +299,7 @@ avg_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
     const OutputPixel o = output_pixel(g, q);
     const int64_t n = o.n, oh = o.oh, ow = o.ow;
     const Window& win = o.win;
-    const float scale = inv_count(g, oh, ow, win, include_pad);
+    const float scale = inv_count(g, oh, ow, include_pad);
     const float* plane = x + n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       float acc[kW] = {};
@@ -344,37 +317,6 @@ avg_forward_kernel(const PoolGeometry g, const float* __restrict__ x, float* __r
 #pragma unroll
       for (int l = 0; l < kW; ++l) acc[l] *= scale;
       store_vec<kW>(y + q * g.c + v * kW, acc);
-    }
-  }
-}
-
-// Average-pool backward as a gather: an input pixel's gradient is the sum, in output order, of
-// gy * divisor over the windows that cover it (fmaf, as the CPU's accumulation).
-template <int kW>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-avg_backward_kernel(const PoolGeometry g, const float* __restrict__ gy, float* __restrict__ gx, bool include_pad) {
-  const int64_t vectors = g.c / kW, pixels = g.n * g.h * g.w;
-  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
-    int64_t iw, ih, oh0, oh1, ow0, ow1;
-    const int64_t n = divmod(divmod(q, g.w, iw), g.h, ih);
-    covering(ih, g.kh, g.sh, g.ph, g.oh, oh0, oh1);
-    covering(iw, g.kw, g.sw, g.pw, g.ow, ow0, ow1);
-    const int64_t out_plane = n * g.oh * g.ow * g.c;
-    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-      float acc[kW] = {};
-      const int cols = static_cast<int>(ow1 - ow0 + 1), count = max(static_cast<int>(oh1 - oh0 + 1), 0) * max(cols, 0);
-      int64_t oh = oh0, ow = ow0, o = out_plane + (oh0 * g.ow + ow0) * g.c + v * kW;
-#pragma unroll kUnroll
-      for (int t = 0; t < count; ++t) {
-        const float scale = inv_count(g, oh, ow, window_of(g, oh, ow), include_pad);
-        float gv[kW];
-        load_vec<kW>(gy + o, gv);
-#pragma unroll
-        for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
-        const bool wrap = ++ow > ow1;
-        oh += wrap, ow = wrap ? ow0 : ow, o += (wrap ? g.ow - cols + 1 : 1) * g.c;
-      }
-      store_vec<kW>(gx + q * g.c + v * kW, acc);
     }
   }
 }
@@ -430,20 +372,8 @@ void max_pool2d_backward(const PoolGeometry& g, const float* gy, const int32_t* 
                          unsigned long long* bad, cudaStream_t stream, int device) {
   DeviceGuard guard(device);
   const bool vec = vectorised(g.c, {gy, indices, gx});
-  if (windows_tile(g)) {
-    const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
-    if (vec && bad)
-      FG_LAUNCH((max_backward_tiled_kernel<4, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-    else if (vec)
-      FG_LAUNCH((max_backward_tiled_kernel<4, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-    else if (bad)
-      FG_LAUNCH((max_backward_tiled_kernel<1, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-    else
-      FG_LAUNCH((max_backward_tiled_kernel<1, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-    return;
-  }
-  const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
   if (g.dh != 1 || g.dw != 1) {
+    const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
     if (vec && bad)
       FG_LAUNCH((max_backward_dilated_kernel<4, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
     else if (vec)
@@ -454,10 +384,12 @@ void max_pool2d_backward(const PoolGeometry& g, const float* gy, const int32_t* 
       FG_LAUNCH((max_backward_dilated_kernel<1, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
     return;
   }
-  if (vec && bad) FG_LAUNCH((max_backward_kernel<4, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-  else if (vec) FG_LAUNCH((max_backward_kernel<4, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-  else if (bad) FG_LAUNCH((max_backward_kernel<1, true>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
-  else FG_LAUNCH((max_backward_kernel<1, false>), l.grid, l.block, 0, stream, g, gy, indices, gx, bad);
+  const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
+  const Span span = window_span(g);
+  if (vec && bad) FG_LAUNCH((max_backward_kernel<4, true>), l.grid, l.block, 0, stream, g, span, gy, indices, gx, bad);
+  else if (vec) FG_LAUNCH((max_backward_kernel<4, false>), l.grid, l.block, 0, stream, g, span, gy, indices, gx, bad);
+  else if (bad) FG_LAUNCH((max_backward_kernel<1, true>), l.grid, l.block, 0, stream, g, span, gy, indices, gx, bad);
+  else FG_LAUNCH((max_backward_kernel<1, false>), l.grid, l.block, 0, stream, g, span, gy, indices, gx, bad);
 }
 
 void avg_pool2d_forward(const PoolGeometry& g, const float* x, float* y, bool count_include_pad,
@@ -473,15 +405,10 @@ void avg_pool2d_backward(const PoolGeometry& g, const float* gy, float* gx, bool
                          cudaStream_t stream, int device) {
   DeviceGuard guard(device);
   const bool vec = vectorised(g.c, {gy, gx});
-  if (windows_tile(g)) {
-    const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
-    if (vec) FG_LAUNCH(avg_backward_tiled_kernel<4>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
-    else FG_LAUNCH(avg_backward_tiled_kernel<1>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
-    return;
-  }
-  const PixelLaunch l = pixel_launch(g.n * g.h * g.w, vec ? g.c / 4 : g.c, device);
-  if (vec) FG_LAUNCH(avg_backward_kernel<4>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
-  else FG_LAUNCH(avg_backward_kernel<1>, l.grid, l.block, 0, stream, g, gy, gx, count_include_pad);
+  const PixelLaunch l = pixel_launch(g.n * g.oh * g.ow, vec ? g.c / 4 : g.c, device);
+  const Span span = window_span(g);
+  if (vec) FG_LAUNCH(avg_backward_kernel<4>, l.grid, l.block, 0, stream, g, span, gy, gx, count_include_pad);
+  else FG_LAUNCH(avg_backward_kernel<1>, l.grid, l.block, 0, stream, g, span, gy, gx, count_include_pad);
 }
 
 void max_pool2d_int8_forward(const PoolGeometry& g, const uint8_t* x, uint8_t* y, bool is_signed, cudaStream_t stream,

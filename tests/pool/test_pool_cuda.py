@@ -25,13 +25,6 @@ def _geo(h, w, k, s, p):
     return kh, kw, sh, sw, ph, pw, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def backward_kernel(kind, geo):
-    """The backward kernel for these windows: where no two share a pixel (kernel <= stride, no
-    dilation), each output pixel's thread writes its own cell of the input (pool.cu)."""
-    kh, kw, sh, sw, *_ = _geo(1, 1, *geo)
-    return f"{kind}_backward_tiled_kernel" if kh <= sh and kw <= sw else f"{kind}_backward_kernel"
-
-
 def _windows(shape, k, s, p):
     """(i, j, a0, a1, b0, b1, kh * kw) of every output pixel: its window clipped to the input."""
     _, h, w, _ = shape
@@ -102,17 +95,19 @@ def test_max_pool_channels(cuda_device, rng, c, geo):
     ref_y, ref_ind = ref_max_pool(x, *geo)
     np.testing.assert_array_equal(y, ref_y.astype(np.float32))
     np.testing.assert_array_equal(ind, ref_ind)
-    cpu_y, cpu_ind = ops.max_pool2d(x, *geo, return_indices=True)
+    with cuda_device.cpu():
+        cpu_y, cpu_ind = ops.max_pool2d(x, *geo, return_indices=True)
     np.testing.assert_array_equal(y, cpu_y)
     np.testing.assert_array_equal(ind, cpu_ind)
 
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(
         cuda_device.array(g), cuda_device.array(ind), x.shape, *geo, check_indices=True))
-    cuda_device.assert_ran(kernels, f"{backward_kernel('max', geo)}<{4 if c % 4 == 0 else 1}, true>")
+    cuda_device.assert_ran(kernels, f"max_backward_kernel<{4 if c % 4 == 0 else 1}, true>")
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
-    # The gather adds in the CPU scatter's order: the same bits.
-    np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, *geo))
+    # The windows are added in the CPU scatter's order: the same bits.
+    with cuda_device.cpu():
+        np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, *geo))
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES)
@@ -125,8 +120,9 @@ def test_max_pool_geometries(cuda_device, rng, geo):
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.array(g), cuda_device.array(ind),
                                                                  x.shape, *geo))
-    cuda_device.assert_ran(kernels, f"{backward_kernel('max', geo)}<4, false>")
-    np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, ind, x.shape, *geo))
+    cuda_device.assert_ran(kernels, "max_backward_kernel<4, false>")
+    with cuda_device.cpu():
+        np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, ind, x.shape, *geo))
     np.testing.assert_allclose(gx, ref_max_pool_backward(g, ref_ind, x.shape), rtol=1e-6, atol=1e-6)
 
 
@@ -142,7 +138,8 @@ def test_max_pool_ties_nan_and_infinities(cuda_device):
         ref_y, ref_ind = ref_max_pool(x, *geo)
         np.testing.assert_array_equal(y, ref_y.astype(np.float32))
         np.testing.assert_array_equal(ind, ref_ind)
-        cpu_y, cpu_ind = ops.max_pool2d(x, *geo, return_indices=True)
+        with cuda_device.cpu():
+            cpu_y, cpu_ind = ops.max_pool2d(x, *geo, return_indices=True)
         np.testing.assert_array_equal(ind, cpu_ind)
 
 
@@ -151,43 +148,45 @@ def test_max_pool_misaligned_views_take_the_scalar_path(cuda_device, rng):
     xd = cuda_device.misaligned(x)
     (y, ind), kernels = cuda_device.run(lambda: ops.max_pool2d(xd, 2, return_indices=True))
     cuda_device.assert_ran(kernels, "max_forward_kernel<1, true>")
-    cpu_y, cpu_ind = ops.max_pool2d(x, 2, return_indices=True)
+    with cuda_device.cpu():
+        cpu_y, cpu_ind = ops.max_pool2d(x, 2, return_indices=True)
     np.testing.assert_array_equal(y, cpu_y)
     np.testing.assert_array_equal(ind, cpu_ind)
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.misaligned(g),
                                                                  cuda_device.array(ind), x.shape, 2))
-    cuda_device.assert_ran(kernels, "max_backward_tiled_kernel<1, false>")
-    np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, 2))
-    gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(cuda_device.misaligned(g),
-                                                                 cuda_device.array(ind), x.shape, 3, 2, 1))
     cuda_device.assert_ran(kernels, "max_backward_kernel<1, false>")
+    with cuda_device.cpu():
+        np.testing.assert_array_equal(gx, ops.max_pool2d_backward(g, cpu_ind, x.shape, 2))
 
 
-# Windows that tile the input with a partial last window (ceil mode), input rows and columns past
-# the last window, gaps, padding: every pixel of gx is written once, by the cell that holds it.
-TILED = [((2, None, 0), False), ((2, None, 0), True), ((3, None, 1), True), (((2, 3), (3, 4), (1, 0)), True),
-         ((1, 3, 0), False)]
+# The backward kernels write each output pixel's cell of the input (pool.cu): windows that tile the
+# input, with a partial last window (ceil mode), input rows and columns past the last window, gaps,
+# padding; and overlapping ones, up to three windows per axis on a pixel.
+CELLS = [((2, None, 0), False), ((2, None, 0), True), ((3, None, 1), True), (((2, 3), (3, 4), (1, 0)), True),
+         ((1, 3, 0), False), ((3, 2, 1), True), ((3, 2, 0), True), (((5, 3), (2, 1), (2, 1)), True)]
 
 
 @pytest.mark.parametrize("c", [4, 5])
-@pytest.mark.parametrize("geo,ceil", TILED)
-def test_backward_of_tiling_windows(cuda_device, rng, geo, ceil, c):
+@pytest.mark.parametrize("geo,ceil", CELLS)
+def test_backward_cells(cuda_device, rng, geo, ceil, c):
     vec = 4 if c % 4 == 0 else 1
     x = distinct_values(rng, (2, 7, 9, c))
-    y, ind = ops.max_pool2d(x, *geo, ceil_mode=ceil, return_indices=True)
+    with cuda_device.cpu():
+        y, ind = ops.max_pool2d(x, *geo, ceil_mode=ceil, return_indices=True)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    g[0, 0, 0, 0] = -0.0  # the CPU's scatter into zeros gives +0: compared bit for bit
     gx, kernels = cuda_device.run(lambda: ops.max_pool2d_backward(
         cuda_device.array(g), cuda_device.array(ind), x.shape, *geo, ceil_mode=ceil, check_indices=True))
-    cuda_device.assert_ran(kernels, f"max_backward_tiled_kernel<{vec}, true>")
-    cpu = ops.max_pool2d_backward(g, ind, x.shape, *geo, ceil_mode=ceil)
-    np.testing.assert_array_equal(gx.view(np.uint32), cpu.view(np.uint32))
+    cuda_device.assert_ran(kernels, f"max_backward_kernel<{vec}, true>")
+    with cuda_device.cpu():
+        cpu = ops.max_pool2d_backward(g, ind, x.shape, *geo, ceil_mode=ceil)
+    np.testing.assert_array_equal(gx.view(np.uint32), cpu.view(np.uint32))  # bit for bit
     for include_pad in (True, False):
         gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(
             cuda_device.array(g), x.shape, *geo, ceil_mode=ceil, count_include_pad=include_pad))
-        cuda_device.assert_ran(kernels, f"avg_backward_tiled_kernel<{vec}>")
-        cpu = ops.avg_pool2d_backward(g, x.shape, *geo, ceil_mode=ceil, count_include_pad=include_pad)
+        cuda_device.assert_ran(kernels, f"avg_backward_kernel<{vec}>")
+        with cuda_device.cpu():
+            cpu = ops.avg_pool2d_backward(g, x.shape, *geo, ceil_mode=ceil, count_include_pad=include_pad)
         np.testing.assert_array_equal(gx.view(np.uint32), cpu.view(np.uint32))
 
 
@@ -215,7 +214,8 @@ def test_max_pool_empty_sizes(cuda_device):
     # H = 0 with padding: each window holds no pixel; the CPU's values and indices.
     x = np.zeros((2, 0, 3, 4), np.float32)
     (y, ind), _ = cuda_device.run(lambda: ops.max_pool2d(cuda_device.array(x), 2, 1, 1, return_indices=True))
-    cpu_y, cpu_ind = ops.max_pool2d(x, 2, 1, 1, return_indices=True)
+    with cuda_device.cpu():
+        cpu_y, cpu_ind = ops.max_pool2d(x, 2, 1, 1, return_indices=True)
     np.testing.assert_array_equal(y, cpu_y)
     np.testing.assert_array_equal(ind, cpu_ind)
 
@@ -223,7 +223,8 @@ def test_max_pool_empty_sizes(cuda_device):
 @pytest.mark.parametrize("geo", [(2, None, 0), (3, 2, 1)])
 def test_max_pool_backward_indices_outside_their_window(cuda_device, rng, geo):
     x = distinct_values(rng, (1, 5, 5, 4))
-    y, ind = ops.max_pool2d(x, *geo, return_indices=True)
+    with cuda_device.cpu():
+        y, ind = ops.max_pool2d(x, *geo, return_indices=True)
     g = rng.standard_normal(y.shape).astype(np.float32)
     bad = ind.copy()
     bad[0, 0, 0, 1] = 24   # the last pixel: outside the first window
@@ -237,9 +238,10 @@ def test_max_pool_backward_indices_outside_their_window(cuda_device, rng, geo):
     np.testing.assert_allclose(gx, ref_max_pool_backward(g_kept, ind, x.shape), rtol=1e-6, atol=1e-6)
 
 
-def test_tiled_backward_ignores_an_index_into_its_cells_uncovered_end(cuda_device, rng):
+def test_max_backward_ignores_an_index_into_its_cells_uncovered_end(cuda_device, rng):
     x = distinct_values(rng, (1, 5, 5, 4))
-    y, ind = ops.max_pool2d(x, 2, return_indices=True)
+    with cuda_device.cpu():
+        y, ind = ops.max_pool2d(x, 2, return_indices=True)
     g = rng.standard_normal(y.shape).astype(np.float32)
     bad = ind.copy()
     bad[0, 1, 1, 0] = 24  # pixel (4, 4): in the last cell, which writes it, but in no window
@@ -253,9 +255,11 @@ def test_tiled_backward_ignores_an_index_into_its_cells_uncovered_end(cuda_devic
 
 def test_max_pool_backward_int64_indices_and_device_mismatch(cuda_device, rng):
     x = distinct_values(rng, (1, 4, 4, 4))
-    y, ind = ops.max_pool2d(x, 2, return_indices=True)
+    with cuda_device.cpu():
+        y, ind = ops.max_pool2d(x, 2, return_indices=True)
+        want = ops.max_pool2d_backward(y, ind, x.shape, 2)
     gx = ops.max_pool2d_backward(cuda_device.array(y), cuda_device.array(ind.astype(np.int64)), x.shape, 2)
-    np.testing.assert_array_equal(cuda_device.host(gx), ops.max_pool2d_backward(y, ind, x.shape, 2))
+    np.testing.assert_array_equal(cuda_device.host(gx), want)
     with pytest.raises(ValueError, match="out of range"):
         ops.max_pool2d_backward(cuda_device.array(y), cuda_device.array(ind.astype(np.int64) + 16), x.shape, 2)
     if cuda_device.kind == "gpu":  # a NumPy array beside a GPU array (the emulator takes NumPy arrays)
@@ -274,15 +278,17 @@ def test_avg_pool(cuda_device, rng, geo, include_pad):
                                                        count_include_pad=include_pad))
     cuda_device.assert_ran(kernels, "avg_forward_kernel<1>")
     np.testing.assert_allclose(y, ref_avg_pool(x, *geo, include_pad=include_pad), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(y, ops.avg_pool2d(x, *geo, count_include_pad=include_pad), rtol=1e-6, atol=1e-7)
+    with cuda_device.cpu():
+        np.testing.assert_allclose(y, ops.avg_pool2d(x, *geo, count_include_pad=include_pad), rtol=1e-6, atol=1e-7)
     g = rng.standard_normal(y.shape).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.avg_pool2d_backward(cuda_device.array(g), x.shape, *geo,
                                                                  count_include_pad=include_pad))
-    cuda_device.assert_ran(kernels, f"{backward_kernel('avg', geo)}<1>")
+    cuda_device.assert_ran(kernels, "avg_backward_kernel<1>")
     np.testing.assert_allclose(gx, ref_avg_pool_backward(g, x.shape, *geo, include_pad=include_pad),
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gx, ops.avg_pool2d_backward(g, x.shape, *geo, count_include_pad=include_pad),
-                               rtol=1e-6, atol=1e-7)
+    with cuda_device.cpu():
+        np.testing.assert_allclose(gx, ops.avg_pool2d_backward(g, x.shape, *geo, count_include_pad=include_pad),
+                                   rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("c", CHANNELS)
@@ -311,7 +317,8 @@ def test_avg_pool_misaligned_and_empty(cuda_device, rng):
     x = np.zeros((1, 0, 3, 4), np.float32)  # H = 0 with padding: the CPU's values (0, or NaN without pad)
     for include_pad in (True, False):
         y = cuda_device.host(ops.avg_pool2d(cuda_device.array(x), 2, 1, 1, count_include_pad=include_pad))
-        np.testing.assert_array_equal(y, ops.avg_pool2d(x, 2, 1, 1, count_include_pad=include_pad))
+        with cuda_device.cpu():
+            np.testing.assert_array_equal(y, ops.avg_pool2d(x, 2, 1, 1, count_include_pad=include_pad))
 
 
 # ---- global average pooling ----------------------------------------------------------------------------
@@ -327,7 +334,8 @@ def test_global_avg_pool(cuda_device, rng, c):
     g = rng.standard_normal((3, c)).astype(np.float32)
     gx, kernels = cuda_device.run(lambda: ops.global_avg_pool2d_backward(cuda_device.array(g), x.shape))
     cuda_device.assert_ran(kernels, f"global_avg_backward_kernel<{vec}>")
-    np.testing.assert_array_equal(gx, ops.global_avg_pool2d_backward(g, x.shape))
+    with cuda_device.cpu():
+        np.testing.assert_array_equal(gx, ops.global_avg_pool2d_backward(g, x.shape))
 
 
 def test_global_avg_pool_splits_large_planes(cuda_device, rng):
