@@ -64,8 +64,9 @@ def test_every_mask_kind_equals_the_cpu_kernels(cuda_device, rng, kind):
     q, k, v = make(rng, shape, scale=2.0)
     g = rng.standard_normal(q.shape).astype(np.float32)
     mask, causal = make_mask(rng, kind, shape)
-    cpu_out, cpu_lse = ops.attention(q, k, v, mask=mask, causal=causal, return_lse=True)
-    cpu_grads = ops.attention_backward(g, q, k, v, cpu_out, cpu_lse, mask=mask, causal=causal)
+    with cuda_device.cpu():
+        cpu_out, cpu_lse = ops.attention(q, k, v, mask=mask, causal=causal, return_lse=True)
+        cpu_grads = ops.attention_backward(g, q, k, v, cpu_out, cpu_lse, mask=mask, causal=causal)
     dmask = None if mask is None else cuda_device.array(np.asarray(mask))
     out, lse = ops.attention(*on(cuda_device, q, k, v), mask=dmask, causal=causal, return_lse=True)
     close(cuda_device.host(out), cpu_out)
@@ -99,7 +100,8 @@ def test_dropout_mask_is_the_cpus_for_the_same_seed(cuda_device, rng, causal):
     g = rng.standard_normal(q.shape).astype(np.float32)
     keep = ref.philox_keep(seed, (2, 2, 37, 43), p)
     want, want_lse, _ = ref.attention(q, k, v, None, causal, keep=keep, p=p)
-    cpu_out = ops.attention(q, k, v, causal=causal, dropout_p=p, seed=seed)
+    with cuda_device.cpu():
+        cpu_out = ops.attention(q, k, v, causal=causal, dropout_p=p, seed=seed)
     out, lse = ops.attention(*on(cuda_device, q, k, v), causal=causal, dropout_p=p, seed=seed, return_lse=True)
     close(cuda_device.host(out), want)
     close(cuda_device.host(out), cpu_out)
@@ -118,8 +120,9 @@ def test_dropout_mask_is_the_cpus_for_the_same_seed(cuda_device, rng, causal):
 def test_empty_sizes_equal_the_cpu(cuda_device, rng, shape):
     q, k, v = make(rng, shape)
     g = np.ones_like(q)
-    cpu_out, cpu_lse = ops.attention(q, k, v, return_lse=True)
-    cpu_grads = ops.attention_backward(g, q, k, v, cpu_out, cpu_lse)
+    with cuda_device.cpu():
+        cpu_out, cpu_lse = ops.attention(q, k, v, return_lse=True)
+        cpu_grads = ops.attention_backward(g, q, k, v, cpu_out, cpu_lse)
     out, lse = ops.attention(*on(cuda_device, q, k, v), return_lse=True)
     assert np.array_equal(cuda_device.host(out), cpu_out) and np.array_equal(cuda_device.host(lse), cpu_lse)
     grads = ops.attention_backward(*on(cuda_device, g, q, k, v), out, lse)
@@ -145,8 +148,9 @@ def test_layer_norm_forward_and_backward(cuda_device, rng, shape, affine):
     w = rng.standard_normal(n).astype(np.float32) if affine else None
     b = rng.standard_normal(n).astype(np.float32) if affine else None
     g = rng.standard_normal(shape).astype(np.float32)
-    cpu = ops.layer_norm(x, w, b, 1e-5, return_stats=True)
-    cpu_grads = ops.layer_norm_backward(g, x, cpu[1], cpu[2], w)
+    with cuda_device.cpu():
+        cpu = ops.layer_norm(x, w, b, 1e-5, return_stats=True)
+        cpu_grads = ops.layer_norm_backward(g, x, cpu[1], cpu[2], w)
     y, mean, rstd = ops.layer_norm(*on(cuda_device, x, w, b), 1e-5, return_stats=True)
     ran(cuda_device, "layer_norm_forward_kernel")
     for got, want in zip((y, mean, rstd), cpu):
@@ -165,7 +169,8 @@ def test_embedding_backward(cuda_device, rng, padding_idx):
     idx = rng.integers(0, vocab, (4, 50))
     idx[0, :20] = 3  # a frequent row (padding, or not)
     g = rng.standard_normal((4, 50, dim)).astype(np.float32)
-    want = ops.embedding_backward(idx, g, vocab, padding_idx)
+    with cuda_device.cpu():
+        want = ops.embedding_backward(idx, g, vocab, padding_idx)
     got = ops.embedding_backward(cuda_device.array(idx), cuda_device.array(g), vocab, padding_idx)
     ran(cuda_device, "embedding_backward_kernel")
     close(cuda_device.host(got), want, 1e-5)

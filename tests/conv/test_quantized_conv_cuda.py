@@ -60,8 +60,9 @@ def test_float_and_requantized_outputs_equal_the_cpu(cuda_device, rng):
         q = cuda_device.host(ops.quantized_conv2d(cuda_device.array(x), packed, out_dtype=dtype, out_scale=0.08,
                                                   out_zero_point=zero_point, **kwargs, **device_vectors))
         assert_requantized(q, want, 0.08, zero_point, dtype)
-        cpu = ops.quantized_conv2d(x, w, out_dtype=dtype, out_scale=0.08, out_zero_point=zero_point, w_scale=w_scale,
-                                   bias=bias, **kwargs)
+        with cuda_device.cpu():
+            cpu = ops.quantized_conv2d(x, w, out_dtype=dtype, out_scale=0.08, out_zero_point=zero_point,
+                                       w_scale=w_scale, bias=bias, **kwargs)
         assert np.abs(q.astype(np.int64) - cpu).max() <= 1
     out = cuda_device.array(np.zeros((2, 10, 9, 20), np.float32))
     assert ops.quantized_conv2d(cuda_device.array(x), packed, out=out, **kwargs, **device_vectors) is out
