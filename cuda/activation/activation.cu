@@ -1,6 +1,7 @@
 // Elementwise activations on the GPU. Pure bandwidth: each thread moves 16-byte vectors (float4)
-// in a grid-stride loop, so a few waves of blocks cover any n and every load is a full 128-bit
-// transaction. The last n % 4 elements, and operands not 16-byte aligned, take the scalar path.
+// in a grid-stride loop, several in flight at once, so a few waves of blocks cover any n and every
+// load is a full 128-bit transaction. The last n % 4 elements, and operands not 16-byte aligned,
+// take the scalar path.
 #include "activation/activation.cuh"
 #include "common/cuda_check.cuh"
 #include "common/launch.cuh"
@@ -48,6 +49,13 @@ __device__ __forceinline__ float backward_one(float g, float s, float p) {
   } else return g;
 }
 
+// Vectors a thread has in flight in the grid-stride walk: it issues the loads of kInFlight float4s
+// before it uses the first. A loop that loads, computes and stores one at a time leaves about one
+// 16-byte load per thread in flight, about 4 MiB at this grid (SMs x 8 blocks x 256 threads), near
+// an H200's bandwidth-latency product: the forward measured 86-90% of copy while the backward,
+// with two loads a step, reached 94-96%.
+constexpr int kInFlight = 4;
+
 template <Activation kind>
 __global__ void forward_kernel(const float* x, float* y, int64_t n, float p, bool vectorised) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
@@ -55,13 +63,22 @@ __global__ void forward_kernel(const float* x, float* y, int64_t n, float p, boo
   int64_t scalar_from = 0;
   if (vectorised) {
     const int64_t n4 = n / 4;
-    for (int64_t v = i; v < n4; v += stride) {
-      float4 a = reinterpret_cast<const float4*>(x)[v];
-      a.x = forward_one<kind>(a.x, p);
-      a.y = forward_one<kind>(a.y, p);
-      a.z = forward_one<kind>(a.z, p);
-      a.w = forward_one<kind>(a.w, p);
-      reinterpret_cast<float4*>(y)[v] = a;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* y4 = reinterpret_cast<float4*>(y);
+    for (int64_t v0 = i; v0 < n4; v0 += kInFlight * stride) {
+      float4 a[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u)
+        if (v0 + u * stride < n4) a[u] = x4[v0 + u * stride];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        if (v0 + u * stride >= n4) break;
+        a[u].x = forward_one<kind>(a[u].x, p);
+        a[u].y = forward_one<kind>(a[u].y, p);
+        a[u].z = forward_one<kind>(a[u].z, p);
+        a[u].w = forward_one<kind>(a[u].w, p);
+        y4[v0 + u * stride] = a[u];
+      }
     }
     scalar_from = n4 * 4;
   }
@@ -76,15 +93,24 @@ __global__ void backward_kernel(const float* g, const float* s, float* dx, int64
   int64_t scalar_from = 0;
   if (vectorised) {
     const int64_t n4 = n / 4;
-    for (int64_t v = i; v < n4; v += stride) {
-      const float4 a = reinterpret_cast<const float4*>(g)[v];
-      const float4 b = reinterpret_cast<const float4*>(s)[v];
-      float4 r;
-      r.x = backward_one<kind>(a.x, b.x, p);
-      r.y = backward_one<kind>(a.y, b.y, p);
-      r.z = backward_one<kind>(a.z, b.z, p);
-      r.w = backward_one<kind>(a.w, b.w, p);
-      reinterpret_cast<float4*>(dx)[v] = r;
+    const float4* g4 = reinterpret_cast<const float4*>(g);
+    const float4* s4 = reinterpret_cast<const float4*>(s);
+    float4* dx4 = reinterpret_cast<float4*>(dx);
+    for (int64_t v0 = i; v0 < n4; v0 += kInFlight * stride) {
+      float4 a[kInFlight], b[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u)
+        if (v0 + u * stride < n4) a[u] = g4[v0 + u * stride], b[u] = s4[v0 + u * stride];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        if (v0 + u * stride >= n4) break;
+        float4 r;
+        r.x = backward_one<kind>(a[u].x, b[u].x, p);
+        r.y = backward_one<kind>(a[u].y, b[u].y, p);
+        r.z = backward_one<kind>(a[u].z, b[u].z, p);
+        r.w = backward_one<kind>(a[u].w, b[u].w, p);
+        dx4[v0 + u * stride] = r;
+      }
     }
     scalar_from = n4 * 4;
   }
