@@ -72,14 +72,18 @@ __global__ void __launch_bounds__(kRowThreads) xent_warp_kernel(const XentArgs a
     const int64_t label = valid ? a.labels[r] : 0;
     const bool bad = label < 0 || label >= c;
     const float* x = a.logits + r * c;
-    float v[kPer], m = kNegInf, sum_x = 0.0f, s = 0.0f;
+    float v[kPer], m = kNegInf, sum_x = 0.0f, s = 0.0f, x_label = 0.0f;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const bool in = valid && j * kWidth + lane < c;
       v[j] = in ? x[j * kWidth + lane] : kNegInf;
       m = fmaxf(m, v[j]);
       sum_x += in ? v[j] : 0.0f;
+      if (j * kWidth + lane == label) x_label = v[j];
     }
+    // The label's logit from the lane that loaded it, rather than a load after the reductions
+    // that the whole warp would wait for.
+    x_label = __shfl_sync(kFullMask, x_label, bad ? 0 : static_cast<int>(label % kWidth), kWidth);
     m = group_reduce<kWidth>(m, Max{});
     if (a.smoothing) sum_x = group_reduce<kWidth>(sum_x, Sum{});
 #pragma unroll
@@ -90,7 +94,7 @@ __global__ void __launch_bounds__(kRowThreads) xent_warp_kernel(const XentArgs a
     s = group_reduce<kWidth>(s, Sum{});
     if (!valid) continue;
     if (lane == 0) {
-      const double loss = bad ? kNaN : row_loss(a, m, s, x[label], sum_x);
+      const double loss = bad ? kNaN : row_loss(a, m, s, x_label, sum_x);
       if (a.loss_rows) a.loss_rows[r] = static_cast<float>(loss);
       total += loss;
       if (bad) bad_row = min(bad_row, r);
