@@ -224,13 +224,13 @@ __device__ __forceinline__ void windows_holding(const PoolGeometry& g, Span span
   }
 }
 
-// Max pooling's: a window adds its gradient to the pixel its index names. With kCheck, each window
-// counts its indices that name no pixel of it into `bad`; like every index that names no pixel,
-// they contribute nothing.
-template <int kW, bool kCheck>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-max_backward_kernel(const PoolGeometry g, const Span span, const float* __restrict__ gy,
-                    const int32_t* __restrict__ indices, float* __restrict__ gx, unsigned long long* bad) {
+// The walk both backward kernels share: for each channel vector v of the thread's output pixels,
+// before the cell is written on_output(q, o, v), then for each pixel (ih, iw) of the cell the sum
+// add(acc, offset, a, b, ih, iw) over the windows (a, b) that hold it (offset: the window's
+// element v in gy and the indices), stored to gx.
+template <int kW, class OnOutput, class Add>
+__device__ __forceinline__ void write_cells(const PoolGeometry& g, Span span, float* __restrict__ gx,
+                                            OnOutput&& on_output, Add&& add) {
   const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
   for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
     const OutputPixel o = output_pixel(g, q);
@@ -238,26 +238,42 @@ max_backward_kernel(const PoolGeometry g, const Span span, const float* __restri
     const int64_t image = o.n * g.oh * g.ow;
     float* plane = gx + o.n * g.h * g.w * g.c;
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
-      if constexpr (kCheck) {
-        int32_t id[kW];
-        load_vec<kW>(indices + q * g.c + v * kW, id);
-        unsigned misplaced = 0;
-#pragma unroll
-        for (int l = 0; l < kW; ++l) misplaced += !names_a_tap(g, o.win, id[l]);
-        if (misplaced) atomicAdd(bad, static_cast<unsigned long long>(misplaced));
-      }
+      on_output(q, o, v);
+#pragma unroll 1
       for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
+#pragma unroll 1
         for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
-          const int32_t pos = static_cast<int32_t>(ih * g.w + iw);
           float acc[kW] = {};
-          unsigned unused = 0;
           windows_holding(g, span, o.oh, o.ow, ih, iw, [&](int64_t a, int64_t b, int64_t w) {
-            take_window<kW, false>(g, gy, indices, (image + w) * g.c + v * kW, a, b, ih, iw, pos, acc, unused);
+            add(acc, (image + w) * g.c + v * kW, a, b, ih, iw);
           });
-          store_vec<kW>(plane + int64_t(pos) * g.c + v * kW, acc);
+          store_vec<kW>(plane + (ih * g.w + iw) * g.c + v * kW, acc);
         }
     }
   }
+}
+
+// Max pooling's: a window adds its gradient to the pixel its index names. With kCheck, each window
+// counts its indices that name no pixel of it into `bad`; like every index that names no pixel,
+// they contribute nothing.
+template <int kW, bool kCheck>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+max_backward_kernel(const PoolGeometry g, const Span span, const float* __restrict__ gy,
+                    const int32_t* __restrict__ indices, float* __restrict__ gx, unsigned long long* bad) {
+  const auto check = [&](int64_t q, const OutputPixel& o, int64_t v) {
+    if constexpr (kCheck) {
+      int32_t id[kW];
+      load_vec<kW>(indices + q * g.c + v * kW, id);
+      unsigned misplaced = 0;
+#pragma unroll
+      for (int l = 0; l < kW; ++l) misplaced += !names_a_tap(g, o.win, id[l]);
+      if (misplaced) atomicAdd(bad, static_cast<unsigned long long>(misplaced));
+    }
+  };
+  write_cells<kW>(g, span, gx, check, [&](float (&acc)[kW], int64_t at, int64_t a, int64_t b, int64_t ih, int64_t iw) {
+    unsigned unused = 0;
+    take_window<kW, false>(g, gy, indices, at, a, b, ih, iw, static_cast<int32_t>(ih * g.w + iw), acc, unused);
+  });
 }
 
 // Average pooling's: a window adds its gradient times its divisor (fmaf, as the CPU's accumulation).
@@ -265,28 +281,14 @@ template <int kW>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
 avg_backward_kernel(const PoolGeometry g, const Span span, const float* __restrict__ gy, float* __restrict__ gx,
                     bool include_pad) {
-  const int64_t vectors = g.c / kW, pixels = g.n * g.oh * g.ow;
-  for (int64_t q = first_pixel(); q < pixels; q += pixel_stride()) {
-    const OutputPixel o = output_pixel(g, q);
-    const Window cell = cell_of(g, o.oh, o.ow);
-    const int64_t image = o.n * g.oh * g.ow;
-    float* plane = gx + o.n * g.h * g.w * g.c;
-    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x)
-#pragma unroll 1
-      for (int64_t ih = cell.h0; ih < cell.h1; ++ih)
-#pragma unroll 1
-        for (int64_t iw = cell.w0; iw < cell.w1; ++iw) {
-          float acc[kW] = {};
-          windows_holding(g, span, o.oh, o.ow, ih, iw, [&](int64_t a, int64_t b, int64_t w) {
-            const float scale = inv_count(g, a, b, include_pad);
-            float gv[kW];
-            load_vec<kW>(gy + (image + w) * g.c + v * kW, gv);
+  const auto nothing = [](int64_t, const OutputPixel&, int64_t) {};
+  write_cells<kW>(g, span, gx, nothing, [&](float (&acc)[kW], int64_t at, int64_t a, int64_t b, int64_t, int64_t) {
+    const float scale = inv_count(g, a, b, include_pad);
+    float gv[kW];
+    load_vec<kW>(gy + at, gv);
 #pragma unroll
-            for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
-          });
-          store_vec<kW>(plane + (ih * g.w + iw) * g.c + v * kW, acc);
-        }
-  }
+    for (int l = 0; l < kW; ++l) acc[l] = fmaf(gv[l], scale, acc[l]);
+  });
 }
 
 // Average pooling: as max_forward_kernel, summing the window in row-major order (the CPU's order)
