@@ -84,6 +84,33 @@ def test_float_output_scales_bias_relu(int8_path, threads, rng):
         np.testing.assert_allclose(got, exact(a, b) * 0.125, rtol=1e-6)
 
 
+def test_scales_and_bias_packed_with_the_weight(rng):
+    """Packed once with the weight, the scales and bias give what passing them to each call gives;
+    passed again, or without the activation scale, they are refused."""
+    m, k, n = 21, 40, 35
+    a, b = u8(rng, m, k), s8(rng, k, n)
+    bias = rng.standard_normal(n).astype(np.float32)
+    per_channel = rng.uniform(0.001, 0.02, n).astype(np.float32)
+    for scale in (0.0123, per_channel):
+        w = ops.pack_quantized_weight(b, scale=scale, bias=bias)
+        for kw in (dict(activation="relu"), dict(out_dtype=np.uint8, out_scale=0.05, out_zero_point=3)):
+            want = ops.quantized_matmul(a, b, a_scale=0.05, a_zero_point=7, b_scale=scale, bias=bias, **kw)
+            np.testing.assert_array_equal(ops.quantized_matmul(a, w, a_scale=0.05, a_zero_point=7, **kw), want)
+    w = ops.pack_quantized_weight(b, scale=per_channel)  # no bias packed: one may be given per call
+    np.testing.assert_array_equal(ops.quantized_matmul(a, w, a_scale=0.05, bias=bias),
+                                  ops.quantized_matmul(a, b, a_scale=0.05, b_scale=per_channel, bias=bias))
+    with pytest.raises(ValueError, match="carries its scales; leave b_scale out"):
+        ops.quantized_matmul(a, w, a_scale=0.05, b_scale=per_channel)
+    with pytest.raises(ValueError, match="carries its scales: give a_scale"):
+        ops.quantized_matmul(a, w)
+    with pytest.raises(ValueError, match="carries its bias; leave bias out"):
+        ops.quantized_matmul(a, ops.pack_quantized_weight(b, scale=0.1, bias=bias), a_scale=0.05, bias=bias)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        ops.pack_quantized_weight(b, scale=np.where(np.arange(n) == 3, np.nan, per_channel).astype(np.float32))
+    with pytest.raises(ValueError, match=r"bias must have shape \(35,\)"):
+        ops.pack_quantized_weight(b, scale=0.1, bias=bias[:-1])
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_requantized_output_saturates(int8_path, threads, rng, dtype):
     m, k, n = 70, 200, 150  # the AVX-512 epilogue packs 64 columns at a time, then 16 (the last masked)

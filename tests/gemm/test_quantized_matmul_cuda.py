@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fusegrad.ops as ops
-from fusegrad import _cpu
+from fusegrad import _backend, _cpu
 from fusegrad.ops import gemm_int8
 from quantized import assert_requantized, real_result, s8, u8
 
@@ -108,6 +108,29 @@ def test_real_and_requantized_outputs_equal_the_cpu(cuda_device, int8_kernel, rn
             else:
                 assert_requantized(got, real, out_scale, kw["out_zero_point"], dtype)
                 assert np.abs(got.astype(np.int64) - cpu).max() <= 1
+
+
+def test_scales_and_bias_packed_with_the_weight_stay_on_the_device(cuda_device, rng, monkeypatch):
+    """A weight packed with its scales and bias: a call reads nothing back from the device (no
+    wait for the GPU) and, with the same activation scale, copies nothing to it again."""
+    m, k, n = 40, 64, 48
+    a, b = u8(rng, m, k), s8(rng, k, n)
+    bias = rng.standard_normal(n).astype(np.float32)
+    b_scale = rng.uniform(0.001, 0.01, n).astype(np.float32)
+    w = ops.pack_quantized_weight(cuda_device.array(b), scale=cuda_device.array(b_scale), bias=cuda_device.array(bias))
+    with cuda_device.cpu():
+        want = ops.quantized_matmul(a, b, a_scale=0.02, a_zero_point=128, b_scale=b_scale, bias=bias)
+    ad, results, kept = cuda_device.array(a), [], []
+    for _ in range(2):
+        with monkeypatch.context() as m:
+            m.setattr(_backend, "to_host", lambda x: pytest.fail("a device array was read back"))
+            results.append(ops.quantized_matmul(ad, w, a_scale=0.02, a_zero_point=128))
+        kept.append({key: copy for key, (_, copy) in w._on_device.items()})
+    assert kept[0].keys() == {"scale", "bias"} and all(kept[1][key] is kept[0][key] for key in kept[0])
+    for got in results:
+        np.testing.assert_allclose(cuda_device.host(got), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    ops.quantized_matmul(ad, w, a_scale=0.03, a_zero_point=128)  # another activation scale: copied anew
+    assert w._on_device["scale"][1] is not kept[0]["scale"] and w._on_device["bias"][1] is kept[0]["bias"]
 
 
 def test_out_argument(cuda_device, rng):

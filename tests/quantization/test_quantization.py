@@ -286,12 +286,17 @@ def test_static_and_dynamic_int8_models_run_on_the_emulated_gpu():
     with fg.cuda.emulate() as emu:
         q.to("cuda")
         dq.to("cuda")
-        got = q(fg.tensor(x, device="cuda"))
+        xd = fg.tensor(x, device="cuda")
+        got = q(xd)  # packs each weight with its scales and bias for the device, reading them once
         assert got.device == "cuda:0"
         kernels = emu.kernels()
         for name in ("quantize_uint8_kernel", "int8_im2col_kernel", "max_forward_int8_kernel"):
             assert any(name in k for k in kernels), f"{name} not in {kernels}"
+        with pytest.MonkeyPatch.context() as m:  # later calls wait for nothing on the device
+            m.setattr(fg._backend, "to_host", lambda a: pytest.fail("a device array was read back"))
+            again = q(xd)
         got_dyn = dq(fg.tensor(x.reshape(16, -1), device="cuda"))
         got, got_dyn = got.numpy(), got_dyn.numpy()
+    np.testing.assert_array_equal(again.numpy(), got)
     assert np.abs(got - cpu_out).max() <= 0.02 * np.abs(cpu_out).max()
     np.testing.assert_allclose(got_dyn, cpu_dyn, rtol=1e-5, atol=1e-5 * np.abs(cpu_dyn).max())

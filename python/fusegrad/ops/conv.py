@@ -153,7 +153,9 @@ def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_z
     Padding positions hold x_zero_point, the quantized real 0. The epilogue is quantized_matmul's
     (fusegrad.ops.gemm_int8): no scales, the exact int32 sums of (x − x_zero_point) · w; with x_scale
     and w_scale (a number or (C_out,) per output channel), x_scale · w_scale · sums + bias, relu,
-    as float32 or with out_dtype=np.uint8 / np.int8 requantized with out_scale, out_zero_point.
+    as float32 or with out_dtype=np.uint8 / np.int8 requantized with out_scale, out_zero_point. A
+    weight packed with its scales and bias (pack_quantized_weight(w, scale=..., bias=...)) supplies
+    w_scale and bias.
     On the CPU it runs as an im2col of blocks of output pixels and the int8 GEMM (AMX: an implicit
     GEMM); a 1×1 convolution of stride 1 without padding multiplies the image in place. On a CUDA
     array (with a weight packed from a CUDA array) it is one im2col kernel and the CUDA int8 GEMM.
@@ -171,13 +173,13 @@ def quantized_conv2d(x, w, *, stride=1, padding=0, dilation=1, x_scale=None, x_z
     kh, kw, _, co = packed.kernel_shape
     zp, dtype, scale, bias, act, inv, out_zp = requant_args(
         fn, co, x_scale, x_zero_point, w_scale, bias, activation, out_dtype, out_scale, out_zero_point, "x", "w",
-        device=device)
+        device=device, weight=packed)
     shape = (xa.shape[0], oh, ow, co)
     if cuda:
         xa = array_module(xa).ascontiguousarray(xa)
         cols = _int8_patches(xa, packed.kernel_shape, oh, ow, geo, zp, stream)
-        return gemm_int8.quantized_matmul_cuda(cols, packed.packed, shape, zp, dtype, scale, bias, act, inv, out_zp,
-                                               out, kind, stream, fn)
+        return gemm_int8.quantized_matmul_cuda(cols, packed, shape, zp, dtype, scale, bias, act, inv, out_zp, out,
+                                               kind, stream, fn)
     xa = np.ascontiguousarray(xa)
     target, result = int8_output(out, shape, dtype, xa, fn)
     if target.size:

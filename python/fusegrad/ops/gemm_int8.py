@@ -49,15 +49,19 @@ class QuantizedWeight:
 
     shape: the (K, N) matrix it multiplies by; kernel_shape: (KH, KW, C_in, C_out) for a packed
     convolution weight, else None; device: "cpu" (packed for the CPU kernels) or the CUDA device
-    of the array it was packed from.
+    of the array it was packed from. scale, bias: the per-channel weight scales (float64) and bias
+    (float32) packed with it, checked once, as host copies (or None); a CUDA weight also keeps them
+    on its device, so that a call reads nothing back from the GPU and copies nothing to it.
     """
 
-    __slots__ = ("packed", "shape", "kernel_shape")
+    __slots__ = ("packed", "shape", "kernel_shape", "scale", "bias", "_on_device")
 
-    def __init__(self, packed, kernel_shape=None):
+    def __init__(self, packed, kernel_shape=None, scale=None, bias=None):
         self.packed = packed
         self.shape = (packed.k, packed.n)
         self.kernel_shape = kernel_shape
+        self.scale, self.bias = scale, bias
+        self._on_device = {}  # "scale" / "bias" -> (host values, their copy on the weight's device)
 
     @property
     def device(self) -> str:
@@ -73,13 +77,17 @@ class QuantizedWeight:
         return f"QuantizedWeight(shape={self.shape}{kernel}{device})"
 
 
-def pack_quantized_weight(b, *, layout: str = "kn") -> QuantizedWeight:
+def pack_quantized_weight(b, *, layout: str = "kn", scale=None, bias=None) -> QuantizedWeight:
     """Packs an int8 weight for the int8 GEMM, once.
 
     b: int8 (K, N) with layout="kn" (the default: out = a @ b); (N, K) with layout="nk" (a
     PyTorch Linear weight: out = a @ b.T); or a 4-D HWIO convolution weight (KH, KW, C_in, C_out),
     packed as the (KH·KW·C_in, C_out) matrix quantized_conv2d multiplies by. Any strides. A CUDA
     array gives a weight for the CUDA kernels, on its device.
+    scale (a number or (N,) floats) and bias ((N,) float32), on b's device, are the weight's
+    per-channel scales and bias, checked here once: the calls then take them from the weight (and
+    must not pass b_scale / w_scale or bias again), which on a GPU spares each call reading them
+    back to check them and copying them over again.
     """
     fn = "pack_quantized_weight"
     arr, _, cuda = int8_operand(b, "b")
@@ -98,13 +106,16 @@ def pack_quantized_weight(b, *, layout: str = "kn") -> QuantizedWeight:
         arr = arr.T
     if arr.shape[0] > INT8_MAX_K:
         raise ValueError(f"{fn}: K = {arr.shape[0]} is too deep: int32 sums are exact only up to K = {INT8_MAX_K}")
+    n, device = arr.shape[1], device_of(arr)
+    scale = None if scale is None else _checked_scale(scale, n, "scale", fn, device)
+    bias = None if bias is None else _checked_bias(bias, n, fn, device)
     if cuda:
         xp = array_module(arr)
         with _backend.on_device(arr):
             bt = xp.ascontiguousarray(arr.T)
             colsum = xp.ascontiguousarray(arr.astype(xp.int32).sum(axis=0, dtype=xp.int32))
-        return QuantizedWeight(DeviceInt8Weight(bt, colsum, device_of(arr)), kernel_shape)
-    return QuantizedWeight(_cpu.int8_pack_weight(arr), kernel_shape)
+        return QuantizedWeight(DeviceInt8Weight(bt, colsum, device), kernel_shape, scale, bias)
+    return QuantizedWeight(_cpu.int8_pack_weight(arr), kernel_shape, scale, bias)
 
 
 def as_quantized_weight(b, fn: str, device: str = "cpu") -> QuantizedWeight:
@@ -139,11 +150,47 @@ def _host_vector(x, name: str, fn: str, device: str) -> np.ndarray:
     return _backend.to_host(arr)
 
 
+def _checked_scale(value, n: int, name: str, fn: str, device: str) -> np.ndarray:
+    """A weight scale (a number, or one per output channel) as float64 (n,), each finite and > 0."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array is a number
+    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, (bool, np.bool_)):
+        return np.full(n, _positive(value, name, fn), np.float64)
+    vec = _host_vector(value, name, fn, device)
+    if vec.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a real number or a float array, got dtype {vec.dtype}")
+    if vec.shape != (n,):
+        raise ValueError(f"{fn}: {name} must be a number or have shape ({n},) (one per output channel), "
+                         f"got {vec.shape}")
+    if not ((vec > 0).all() and (vec < np.inf).all()):  # NaN fails the first
+        raise ValueError(f"{fn}: {name} must be finite and > 0")
+    return vec.astype(np.float64)
+
+
+def _checked_bias(bias, n: int, fn: str, device: str) -> np.ndarray:
+    bias = _host_vector(bias, "bias", fn, device)
+    check_dtype(bias, "bias")
+    if bias.shape != (n,):
+        raise ValueError(f"{fn}: bias must have shape ({n},), got {bias.shape}")
+    return np.ascontiguousarray(bias)
+
+
 def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale,
-                 out_zero_point, a_name: str = "a", b_name: str = "b", device: str = "cpu"):
+                 out_zero_point, a_name: str = "a", b_name: str = "b", device: str = "cpu", weight=None):
     """The checked epilogue of an int8 product with N output channels: (a_zero_point, out dtype,
     scale vector or None, bias or None, activation code (none or relu), inverse out scale, out zero
-    point), the vectors as NumPy arrays (array arguments on `device`, the input's)."""
+    point), the vectors as NumPy arrays (array arguments on `device`, the input's). A packed
+    `weight` that carries its scales or bias supplies them, and then they must not be given."""
+    if weight is not None and weight.scale is not None:
+        if b_scale is not None:
+            raise ValueError(f"{fn}: the packed weight carries its scales; leave {b_name}_scale out")
+        if a_scale is None:
+            raise ValueError(f"{fn}: the packed weight carries its scales: give {a_name}_scale")
+        b_scale = weight.scale
+    if weight is not None and weight.bias is not None:
+        if bias is not None:
+            raise ValueError(f"{fn}: the packed weight carries its bias; leave bias out")
+        bias = weight.bias
     a_zp = _zero_point(a_zero_point, f"{a_name}_zero_point", fn, 0, 255)
     if activation not in (None, "relu"):
         raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
@@ -159,29 +206,14 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
             raise ValueError(f"{fn}: bias and out_scale need {a_name}_scale and {b_name}_scale")
         return a_zp, np.dtype(np.int32), None, None, act, 1.0, 0
     a_scale = _positive(a_scale, f"{a_name}_scale", fn)
-    if isinstance(b_scale, np.ndarray) and b_scale.ndim == 0:
-        b_scale = b_scale[()]  # a 0-d array is a number
-    if isinstance(b_scale, (numbers.Real, np.generic)) and not isinstance(b_scale, (bool, np.bool_)):
-        b_vec = np.full(n, _positive(b_scale, f"{b_name}_scale", fn), np.float64)
-    else:
-        b_vec = _host_vector(b_scale, f"{b_name}_scale", fn, device)
-        if b_vec.dtype.kind != "f":
-            raise TypeError(f"{b_name}_scale: expected a real number or a float array, got dtype {b_vec.dtype}")
-        if b_vec.shape != (n,):
-            raise ValueError(f"{fn}: {b_name}_scale must be a number or have shape ({n},) (one per output channel), "
-                             f"got {b_vec.shape}")
-        if not ((b_vec > 0).all() and (b_vec < np.inf).all()):  # NaN fails the first
-            raise ValueError(f"{fn}: {b_name}_scale must be finite and > 0")
+    carried = weight is not None and b_scale is weight.scale
+    b_vec = b_scale if carried else _checked_scale(b_scale, n, f"{b_name}_scale", fn, device)
     scale = (b_vec * np.float64(a_scale)).astype(np.float32)  # the product in float64, rounded once
     dtype = np.dtype(np.float32 if out_dtype is None else out_dtype)
     if dtype not in (np.float32, np.uint8, np.int8):
         raise ValueError(f"{fn}: out_dtype must be float32, uint8 or int8 with scales, got {dtype.name}")
-    if bias is not None:
-        bias = _host_vector(bias, "bias", fn, device)
-        check_dtype(bias, "bias")
-        if bias.shape != (n,):
-            raise ValueError(f"{fn}: bias must have shape ({n},), got {bias.shape}")
-        bias = np.ascontiguousarray(bias)
+    if bias is not None and (weight is None or bias is not weight.bias):
+        bias = _checked_bias(bias, n, fn, device)
     if dtype == np.float32:
         if out_scale is not None:
             raise ValueError(f"{fn}: out_scale is for out_dtype uint8 or int8; the float32 result is not requantized")
@@ -224,7 +256,8 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
 
     a: uint8 (..., K), leading dimensions flattened into the M rows (rows read in place when
     contiguous). b: int8 (K, N), or a QuantizedWeight from pack_quantized_weight (packed once;
-    pass that for repeated calls). Result (..., N):
+    pass that for repeated calls; packed with its scales and bias, it supplies b_scale and bias).
+    Result (..., N):
       * no scales: the exact int32 product (a − a_zero_point) @ b (activation="relu": max(·, 0));
       * a_scale and b_scale (a number, or (N,) per output channel): the real product
         a_scale · b_scale[n] · ((a − a_zero_point) @ b)[:, n] + bias[n] (bias float32 (N,)),
@@ -246,11 +279,11 @@ def quantized_matmul(a, b, *, a_scale=None, a_zero_point=0, b_scale=None, bias=N
     if a_arr.shape[-1] != k:
         raise ValueError(f"{fn}: inner sizes differ: a {a_arr.shape} has K = {a_arr.shape[-1]}, b is (K, N) = {w.shape}")
     a_zp, dtype, scale, bias, act, inv, out_zp = requant_args(
-        fn, n, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale, out_zero_point, device=device)
+        fn, n, a_scale, a_zero_point, b_scale, bias, activation, out_dtype, out_scale, out_zero_point, device=device,
+        weight=w)
     shape = a_arr.shape[:-1] + (n,)
     if cuda:
-        return quantized_matmul_cuda(a_arr, w.packed, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
-                                      stream, fn)
+        return quantized_matmul_cuda(a_arr, w, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind, stream, fn)
     target, result = int8_output(out, shape, dtype, a_arr, fn)
     if target.size:
         rows = a_arr.reshape(math.prod(a_arr.shape[:-1]), k)
@@ -268,18 +301,32 @@ _CUDA_INT8_KERNEL = "auto"
 _INT8_OUT_CODES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
 
 
-def quantized_matmul_cuda(a, w: DeviceInt8Weight, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
-                           stream, fn):
+def _kept_on_device(weight: QuantizedWeight, key: str, host, like):
+    """A small epilogue vector (the combined scales, the bias) on like's device: the copy the weight
+    kept from an earlier call when the values are the same, as a layer's are from call to call."""
+    if host is None:
+        return None
+    kept = weight._on_device.get(key)
+    if kept is not None and kept[0].shape == host.shape and np.array_equal(kept[0], host):
+        return kept[1]
+    with _backend.on_device(like):
+        copy = array_module(like).asarray(host)
+    weight._on_device[key] = (np.array(host), copy)
+    return copy
+
+
+def quantized_matmul_cuda(a, weight: QuantizedWeight, shape, a_zp, dtype, scale, bias, act, inv, out_zp, out, kind,
+                          stream, fn):
     xp = array_module(a)
+    w = weight.packed
     k, n = w.k, w.n
     target, result = int8_output(out, shape, dtype, a, fn)
     if target.size:
         rows = a.reshape(-1, k) if a.ndim != 2 else a
         if (k > 1 and rows.strides[1] != 1) or (rows.shape[0] > 1 and rows.strides[0] < k):
             rows = xp.ascontiguousarray(rows)
-        with _backend.on_device(a):
-            scale_d = None if scale is None else xp.asarray(scale)
-            bias_d = None if bias is None else xp.asarray(bias)
+        scale_d = _kept_on_device(weight, "scale", scale, a)
+        bias_d = _kept_on_device(weight, "bias", bias, a)
         with _backend.device_call([rows, w.bt, w.colsum, target, scale_d, bias_d], written=(3,), stream=stream) as call:
             pa, pb, pc, po, ps, pbias = call.pointers
             call.module.int8_gemm(pa, rows.strides[0] if rows.shape[0] > 1 else k, rows.shape[0], k, pb, pc, n, po, n,

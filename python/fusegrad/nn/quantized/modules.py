@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from ..._backend import as_array
+from ..._backend import as_array, to_host
 from ...tensor import Tensor
 from .. import functional as F
 from ..modules.module import Module
@@ -42,16 +42,20 @@ def _scalar(value, dtype) -> np.ndarray:
 
 
 class _PackedWeightLayer(Module):
-    """A module with an int8 `weight` buffer and the kernel's packed copy of it, made on first use
-    and dropped when the weight changes (load_state_dict) or the module is copied or pickled
-    (the packed panels are a compiled object: they are rebuilt from the weight)."""
+    """A module with int8 `weight`, per-channel `weight_scale` and `bias` buffers and the kernel's
+    packed copy of them (the scales and bias checked once and, on a GPU, kept there), made on
+    first use and dropped when the buffers change (load_state_dict, set_quantization), the module
+    moves (to) or is copied or pickled (the packed panels are a compiled object: they are rebuilt
+    from the buffers)."""
 
     _packed = None
     pack_layout = "kn"
 
     def packed_weight(self):
         if self._packed is None:
-            self._packed = ops.pack_quantized_weight(self.weight.data, layout=self.pack_layout)
+            self._packed = ops.pack_quantized_weight(self.weight.data, layout=self.pack_layout,
+                                                     scale=self.weight_scale.data,
+                                                     bias=None if self.bias is None else self.bias.data)
         return self._packed
 
     def _reset_derived_state(self) -> None:
@@ -59,7 +63,8 @@ class _PackedWeightLayer(Module):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_packed", None)
+        for derived in ("_packed", "_qparams"):
+            state.pop(derived, None)
         return state
 
 
@@ -81,6 +86,21 @@ class _QuantizedLayer(_PackedWeightLayer):
         self.register_buffer("output_scale", _scalar(1.0, np.float32))
         self.register_buffer("output_zero_point", _scalar(0, np.int32))
 
+    _qparams = None
+
+    def qparams(self) -> tuple:
+        """(input scale, input zero point, output scale, output zero point) as Python numbers, read
+        from their buffers once (on a GPU each read would wait for the device)."""
+        if self._qparams is None:
+            buffers = (self.input_scale, self.input_zero_point, self.output_scale, self.output_zero_point)
+            host = [to_host(b.data) for b in buffers]
+            self._qparams = (float(host[0][0]), int(host[1][0]), float(host[2][0]), int(host[3][0]))
+        return self._qparams
+
+    def _reset_derived_state(self) -> None:
+        super()._reset_derived_state()
+        self._qparams = None
+
     def set_quantization(self, weight_q, weight_scale, bias, input_qparams, output_qparams) -> None:
         self.weight.data[...] = weight_q
         self.weight_scale.data[...] = weight_scale
@@ -95,19 +115,19 @@ class _QuantizedLayer(_PackedWeightLayer):
             return x
         if not isinstance(x, Tensor):
             x = Tensor(as_array(x, np.float32))
-        scale, zero_point = float(self.input_scale.data[0]), int(self.input_zero_point.data[0])
+        scale, zero_point = self.qparams()[:2]
         return QuantizedTensor(quantize(x, scale, zero_point), scale, zero_point)
 
     def _epilogue(self) -> dict:
-        bias = None if self.bias is None else self.bias.data
+        """The store's arguments beside the scales and bias, which the packed weight carries."""
         if not self.quantized_output:
-            return dict(bias=bias, activation=self.activation)
-        return dict(bias=bias, activation=self.activation, out_dtype=np.uint8,
-                    out_scale=float(self.output_scale.data[0]), out_zero_point=int(self.output_zero_point.data[0]))
+            return dict(activation=self.activation)
+        out_scale, out_zero_point = self.qparams()[2:]
+        return dict(activation=self.activation, out_dtype=np.uint8, out_scale=out_scale, out_zero_point=out_zero_point)
 
     def _result(self, y):
         if self.quantized_output:
-            return QuantizedTensor(y, float(self.output_scale.data[0]), int(self.output_zero_point.data[0]))
+            return QuantizedTensor(y, *self.qparams()[2:])
         return Tensor(y)
 
 
@@ -133,7 +153,7 @@ class Linear(_QuantizedLayer):
         a = self._operand(x)
         lead = a.shape[:-1]
         y = ops.quantized_matmul(a.data.reshape(-1, a.shape[-1]), self.packed_weight(), a_scale=a.scale,
-                                 a_zero_point=a.zero_point, b_scale=self.weight_scale.data, **self._epilogue())
+                                 a_zero_point=a.zero_point, **self._epilogue())
         return self._result(y.reshape(*lead, self.out_features))
 
     def extra_repr(self):
@@ -164,7 +184,7 @@ class Conv2d(_QuantizedLayer):
         a = self._operand(x)
         y = ops.quantized_conv2d(a.data, self.packed_weight(), stride=self.stride, padding=self.padding,
                                  dilation=self.dilation, x_scale=a.scale, x_zero_point=a.zero_point,
-                                 w_scale=self.weight_scale.data, **self._epilogue())
+                                 **self._epilogue())
         return self._result(y)
 
     def extra_repr(self):
@@ -227,8 +247,7 @@ class DynamicLinear(_PackedWeightLayer):
         scale, zero_point = choose_qparams(low, high)
         lead = data.shape[:-1]
         y = ops.quantized_matmul(quantize(data, scale, zero_point).reshape(-1, data.shape[-1]), self.packed_weight(),
-                                 a_scale=scale, a_zero_point=zero_point, b_scale=self.weight_scale.data,
-                                 bias=None if self.bias is None else self.bias.data, activation=self.activation)
+                                 a_scale=scale, a_zero_point=zero_point, activation=self.activation)
         return Tensor(y.reshape(*lead, self.out_features))
 
     def extra_repr(self):
