@@ -6,7 +6,7 @@ import pytest
 
 import fusegrad as fg
 from fusegrad import _emulated, models, nn, optim
-from fusegrad.train import Trainer
+from fusegrad.train import ProgressBar, Trainer
 
 
 def _batch(n=8):
@@ -78,6 +78,29 @@ def test_trainer_fits_on_the_emulated_gpu_like_on_the_cpu():
         trainer, on_gpu = _fit("cuda")
     assert trainer.device == "cuda:0"
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-4)
+
+
+@pytest.mark.cuda_emulated
+def test_trainer_reads_the_loss_and_metrics_back_once_an_epoch(monkeypatch):
+    """Without per-batch callbacks, the running loss and accuracy are added up on the device and
+    read back at the epoch's end, so that no training step waits for the GPU."""
+    x, y = _batch(64)
+    with fg.cuda.emulate():
+        fg.manual_seed(0)
+        model = models.mnist_cnn()
+        trainer = Trainer(model, "cross_entropy", optim.Adam(model.parameters(), 1e-3), metrics=["accuracy"],
+                          device="cuda", seed=0)
+        reads = []
+        monkeypatch.setattr(_emulated.DeviceArray, "get", lambda self: reads.append(self.shape) or
+                            np.array(self.view(np.ndarray)))
+        history = trainer.fit(x, y, epochs=2, batch_size=16, verbose=0).history  # 4 batches an epoch
+        assert reads == [()] * 4, reads  # loss and accuracy, once an epoch
+        reads.clear()
+        monkeypatch.setattr(ProgressBar, "refresh_s", 1e9)  # the bar: also after its first batch
+        trainer.fit(x, y, epochs=2, batch_size=16, verbose=1)
+        assert reads == [()] * 6, reads
+        monkeypatch.undo()
+    assert len(history["loss"]) == 2 and all(0.0 <= a <= 1.0 for a in history["accuracy"])
 
 
 @pytest.mark.cuda

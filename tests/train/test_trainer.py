@@ -353,6 +353,27 @@ def test_progress_bar_with_tqdm(digits, tmp_path, capsys):
     assert "Epoch 1/1" in captured.err and "3/3" in captured.err and captured.out == ""
 
 
+def test_progress_bar_asks_for_the_running_logs_at_most_every_refresh(digits, tmp_path, monkeypatch):
+    """Reading the running loss waits for a GPU: the bar asks for it at most every refresh_s, and
+    callbacks that act on every batch still get it every batch."""
+    (x, y), _ = digits
+    trainer = make_trainer()
+    seen = []
+
+    class Every(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append("loss" in logs)
+
+    monkeypatch.setattr(ProgressBar, "refresh_s", 1e9)
+    with open(tmp_path / "bar.txt", "w") as f:
+        bar = ProgressBar(1, file=f)
+        trainer.fit(x[:160], y[:160], epochs=1, batch_size=32, callbacks=[bar])
+        trainer.fit(x[:160], y[:160], epochs=1, batch_size=32, callbacks=[bar, Every()])
+    assert seen == [True] * 5
+    text = (tmp_path / "bar.txt").read_text()
+    assert "loss" in text and "5/5" in text  # the first batch's and the epoch's figures
+
+
 def test_progress_bar_without_tqdm_says_how_to_get_it(digits, monkeypatch):
     (x, y), _ = digits
     trainer = make_trainer()

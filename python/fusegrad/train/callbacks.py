@@ -26,6 +26,12 @@ class Callback:
     def set_params(self, params: dict) -> None:
         self.params = params
 
+    def wants_batch_logs(self, batch) -> bool:
+        """Whether this callback's on_train_batch_end needs the running loss and metrics after
+        `batch` (its logs always hold "batch" and "size"). Reading them waits for a GPU to finish
+        the step, so a callback that shows them now and then can say no in between."""
+        return True
+
     def on_train_begin(self, logs=None): pass
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
@@ -57,6 +63,12 @@ class CallbackList:
         """Whether any callback does something on `hook` (the per-batch ones are skipped, logs and
         all, when none does: a small model's step is a millisecond)."""
         return any(getattr(type(cb), hook) is not getattr(Callback, hook) for cb in self.callbacks)
+
+    def wants_batch_logs(self, batch) -> bool:
+        """Whether a callback that acts after each training batch wants the running loss and
+        metrics after this one."""
+        return any(type(cb).on_train_batch_end is not Callback.on_train_batch_end and cb.wants_batch_logs(batch)
+                   for cb in self.callbacks)
 
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
@@ -90,12 +102,19 @@ class ProgressBar(Callback):
     for logs, on stdout unless `file` says otherwise.
     """
 
+    # The bar's loss and metrics are refreshed this often at most: each reading waits for a GPU.
+    refresh_s = 0.25
+
     def __init__(self, verbose: int = 1, file=None):
         super().__init__()
         if verbose not in (1, 2):
             raise ValueError(f"ProgressBar: verbose must be 1 or 2, got {verbose}")
         self.verbose, self.file = verbose, file
         self._bar = None
+        self._shown_at = -float("inf")
+
+    def wants_batch_logs(self, batch) -> bool:
+        return self._bar is not None and time.perf_counter() - self._shown_at >= self.refresh_s
 
     def _print(self, text):
         print(text, file=self.file or sys.stdout, flush=True)
@@ -114,9 +133,11 @@ class ProgressBar(Callback):
         logs = logs or {}
         self._seen += int(logs.get("size", 0))
         if self._bar is not None:
-            rate = self._seen / max(time.perf_counter() - self._start, 1e-9)
             shown = {k: f"{v:.4f}" for k, v in logs.items() if k not in ("batch", "size")}
-            self._bar.set_postfix({**shown, "samples/s": f"{rate:.0f}"}, refresh=False)
+            if shown:
+                self._shown_at = time.perf_counter()
+                rate = self._seen / max(self._shown_at - self._start, 1e-9)
+                self._bar.set_postfix({**shown, "samples/s": f"{rate:.0f}"}, refresh=False)
             self._bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):

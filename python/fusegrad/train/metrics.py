@@ -1,13 +1,21 @@
-"""Metrics for the Trainer: each accumulates a sum and a count over batches on the host.
+"""Metrics for the Trainer: each accumulates a sum and a count over batches.
 
-A metric sees the model output and the target as raw arrays (NumPy or CuPy) of one batch; only two
-scalars per batch cross to the host, so metrics cost little beside a training step.
+A metric sees the model output and the target as raw arrays (NumPy or CuPy) of one batch. The sum
+stays where the batch's values live (a 0-d GPU array for CuPy outputs, so that a training step on
+a GPU never waits for the host) and crosses to the host only when a result is asked for.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, to_host
+
+
+def host_value(x) -> float:
+    """A running sum as a Python float: read from its device if it lives on one."""
+    return float(x) if isinstance(x, numbers.Number) else float(to_host(x))
 
 
 def _xp(a):
@@ -29,11 +37,11 @@ class Metric:
 
     def update(self, output, target) -> None:
         s, n = self.batch_sum(output, target)
-        self.total += float(s)
+        self.total = self.total + s
         self.count += int(n)
 
     def result(self) -> float:
-        return self.total / self.count if self.count else float("nan")
+        return host_value(self.total) / self.count if self.count else float("nan")
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"

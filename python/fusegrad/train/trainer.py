@@ -18,11 +18,18 @@ from ..tensor import Tensor
 from . import checkpoint, losses
 from . import metrics as metrics_module
 from .callbacks import CallbackList, History, ProgressBar
+from .metrics import host_value
 
 
 def _native(a):
     """The array of a Tensor or array-like, floats as float32 (once up front, not once per batch)."""
     return as_array(a.data if isinstance(a, Tensor) else a)
+
+
+def _weighted(loss, n: int):
+    """A batch's mean loss times its size, in float64 where the loss lives (a 0-d GPU array for a
+    model on a GPU: added up there and read once an epoch, or when a callback asks for the logs)."""
+    return loss.data.astype(np.float64) * n
 
 
 class _Interrupt:
@@ -144,7 +151,7 @@ class Trainer:
         return xb, yb
 
     def _logs(self, loss_sum, seen, metrics, prefix=""):
-        logs = {prefix + "loss": loss_sum / seen if seen else float("nan")}
+        logs = {prefix + "loss": host_value(loss_sum) / seen if seen else float("nan")}
         for m in metrics:
             logs[prefix + m.name] = m.result()
         return logs
@@ -260,18 +267,20 @@ class Trainer:
             if batch_begin:
                 cbs.on_train_batch_begin(step, {"batch": step, "size": n})
             out, loss = self.train_step(xb, yb)
-            loss_sum += float(loss.item()) * n
+            loss_sum = loss_sum + _weighted(loss, n)  # on the loss's device: nothing waits for the GPU
             seen += n
             for m in metrics:
                 m.update(out.data, yb)
             if batch_end:
-                cbs.on_train_batch_end(step, {**self._logs(loss_sum, seen, metrics), "batch": step, "size": n})
+                running = self._logs(loss_sum, seen, metrics) if cbs.wants_batch_logs(step) else {}
+                cbs.on_train_batch_end(step, {**running, "batch": step, "size": n})
             if interrupt.requested or self.stop_training:
                 break
         if seen:
             logs = self._logs(loss_sum, seen, metrics)
         if self.distributed:  # the epoch's figures over all ranks
-            totals = np.array([loss_sum, seen] + [v for m in metrics for v in (m.total, m.count)], np.float64)
+            sums = [v for m in metrics for v in (host_value(m.total), m.count)]
+            totals = np.array([host_value(loss_sum), seen] + sums, np.float64)
             totals = dist.all_reduce(totals)
             loss_sum, seen = float(totals[0]), int(totals[1])
             for i, m in enumerate(metrics):
@@ -290,7 +299,7 @@ class Trainer:
             n = int(xb.shape[0])
             cbs.on_test_batch_begin(step, {"batch": step, "size": n})
             out = self.model(Tensor._wrap(xb, False))
-            loss_sum += float(self.loss(out, yb).item()) * n
+            loss_sum = loss_sum + _weighted(self.loss(out, yb), n)
             seen += n
             for m in metrics:
                 m.update(out.data, yb)
