@@ -82,8 +82,8 @@ def test_trainer_fits_on_the_emulated_gpu_like_on_the_cpu():
 
 @pytest.mark.cuda_emulated
 def test_trainer_reads_the_loss_and_metrics_back_once_an_epoch(monkeypatch):
-    """Without per-batch callbacks, the running loss and accuracy are added up on the device and
-    read back at the epoch's end, so that no training step waits for the GPU."""
+    """Without per-batch callbacks, the running loss and accuracy (training and validation) are
+    added up on the device and read back at the epoch's end, so that no step waits for the GPU."""
     x, y = _batch(64)
     with fg.cuda.emulate():
         fg.manual_seed(0)
@@ -95,6 +95,9 @@ def test_trainer_reads_the_loss_and_metrics_back_once_an_epoch(monkeypatch):
                             np.array(self.view(np.ndarray)))
         history = trainer.fit(x, y, epochs=2, batch_size=16, verbose=0).history  # 4 batches an epoch
         assert reads == [()] * 4, reads  # loss and accuracy, once an epoch
+        reads.clear()
+        trainer.fit(x, y, epochs=2, batch_size=16, validation_data=(x[:32], y[:32]), verbose=0)
+        assert reads == [()] * 8, reads  # and the validation's, once an epoch too
         reads.clear()
         monkeypatch.setattr(ProgressBar, "refresh_s", 1e9)  # the bar: also after its first batch
         trainer.fit(x, y, epochs=2, batch_size=16, verbose=1)

@@ -1,8 +1,8 @@
 """Metrics for the Trainer: each accumulates a sum and a count over batches.
 
 A metric sees the model output and the target as raw arrays (NumPy or CuPy) of one batch. The sum
-stays where the batch's values live (a 0-d GPU array for CuPy outputs, so that a training step on
-a GPU never waits for the host) and crosses to the host only when a result is asked for.
+stays where the batch's values live (a 0-d GPU array for CuPy outputs, so that the host does not
+wait for each step of a GPU) and crosses to the host only when a result is asked for.
 """
 from __future__ import annotations
 

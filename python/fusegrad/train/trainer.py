@@ -294,6 +294,7 @@ class Trainer:
         metrics = self._make_metrics()
         loss_sum, seen = 0.0, 0
         cbs.on_test_begin({})
+        batch_end = cbs.overrides("on_test_batch_end")  # its logs would wait for a GPU each batch
         for step, batch in enumerate(loader):
             xb, yb = self._batch(batch)
             n = int(xb.shape[0])
@@ -303,7 +304,8 @@ class Trainer:
             seen += n
             for m in metrics:
                 m.update(out.data, yb)
-            cbs.on_test_batch_end(step, self._logs(loss_sum, seen, metrics))
+            if batch_end:
+                cbs.on_test_batch_end(step, self._logs(loss_sum, seen, metrics))
         logs = self._logs(loss_sum, seen, metrics, prefix)
         cbs.on_test_end(logs)
         return logs
