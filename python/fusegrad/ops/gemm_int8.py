@@ -181,13 +181,15 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
     scale vector or None, bias or None, activation code (none or relu), inverse out scale, out zero
     point), the vectors as NumPy arrays (array arguments on `device`, the input's). A packed
     `weight` that carries its scales or bias supplies them, and then they must not be given."""
-    if weight is not None and weight.scale is not None:
+    carried_scale = weight is not None and weight.scale is not None
+    carried_bias = weight is not None and weight.bias is not None
+    if carried_scale:
         if b_scale is not None:
             raise ValueError(f"{fn}: the packed weight carries its scales; leave {b_name}_scale out")
         if a_scale is None:
             raise ValueError(f"{fn}: the packed weight carries its scales: give {a_name}_scale")
         b_scale = weight.scale
-    if weight is not None and weight.bias is not None:
+    if carried_bias:
         if bias is not None:
             raise ValueError(f"{fn}: the packed weight carries its bias; leave bias out")
         bias = weight.bias
@@ -206,13 +208,12 @@ def requant_args(fn: str, n: int, a_scale, a_zero_point, b_scale, bias, activati
             raise ValueError(f"{fn}: bias and out_scale need {a_name}_scale and {b_name}_scale")
         return a_zp, np.dtype(np.int32), None, None, act, 1.0, 0
     a_scale = _positive(a_scale, f"{a_name}_scale", fn)
-    carried = weight is not None and b_scale is weight.scale
-    b_vec = b_scale if carried else _checked_scale(b_scale, n, f"{b_name}_scale", fn, device)
+    b_vec = b_scale if carried_scale else _checked_scale(b_scale, n, f"{b_name}_scale", fn, device)
     scale = (b_vec * np.float64(a_scale)).astype(np.float32)  # the product in float64, rounded once
     dtype = np.dtype(np.float32 if out_dtype is None else out_dtype)
     if dtype not in (np.float32, np.uint8, np.int8):
         raise ValueError(f"{fn}: out_dtype must be float32, uint8 or int8 with scales, got {dtype.name}")
-    if bias is not None and (weight is None or bias is not weight.bias):
+    if bias is not None and not carried_bias:
         bias = _checked_bias(bias, n, fn, device)
     if dtype == np.float32:
         if out_scale is not None:
